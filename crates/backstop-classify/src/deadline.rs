@@ -1,0 +1,110 @@
+//! [`Deadline`]: the instant by which a whole call must be done, shared by every layer.
+//!
+//! The deadline layer puts it in the request's extensions; the layers inside it (retry, attempt
+//! timeout) read it to clamp sleeps and bound attempts. It lives in the vocabulary crate so that
+//! no layer has to depend on another to read it.
+
+use std::time::Duration;
+
+use http::Request;
+use tokio::time::Instant;
+
+/// The instant by which a call must be done, on tokio's clock (so it pauses with
+/// `tokio::time::pause` in tests).
+///
+/// ```
+/// use std::time::Duration;
+/// use backstop_classify::Deadline;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let deadline = Deadline::after(Duration::from_secs(2));
+/// tokio::time::sleep(Duration::from_millis(500)).await;
+/// assert_eq!(deadline.remaining(), Duration::from_millis(1500));
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Deadline {
+    at: Instant,
+}
+
+/// How far ahead a deadline may lie; longer requests are clamped so instant arithmetic can never
+/// overflow (about 30 years, as tokio's own "far future").
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+impl Deadline {
+    /// The deadline at `at`.
+    pub fn at(at: Instant) -> Deadline {
+        Deadline { at }
+    }
+
+    /// The deadline `timeout` from now (clamped to about 30 years).
+    pub fn after(timeout: Duration) -> Deadline {
+        let now = Instant::now();
+        Deadline {
+            at: now + timeout.min(FAR_FUTURE),
+        }
+    }
+
+    /// The instant itself.
+    pub fn instant(&self) -> Instant {
+        self.at
+    }
+
+    /// The time left; zero once expired.
+    pub fn remaining(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
+    }
+
+    /// Whether the deadline has passed.
+    pub fn is_expired(&self) -> bool {
+        Instant::now() >= self.at
+    }
+
+    /// The earlier of two deadlines: nested calls never extend their caller's.
+    #[must_use]
+    pub fn earliest(self, other: Deadline) -> Deadline {
+        self.min(other)
+    }
+
+    /// The deadline carried by a request, if any.
+    pub fn of<B>(req: &Request<B>) -> Option<Deadline> {
+        req.extensions().get::<Deadline>().copied()
+    }
+
+    /// Puts `self` on the request, keeping an earlier deadline already there.
+    pub fn apply<B>(self, req: &mut Request<B>) -> Deadline {
+        let effective = match Deadline::of(req) {
+            Some(existing) => existing.earliest(self),
+            None => self,
+        };
+        req.extensions_mut().insert(effective);
+        effective
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn remaining_counts_down_and_saturates() {
+        let deadline = Deadline::after(Duration::from_secs(1));
+        assert!(!deadline.is_expired());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(deadline.is_expired());
+        assert_eq!(deadline.remaining(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn apply_keeps_the_earlier_deadline() {
+        let mut req = Request::new(());
+        let near = Deadline::after(Duration::from_secs(1));
+        let far = Deadline::after(Duration::from_secs(10));
+        near.apply(&mut req);
+        assert_eq!(far.apply(&mut req), near);
+        assert_eq!(Deadline::of(&req), Some(near));
+        let absurd = Deadline::after(Duration::MAX);
+        assert!(absurd > far);
+    }
+}

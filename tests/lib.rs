@@ -1,0 +1,1 @@
+//! Integration tests of backstop live in `tests/`.
