@@ -216,6 +216,9 @@ fn chain<'a>(
 struct Evidence {
     kind: Option<Kind>,
     phase: Option<Phase>,
+    /// hyper gave the request back unwritten: whatever broke the connection, the peer never saw
+    /// a byte of this request.
+    never_sent: bool,
 }
 
 impl Evidence {
@@ -252,10 +255,11 @@ pub fn classify_error(err: &(dyn StdError + 'static), phase_hint: Phase) -> Fail
             } else {
                 match ClientErrorKind::of(client) {
                     ClientErrorKind::Canceled => {
-                        // The pool handed out a connection that closed before our request was
-                        // written: the request never reached the peer.
+                        // The connection failed before our request was dispatched (hyper hands
+                        // the unwritten request back): the request never reached the peer.
                         evidence.phase(Phase::Send);
                         evidence.kind(Kind::Closed);
+                        evidence.never_sent = true;
                     }
                     ClientErrorKind::User => {
                         evidence.phase(Phase::Local);
@@ -314,7 +318,12 @@ pub fn classify_error(err: &(dyn StdError + 'static), phase_hint: Phase) -> Fail
     let phase = evidence.phase.or(inferred_phase).unwrap_or(phase_hint);
     let kind = evidence.kind.unwrap_or(Kind::Other);
     let (kind, phase) = reconcile(kind, phase);
-    Failure::new(kind, phase)
+    let failure = Failure::new(kind, phase);
+    if evidence.never_sent && failure.retryable() == Retryable::IfIdempotent {
+        failure.with_retryable(Retryable::Safe)
+    } else {
+        failure
+    }
 }
 
 /// Makes kind and phase agree where the kind itself proves the phase: a TLS failure surfacing
@@ -340,8 +349,10 @@ fn classify_hyper(err: &hyper::Error, evidence: &mut Evidence) {
     } else if err.is_timeout() {
         evidence.kind(Kind::TimedOut(Timer::Header));
     } else if err.is_canceled() {
+        // hyper cancels a request it never started writing when its connection fails first.
         evidence.phase(Phase::Send);
         evidence.kind(Kind::Closed);
+        evidence.never_sent = true;
     } else if err.is_body_write_aborted() {
         evidence.phase(Phase::Send);
         evidence.kind(Kind::Cancelled);

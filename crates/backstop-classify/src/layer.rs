@@ -139,6 +139,7 @@ fn classify_with<P: Classify>(policy: &P, err: BoxError, phase_hint: Phase) -> E
 
 pin_project! {
     /// The future of [`ClassifyService`].
+    #[derive(Debug)]
     pub struct ResponseFuture<F, P> {
         #[pin]
         inner: F,
@@ -215,6 +216,7 @@ impl TrailerOutcome {
 pin_project! {
     /// A response body whose errors are classified [`Error`]s in phase
     /// [`ReadBody`](Phase::ReadBody), and whose trailers are classified when the policy asks.
+    #[derive(Debug)]
     pub struct ClassifiedBody<B, P> {
         #[pin]
         inner: B,
