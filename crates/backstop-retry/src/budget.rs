@@ -1,0 +1,356 @@
+//! [`RetryBudget`]: retries limited to a fraction of recent requests plus a small floor.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::ConfigError;
+
+/// One retry costs this many units; a request deposits `ratio × UNIT` units, so ratios are
+/// honoured to four decimal places with integer arithmetic (no truncation of `1 / ratio`).
+const UNIT: i64 = 10_000;
+/// The window is split into this many slots; a slot's balance expires as a whole.
+const SLOTS: u64 = 10;
+/// A slot packs its epoch (24 bits) and its signed balance (40 bits) into one atomic word, so a
+/// deposit or withdrawal is one compare-and-swap, with no lock.
+const VALUE_BITS: u32 = 40;
+const VALUE_MASK: u64 = (1 << VALUE_BITS) - 1;
+const EPOCH_MASK: u64 = (1 << (64 - VALUE_BITS)) - 1;
+const VALUE_MAX: i64 = (1 << (VALUE_BITS - 1)) - 1;
+const VALUE_MIN: i64 = -(1 << (VALUE_BITS - 1));
+
+/// Retries limited to a fraction of recent requests plus a small floor per second, over a
+/// sliding window (Finagle's and linkerd's budget; defaults 20 %, 10 retries/s, 10 s).
+///
+/// Every request deposits `ratio` of a retry; every retry withdraws one whole retry. A retry is
+/// allowed when the deposits of the last `window`, plus a reserve of `min_per_second × window`,
+/// cover it. Under a total outage at a steady rate `r`, retries are therefore held to about
+/// `ratio × r + min_per_second`.
+///
+/// Clones share one budget: give each client (or each host) its own.
+///
+/// ```
+/// use std::time::Duration;
+/// use backstop_retry::RetryBudget;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), backstop_retry::ConfigError> {
+/// let budget = RetryBudget::builder()
+///     .ratio(0.5)
+///     .min_per_second(0)
+///     .window(Duration::from_secs(10))
+///     .build()?;
+/// for _ in 0..4 {
+///     budget.deposit();
+/// }
+/// assert!(budget.try_withdraw());
+/// assert!(budget.try_withdraw());
+/// assert!(!budget.try_withdraw()); // 4 requests × 50 % = 2 retries
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RetryBudget {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    start: Instant,
+    slot_nanos: u64,
+    deposit: i64,
+    reserve: i64,
+    slots: [AtomicU64; SLOTS as usize],
+    ratio: f64,
+    min_per_second: u32,
+    window: Duration,
+}
+
+impl fmt::Debug for RetryBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryBudget")
+            .field("ratio", &self.inner.ratio)
+            .field("min_per_second", &self.inner.min_per_second)
+            .field("window", &self.inner.window)
+            .field("available", &self.available())
+            .finish()
+    }
+}
+
+impl Default for RetryBudget {
+    /// 20 % of requests, 10 retries per second, over 10 s.
+    fn default() -> Self {
+        RetryBudget::from_parts(0.2, 10, Duration::from_secs(10))
+    }
+}
+
+impl RetryBudget {
+    /// A builder starting from the defaults (20 %, 10/s, 10 s).
+    pub fn builder() -> RetryBudgetBuilder {
+        RetryBudgetBuilder {
+            ratio: 0.2,
+            min_per_second: 10,
+            window: Duration::from_secs(10),
+        }
+    }
+
+    fn from_parts(ratio: f64, min_per_second: u32, window: Duration) -> RetryBudget {
+        let slot_nanos = u64::try_from((window / SLOTS as u32).as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        // Validated by the builder: ratio in [0, 10], so this fits easily.
+        let deposit = (ratio * UNIT as f64).round() as i64;
+        let reserve = (i64::from(min_per_second) * UNIT)
+            .saturating_mul(window.as_millis().min(i64::MAX as u128) as i64)
+            / 1000;
+        RetryBudget {
+            inner: Arc::new(Inner {
+                start: Instant::now(),
+                slot_nanos,
+                deposit,
+                reserve,
+                slots: Default::default(),
+                ratio,
+                min_per_second,
+                window,
+            }),
+        }
+    }
+
+    /// Records one request (an original attempt, not a retry).
+    pub fn deposit(&self) {
+        let epoch = self.inner.epoch();
+        self.inner.add(epoch, self.inner.deposit);
+    }
+
+    /// Takes one retry from the budget; `false` when it is spent.
+    pub fn try_withdraw(&self) -> bool {
+        let epoch = self.inner.epoch();
+        // Concurrent withdrawals may each see the last retry before either takes it; the
+        // overdraft is bounded by the number of racing callers, which keeps this lock-free.
+        if self.inner.balance(epoch) < UNIT {
+            return false;
+        }
+        self.inner.add(epoch, -UNIT);
+        true
+    }
+
+    /// How many whole retries the budget would allow right now.
+    pub fn available(&self) -> u64 {
+        let balance = self.inner.balance(self.inner.epoch());
+        u64::try_from(balance / UNIT).unwrap_or(0)
+    }
+
+    /// The fraction of requests that may be retried.
+    pub fn ratio(&self) -> f64 {
+        self.inner.ratio
+    }
+
+    /// The retries per second allowed whatever the traffic.
+    pub fn min_per_second(&self) -> u32 {
+        self.inner.min_per_second
+    }
+
+    /// How long a deposit counts.
+    pub fn window(&self) -> Duration {
+        self.inner.window
+    }
+}
+
+impl Inner {
+    fn epoch(&self) -> u64 {
+        let elapsed = Instant::now().saturating_duration_since(self.start);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        nanos / self.slot_nanos
+    }
+
+    fn add(&self, epoch: u64, delta: i64) {
+        let slot = &self.slots[(epoch % SLOTS) as usize];
+        let tag = epoch & EPOCH_MASK;
+        let mut current = slot.load(Ordering::Relaxed);
+        loop {
+            let (slot_tag, value) = unpack(current);
+            let base = if slot_tag == tag { value } else { 0 };
+            let next = pack(tag, base.saturating_add(delta).clamp(VALUE_MIN, VALUE_MAX));
+            match slot.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    fn balance(&self, epoch: u64) -> i64 {
+        let mut sum = self.reserve;
+        for slot in &self.slots {
+            let (tag, value) = unpack(slot.load(Ordering::Acquire));
+            // A slot counts while its epoch is one of the last SLOTS epochs (modulo the tag
+            // width: a slot untouched for exactly 2²⁴ slot widths would be mistaken for live).
+            if (epoch & EPOCH_MASK).wrapping_sub(tag) & EPOCH_MASK < SLOTS {
+                sum = sum.saturating_add(value);
+            }
+        }
+        sum
+    }
+}
+
+fn pack(tag: u64, value: i64) -> u64 {
+    (tag << VALUE_BITS) | (value as u64 & VALUE_MASK)
+}
+
+fn unpack(word: u64) -> (u64, i64) {
+    let tag = word >> VALUE_BITS;
+    // Sign-extend the 40-bit balance.
+    let value = ((word << (64 - VALUE_BITS)) as i64) >> (64 - VALUE_BITS);
+    (tag, value)
+}
+
+/// Builds a [`RetryBudget`]; invalid values are rejected by [`build`](RetryBudgetBuilder::build).
+#[derive(Debug, Clone)]
+pub struct RetryBudgetBuilder {
+    ratio: f64,
+    min_per_second: u32,
+    window: Duration,
+}
+
+impl RetryBudgetBuilder {
+    /// The fraction of requests that may be retried, from 0 to 10 (default 0.2). Honoured to
+    /// four decimal places.
+    #[must_use]
+    pub fn ratio(mut self, ratio: f64) -> Self {
+        self.ratio = ratio;
+        self
+    }
+
+    /// Retries per second allowed whatever the traffic, so a quiet client can still retry
+    /// (default 10, at most 100 000).
+    #[must_use]
+    pub fn min_per_second(mut self, min_per_second: u32) -> Self {
+        self.min_per_second = min_per_second;
+        self
+    }
+
+    /// How long a request's deposit counts, from 100 ms to one hour (default 10 s).
+    #[must_use]
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// The budget, or the first rule broken.
+    pub fn build(self) -> Result<RetryBudget, ConfigError> {
+        if !self.ratio.is_finite() || !(0.0..=10.0).contains(&self.ratio) {
+            return Err(ConfigError::new(
+                "budget.ratio",
+                "must be a finite number between 0 and 10",
+            ));
+        }
+        if self.min_per_second > 100_000 {
+            return Err(ConfigError::new(
+                "budget.min_per_second",
+                "must be at most 100000",
+            ));
+        }
+        if self.window < Duration::from_millis(100) || self.window > Duration::from_secs(3600) {
+            return Err(ConfigError::new(
+                "budget.window",
+                "must be between 100 ms and one hour",
+            ));
+        }
+        Ok(RetryBudget::from_parts(
+            self.ratio,
+            self.min_per_second,
+            self.window,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn budget(ratio: f64, min_per_second: u32) -> RetryBudget {
+        RetryBudget::builder()
+            .ratio(ratio)
+            .min_per_second(min_per_second)
+            .build()
+            .unwrap()
+    }
+
+    fn drain(budget: &RetryBudget) -> u32 {
+        let mut n = 0;
+        while budget.try_withdraw() {
+            n += 1;
+            assert!(n < 1_000_000);
+        }
+        n
+    }
+
+    #[test]
+    fn pack_round_trips_negative_and_extreme_values() {
+        for value in [0, 1, -1, VALUE_MAX, VALUE_MIN, -123_456_789] {
+            assert_eq!(unpack(pack(EPOCH_MASK, value)), (EPOCH_MASK, value));
+            assert_eq!(unpack(pack(0, value)), (0, value));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fraction_is_honoured_exactly_not_truncated() {
+        // tower's TpsBudget turns 0.6 into a cost of (1/0.6) as isize = 1: 100 % retries.
+        let b = budget(0.6, 0);
+        for _ in 0..100 {
+            b.deposit();
+        }
+        assert_eq!(drain(&b), 60);
+        let b = budget(0.2, 0);
+        for _ in 0..1000 {
+            b.deposit();
+        }
+        assert_eq!(drain(&b), 200);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn floor_allows_min_per_second_times_window_without_traffic() {
+        let b = budget(0.2, 10);
+        assert_eq!(b.available(), 100);
+        assert_eq!(drain(&b), 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deposits_and_withdrawals_expire_after_the_window() {
+        let b = budget(1.0, 0);
+        for _ in 0..5 {
+            b.deposit();
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(b.available(), 5);
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(b.available(), 0);
+
+        // A spent floor comes back once the withdrawals age out.
+        let b = budget(0.0, 1);
+        assert_eq!(drain(&b), 10);
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        assert_eq!(b.available(), 10);
+    }
+
+    #[test]
+    fn invalid_budgets_are_rejected_naming_the_field() {
+        let err = RetryBudget::builder().ratio(f64::NAN).build().unwrap_err();
+        assert_eq!(err.field(), "budget.ratio");
+        let err = RetryBudget::builder().ratio(-0.1).build().unwrap_err();
+        assert_eq!(err.field(), "budget.ratio");
+        let err = RetryBudget::builder()
+            .window(Duration::from_millis(1))
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "budget.window");
+        let err = RetryBudget::builder()
+            .min_per_second(1_000_000)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "budget.min_per_second");
+    }
+}

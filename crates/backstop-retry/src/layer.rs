@@ -1,0 +1,888 @@
+//! [`RetryLayer`], [`RetryService`] and their [`ResponseFuture`].
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use backstop_classify::{
+    BoxError, Classify, Deadline, Error, Failure, HttpPolicy, Kind, Outcome, Phase, Retryable,
+};
+use http::uri::Authority;
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, request::Parts};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::time::Sleep;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::ConfigError;
+use crate::backoff::{Backoff, Jitter, MAX_BACKOFF_CAP};
+use crate::budget::{RetryBudget, RetryBudgetBuilder};
+use crate::info::{MAX_ATTEMPTS_LIMIT, RetryInfo, RetryOverride, StopReason};
+use crate::replay::{DEFAULT_REPLAY_LIMIT, Replay, ReplayBody};
+
+/// The largest replay buffer a configuration accepts: 16 MiB.
+pub const MAX_REPLAY_LIMIT: usize = 16 * 1024 * 1024;
+
+static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// Retries failed requests when that is safe, spaced by jittered backoff or the server's
+/// `Retry-After`, within a budget and the request's [`Deadline`].
+///
+/// See the [crate documentation](crate) for the rules. Build one with [`RetryLayer::builder`];
+/// [`RetryLayer::new`] gives the defaults. Services made by one layer (and its clones) share its
+/// [`RetryBudget`].
+pub struct RetryLayer<P = HttpPolicy> {
+    config: Arc<Config<P>>,
+}
+
+impl<P> Clone for RetryLayer<P> {
+    fn clone(&self) -> Self {
+        RetryLayer {
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<P> fmt::Debug for RetryLayer<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.config.fmt(f)
+    }
+}
+
+struct Config<P> {
+    max_attempts: u32,
+    backoff: Backoff,
+    retry_after_statuses: Vec<StatusCode>,
+    retry_after_max: Duration,
+    idempotency_key: HeaderName,
+    attach_idempotency_key: bool,
+    attempt_header: Option<HeaderName>,
+    replay_limit: usize,
+    budget: Option<RetryBudget>,
+    per_host: Option<PerHost>,
+    retry_conflict: bool,
+    seed: u64,
+    /// Numbers the request streams of randomness, so a seeded layer is deterministic.
+    sequence: AtomicU64,
+    key_seed: u64,
+    policy: P,
+}
+
+impl<P> fmt::Debug for Config<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryLayer")
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff", &self.backoff)
+            .field("retry_after_statuses", &self.retry_after_statuses)
+            .field("retry_after_max", &self.retry_after_max)
+            .field("idempotency_key", &self.idempotency_key)
+            .field("attach_idempotency_key", &self.attach_idempotency_key)
+            .field("attempt_header", &self.attempt_header)
+            .field("replay_limit", &self.replay_limit)
+            .field("budget", &self.budget)
+            .field("per_host", &self.per_host.as_ref().map(|p| &p.template))
+            .field("retry_conflict", &self.retry_conflict)
+            .finish()
+    }
+}
+
+impl RetryLayer<HttpPolicy> {
+    /// The defaults: 3 attempts, full-jitter backoff from 50 ms capped at 5 s, `Retry-After`
+    /// honoured on 429 and 503 up to 30 s, a budget of 20 % + 10/s over 10 s, bodies replayed up
+    /// to 64 KiB, 409 retried later, 400 and 422 never.
+    pub fn new() -> RetryLayer<HttpPolicy> {
+        RetryLayer {
+            config: Arc::new(RetryLayerBuilder::new().into_config()),
+        }
+    }
+
+    /// A builder starting from the defaults of [`RetryLayer::new`].
+    pub fn builder() -> RetryLayerBuilder<HttpPolicy> {
+        RetryLayerBuilder::new()
+    }
+}
+
+impl Default for RetryLayer<HttpPolicy> {
+    fn default() -> Self {
+        RetryLayer::new()
+    }
+}
+
+impl<P> RetryLayer<P> {
+    /// The budget shared by this layer's services, if any.
+    pub fn budget(&self) -> Option<&RetryBudget> {
+        self.config.budget.as_ref()
+    }
+}
+
+impl<S, P> Layer<S> for RetryLayer<P> {
+    type Service = RetryService<S, P>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RetryService {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// Builds a [`RetryLayer`]; [`build`](RetryLayerBuilder::build) rejects invalid values.
+pub struct RetryLayerBuilder<P = HttpPolicy> {
+    max_attempts: u32,
+    base_delay: Duration,
+    max_delay: Duration,
+    jitter: Jitter,
+    retry_after_statuses: Vec<StatusCode>,
+    retry_after_max: Duration,
+    idempotency_key: HeaderName,
+    attach_idempotency_key: bool,
+    attempt_header: Option<HeaderName>,
+    replay_limit: usize,
+    budget: Option<RetryBudget>,
+    per_host: Option<RetryBudgetBuilder>,
+    retry_conflict: bool,
+    seed: Option<u64>,
+    policy: P,
+}
+
+impl<P> fmt::Debug for RetryLayerBuilder<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryLayerBuilder")
+            .field("max_attempts", &self.max_attempts)
+            .field("base_delay", &self.base_delay)
+            .field("max_delay", &self.max_delay)
+            .field("jitter", &self.jitter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RetryLayerBuilder<HttpPolicy> {
+    fn new() -> Self {
+        let backoff = Backoff::default();
+        RetryLayerBuilder {
+            max_attempts: 3,
+            base_delay: backoff.base(),
+            max_delay: backoff.cap(),
+            jitter: backoff.jitter(),
+            retry_after_statuses: vec![
+                StatusCode::TOO_MANY_REQUESTS,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ],
+            retry_after_max: Duration::from_secs(30),
+            idempotency_key: IDEMPOTENCY_KEY.clone(),
+            attach_idempotency_key: false,
+            attempt_header: None,
+            replay_limit: DEFAULT_REPLAY_LIMIT,
+            budget: Some(RetryBudget::default()),
+            per_host: None,
+            retry_conflict: true,
+            seed: None,
+            policy: HttpPolicy::new(),
+        }
+    }
+}
+
+impl<P> RetryLayerBuilder<P> {
+    /// Attempts per request, the first included (default 3, from 1 to
+    /// [`MAX_ATTEMPTS_LIMIT`]).
+    #[must_use]
+    pub fn max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = max_attempts;
+        self
+    }
+
+    /// The first backoff delay before jitter (default 50 ms).
+    #[must_use]
+    pub fn base_delay(mut self, base: Duration) -> Self {
+        self.base_delay = base;
+        self
+    }
+
+    /// The longest backoff delay, jitter included (default 5 s, at most one hour).
+    #[must_use]
+    pub fn max_delay(mut self, cap: Duration) -> Self {
+        self.max_delay = cap;
+        self
+    }
+
+    /// The jitter mode (default [`Jitter::Full`]).
+    #[must_use]
+    pub fn jitter(mut self, jitter: Jitter) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Base, cap and jitter at once.
+    #[must_use]
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.base_delay = backoff.base();
+        self.max_delay = backoff.cap();
+        self.jitter = backoff.jitter();
+        self
+    }
+
+    /// The statuses whose `Retry-After` replaces the backoff (default 429 and 503). gRPC's
+    /// `grpc-retry-pushback-ms` is always honoured.
+    #[must_use]
+    pub fn retry_after_statuses(mut self, statuses: &[StatusCode]) -> Self {
+        self.retry_after_statuses = statuses.to_vec();
+        self
+    }
+
+    /// The longest server-requested wait honoured (default 30 s, at most one hour); a longer
+    /// `Retry-After` waits this long.
+    #[must_use]
+    pub fn retry_after_max(mut self, max: Duration) -> Self {
+        self.retry_after_max = max;
+        self
+    }
+
+    /// The header that marks a non-idempotent request as safe to repeat (default
+    /// `idempotency-key`).
+    #[must_use]
+    pub fn idempotency_key_header(mut self, name: HeaderName) -> Self {
+        self.idempotency_key = name;
+        self
+    }
+
+    /// Attach a fresh idempotency key (a random UUID) to every non-idempotent request that has
+    /// none, identical on every attempt, so it may be retried (default off: the server must
+    /// understand the header).
+    #[must_use]
+    pub fn attach_idempotency_key(mut self, attach: bool) -> Self {
+        self.attach_idempotency_key = attach;
+        self
+    }
+
+    /// Send the attempt number (`1`, `2`, …) in this header on every attempt, so servers see
+    /// retries (default off).
+    #[must_use]
+    pub fn attempt_header(mut self, name: HeaderName) -> Self {
+        self.attempt_header = Some(name);
+        self
+    }
+
+    /// The most request-body bytes kept for replay (default 64 KiB, at most
+    /// [`MAX_REPLAY_LIMIT`]); a longer body is sent once and not retried.
+    #[must_use]
+    pub fn replay_limit(mut self, bytes: usize) -> Self {
+        self.replay_limit = bytes;
+        self
+    }
+
+    /// The budget shared by this layer's services (default: [`RetryBudget::default`]). Pass a
+    /// clone of one budget to several layers to share it.
+    #[must_use]
+    pub fn budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Also give every host (the request URI's authority) a budget of its own built like
+    /// `template`, so one failing host cannot spend the retries of the others. A retry then needs
+    /// both the host's budget and the client's (if any). Hosts beyond the 10 000th share one
+    /// overflow budget. Off by default: it takes a lock per request.
+    #[must_use]
+    pub fn budget_per_host(mut self, template: RetryBudgetBuilder) -> Self {
+        self.per_host = Some(template);
+        self
+    }
+
+    /// No budget: every retryable failure is retried up to the attempt limit.
+    #[must_use]
+    pub fn no_budget(mut self) -> Self {
+        self.budget = None;
+        self
+    }
+
+    /// Retry 409 Conflict ("the original is still in progress") later, if the request is
+    /// idempotent or keyed (default on).
+    #[must_use]
+    pub fn retry_conflict(mut self, retry: bool) -> Self {
+        self.retry_conflict = retry;
+        self
+    }
+
+    /// Seeds the jitter, making delays reproducible (default: seeded from the OS). Idempotency
+    /// keys are always drawn from an OS-seeded source, so they never repeat across processes.
+    #[must_use]
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// The policy classifying responses that carry no [`Outcome`] (no `ClassifyLayer` inside
+    /// this layer) and errors that are not backstop [`Error`]s.
+    pub fn policy<Q: Classify>(self, policy: Q) -> RetryLayerBuilder<Q> {
+        RetryLayerBuilder {
+            max_attempts: self.max_attempts,
+            base_delay: self.base_delay,
+            max_delay: self.max_delay,
+            jitter: self.jitter,
+            retry_after_statuses: self.retry_after_statuses,
+            retry_after_max: self.retry_after_max,
+            idempotency_key: self.idempotency_key,
+            attach_idempotency_key: self.attach_idempotency_key,
+            attempt_header: self.attempt_header,
+            replay_limit: self.replay_limit,
+            budget: self.budget,
+            per_host: self.per_host,
+            retry_conflict: self.retry_conflict,
+            seed: self.seed,
+            policy,
+        }
+    }
+
+    /// The layer, or the first rule broken.
+    pub fn build(self) -> Result<RetryLayer<P>, ConfigError> {
+        if !(1..=MAX_ATTEMPTS_LIMIT).contains(&self.max_attempts) {
+            return Err(ConfigError::new(
+                "max_attempts",
+                "must be between 1 and 10 (MAX_ATTEMPTS_LIMIT)",
+            ));
+        }
+        Backoff::new(self.base_delay, self.max_delay, self.jitter)?;
+        if self.retry_after_max > MAX_BACKOFF_CAP {
+            return Err(ConfigError::new(
+                "retry_after_max",
+                "must be at most one hour",
+            ));
+        }
+        if self.replay_limit > MAX_REPLAY_LIMIT {
+            return Err(ConfigError::new("replay_limit", "must be at most 16 MiB"));
+        }
+        if self.attempt_header.as_ref() == Some(&self.idempotency_key) {
+            return Err(ConfigError::new(
+                "attempt_header",
+                "must differ from the idempotency key header",
+            ));
+        }
+        let per_host = match &self.per_host {
+            Some(template) => Some(PerHost {
+                overflow: template.clone().build()?,
+                template: template.clone(),
+                budgets: Mutex::new(HashMap::new()),
+            }),
+            None => None,
+        };
+        let mut config = self.into_config();
+        config.per_host = per_host;
+        Ok(RetryLayer {
+            config: Arc::new(config),
+        })
+    }
+
+    fn into_config(self) -> Config<P> {
+        let mut os = SmallRng::from_os_rng();
+        Config {
+            max_attempts: self.max_attempts,
+            backoff: Backoff::new(self.base_delay, self.max_delay, self.jitter).unwrap_or_default(),
+            retry_after_statuses: self.retry_after_statuses,
+            retry_after_max: self.retry_after_max,
+            idempotency_key: self.idempotency_key,
+            attach_idempotency_key: self.attach_idempotency_key,
+            attempt_header: self.attempt_header,
+            replay_limit: self.replay_limit,
+            budget: self.budget,
+            per_host: None,
+            retry_conflict: self.retry_conflict,
+            seed: self.seed.unwrap_or_else(|| os.random()),
+            sequence: AtomicU64::new(0),
+            key_seed: os.random(),
+            policy: self.policy,
+        }
+    }
+}
+
+/// The service made by [`RetryLayer`].
+pub struct RetryService<S, P = HttpPolicy> {
+    inner: S,
+    config: Arc<Config<P>>,
+}
+
+impl<S: Clone, P> Clone for RetryService<S, P> {
+    fn clone(&self) -> Self {
+        RetryService {
+            inner: self.inner.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, P> fmt::Debug for RetryService<S, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryService")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<S, P> RetryService<S, P> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+/// RFC 9110 §9.2.2.
+fn is_idempotent_method(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Marks a request that has not drawn its stream of randomness yet.
+const NO_STREAM: u64 = u64::MAX;
+
+const ATTEMPT_VALUES: [&str; MAX_ATTEMPTS_LIMIT as usize] =
+    ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"];
+
+fn attempt_value(attempt: u32) -> HeaderValue {
+    let index = (attempt.max(1) as usize - 1).min(ATTEMPT_VALUES.len() - 1);
+    HeaderValue::from_static(ATTEMPT_VALUES[index])
+}
+
+/// SplitMix64: decorrelates neighbouring seeds.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A random (version 4) UUID in its usual text form.
+fn uuid_v4(high: u64, low: u64) -> Option<HeaderValue> {
+    let high = (high & !0xf000) | 0x4000;
+    let low = (low & !(0xc << 60)) | (0x8 << 60);
+    let text = format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        high >> 32,
+        (high >> 16) & 0xffff,
+        high & 0xffff,
+        low >> 48,
+        low & 0xffff_ffff_ffff
+    );
+    HeaderValue::from_str(&text).ok()
+}
+
+impl<S, P, B, ResBody> Service<Request<B>> for RetryService<S, P>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<ResBody>> + Clone,
+    S::Error: Into<BoxError>,
+    P: Classify,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResBody>;
+    type Error = Error;
+    type Future = ResponseFuture<S, B, P>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|err| classify(&self.config.policy, err.into(), Phase::Local))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let config = &self.config;
+        let (mut parts, body) = req.into_parts();
+        let override_ = parts.extensions.get::<RetryOverride>().copied();
+        let mut idempotent = override_ == Some(RetryOverride::Idempotent)
+            || is_idempotent_method(&parts.method)
+            || parts.headers.contains_key(&config.idempotency_key);
+        let may_retry = config.max_attempts > 1 && override_ != Some(RetryOverride::NeverRetry);
+        if !idempotent && may_retry && config.attach_idempotency_key {
+            let n = config.sequence.fetch_add(1, Ordering::Relaxed);
+            let key = uuid_v4(mix(config.key_seed ^ n), mix(!config.key_seed ^ n));
+            if let Some(key) = key {
+                parts.headers.insert(config.idempotency_key.clone(), key);
+                idempotent = true;
+            }
+        }
+        if let Some(name) = &config.attempt_header {
+            parts.headers.insert(name.clone(), attempt_value(1));
+        }
+        if let Some(budget) = &config.budget {
+            budget.deposit();
+        }
+        let host_budget = config
+            .per_host
+            .as_ref()
+            .map(|hosts| hosts.budget_for(&parts));
+        if let Some(budget) = &host_budget {
+            budget.deposit();
+        }
+        let (body, replay, retained) = if may_retry {
+            // A request that may be retried only if it was never sent keeps no bytes.
+            let limit = if idempotent { config.replay_limit } else { 0 };
+            let (body, replay) = ReplayBody::replayable(body, limit);
+            (body, replay, Some(parts.clone()))
+        } else {
+            let (body, replay) = ReplayBody::once(body);
+            (body, replay, None)
+        };
+        // Call the service that was made ready; keep its clone for retries.
+        let clone = self.inner.clone();
+        let mut service = std::mem::replace(&mut self.inner, clone);
+        let future = service.call(Request::from_parts(parts, body));
+        ResponseFuture {
+            state: AttemptState::Calling { future },
+            service,
+            config: self.config.clone(),
+            parts: retained,
+            replay,
+            idempotent,
+            info: RetryInfo::default(),
+            stream: NO_STREAM,
+            host_budget,
+        }
+    }
+}
+
+fn classify<P: Classify>(policy: &P, err: BoxError, phase_hint: Phase) -> Error {
+    match err.downcast::<Error>() {
+        Ok(ours) => *ours,
+        Err(other) => {
+            Error::from_failure(policy.classify_error(&*other, phase_hint)).with_source(other)
+        }
+    }
+}
+
+pin_project! {
+    #[project = AttemptProj]
+    enum AttemptState<F, B> {
+        Calling { #[pin] future: F },
+        // Boxed: a timer is only needed once a retry is due, and it would otherwise double the
+        // size of every request's future.
+        Waiting { sleep: Option<Pin<Box<Sleep>>>, body: Option<ReplayBody<B>> },
+    }
+}
+
+pin_project! {
+    /// The future of [`RetryService`]: one attempt, then perhaps a delay and another.
+    pub struct ResponseFuture<S, B, P>
+    where
+        S: Service<Request<ReplayBody<B>>>,
+    {
+        #[pin]
+        state: AttemptState<S::Future, B>,
+        service: S,
+        config: Arc<Config<P>>,
+        parts: Option<Parts>,
+        replay: Replay<B>,
+        idempotent: bool,
+        info: RetryInfo,
+        stream: u64,
+        host_budget: Option<RetryBudget>,
+    }
+}
+
+/// A request body that cannot be sent again, with the failure that was not retried.
+#[derive(Debug)]
+struct NotReplayed {
+    why: &'static str,
+    failure: Error,
+}
+
+impl fmt::Display for NotReplayed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "not retried because {}", self.why)
+    }
+}
+
+impl StdError for NotReplayed {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&self.failure)
+    }
+}
+
+enum Verdict {
+    Retry(Duration),
+    Stop(StopReason),
+}
+
+impl<S, B, P, ResBody> Future for ResponseFuture<S, B, P>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    P: Classify,
+    B: Body,
+{
+    type Output = Result<Response<ResBody>, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut this = self.as_mut().project();
+            match this.state.as_mut().project() {
+                AttemptProj::Calling { future } => {
+                    let result = ready!(future.poll(cx));
+                    let config = &**this.config;
+                    let result = result
+                        .map_err(|err| classify(&config.policy, err.into(), Phase::AwaitHeaders));
+                    let failure = match &result {
+                        Ok(res) => match res.extensions().get::<Outcome>() {
+                            Some(outcome) => outcome.failure().copied(),
+                            None => config
+                                .policy
+                                .classify_response(res.status(), res.headers())
+                                .failure()
+                                .copied(),
+                        },
+                        Err(err) => Some(err.failure()),
+                    };
+                    let Some(failure) = failure else {
+                        return Poll::Ready(result.map(|res| finish(res, this.info)));
+                    };
+                    let verdict = decide(
+                        config,
+                        &failure,
+                        *this.idempotent,
+                        this.parts.is_some(),
+                        this.parts
+                            .as_ref()
+                            .and_then(|parts| parts.extensions.get::<Deadline>().copied()),
+                        this.info,
+                        this.replay,
+                        this.stream,
+                        this.host_budget.as_ref(),
+                    );
+                    let delay = match verdict {
+                        Verdict::Stop(reason) => {
+                            this.info.stop(reason);
+                            return Poll::Ready(stopped(result, reason, this.info, this.replay));
+                        }
+                        Verdict::Retry(delay) => delay,
+                    };
+                    let Some(parts) = this.parts.as_ref() else {
+                        return Poll::Ready(result.map(|res| finish(res, this.info)));
+                    };
+                    let body = match this.replay.next() {
+                        Ok(body) => body,
+                        Err(why) => {
+                            this.info.stop(StopReason::BodyNotReplayable);
+                            return Poll::Ready(not_replayed(result, why, this.info));
+                        }
+                    };
+                    // The failed response is dropped here, freeing its connection before the
+                    // delay.
+                    drop(result);
+                    let _ = parts;
+                    this.info.record_attempt(delay);
+                    tracing::debug!(
+                        attempt = this.info.attempts(),
+                        delay_ms = delay.as_millis() as u64,
+                        kind = %failure.kind(),
+                        phase = %failure.phase(),
+                        retry_after_ms = failure.retry_after().map(|d| d.as_millis() as u64),
+                        "retrying request"
+                    );
+                    let sleep = (!delay.is_zero()).then(|| Box::pin(tokio::time::sleep(delay)));
+                    this.state.set(AttemptState::Waiting {
+                        sleep,
+                        body: Some(body),
+                    });
+                }
+                AttemptProj::Waiting { sleep, body } => {
+                    if let Some(timer) = sleep {
+                        ready!(timer.as_mut().poll(cx));
+                        *sleep = None;
+                    }
+                    if let Err(err) = ready!(this.service.poll_ready(cx)) {
+                        return Poll::Ready(Err(classify(
+                            &this.config.policy,
+                            err.into(),
+                            Phase::Local,
+                        )));
+                    }
+                    let (Some(parts), Some(body)) = (this.parts.as_ref(), body.take()) else {
+                        return Poll::Ready(Err(Error::new(Kind::Other, Phase::Local)));
+                    };
+                    let mut parts = parts.clone();
+                    if let Some(name) = &this.config.attempt_header {
+                        parts
+                            .headers
+                            .insert(name.clone(), attempt_value(this.info.attempts()));
+                    }
+                    let future = this.service.call(Request::from_parts(parts, body));
+                    this.state.set(AttemptState::Calling { future });
+                }
+            }
+        }
+    }
+}
+
+fn finish<B>(mut res: Response<B>, info: &RetryInfo) -> Response<B> {
+    if info.attempts() > 1 || info.stopped().is_some() {
+        res.extensions_mut().insert(*info);
+    }
+    res
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decide<P, B>(
+    config: &Config<P>,
+    failure: &Failure,
+    idempotent: bool,
+    may_retry: bool,
+    deadline: Option<Deadline>,
+    info: &RetryInfo,
+    replay: &Replay<B>,
+    stream: &mut u64,
+    host_budget: Option<&RetryBudget>,
+) -> Verdict {
+    let retryable = match failure.kind() {
+        Kind::Status(StatusCode::CONFLICT) if config.retry_conflict => Retryable::IfIdempotent,
+        _ => failure.retryable(),
+    };
+    let allowed = match retryable {
+        Retryable::Safe => true,
+        Retryable::IfIdempotent => idempotent,
+        Retryable::Never => false,
+    };
+    if !allowed || !may_retry {
+        return Verdict::Stop(StopReason::NotRetryable);
+    }
+    if info.attempts() >= config.max_attempts {
+        return Verdict::Stop(StopReason::AttemptsExhausted);
+    }
+    if replay.can_replay().is_err() {
+        return Verdict::Stop(StopReason::BodyNotReplayable);
+    }
+    let server_wait = failure.retry_after().filter(|_| match failure.kind() {
+        Kind::Status(status) => config.retry_after_statuses.contains(&status),
+        Kind::Grpc(_) => true,
+        _ => false,
+    });
+    let delay = match server_wait {
+        Some(wait) => wait.min(config.retry_after_max),
+        None => {
+            // Each request draws from its own stream, numbered at its first retry, so a seeded
+            // layer repeats its delays whatever the interleaving of successful requests.
+            if *stream == NO_STREAM {
+                *stream = config.sequence.fetch_add(1, Ordering::Relaxed) & !NO_STREAM;
+            }
+            let retry = u64::from(info.attempts() - 1);
+            let mut rng = SmallRng::seed_from_u64(mix(config.seed ^ mix(*stream) ^ mix(!retry)));
+            let delay = config
+                .backoff
+                .delay(info.attempts() - 1, info.last_delay(), &mut rng);
+            // tokio's timer ticks in whole milliseconds; a delay it can actually sleep is the
+            // one reported.
+            Duration::from_millis(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
+        }
+    };
+    // The deadline travels in the retained request head, read only when a retry is considered.
+    if let Some(deadline) = deadline {
+        // The next attempt must be able to start before the deadline, not merely wake at it.
+        if delay >= deadline.remaining() {
+            return Verdict::Stop(StopReason::Deadline);
+        }
+    }
+    let host_refuses = host_budget.is_some_and(|budget| !budget.try_withdraw());
+    if host_refuses
+        || config
+            .budget
+            .as_ref()
+            .is_some_and(|budget| !budget.try_withdraw())
+    {
+        tracing::warn!(
+            attempts = info.attempts(),
+            kind = %failure.kind(),
+            "retry budget exhausted; returning the failure"
+        );
+        return Verdict::Stop(StopReason::BudgetExhausted);
+    }
+    Verdict::Retry(delay)
+}
+
+fn stopped<B, R>(
+    result: Result<Response<R>, Error>,
+    reason: StopReason,
+    info: &RetryInfo,
+    replay: &Replay<B>,
+) -> Result<Response<R>, Error> {
+    match result {
+        Ok(res) => Ok(finish(res, info)),
+        Err(err) => Err(match reason {
+            StopReason::BudgetExhausted => {
+                Error::from_failure(Failure::new(Kind::BudgetExhausted, err.phase()))
+                    .with_source(err)
+            }
+            StopReason::BodyNotReplayable => {
+                let why = replay
+                    .can_replay()
+                    .err()
+                    .unwrap_or("the request body cannot be replayed");
+                return not_replayed(Err(err), why, info);
+            }
+            _ => err,
+        }),
+    }
+}
+
+fn not_replayed<R>(
+    result: Result<Response<R>, Error>,
+    why: &'static str,
+    info: &RetryInfo,
+) -> Result<Response<R>, Error> {
+    match result {
+        Ok(res) => Ok(finish(res, info)),
+        Err(failure) => {
+            let phase = failure.phase();
+            Err(
+                Error::from_failure(Failure::new(Kind::BodyNotReplayable, phase))
+                    .with_source(NotReplayed { why, failure }),
+            )
+        }
+    }
+}
+
+/// The most hosts given a budget of their own; the rest share the overflow budget, so a client
+/// calling unbounded host names cannot grow the map without limit.
+const MAX_HOSTS: usize = 10_000;
+
+struct PerHost {
+    template: RetryBudgetBuilder,
+    budgets: Mutex<HashMap<Authority, RetryBudget>>,
+    overflow: RetryBudget,
+}
+
+impl PerHost {
+    fn budget_for(&self, parts: &Parts) -> RetryBudget {
+        let authority = parts.uri.authority().cloned().or_else(|| {
+            parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|host| Authority::try_from(host.as_bytes()).ok())
+        });
+        let Some(authority) = authority else {
+            return self.overflow.clone();
+        };
+        let mut budgets = self.budgets.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(budget) = budgets.get(&authority) {
+            return budget.clone();
+        }
+        if budgets.len() >= MAX_HOSTS {
+            return self.overflow.clone();
+        }
+        // The template was validated when the layer was built.
+        let budget = self
+            .template
+            .clone()
+            .build()
+            .unwrap_or_else(|_| self.overflow.clone());
+        budgets.insert(authority, budget.clone());
+        budget
+    }
+}

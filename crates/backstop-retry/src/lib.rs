@@ -1,0 +1,93 @@
+//! Retries that are safe to make: idempotency-aware, spaced with jitter, within a budget and the
+//! request's deadline, honouring the server's `Retry-After`, replaying request bodies.
+//!
+//! ```
+//! # #![allow(clippy::unwrap_used)]
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use std::time::Duration;
+//!
+//! use backstop_retry::{RetryInfo, RetryLayer, ReplayBody};
+//! use bytes::Bytes;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::Full;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! // An upstream that answers 503 twice, then 200.
+//! let calls = Arc::new(AtomicU32::new(0));
+//! let upstream = {
+//!     let calls = calls.clone();
+//!     service_fn(move |_req: Request<ReplayBody<Full<Bytes>>>| {
+//!         let n = calls.fetch_add(1, Ordering::SeqCst);
+//!         async move {
+//!             let status = if n < 2 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+//!             Ok::<_, std::io::Error>(Response::builder().status(status).body(()).unwrap())
+//!         }
+//!     })
+//! };
+//! let client = ServiceBuilder::new()
+//!     .layer(RetryLayer::builder().max_attempts(3).seed(42).build()?)
+//!     .service(upstream);
+//!
+//! let res = client.oneshot(Request::get("http://127.0.0.1/").body(Full::default())?).await?;
+//! assert_eq!(res.status(), StatusCode::OK);
+//! let info = RetryInfo::of(&res);
+//! assert_eq!(info.attempts(), 3);
+//! assert!(info.delays().all(|d| d <= Duration::from_secs(5)));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What is retried
+//! The layer reads the [`Outcome`](backstop_classify::Outcome) a
+//! [`ClassifyLayer`](backstop_classify::ClassifyLayer) put in the response (or classifies the
+//! response itself with its policy, [`HttpPolicy`](backstop_classify::HttpPolicy) by default),
+//! and the [`Error`](backstop_classify::Error) of a failed call.
+//! - A failure judged [`Safe`](backstop_classify::Retryable::Safe) (never sent: refused, connect
+//!   timeout, a pooled connection closed before the write, an open breaker; or 429) is retried
+//!   for any method.
+//! - A failure judged [`IfIdempotent`](backstop_classify::Retryable::IfIdempotent) (5xx, 408, a
+//!   reset after the write, 409 "still in progress") is retried only for GET, HEAD, OPTIONS,
+//!   TRACE, PUT and DELETE, or a request carrying an `Idempotency-Key`
+//!   ([`RetryLayerBuilder::attach_idempotency_key`] adds one).
+//! - [`Never`](backstop_classify::Retryable::Never) is never retried (400, 422, a bad
+//!   certificate, a spent deadline…). [`RetryOverride`] changes the judgement per request.
+//! - Once a successful response head arrives the call is committed: a response body failing
+//!   later is never retried.
+//!
+//! # When
+//! Capped exponential [`Backoff`] with [`Jitter`] (full by default), or the server's
+//! `Retry-After` on 429 and 503 (and gRPC's `grpc-retry-pushback-ms`), capped. A delay that
+//! would not leave the next attempt time to start before the request's
+//! [`Deadline`](backstop_classify::Deadline) is not slept: the last failure is returned at once.
+//!
+//! # How often
+//! A [`RetryBudget`] (20 % of requests + 10/s over 10 s by default) stops retry storms; an
+//! exhausted budget returns the failure — an [`Error`](backstop_classify::Error) of kind
+//! `BudgetExhausted` wrapping the original, or the failed response with [`RetryInfo`] saying so.
+//!
+//! # Bodies
+//! [`ReplayBody`] keeps the bytes of the body as the first attempt streams them (up to 64 KiB by
+//! default) and replays them. A larger body is sent once and not retried (`BodyNotReplayable`,
+//! saying why). Requests that may only be retried if never sent keep no bytes at all.
+//!
+//! # What the caller sees
+//! [`RetryInfo`] in the response extensions (attempts, delays, why it stopped); optionally an
+//! attempt-number header for the server; `tracing` events for each retry and for an exhausted
+//! budget.
+
+mod backoff;
+mod budget;
+mod config_error;
+mod info;
+mod layer;
+mod replay;
+
+pub use backoff::{Backoff, Jitter, MAX_BACKOFF_CAP};
+pub use budget::{RetryBudget, RetryBudgetBuilder};
+pub use config_error::ConfigError;
+pub use info::{MAX_ATTEMPTS_LIMIT, RetryInfo, RetryOverride, StopReason};
+pub use layer::{MAX_REPLAY_LIMIT, ResponseFuture, RetryLayer, RetryLayerBuilder, RetryService};
+pub use replay::{DEFAULT_REPLAY_LIMIT, ReplayBody};
