@@ -295,10 +295,16 @@ pub fn classify_error(err: &(dyn StdError + 'static), phase_hint: Phase) -> Fail
             }
             continue;
         }
-        if let Some((kind, phase)) = link.downcast_ref::<io::Error>().and_then(classify_io) {
-            evidence.kind(kind);
-            inferred_phase.get_or_insert(phase);
-            continue;
+        if let Some(io) = link.downcast_ref::<io::Error>() {
+            if let Some((kind, phase)) = classify_io(io) {
+                evidence.kind(kind);
+                inferred_phase.get_or_insert(phase);
+                continue;
+            }
+            if io.get_ref().is_some() {
+                // The wrapped error is the next link and says more than this one's message.
+                continue;
+            }
         }
         // Errors we cannot downcast (private types) may still say what they are.
         match connector_message(link) {

@@ -1,0 +1,49 @@
+//! Allocations per call of each case (a binary of its own: the counting allocator is global).
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::alloc::System;
+
+use common::*;
+use http::Request;
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use tower::Service;
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+const N: usize = 10_000;
+
+fn count<S: Service<Request<()>>>(name: &str, mut svc: S) {
+    drive(&mut svc);
+    let region = Region::new(GLOBAL);
+    for _ in 0..N {
+        std::hint::black_box(drive(&mut svc));
+    }
+    let change = region.change();
+    println!(
+        "{name:<34} {:>6.2} allocations/call {:>8.1} bytes/call",
+        change.allocations as f64 / N as f64,
+        change.bytes_allocated as f64 / N as f64
+    );
+}
+
+fn main() {
+    let rt = runtime();
+    let _guard = rt.enter();
+    count("closed/bare", NoOp { fail: false });
+    count("closed/backstop (per host)", backstop(false));
+    count("closed/backstop (single)", backstop_single(false));
+    count("closed/tower-resilience", resilience(false));
+    count("closed/failsafe", failsafe(false));
+    let mut ours = backstop(true);
+    trip(&mut ours);
+    let mut theirs = resilience(true);
+    trip(&mut theirs);
+    let mut fs = failsafe(true);
+    trip(&mut fs);
+    count("open/backstop (per host)", ours);
+    count("open/tower-resilience", theirs);
+    count("open/failsafe", fs);
+}

@@ -1,0 +1,519 @@
+//! Configuration: the [`Builder`], the sliding [`Window`], [`Readiness`] and [`ConfigError`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backstop_classify::HttpPolicy;
+
+use crate::key::{BreakerKey, FnKey, PerAuthority, RequestHead, Single};
+use crate::layer::CircuitBreakerLayer;
+use crate::registry::Registry;
+use crate::state::{Mode, StateChange};
+use crate::verdict::{Judge, default_verdict};
+
+/// The sliding window the rate rules (failure rate, slow-call rate) are computed over.
+///
+/// Both windows really slide: every call costs O(1) (the time window touches one bucket), and
+/// results older than the window stop counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// The last `n` calls, exactly.
+    Count(u32),
+    /// The calls of the last `span`, in `buckets` buckets of `span / buckets` each: a result
+    /// leaves the window when its bucket does, so the window is exact to one bucket width.
+    Time {
+        /// How far back the window reaches.
+        span: Duration,
+        /// How many buckets the span is cut into (1 to 600).
+        buckets: u32,
+    },
+}
+
+impl Window {
+    /// The last `n` calls.
+    pub const fn count(n: u32) -> Window {
+        Window::Count(n)
+    }
+
+    /// The calls of the last `span`, in ten buckets.
+    pub const fn time(span: Duration) -> Window {
+        Window::Time { span, buckets: 10 }
+    }
+}
+
+/// What the service does while its circuit is open.
+///
+/// Only a layer with a [single breaker](CircuitBreakerLayer::single) can report not-ready: a
+/// keyed breaker does not know which key the next request will have until `call`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Readiness {
+    /// `poll_ready` follows the inner service; calls made while the circuit is open fail at once
+    /// with [`Kind::BreakerOpen`](backstop_classify::Kind::BreakerOpen). The right choice in
+    /// front of one client shared by many callers.
+    #[default]
+    FailCalls,
+    /// `poll_ready` returns `Pending` while the circuit is open (and while every half-open probe
+    /// permit is taken), and becomes ready when a probe may go — the permit is reserved by
+    /// `poll_ready` and used by the next `call`. The right choice for one endpoint inside a
+    /// tower balancer, which then routes around the sick endpoint instead of failing calls.
+    /// A caller using the service directly waits for the cool-down instead of failing.
+    NotReady,
+}
+
+/// An invalid configuration, naming the field and the rule it broke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    field: &'static str,
+    rule: &'static str,
+}
+
+impl ConfigError {
+    fn new(field: &'static str, rule: &'static str) -> ConfigError {
+        ConfigError { field, rule }
+    }
+
+    /// The builder method whose value is invalid, e.g. `"failure_rate"`.
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
+
+    /// The rule it broke, e.g. `"must be in (0, 1]"`.
+    pub fn rule(&self) -> &'static str {
+        self.rule
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid circuit breaker configuration: `{}` {}",
+            self.field, self.rule
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The validated settings shared by every breaker of one layer.
+#[derive(Clone)]
+pub(crate) struct Settings {
+    pub(crate) consecutive_failures: Option<u32>,
+    pub(crate) failure_rate: Option<f64>,
+    pub(crate) slow_call: Option<(Duration, f64)>,
+    pub(crate) window: Window,
+    pub(crate) minimum_calls: u32,
+    pub(crate) probes: u32,
+    pub(crate) open_base: Duration,
+    pub(crate) open_max: Duration,
+    pub(crate) open_multiplier: f64,
+    pub(crate) open_jitter: f64,
+    pub(crate) stable_after: Duration,
+    pub(crate) throttled_counts_consecutive: bool,
+    pub(crate) judge: Judge,
+    pub(crate) policy: HttpPolicy,
+    pub(crate) max_keys: usize,
+    pub(crate) idle_after: Duration,
+    pub(crate) seed: Option<u64>,
+    pub(crate) initial_mode: Mode,
+}
+
+impl Settings {
+    pub(crate) fn slow_threshold(&self) -> Option<Duration> {
+        self.slow_call.map(|(threshold, _)| threshold)
+    }
+
+    pub(crate) fn uses_window(&self) -> bool {
+        self.failure_rate.is_some() || self.slow_call.is_some()
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            consecutive_failures: Some(5),
+            failure_rate: Some(0.5),
+            slow_call: None,
+            window: Window::Count(100),
+            minimum_calls: 20,
+            probes: 1,
+            open_base: Duration::from_secs(5),
+            open_max: Duration::from_secs(300),
+            open_multiplier: 2.0,
+            open_jitter: 0.2,
+            stable_after: Duration::from_secs(60),
+            throttled_counts_consecutive: false,
+            judge: default_verdict,
+            policy: HttpPolicy::new(),
+            max_keys: 1024,
+            idle_after: Duration::from_secs(600),
+            seed: None,
+            initial_mode: Mode::Automatic,
+        }
+    }
+}
+
+/// The most probes a half-open breaker may admit (the state word has 12 bits for them).
+pub(crate) const MAX_PROBES: u32 = 1000;
+const MAX_COUNT_WINDOW: u32 = 1_000_000;
+const MAX_BUCKETS: u32 = 600;
+const MIN_BUCKET_WIDTH: Duration = Duration::from_millis(1);
+/// About 30 years: longer durations are refused rather than risk instant overflow.
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// The callback told of every state change.
+pub(crate) type OnChange<Key> = Arc<dyn Fn(&StateChange<Key>) + Send + Sync>;
+
+/// Builds a [`CircuitBreakerLayer`]; every setting is checked by [`build`](Builder::build).
+///
+/// Defaults: trip on 5 consecutive failures, or on a failure rate of 50 % over the last 100
+/// calls once 20 are seen; slow-call rule off; open for 5 s, doubling (±20 % jitter) on each
+/// repeated trip up to 5 min, back to 5 s after 60 s of stable closed state; 1 half-open probe;
+/// 429 counts toward the rate but not the consecutive count; at most 1024 keys, idle ones
+/// forgotten after 10 min.
+pub struct Builder<K: BreakerKey> {
+    key: K,
+    settings: Settings,
+    readiness: Readiness,
+    on_change: Option<OnChange<K::Key>>,
+}
+
+impl<K: BreakerKey> fmt::Debug for Builder<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("consecutive_failures", &self.settings.consecutive_failures)
+            .field("failure_rate", &self.settings.failure_rate)
+            .field("slow_call", &self.settings.slow_call)
+            .field("window", &self.settings.window)
+            .field("minimum_calls", &self.settings.minimum_calls)
+            .field("probes", &self.settings.probes)
+            .field("readiness", &self.readiness)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: BreakerKey> Builder<K> {
+    /// A builder with the default settings and breakers keyed by `key`.
+    pub fn new(key: K) -> Builder<K> {
+        Builder {
+            key,
+            settings: Settings::default(),
+            readiness: Readiness::FailCalls,
+            on_change: None,
+        }
+    }
+
+    /// Opens after `n` consecutive failures (default 5; at least 1).
+    #[must_use]
+    pub fn consecutive_failures(mut self, n: u32) -> Self {
+        self.settings.consecutive_failures = Some(n);
+        self
+    }
+
+    /// Turns the consecutive-failures rule off.
+    #[must_use]
+    pub fn no_consecutive_failures(mut self) -> Self {
+        self.settings.consecutive_failures = None;
+        self
+    }
+
+    /// Opens when failures are at least `rate` (in (0, 1]) of the calls in the window, once
+    /// [`minimum_calls`](Builder::minimum_calls) are in it (default 0.5).
+    #[must_use]
+    pub fn failure_rate(mut self, rate: f64) -> Self {
+        self.settings.failure_rate = Some(rate);
+        self
+    }
+
+    /// Turns the failure-rate rule off.
+    #[must_use]
+    pub fn no_failure_rate(mut self) -> Self {
+        self.settings.failure_rate = None;
+        self
+    }
+
+    /// Opens when calls slower than `threshold` are at least `rate` (in (0, 1]) of the calls in
+    /// the window, once [`minimum_calls`](Builder::minimum_calls) are in it. Off by default.
+    /// A half-open probe slower than `threshold` counts as a failed probe.
+    #[must_use]
+    pub fn slow_calls(mut self, threshold: Duration, rate: f64) -> Self {
+        self.settings.slow_call = Some((threshold, rate));
+        self
+    }
+
+    /// The window the rate rules look at (default: the last 100 calls).
+    #[must_use]
+    pub fn window(mut self, window: Window) -> Self {
+        self.settings.window = window;
+        self
+    }
+
+    /// How many calls the window must hold before a rate rule may open the circuit (default
+    /// 20; at least 1, at most the size of a count window).
+    #[must_use]
+    pub fn minimum_calls(mut self, n: u32) -> Self {
+        self.settings.minimum_calls = n;
+        self
+    }
+
+    /// How many probes a half-open breaker admits (default 1, at most 1000); all must succeed
+    /// for it to close.
+    #[must_use]
+    pub fn half_open_probes(mut self, n: u32) -> Self {
+        self.settings.probes = n;
+        self
+    }
+
+    /// The open duration after a first trip (default 5 s).
+    #[must_use]
+    pub fn open_for(mut self, base: Duration) -> Self {
+        self.settings.open_base = base;
+        self
+    }
+
+    /// The longest open duration, whatever the number of repeated trips (default 5 min).
+    #[must_use]
+    pub fn max_open_for(mut self, max: Duration) -> Self {
+        self.settings.open_max = max;
+        self
+    }
+
+    /// How much longer each repeated trip stays open (default 2.0; at least 1.0).
+    #[must_use]
+    pub fn open_multiplier(mut self, multiplier: f64) -> Self {
+        self.settings.open_multiplier = multiplier;
+        self
+    }
+
+    /// The open duration is multiplied by a random factor in `[1 - jitter, 1 + jitter]` (default
+    /// 0.2; in [0, 1)), before the cap is applied, so that clients that tripped together do not
+    /// probe together.
+    #[must_use]
+    pub fn open_jitter(mut self, jitter: f64) -> Self {
+        self.settings.open_jitter = jitter;
+        self
+    }
+
+    /// After being closed this long without a trip, the next trip opens for the base duration
+    /// again (default 60 s).
+    #[must_use]
+    pub fn stable_after(mut self, period: Duration) -> Self {
+        self.settings.stable_after = period;
+        self
+    }
+
+    /// Whether a throttling answer (HTTP 429, gRPC `RESOURCE_EXHAUSTED`) also counts toward the
+    /// consecutive-failures rule (default `false`: it only counts toward the failure rate).
+    #[must_use]
+    pub fn throttled_counts_consecutive(mut self, counts: bool) -> Self {
+        self.settings.throttled_counts_consecutive = counts;
+        self
+    }
+
+    /// Replaces the judgement of what is a failure (default [`default_verdict`]).
+    #[must_use]
+    pub fn judge(mut self, judge: Judge) -> Self {
+        self.settings.judge = judge;
+        self
+    }
+
+    /// The policy used to classify responses that carry no
+    /// [`Outcome`](backstop_classify::Outcome) (no `ClassifyLayer` inside the breaker).
+    #[must_use]
+    pub fn policy(mut self, policy: HttpPolicy) -> Self {
+        self.settings.policy = policy;
+        self
+    }
+
+    /// The most breakers kept (default 1024; at least 1). When a new key arrives at the limit,
+    /// idle breakers are forgotten first, then the least recently used.
+    #[must_use]
+    pub fn max_keys(mut self, n: usize) -> Self {
+        self.settings.max_keys = n;
+        self
+    }
+
+    /// A breaker not used for this long may be forgotten (default 10 min). Use is sampled by
+    /// sweeps (made when new keys arrive, at most every quarter of this period, or by
+    /// [`Breakers::evict_idle`](crate::Breakers::evict_idle)), so a breaker goes between this
+    /// long and this long plus one sweep interval after its last call.
+    #[must_use]
+    pub fn idle_after(mut self, period: Duration) -> Self {
+        self.settings.idle_after = period;
+        self
+    }
+
+    /// Seeds the jitter of the open durations, for reproducible tests.
+    #[must_use]
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.settings.seed = Some(seed);
+        self
+    }
+
+    /// Records outcomes, computes states and reports state changes, but never rejects a call:
+    /// for trying out a configuration on live traffic.
+    #[must_use]
+    pub fn metrics_only(mut self, on: bool) -> Self {
+        self.settings.initial_mode = if on {
+            Mode::MetricsOnly
+        } else {
+            Mode::Automatic
+        };
+        self
+    }
+
+    /// Called on every state change of every breaker, after the change (state changes are
+    /// also logged with `tracing` at warn level).
+    #[must_use]
+    pub fn on_state_change(
+        mut self,
+        callback: impl Fn(&StateChange<K::Key>) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_change = Some(Arc::new(callback));
+        self
+    }
+
+    /// Checks every setting and builds the layer.
+    pub fn build(self) -> Result<CircuitBreakerLayer<K>, ConfigError> {
+        validate(&self.settings)?;
+        let registry = Registry::new(self.key, self.settings, self.on_change);
+        Ok(CircuitBreakerLayer::from_parts(
+            Arc::new(registry),
+            self.readiness,
+        ))
+    }
+}
+
+impl Builder<Single> {
+    /// What `poll_ready` does while the circuit is open (default [`Readiness::FailCalls`]).
+    #[must_use]
+    pub fn readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = readiness;
+        self
+    }
+}
+
+impl Builder<PerAuthority> {
+    /// Keys breakers by `key` instead of by authority.
+    pub fn key<K2: BreakerKey>(self, key: K2) -> Builder<K2> {
+        Builder {
+            key,
+            settings: self.settings,
+            readiness: self.readiness,
+            on_change: None,
+        }
+    }
+
+    /// Keys breakers by the value `f` computes from each request head.
+    pub fn key_fn<F, Key>(self, f: F) -> Builder<FnKey<F>>
+    where
+        F: Fn(&RequestHead<'_>) -> Key + Send + Sync + 'static,
+        Key: Eq + std::hash::Hash + Clone + fmt::Debug + Send + Sync + 'static,
+    {
+        self.key(FnKey::new(f))
+    }
+}
+
+fn unit_rate(rate: f64) -> bool {
+    rate.is_finite() && rate > 0.0 && rate <= 1.0
+}
+
+pub(crate) fn validate(s: &Settings) -> Result<(), ConfigError> {
+    if s.consecutive_failures == Some(0) {
+        return Err(ConfigError::new(
+            "consecutive_failures",
+            "must be at least 1 (use no_consecutive_failures to turn the rule off)",
+        ));
+    }
+    if s.failure_rate.is_some_and(|rate| !unit_rate(rate)) {
+        return Err(ConfigError::new("failure_rate", "must be in (0, 1]"));
+    }
+    if let Some((threshold, rate)) = s.slow_call {
+        if !unit_rate(rate) {
+            return Err(ConfigError::new("slow_calls", "rate must be in (0, 1]"));
+        }
+        if threshold.is_zero() || threshold > FAR_FUTURE {
+            return Err(ConfigError::new(
+                "slow_calls",
+                "threshold must be above zero and below 30 years",
+            ));
+        }
+    }
+    if s.consecutive_failures.is_none() && !s.uses_window() {
+        return Err(ConfigError::new(
+            "consecutive_failures",
+            "at least one trip rule (consecutive failures, failure rate, slow calls) must be on",
+        ));
+    }
+    match s.window {
+        Window::Count(n) => {
+            if n == 0 || n > MAX_COUNT_WINDOW {
+                return Err(ConfigError::new(
+                    "window",
+                    "a count window must hold 1 to 1,000,000 calls",
+                ));
+            }
+            if s.uses_window() && s.minimum_calls > n {
+                return Err(ConfigError::new(
+                    "minimum_calls",
+                    "must not exceed the size of the count window, or the rate rules never fire",
+                ));
+            }
+        }
+        Window::Time { span, buckets } => {
+            if buckets == 0 || buckets > MAX_BUCKETS {
+                return Err(ConfigError::new(
+                    "window",
+                    "a time window needs 1 to 600 buckets",
+                ));
+            }
+            if span > FAR_FUTURE || span / buckets < MIN_BUCKET_WIDTH {
+                return Err(ConfigError::new(
+                    "window",
+                    "a time window's buckets must be at least 1 ms wide and its span below 30 years",
+                ));
+            }
+        }
+    }
+    if s.minimum_calls == 0 {
+        return Err(ConfigError::new("minimum_calls", "must be at least 1"));
+    }
+    if s.probes == 0 || s.probes > MAX_PROBES {
+        return Err(ConfigError::new("half_open_probes", "must be 1 to 1000"));
+    }
+    if s.open_base.is_zero() || s.open_base > FAR_FUTURE {
+        return Err(ConfigError::new(
+            "open_for",
+            "must be above zero and below 30 years",
+        ));
+    }
+    if s.open_max < s.open_base || s.open_max > FAR_FUTURE {
+        return Err(ConfigError::new(
+            "max_open_for",
+            "must be at least open_for and below 30 years",
+        ));
+    }
+    if !(s.open_multiplier.is_finite() && s.open_multiplier >= 1.0) {
+        return Err(ConfigError::new(
+            "open_multiplier",
+            "must be finite and at least 1.0",
+        ));
+    }
+    if !(s.open_jitter.is_finite() && (0.0..1.0).contains(&s.open_jitter)) {
+        return Err(ConfigError::new("open_jitter", "must be in [0, 1)"));
+    }
+    if s.stable_after > FAR_FUTURE {
+        return Err(ConfigError::new("stable_after", "must be below 30 years"));
+    }
+    if s.max_keys == 0 {
+        return Err(ConfigError::new("max_keys", "must be at least 1"));
+    }
+    if s.idle_after.is_zero() || s.idle_after > FAR_FUTURE {
+        return Err(ConfigError::new(
+            "idle_after",
+            "must be above zero and below 30 years",
+        ));
+    }
+    Ok(())
+}

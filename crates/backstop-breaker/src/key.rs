@@ -1,0 +1,401 @@
+//! Which breaker a request belongs to: [`BreakerKey`], [`PerAuthority`] (the default),
+//! [`Single`], [`FnKey`].
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+use http::{Extensions, HeaderMap, Method, Request, Uri};
+
+/// A borrowed view of a request's head, whatever its body type.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    extensions: &'a Extensions,
+}
+
+impl<'a> RequestHead<'a> {
+    /// The head of `req`.
+    pub fn of<B>(req: &'a Request<B>) -> RequestHead<'a> {
+        RequestHead {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            extensions: req.extensions(),
+        }
+    }
+
+    /// The method.
+    pub fn method(&self) -> &'a Method {
+        self.method
+    }
+
+    /// The URI.
+    pub fn uri(&self) -> &'a Uri {
+        self.uri
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &'a HeaderMap {
+        self.headers
+    }
+
+    /// The extensions.
+    pub fn extensions(&self) -> &'a Extensions {
+        self.extensions
+    }
+}
+
+/// Maps requests to breakers.
+///
+/// Only [`key`](BreakerKey::key) is required. The other methods let a key strategy find an
+/// existing breaker without building an owned key (which may allocate): the breaker calls
+/// [`matches`](BreakerKey::matches) and [`hash_head`](BreakerKey::hash_head) on every call and
+/// `key` only for a key it has not seen. `hash_head` must feed `state` exactly what
+/// `self.key(head).hash(state)` would.
+pub trait BreakerKey: Send + Sync + 'static {
+    /// The key breakers are stored under.
+    type Key: Eq + Hash + Clone + fmt::Debug + Send + Sync + 'static;
+
+    /// The key of a request.
+    fn key(&self, head: &RequestHead<'_>) -> Self::Key;
+
+    /// Whether a request belongs to `key`.
+    fn matches(&self, head: &RequestHead<'_>, key: &Self::Key) -> bool {
+        self.key(head) == *key
+    }
+
+    /// Hashes the key of a request, exactly as `Self::Key`'s `Hash` would.
+    fn hash_head<H: Hasher>(&self, head: &RequestHead<'_>, state: &mut H) {
+        self.key(head).hash(state);
+    }
+
+    /// The one key every request maps to, when there is only one.
+    fn only_key(&self) -> Option<Self::Key> {
+        None
+    }
+}
+
+/// One breaker for every request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Single;
+
+impl BreakerKey for Single {
+    type Key = ();
+
+    fn key(&self, _head: &RequestHead<'_>) {}
+
+    fn matches(&self, _head: &RequestHead<'_>, _key: &()) -> bool {
+        true
+    }
+
+    fn hash_head<H: Hasher>(&self, _head: &RequestHead<'_>, _state: &mut H) {
+        // `()` hashes to nothing.
+    }
+
+    fn only_key(&self) -> Option<()> {
+        Some(())
+    }
+}
+
+/// Keys by the value a function computes from the request head.
+#[derive(Clone)]
+pub struct FnKey<F> {
+    f: F,
+}
+
+impl<F> FnKey<F> {
+    /// Keys by `f`.
+    pub fn new(f: F) -> FnKey<F> {
+        FnKey { f }
+    }
+}
+
+impl<F> fmt::Debug for FnKey<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FnKey").finish_non_exhaustive()
+    }
+}
+
+impl<F, K> BreakerKey for FnKey<F>
+where
+    F: Fn(&RequestHead<'_>) -> K + Send + Sync + 'static,
+    K: Eq + Hash + Clone + fmt::Debug + Send + Sync + 'static,
+{
+    type Key = K;
+
+    fn key(&self, head: &RequestHead<'_>) -> K {
+        (self.f)(head)
+    }
+}
+
+/// One breaker per authority — scheme, host (case-insensitive) and port (the scheme's default
+/// when absent) — read from the URI, or from the `Host` header for a request whose URI has no
+/// authority. The default key.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PerAuthority;
+
+/// The scheme part of an [`Authority`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SchemeKey {
+    /// No scheme (a request in origin form).
+    None,
+    /// `http`.
+    Http,
+    /// `https`.
+    Https,
+    /// Any other scheme, lower-cased.
+    Other(Box<str>),
+}
+
+/// The key of [`PerAuthority`]: scheme, lower-cased host, port.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Authority {
+    scheme: SchemeKey,
+    host: Box<str>,
+    port: Option<u16>,
+}
+
+impl Authority {
+    /// The scheme.
+    pub fn scheme(&self) -> &SchemeKey {
+        &self.scheme
+    }
+
+    /// The host, lower-cased (IPv6 literals keep their brackets).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port: explicit, else the scheme's default; `None` when neither is known.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// The authority of a request (see [`PerAuthority`]).
+    pub fn of(head: &RequestHead<'_>) -> Authority {
+        let parts = Parts::of(head);
+        Authority {
+            scheme: match parts.scheme {
+                SchemeRef::None => SchemeKey::None,
+                SchemeRef::Http => SchemeKey::Http,
+                SchemeRef::Https => SchemeKey::Https,
+                SchemeRef::Other(other) => SchemeKey::Other(other.to_ascii_lowercase().into()),
+            },
+            host: parts.host.to_ascii_lowercase().into(),
+            port: parts.port,
+        }
+    }
+}
+
+impl fmt::Debug for Authority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for Authority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.scheme {
+            SchemeKey::None => {}
+            SchemeKey::Http => f.write_str("http://")?,
+            SchemeKey::Https => f.write_str("https://")?,
+            SchemeKey::Other(other) => write!(f, "{other}://")?,
+        }
+        f.write_str(&self.host)?;
+        if let Some(port) = self.port {
+            write!(f, ":{port}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Hash for Authority {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let scheme = match &self.scheme {
+            SchemeKey::None => SchemeRef::None,
+            SchemeKey::Http => SchemeRef::Http,
+            SchemeKey::Https => SchemeRef::Https,
+            SchemeKey::Other(other) => SchemeRef::Other(other),
+        };
+        hash_parts(
+            &Parts {
+                scheme,
+                host: &self.host,
+                port: self.port,
+            },
+            state,
+        );
+    }
+}
+
+impl BreakerKey for PerAuthority {
+    type Key = Authority;
+
+    fn key(&self, head: &RequestHead<'_>) -> Authority {
+        Authority::of(head)
+    }
+
+    fn matches(&self, head: &RequestHead<'_>, key: &Authority) -> bool {
+        let parts = Parts::of(head);
+        let scheme_matches = match (&key.scheme, parts.scheme) {
+            (SchemeKey::None, SchemeRef::None)
+            | (SchemeKey::Http, SchemeRef::Http)
+            | (SchemeKey::Https, SchemeRef::Https) => true,
+            (SchemeKey::Other(a), SchemeRef::Other(b)) => a.eq_ignore_ascii_case(b),
+            _ => false,
+        };
+        scheme_matches && key.port == parts.port && key.host.eq_ignore_ascii_case(parts.host)
+    }
+
+    fn hash_head<H: Hasher>(&self, head: &RequestHead<'_>, state: &mut H) {
+        hash_parts(&Parts::of(head), state);
+    }
+}
+
+#[derive(Clone, Copy)]
+enum SchemeRef<'a> {
+    None,
+    Http,
+    Https,
+    Other(&'a str),
+}
+
+/// An authority borrowed from a request, before lower-casing.
+struct Parts<'a> {
+    scheme: SchemeRef<'a>,
+    host: &'a str,
+    port: Option<u16>,
+}
+
+impl<'a> Parts<'a> {
+    fn of(head: &RequestHead<'a>) -> Parts<'a> {
+        let uri = head.uri();
+        let scheme = match uri.scheme_str() {
+            None => SchemeRef::None,
+            Some(s) if s.eq_ignore_ascii_case("http") => SchemeRef::Http,
+            Some(s) if s.eq_ignore_ascii_case("https") => SchemeRef::Https,
+            Some(s) => SchemeRef::Other(s),
+        };
+        let (host, port) = match uri.host() {
+            Some(host) => (host, uri.port_u16()),
+            None => head
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|value| value.to_str().ok())
+                .map_or(("", None), split_host_port),
+        };
+        let port = port.or(match scheme {
+            SchemeRef::Http => Some(80),
+            SchemeRef::Https => Some(443),
+            _ => None,
+        });
+        Parts { scheme, host, port }
+    }
+}
+
+/// Splits a `Host` header value; a malformed port is treated as absent (never a panic).
+fn split_host_port(value: &str) -> (&str, Option<u16>) {
+    let value = value.trim();
+    if value.starts_with('[') {
+        // An IPv6 literal: the port, if any, follows the closing bracket.
+        return match value.find(']') {
+            Some(end) => {
+                let (host, rest) = value.split_at(end + 1);
+                (host, rest.strip_prefix(':').and_then(|p| p.parse().ok()))
+            }
+            None => (value, None),
+        };
+    }
+    match value.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse().ok()),
+        None => (value, None),
+    }
+}
+
+/// The one hashing routine for both borrowed parts and owned keys, so they always agree.
+fn hash_parts<H: Hasher>(parts: &Parts<'_>, state: &mut H) {
+    match parts.scheme {
+        SchemeRef::None => state.write_u8(0),
+        SchemeRef::Http => state.write_u8(1),
+        SchemeRef::Https => state.write_u8(2),
+        SchemeRef::Other(other) => {
+            state.write_u8(3);
+            write_lowercase(other, state);
+        }
+    }
+    write_lowercase(parts.host, state);
+    match parts.port {
+        Some(port) => {
+            state.write_u8(1);
+            state.write_u16(port);
+        }
+        None => state.write_u8(0),
+    }
+}
+
+fn write_lowercase<H: Hasher>(text: &str, state: &mut H) {
+    // Hosts are short: lower-case into a small stack buffer and write in chunks.
+    let mut buf = [0u8; 64];
+    for chunk in text.as_bytes().chunks(buf.len()) {
+        let out = &mut buf[..chunk.len()];
+        for (o, b) in out.iter_mut().zip(chunk) {
+            *o = b.to_ascii_lowercase();
+        }
+        state.write(out);
+    }
+    state.write_u8(0xff);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    fn head_hash(req: &Request<()>) -> u64 {
+        let state = std::hash::RandomState::new();
+        let mut h1 = state.build_hasher();
+        PerAuthority.hash_head(&RequestHead::of(req), &mut h1);
+        let key = PerAuthority.key(&RequestHead::of(req));
+        assert_eq!(h1.finish(), state.hash_one(&key));
+        state.hash_one(&key)
+    }
+
+    fn req(uri: &str) -> Request<()> {
+        Request::get(uri).body(()).unwrap_or_default()
+    }
+
+    #[test]
+    fn authority_ignores_case_and_defaults_the_port() {
+        let a = req("http://Example.COM/x");
+        let b = req("http://example.com:80/y");
+        let c = req("https://example.com/");
+        let ka = PerAuthority.key(&RequestHead::of(&a));
+        assert_eq!(ka, PerAuthority.key(&RequestHead::of(&b)));
+        assert!(PerAuthority.matches(&RequestHead::of(&b), &ka));
+        assert!(!PerAuthority.matches(&RequestHead::of(&c), &ka));
+        head_hash(&a);
+        head_hash(&c);
+        assert_eq!(ka.to_string(), "http://example.com:80");
+    }
+
+    #[test]
+    fn host_header_is_used_without_authority_and_never_panics() {
+        for value in ["[::1]:8080", "[::1", "host:99999", "host:", "h:1:2", ""] {
+            let mut r = req("/path");
+            if let Ok(v) = http::HeaderValue::from_str(value) {
+                r.headers_mut().insert(http::header::HOST, v);
+            }
+            head_hash(&r);
+        }
+        let mut r = req("/path");
+        r.headers_mut().insert(
+            http::header::HOST,
+            http::HeaderValue::from_static("[::1]:8080"),
+        );
+        let key = PerAuthority.key(&RequestHead::of(&r));
+        assert_eq!(key.host(), "[::1]");
+        assert_eq!(key.port(), Some(8080));
+    }
+}
