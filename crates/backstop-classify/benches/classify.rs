@@ -60,13 +60,10 @@ fn bench_layer(c: &mut Criterion) {
 
 fn bench_errors(c: &mut Criterion) {
     let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
-    let wrapped = io::Error::new(
-        io::ErrorKind::Other,
-        backstop_classify::Error::new(
-            backstop_classify::Kind::TimedOut(backstop_classify::Timer::Connect),
-            Phase::Connect,
-        ),
-    );
+    let wrapped = io::Error::other(backstop_classify::Error::new(
+        backstop_classify::Kind::TimedOut(backstop_classify::Timer::Connect),
+        Phase::Connect,
+    ));
     let mut group = c.benchmark_group("classify_error");
     group.bench_function("io ECONNREFUSED", |b| {
         b.iter(|| classify_error(black_box(&refused), Phase::Connect))
