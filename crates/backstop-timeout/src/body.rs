@@ -1,0 +1,240 @@
+//! [`BodyIdleTimeoutLayer`]: fails a response body that stalls mid-stream.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use backstop_classify::{BoxError, Error, Kind, Phase, Timer};
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::config::{ConfigError, check_duration};
+use crate::idle::MAX_IDLE_TIMEOUT;
+use crate::io::IdleTimedOut;
+
+/// Fails a response body that yields no frame for the idle period while it is being read, with
+/// [`Kind::TimedOut`]`(`[`Timer::Idle`]`)` in [`Phase::ReadBody`].
+///
+/// The period runs only while the reader waits for the next frame: a slow consumer is never
+/// blamed on the peer, and a slow but steady drip (a frame at least once per period) never trips
+/// it. Errors of the inner service and body become [`backstop_classify::Error`]s.
+///
+/// ```
+/// use std::time::Duration;
+/// use backstop_timeout::BodyIdleTimeoutLayer;
+/// use tower::ServiceBuilder;
+/// # let client = tower::service_fn(|_req: http::Request<()>| async {
+/// #     Ok::<_, std::io::Error>(http::Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+/// # });
+/// let client = ServiceBuilder::new()
+///     .layer(BodyIdleTimeoutLayer::new(Duration::from_secs(30))?)
+///     .service(client);
+/// # drop(client);
+/// # Ok::<(), backstop_timeout::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct BodyIdleTimeoutLayer {
+    period: Duration,
+}
+
+impl BodyIdleTimeoutLayer {
+    /// A layer with idle period `period` (1 ms to 24 hours).
+    pub fn new(period: Duration) -> Result<Self, ConfigError> {
+        Ok(BodyIdleTimeoutLayer {
+            period: check_duration("body_idle_timeout", period, MAX_IDLE_TIMEOUT)?,
+        })
+    }
+
+    pub(crate) fn from_checked(period: Duration) -> Self {
+        BodyIdleTimeoutLayer { period }
+    }
+
+    /// The idle period.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+}
+
+impl<S> Layer<S> for BodyIdleTimeoutLayer {
+    type Service = BodyIdleTimeout<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BodyIdleTimeout {
+            inner,
+            period: self.period,
+        }
+    }
+}
+
+/// The service made by [`BodyIdleTimeoutLayer`].
+#[derive(Debug, Clone)]
+pub struct BodyIdleTimeout<S> {
+    inner: S,
+    period: Duration,
+}
+
+impl<S> BodyIdleTimeout<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for BodyIdleTimeout<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    ResBody: Body,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<IdleBody<ResBody>>;
+    type Error = Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|err| Error::classify(err, Phase::Local))
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        ResponseFuture {
+            inner: self.inner.call(req),
+            period: self.period,
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`BodyIdleTimeout`].
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        period: Duration,
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<IdleBody<B>>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = ready!(this.inner.poll(cx));
+        Poll::Ready(match out {
+            Ok(res) => Ok(res.map(|body| IdleBody::new(body, *this.period))),
+            Err(err) => Err(Error::classify(err, Phase::AwaitHeaders)),
+        })
+    }
+}
+
+pin_project! {
+    /// A body failing with `TimedOut(Idle)` when no frame arrives for the period while it is read.
+    ///
+    /// Like tower-http's timeout body it holds its timer inline, so it is not `Unpin`: pin it
+    /// (`std::pin::pin!`, `Box::pin`) to call `BodyExt::frame` on it.
+    #[derive(Debug)]
+    pub struct IdleBody<B> {
+        #[pin]
+        inner: B,
+        // Created on the first wait, inline: no allocation per response.
+        #[pin]
+        timer: Option<Sleep>,
+        period: Duration,
+        // The deadline of the current wait, valid while `armed`.
+        deadline: Instant,
+        armed: bool,
+        expired: bool,
+    }
+}
+
+impl<B> IdleBody<B> {
+    /// Wraps `body` with idle period `period` (not checked here; the layer checks it).
+    pub fn new(body: B, period: Duration) -> Self {
+        IdleBody {
+            inner: body,
+            timer: None,
+            period,
+            deadline: Instant::now(),
+            armed: false,
+            expired: false,
+        }
+    }
+}
+
+impl<B> Body for IdleBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        if *this.expired {
+            return Poll::Ready(None);
+        }
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                *this.armed = false;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(err))) => {
+                Poll::Ready(Some(Err(Error::classify(err, Phase::ReadBody))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                if !*this.armed {
+                    *this.deadline = Instant::now() + *this.period;
+                    *this.armed = true;
+                }
+                if this.timer.is_none() {
+                    this.timer
+                        .set(Some(tokio::time::sleep_until(*this.deadline)));
+                }
+                let Some(mut timer) = this.timer.as_pin_mut() else {
+                    return Poll::Pending;
+                };
+                loop {
+                    ready!(timer.as_mut().poll(cx));
+                    // Registered for an earlier wait: catch up rather than move the timer on
+                    // every frame.
+                    if Instant::now() < *this.deadline {
+                        timer.as_mut().reset(*this.deadline);
+                        continue;
+                    }
+                    break;
+                }
+                *this.expired = true;
+                Poll::Ready(Some(Err(Error::new(
+                    Kind::TimedOut(Timer::Idle),
+                    Phase::ReadBody,
+                )
+                .with_source(IdleTimedOut {
+                    period: *this.period,
+                }))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.expired || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,456 @@
+//! [`IdleIo`]: an IO wrapper that fails a connection on which no byte moves while one is awaited.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use backstop_classify::{Error, Kind, Phase, Timer};
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::server::Activity;
+
+/// Which end of the connection an [`IdleIo`] serves; it decides when a pending read counts as
+/// waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// A client connection: a pending read is timed only while we wait for an answer — after we
+    /// wrote bytes and before the peer's first byte back. A connection resting in a pool (hyper
+    /// keeps a read pending on it to notice the server closing) is never timed out.
+    ///
+    /// Once the answer has started, a stall is the response body's to catch
+    /// ([`BodyIdleTimeoutLayer`](crate::BodyIdleTimeoutLayer)); a response *head* that stops
+    /// half-way is left to an attempt timeout. On HTTP/2 our own control frames (window updates,
+    /// PING and SETTINGS acknowledgements) also count as "asked", so a pooled HTTP/2 connection
+    /// needs keep-alive PINGs ([`Http2KeepAlive`](crate::Http2KeepAlive)) shorter than the period
+    /// to be sure never to be closed while resting.
+    Client,
+    /// A server connection: a pending read is timed from the first read of a new connection on,
+    /// so a client that connects and says nothing is dropped. Bytes we write count as activity
+    /// too, so a long download is never cut. With a [`ServerActivity`](crate::ServerActivity)
+    /// (see [`IdleTimeoutLayer::wrap_server_tracked`](crate::IdleTimeoutLayer::wrap_server_tracked))
+    /// the read is not timed while a request is being handled, so a slow handler is not cut
+    /// either.
+    Server,
+}
+
+/// An IO that fails with [`Kind::TimedOut`]`(`[`Timer::Idle`]`)` when no byte moves for the idle
+/// period while one is awaited.
+///
+/// - A write (or flush, or shutdown) that makes no progress for the period fails, in
+///   [`Phase::Send`].
+/// - A pending read fails after the period without a byte, in [`Phase::AwaitHeaders`], when it
+///   counts as waiting (see [`Side`]).
+/// - Progress in either direction restarts the period: an upload in progress keeps the response
+///   wait alive, a download in progress keeps a server's read alive.
+///
+/// The error is an `io::Error` of kind `TimedOut` whose inner error is the
+/// [`backstop_classify::Error`]; hyper passes it up as the source of its own error, and
+/// `backstop_classify::Error::classify` finds it.
+///
+/// The timer is created the first time something has to wait and is reused afterwards: reads
+/// and writes that complete at once cost a few branches, no allocation, no clock read and no lock;
+/// a wait costs one clock read, and the timer itself is moved at most once per period.
+///
+/// One timer serves both directions; like hyper's connection tasks, drive both directions from one
+/// task so the timer wakes the side that waits.
+#[derive(Debug)]
+pub struct IdleIo<T> {
+    inner: T,
+    period: Duration,
+    side: Side,
+    timer: Option<Pin<Box<Sleep>>>,
+    /// The waker the timer last registered.
+    timer_waker: Option<Waker>,
+    /// `deadline` holds the deadline of the current wait.
+    armed: bool,
+    deadline: Instant,
+    read_waiting: bool,
+    /// The pending read is under the timer (as opposed to parked, e.g. pooled).
+    read_timed: bool,
+    write_waiting: bool,
+    /// Client: we wrote bytes the peer has not answered yet.
+    awaiting_answer: bool,
+    /// Client: the task of a parked, untimed read, to wake when a write makes it timed.
+    parked_reader: Option<Waker>,
+    expired: Option<Phase>,
+    /// Server: requests being handled, reported by [`ServerActivity`](crate::ServerActivity).
+    activity: Option<Arc<Activity>>,
+}
+
+impl<T> IdleIo<T> {
+    /// Wraps `inner`, failing it after `period` without progress while a byte is awaited.
+    ///
+    /// `period` is not checked here; [`IdleTimeoutLayer`](crate::IdleTimeoutLayer) validates it.
+    pub fn new(inner: T, period: Duration, side: Side) -> IdleIo<T> {
+        IdleIo {
+            inner,
+            period,
+            side,
+            timer: None,
+            timer_waker: None,
+            armed: false,
+            deadline: Instant::now(),
+            read_waiting: false,
+            read_timed: false,
+            write_waiting: false,
+            awaiting_answer: false,
+            parked_reader: None,
+            expired: None,
+            activity: None,
+        }
+    }
+
+    pub(crate) fn with_activity(mut self, activity: Arc<Activity>) -> Self {
+        self.activity = Some(activity);
+        self
+    }
+
+    /// The wrapped IO.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    /// The wrapped IO, mutably.
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
+    /// Unwraps the IO.
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+
+    /// The idle period.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// Whether the connection has timed out (every later read and write fails).
+    pub fn is_expired(&self) -> bool {
+        self.expired.is_some()
+    }
+
+    /// Starts (or restarts) the period of the current wait. Only the deadline moves: the timer
+    /// is left registered where it is and catches up when it fires, so a busy connection pays a
+    /// clock read per wait and one timer reset per period, not a timer-wheel update per byte.
+    fn arm(&mut self) {
+        self.deadline = Instant::now() + self.period;
+        self.armed = true;
+    }
+
+    /// Bytes moved: the period starts over for whatever is still waiting.
+    fn progressed(&mut self) {
+        if (self.read_waiting && self.read_timed) || self.write_waiting {
+            self.arm();
+        } else {
+            self.armed = false;
+        }
+    }
+
+    fn wait(&mut self, cx: &mut Context<'_>, phase: Phase) -> Poll<io::Error> {
+        if !self.armed {
+            self.arm();
+        }
+        let timer = match &mut self.timer {
+            Some(timer) => timer,
+            None => self
+                .timer
+                .insert(Box::pin(tokio::time::sleep_until(self.deadline))),
+        };
+        // Already registered with this task's waker and not fired: polling it again would only
+        // spend the task's cooperative budget.
+        if self
+            .timer_waker
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()))
+            && !timer.is_elapsed()
+        {
+            return Poll::Pending;
+        }
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                match &mut self.timer_waker {
+                    Some(waker) => waker.clone_from(cx.waker()),
+                    None => self.timer_waker = Some(cx.waker().clone()),
+                }
+                return Poll::Pending;
+            }
+            // A server handling a request keeps its read pending only to notice a hang-up: the
+            // silence is ours, not the client's.
+            if phase == Phase::AwaitHeaders && self.activity.as_ref().is_some_and(|a| a.is_busy()) {
+                self.deadline = Instant::now() + self.period;
+            }
+            // The timer may have been registered for an earlier wait, or before progress moved
+            // the deadline on: catch up instead of failing.
+            if Instant::now() < self.deadline {
+                timer.as_mut().reset(self.deadline);
+                continue;
+            }
+            self.expired = Some(phase);
+            tracing::debug!(side = ?self.side, %phase, period = ?self.period, "idle timeout: connection failed");
+            return Poll::Ready(idle_error(phase, self.period));
+        }
+    }
+
+    fn read_is_timed(&self) -> bool {
+        match self.side {
+            Side::Client => self.awaiting_answer,
+            Side::Server => true,
+        }
+    }
+
+    fn after_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        pending: bool,
+        got_bytes: bool,
+    ) -> Poll<io::Error> {
+        if !pending {
+            self.read_waiting = false;
+            self.read_timed = false;
+            if got_bytes {
+                self.awaiting_answer = false;
+                self.progressed();
+            }
+            return Poll::Pending;
+        }
+        self.read_waiting = true;
+        if self.read_is_timed() {
+            self.read_timed = true;
+            return self.wait(cx, Phase::AwaitHeaders);
+        }
+        self.read_timed = false;
+        match &mut self.parked_reader {
+            Some(waker) => waker.clone_from(cx.waker()),
+            None => self.parked_reader = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    fn after_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        pending: bool,
+        wrote_bytes: bool,
+    ) -> Poll<io::Error> {
+        if !pending {
+            self.write_waiting = false;
+            if wrote_bytes {
+                self.progressed();
+                if self.side == Side::Client && !self.awaiting_answer {
+                    self.awaiting_answer = true;
+                    if self.read_waiting && !self.read_timed {
+                        // The parked read now awaits an answer: let it come back and start its
+                        // timer.
+                        if let Some(reader) = self.parked_reader.take() {
+                            reader.wake();
+                        }
+                    }
+                }
+            }
+            return Poll::Pending;
+        }
+        self.write_waiting = true;
+        self.wait(cx, Phase::Send)
+    }
+
+    fn check_expired(&self) -> Option<io::Error> {
+        self.expired.map(|phase| idle_error(phase, self.period))
+    }
+}
+
+/// The `io::Error` an expired [`IdleIo`] fails with.
+fn idle_error(phase: Phase, period: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        Error::new(Kind::TimedOut(Timer::Idle), phase).with_source(IdleTimedOut { period }),
+    )
+}
+
+/// The source of an idle timeout: says how long the period was.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IdleTimedOut {
+    pub(crate) period: Duration,
+}
+
+impl std::fmt::Display for IdleTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no byte moved for {:?}", self.period)
+    }
+}
+
+impl std::error::Error for IdleTimedOut {}
+
+impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(err) = this.check_expired() {
+            return Poll::Ready(Err(err));
+        }
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let pending = result.is_pending();
+        let got_bytes = buf.filled().len() > before;
+        if let Poll::Ready(err) = this.after_read(cx, pending, got_bytes) {
+            return Poll::Ready(Err(err));
+        }
+        result
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(err) = this.check_expired() {
+            return Poll::Ready(Err(err));
+        }
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        let wrote = matches!(result, Poll::Ready(Ok(n)) if n > 0);
+        if let Poll::Ready(err) = this.after_write(cx, result.is_pending(), wrote) {
+            return Poll::Ready(Err(err));
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(err) = this.check_expired() {
+            return Poll::Ready(Err(err));
+        }
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        let wrote = matches!(result, Poll::Ready(Ok(n)) if n > 0);
+        if let Poll::Ready(err) = this.after_write(cx, result.is_pending(), wrote) {
+            return Poll::Ready(Err(err));
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(err) = this.check_expired() {
+            return Poll::Ready(Err(err));
+        }
+        let result = Pin::new(&mut this.inner).poll_flush(cx);
+        if let Poll::Ready(err) = this.after_write(cx, result.is_pending(), false) {
+            return Poll::Ready(Err(err));
+        }
+        result
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.expired.is_some() {
+            // Closing a dead connection must still release it.
+            return Pin::new(&mut this.inner).poll_shutdown(cx);
+        }
+        let result = Pin::new(&mut this.inner).poll_shutdown(cx);
+        if let Poll::Ready(err) = this.after_write(cx, result.is_pending(), false) {
+            return Poll::Ready(Err(err));
+        }
+        result
+    }
+}
+
+impl<T: Connection> Connection for IdleIo<T> {
+    fn connected(&self) -> Connected {
+        self.inner.connected()
+    }
+}
+
+/// The IO a client connection wrapped by [`IdleTimeoutLayer`](crate::IdleTimeoutLayer) yields:
+/// an [`IdleIo`] in [`Side::Client`] mode over the connector's IO, speaking hyper's IO traits.
+#[derive(Debug)]
+pub struct IdleConnection<T> {
+    io: TokioIo<IdleIo<TokioIo<T>>>,
+}
+
+impl<T> IdleConnection<T> {
+    pub(crate) fn new(inner: T, period: Duration) -> Self {
+        IdleConnection {
+            io: TokioIo::new(IdleIo::new(TokioIo::new(inner), period, Side::Client)),
+        }
+    }
+
+    /// The idle wrapper.
+    pub fn idle(&self) -> &IdleIo<TokioIo<T>> {
+        self.io.inner()
+    }
+
+    /// The connector's IO.
+    pub fn get_ref(&self) -> &T {
+        self.io.inner().get_ref().inner()
+    }
+}
+
+impl<T> hyper::rt::Read for IdleConnection<T>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin,
+{
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T> hyper::rt::Write for IdleConnection<T>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin,
+{
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}
+
+impl<T: Connection> Connection for IdleConnection<T> {
+    fn connected(&self) -> Connected {
+        self.get_ref().connected()
+    }
+}

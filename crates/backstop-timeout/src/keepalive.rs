@@ -1,0 +1,92 @@
+//! [`Http2KeepAlive`]: HTTP/2 PING heartbeats, so idle detection fires only on dead peers.
+
+use std::time::Duration;
+
+use hyper_util::rt::TokioTimer;
+
+use crate::config::{ConfigError, check_duration};
+
+/// The longest PING interval or timeout accepted.
+pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(3600);
+
+/// HTTP/2 keep-alive PING settings for hyper's client and server builders.
+///
+/// A PING every `interval`; a connection whose PING is not answered within `timeout` is closed.
+/// With PINGs flowing, a live HTTP/2 connection always has bytes moving, so an
+/// [`IdleTimeoutLayer`](crate::IdleTimeoutLayer) on it only ever fires on a peer that is truly
+/// gone. [`IdleTimeoutLayer::http2_keep_alive`](crate::IdleTimeoutLayer::http2_keep_alive) gives
+/// settings that fit an idle period.
+///
+/// ```
+/// use std::time::Duration;
+/// use backstop_timeout::Http2KeepAlive;
+/// use hyper_util::client::legacy::Client;
+/// use hyper_util::rt::TokioExecutor;
+///
+/// let ping = Http2KeepAlive::new(Duration::from_secs(10), Duration::from_secs(5))?;
+/// let mut builder = Client::builder(TokioExecutor::new());
+/// ping.apply_to_client(&mut builder);
+/// # Ok::<(), backstop_timeout::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2KeepAlive {
+    interval: Duration,
+    timeout: Duration,
+    while_idle: bool,
+}
+
+impl Http2KeepAlive {
+    /// PINGs every `interval`, each answered within `timeout` (both 1 ms to 1 hour), also while
+    /// no stream is open.
+    pub fn new(interval: Duration, timeout: Duration) -> Result<Self, ConfigError> {
+        Ok(Http2KeepAlive {
+            interval: check_duration("keep_alive_interval", interval, MAX_KEEP_ALIVE)?,
+            timeout: check_duration("keep_alive_timeout", timeout, MAX_KEEP_ALIVE)?,
+            while_idle: true,
+        })
+    }
+
+    pub(crate) fn from_checked(interval: Duration, timeout: Duration, while_idle: bool) -> Self {
+        Http2KeepAlive {
+            interval,
+            timeout,
+            while_idle,
+        }
+    }
+
+    /// Whether a client also PINGs while no stream is open (default `true`: a pooled connection
+    /// then stays provably alive). Servers always PING.
+    #[must_use]
+    pub fn while_idle(mut self, while_idle: bool) -> Self {
+        self.while_idle = while_idle;
+        self
+    }
+
+    /// The PING interval.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// How long a PING may go unanswered.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sets the PINGs (and the tokio timer they need) on hyper-util's client builder.
+    pub fn apply_to_client(&self, builder: &mut hyper_util::client::legacy::Builder) {
+        builder
+            .timer(TokioTimer::new())
+            .http2_keep_alive_interval(self.interval)
+            .http2_keep_alive_timeout(self.timeout)
+            .http2_keep_alive_while_idle(self.while_idle);
+    }
+
+    /// Sets the PINGs (and the tokio timer they need) on hyper-util's auto server builder.
+    pub fn apply_to_server<E>(&self, builder: &mut hyper_util::server::conn::auto::Builder<E>) {
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(self.interval)
+            .keep_alive_timeout(self.timeout);
+    }
+}

@@ -1,0 +1,393 @@
+//! [`TcpConnector`]: a TCP connector that bounds each address attempt and races addresses
+//! happy-eyeballs style, with an injectable resolver.
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::str::FromStr;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use backstop_classify::{BoxError, Error, Kind, Phase, Timer};
+use http::Uri;
+use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tower_service::Service;
+
+use crate::config::{ConfigError, check_duration};
+use crate::connect::MAX_CONNECT_TIMEOUT;
+use crate::phase::report_phase;
+
+/// RFC 8305's recommended "connection attempt delay".
+pub const DEFAULT_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+/// The default bound of one address attempt when more addresses are left to try.
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A TCP connector for hyper-util's client that never lets one bad address burn the whole
+/// connect budget.
+///
+/// - The host is resolved with the resolver you give it (a `Service<Name>` yielding socket
+///   addresses, as hyper-util's `HttpConnector` takes; [`GaiResolver`] by default). IP literals
+///   are not resolved. An address with port 0 gets the URI's port; a resolver that knows the
+///   port (service discovery) may return it instead.
+/// - Addresses are interleaved by family (RFC 8305 §4) and raced: when an attempt has not
+///   succeeded after the *attempt delay* the next one starts alongside it; a failed attempt starts
+///   the next at once; the first to connect wins and the others are dropped.
+/// - Each attempt but the last is bounded by the *attempt timeout*; the last address keeps the
+///   rest of the overall budget, which a [`ConnectTimeoutLayer`](crate::ConnectTimeoutLayer)
+///   around this connector enforces.
+/// - It reports [`Phase::Resolve`], [`Phase::Connect`] and then [`Phase::Tls`] (for a TLS
+///   connector wrapping it) to the enclosing `ConnectTimeout`.
+/// - Failures are [`backstop_classify::Error`]s: resolver failures in [`Phase::Resolve`], socket
+///   failures in [`Phase::Connect`]; the error of the last attempt is returned.
+///
+/// Responses are `TokioIo<TcpStream>` with `TCP_NODELAY` set (configurable).
+#[derive(Debug, Clone)]
+pub struct TcpConnector<R = GaiResolver> {
+    resolver: R,
+    attempt_timeout: Duration,
+    attempt_delay: Duration,
+    nodelay: bool,
+}
+
+impl TcpConnector<GaiResolver> {
+    /// A connector with the system resolver and the default attempt timeout (2 s) and delay
+    /// (250 ms).
+    pub fn new() -> Self {
+        TcpConnector {
+            resolver: GaiResolver::new(),
+            attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            attempt_delay: DEFAULT_ATTEMPT_DELAY,
+            nodelay: true,
+        }
+    }
+
+    /// A builder, starting from the defaults.
+    pub fn builder() -> TcpConnectorBuilder<GaiResolver> {
+        TcpConnectorBuilder {
+            resolver: GaiResolver::new(),
+            attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            attempt_delay: DEFAULT_ATTEMPT_DELAY,
+            nodelay: true,
+        }
+    }
+}
+
+impl Default for TcpConnector<GaiResolver> {
+    fn default() -> Self {
+        TcpConnector::new()
+    }
+}
+
+/// Builds a [`TcpConnector`]; [`build`](TcpConnectorBuilder::build) checks the settings.
+#[derive(Debug, Clone)]
+pub struct TcpConnectorBuilder<R> {
+    resolver: R,
+    attempt_timeout: Duration,
+    attempt_delay: Duration,
+    nodelay: bool,
+}
+
+impl<R> TcpConnectorBuilder<R> {
+    /// Resolves names with `resolver` (e.g. a test resolver, or hickory behind a
+    /// `Service<Name>`).
+    pub fn resolver<R2>(self, resolver: R2) -> TcpConnectorBuilder<R2> {
+        TcpConnectorBuilder {
+            resolver,
+            attempt_timeout: self.attempt_timeout,
+            attempt_delay: self.attempt_delay,
+            nodelay: self.nodelay,
+        }
+    }
+
+    /// Bounds each address attempt while other addresses remain (1 ms to 10 minutes).
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout;
+        self
+    }
+
+    /// How long an attempt runs alone before the next address is tried alongside it (1 ms to
+    /// the attempt timeout; RFC 8305 recommends 250 ms).
+    pub fn attempt_delay(mut self, delay: Duration) -> Self {
+        self.attempt_delay = delay;
+        self
+    }
+
+    /// Sets `TCP_NODELAY` on connected sockets (default `true`).
+    pub fn nodelay(mut self, nodelay: bool) -> Self {
+        self.nodelay = nodelay;
+        self
+    }
+
+    /// Checks the settings.
+    pub fn build(self) -> Result<TcpConnector<R>, ConfigError> {
+        let attempt_timeout =
+            check_duration("attempt_timeout", self.attempt_timeout, MAX_CONNECT_TIMEOUT)?;
+        let attempt_delay = check_duration("attempt_delay", self.attempt_delay, attempt_timeout)
+            .map_err(|_| {
+                ConfigError::new(
+                    "attempt_delay",
+                    format!(
+                        "must be between 1ms and attempt_timeout ({attempt_timeout:?}), got {:?}",
+                        self.attempt_delay
+                    ),
+                )
+            })?;
+        Ok(TcpConnector {
+            resolver: self.resolver,
+            attempt_timeout,
+            attempt_delay,
+            nodelay: self.nodelay,
+        })
+    }
+}
+
+impl<R> Service<Uri> for TcpConnector<R>
+where
+    R: Service<Name> + Clone + Send + 'static,
+    R::Response: Iterator<Item = SocketAddr>,
+    R::Error: Into<BoxError>,
+    R::Future: Send,
+{
+    type Response = TokioIo<TcpStream>;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness of the resolver is awaited inside the connect, so it counts against the
+        // connect bound.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let resolver = self.resolver.clone();
+        let settings = Attempts {
+            timeout: self.attempt_timeout,
+            delay: self.attempt_delay,
+        };
+        let nodelay = self.nodelay;
+        Box::pin(async move {
+            let addrs = resolve(resolver, &dst).await?;
+            report_phase(Phase::Connect);
+            let stream = settings.race(addrs).await?;
+            if nodelay {
+                stream
+                    .set_nodelay(true)
+                    .map_err(|err| Error::from_io(err, Phase::Connect))?;
+            }
+            report_phase(Phase::Tls);
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
+/// A URI the connector cannot connect to (no host, or a host that is not a valid name).
+#[derive(Debug)]
+struct InvalidDestination(&'static str);
+
+impl std::fmt::Display for InvalidDestination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for InvalidDestination {}
+
+fn invalid(why: &'static str) -> Error {
+    Error::new(Kind::Other, Phase::Local).with_source(InvalidDestination(why))
+}
+
+async fn resolve<R>(mut resolver: R, dst: &Uri) -> Result<Vec<SocketAddr>, Error>
+where
+    R: Service<Name>,
+    R::Response: Iterator<Item = SocketAddr>,
+    R::Error: Into<BoxError>,
+{
+    let host = dst
+        .host()
+        .ok_or_else(|| invalid("destination URI has no host"))?;
+    let port = dst.port_u16().unwrap_or(match dst.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    });
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = IpAddr::from_str(literal) {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    report_phase(Phase::Resolve);
+    let name = Name::from_str(host).map_err(|_| invalid("destination host is not a valid name"))?;
+    poll_fn(|cx| resolver.poll_ready(cx))
+        .await
+        .map_err(|err| Error::classify(err, Phase::Resolve))?;
+    let addrs = resolver
+        .call(name)
+        .await
+        .map_err(|err| Error::classify(err, Phase::Resolve))?;
+    // A resolver that knows the port (service discovery) may say so; port 0 means the URI's.
+    let addrs = interleave_families(addrs.map(|addr| match addr.port() {
+        0 => SocketAddr::new(addr.ip(), port),
+        _ => addr,
+    }));
+    if addrs.is_empty() {
+        return Err(Error::new(Kind::DnsNotFound, Phase::Resolve)
+            .with_source(InvalidDestination("the resolver returned no address")));
+    }
+    Ok(addrs)
+}
+
+/// Orders addresses as RFC 8305 §4 asks: alternate families, starting with the resolver's first.
+fn interleave_families(addrs: impl Iterator<Item = SocketAddr>) -> Vec<SocketAddr> {
+    let addrs: Vec<SocketAddr> = addrs.collect();
+    let Some(first) = addrs.first() else {
+        return addrs;
+    };
+    let first_is_v6 = first.is_ipv6();
+    let (preferred, other): (Vec<SocketAddr>, Vec<SocketAddr>) =
+        addrs.iter().partition(|addr| addr.is_ipv6() == first_is_v6);
+    let mut ordered = Vec::with_capacity(addrs.len());
+    let mut preferred = preferred.into_iter();
+    let mut other = other.into_iter();
+    loop {
+        match (preferred.next(), other.next()) {
+            (None, None) => return ordered,
+            (a, b) => ordered.extend(a.into_iter().chain(b)),
+        }
+    }
+}
+
+type AttemptFuture = Pin<Box<dyn Future<Output = Result<TcpStream, Error>> + Send>>;
+
+#[derive(Debug, Clone, Copy)]
+struct Attempts {
+    timeout: Duration,
+    delay: Duration,
+}
+
+impl Attempts {
+    /// Races the addresses: staggered starts, each bounded but the last, first success wins.
+    async fn race(self, addrs: Vec<SocketAddr>) -> Result<TcpStream, Error> {
+        if let [only] = addrs[..] {
+            // Nothing to race: the one attempt has the whole budget, and no bookkeeping.
+            return attempt(only, None).await;
+        }
+        let total = addrs.len();
+        let mut queue = addrs.into_iter().enumerate();
+        let mut running: Vec<AttemptFuture> = Vec::with_capacity(total.min(4));
+        let mut last_error: Option<Error> = None;
+        let stagger = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(stagger);
+        let mut start_next = true;
+        poll_fn(move |cx: &mut Context<'_>| {
+            loop {
+                if start_next {
+                    start_next = false;
+                    if let Some((index, addr)) = queue.next() {
+                        let bound = (index + 1 < total).then_some(self.timeout);
+                        running.push(Box::pin(attempt(addr, bound)));
+                        stagger.as_mut().reset(Instant::now() + self.delay);
+                    }
+                }
+                let mut index = 0;
+                while index < running.len() {
+                    match running[index].as_mut().poll(cx) {
+                        Poll::Ready(Ok(stream)) => return Poll::Ready(Ok(stream)),
+                        Poll::Ready(Err(err)) => {
+                            drop(running.swap_remove(index));
+                            last_error = Some(err);
+                            // A failed address frees its slot for the next one at once.
+                            start_next = true;
+                        }
+                        Poll::Pending => index += 1,
+                    }
+                }
+                if start_next && queue.len() > 0 {
+                    continue;
+                }
+                if running.is_empty() && queue.len() == 0 {
+                    return Poll::Ready(Err(last_error
+                        .take()
+                        .unwrap_or_else(|| invalid("no address to connect to"))));
+                }
+                if queue.len() > 0 && stagger.as_mut().poll(cx).is_ready() {
+                    start_next = true;
+                    continue;
+                }
+                return Poll::Pending;
+            }
+        })
+        .await
+    }
+}
+
+async fn attempt(addr: SocketAddr, bound: Option<Duration>) -> Result<TcpStream, Error> {
+    let connect = TcpStream::connect(addr);
+    let result = match bound {
+        Some(bound) => match tokio::time::timeout(bound, connect).await {
+            Ok(result) => result,
+            Err(_) => {
+                return Err(Error::new(Kind::TimedOut(Timer::Connect), Phase::Connect)
+                    .with_source(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("connect to {addr} timed out after {bound:?}"),
+                    )));
+            }
+        },
+        None => connect.await,
+    };
+    result.map_err(|err| {
+        let err = io::Error::new(err.kind(), AddrError { addr, source: err });
+        Error::from_io(err, Phase::Connect)
+    })
+}
+
+/// An I/O error while connecting to one address, naming it.
+#[derive(Debug)]
+struct AddrError {
+    addr: SocketAddr,
+    source: io::Error,
+}
+
+impl std::fmt::Display for AddrError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tcp connect to {} failed: {}", self.addr, self.source)
+    }
+}
+
+impl std::error::Error for AddrError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_alternate_starting_with_the_first() {
+        let v4 = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        let v6 = |port| SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], port));
+        let ordered = interleave_families([v6(1), v6(2), v6(3), v4(4)].into_iter());
+        assert_eq!(ordered, vec![v6(1), v4(4), v6(2), v6(3)]);
+        assert!(interleave_families(std::iter::empty()).is_empty());
+    }
+
+    #[test]
+    fn attempt_delay_longer_than_attempt_timeout_is_rejected() {
+        let err = TcpConnector::builder()
+            .attempt_timeout(Duration::from_millis(100))
+            .attempt_delay(Duration::from_millis(200))
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "attempt_delay");
+        let err = TcpConnector::builder()
+            .attempt_timeout(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "attempt_timeout");
+    }
+}
