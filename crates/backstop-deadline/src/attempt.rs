@@ -1,0 +1,269 @@
+//! [`AttemptTimeoutLayer`]: bounds one attempt, placed inside retry.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use backstop_classify::{BoxError, Deadline, Error, Failure, Kind, Phase, Timer};
+use http::Request;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep, sleep_until};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::propagate::Propagation;
+use crate::{ConfigError, ambient, deadline_failure};
+
+/// The longest attempt timeout accepted (a day): longer ones are surely a unit mistake.
+const MAX_ATTEMPT: Duration = Duration::from_secs(86_400);
+
+/// Bounds one attempt of a call until its response head arrives. Place it inside retry.
+///
+/// Each attempt gets `min(attempt timeout, time left)`, where the time left comes from the
+/// [`Deadline`] in the request extensions or the [ambient](mod@crate::ambient) one. When the attempt
+/// timeout is the shorter, its expiry fails with timed out (attempt), which retry may repeat if the
+/// request is idempotent; when the deadline is, it fails with timed out (deadline), which is never
+/// retried. The time this attempt has is written into the outgoing request ([`Propagation`]), so
+/// the callee stops when this attempt is given up.
+///
+/// ```
+/// use std::time::Duration;
+/// use backstop_classify::{Kind, Timer};
+/// use backstop_deadline::AttemptTimeoutLayer;
+/// use http::{Request, Response};
+/// use tower::{ServiceBuilder, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let svc = ServiceBuilder::new()
+///     .layer(AttemptTimeoutLayer::new(Duration::from_millis(300))?)
+///     .service(service_fn(|_req: Request<()>| async {
+///         std::future::pending::<Result<Response<()>, std::io::Error>>().await
+///     }));
+/// let err = svc.oneshot(Request::new(())).await.unwrap_err();
+/// assert_eq!(err.kind(), Kind::TimedOut(Timer::Attempt));
+/// assert!(err.failure().may_retry(true)); // a GET may try again
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct AttemptTimeoutLayer {
+    timeout: Duration,
+    propagation: Propagation,
+}
+
+impl AttemptTimeoutLayer {
+    /// Attempts bounded by `timeout`, with the default [`Propagation`].
+    pub fn new(timeout: Duration) -> Result<AttemptTimeoutLayer, ConfigError> {
+        AttemptTimeoutLayer::builder().timeout(timeout).build()
+    }
+
+    /// A builder; see [`AttemptTimeoutLayerBuilder`].
+    pub fn builder() -> AttemptTimeoutLayerBuilder {
+        AttemptTimeoutLayerBuilder {
+            timeout: None,
+            propagation: Propagation::new(),
+        }
+    }
+}
+
+/// Builds an [`AttemptTimeoutLayer`]; invalid settings are rejected by [`build`](Self::build).
+#[derive(Debug, Clone)]
+pub struct AttemptTimeoutLayerBuilder {
+    timeout: Option<Duration>,
+    propagation: Propagation,
+}
+
+impl AttemptTimeoutLayerBuilder {
+    /// The bound on one attempt (required; greater than zero, at most a day).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// How the time this attempt has is written into the outgoing request.
+    #[must_use]
+    pub fn propagation(mut self, propagation: Propagation) -> Self {
+        self.propagation = propagation;
+        self
+    }
+
+    /// The layer, or the first rule the settings break.
+    pub fn build(self) -> Result<AttemptTimeoutLayer, ConfigError> {
+        let Some(timeout) = self.timeout else {
+            return Err(ConfigError::new("attempt_timeout", "must be set"));
+        };
+        if timeout.is_zero() {
+            return Err(ConfigError::new(
+                "attempt_timeout",
+                "must be greater than zero",
+            ));
+        }
+        if timeout > MAX_ATTEMPT {
+            return Err(ConfigError::new(
+                "attempt_timeout",
+                "must be at most one day",
+            ));
+        }
+        self.propagation.validate_against(
+            timeout,
+            "must be at least 1 ms shorter than attempt_timeout",
+        )?;
+        Ok(AttemptTimeoutLayer {
+            timeout,
+            propagation: self.propagation,
+        })
+    }
+}
+
+impl<S> Layer<S> for AttemptTimeoutLayer {
+    type Service = AttemptTimeout<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AttemptTimeout {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service made by [`AttemptTimeoutLayer`].
+#[derive(Debug, Clone)]
+pub struct AttemptTimeout<S> {
+    inner: S,
+    layer: AttemptTimeoutLayer,
+}
+
+impl<S> AttemptTimeout<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S, ReqBody> Service<Request<ReqBody>> for AttemptTimeout<S>
+where
+    S: Service<Request<ReqBody>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|err| Error::classify(err, Phase::Local))
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let now = Instant::now();
+        let mut until = now + self.layer.timeout;
+        let mut timer = Timer::Attempt;
+        let inherited = match (Deadline::of(&req), ambient::current()) {
+            (Some(a), Some(b)) => Some(a.earliest(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(deadline) = inherited
+            && deadline.instant() <= until
+        {
+            if deadline.instant() <= now {
+                return ResponseFuture::failed(deadline_failure(Phase::Local));
+            }
+            until = deadline.instant();
+            timer = Timer::Deadline;
+        }
+        if let Err(failure) = self.layer.propagation.write(&mut req, until, now) {
+            return ResponseFuture::failed(failure);
+        }
+        ResponseFuture {
+            state: State::Running {
+                inner: self.inner.call(req),
+                sleep: None,
+                until,
+                timer,
+            },
+        }
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    fn failed(failure: Failure) -> Self {
+        ResponseFuture {
+            state: State::Failed { failure },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`AttemptTimeout`].
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    // One variant per situation keeps the future small: it is moved on every call.
+    #[derive(Debug)]
+    #[project = StateProj]
+    enum State<F> {
+        Running {
+            #[pin]
+            inner: F,
+            #[pin]
+            sleep: Option<Sleep>,
+            until: Instant,
+            timer: Timer,
+        },
+        Failed {
+            failure: Failure,
+        },
+        Done,
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        let output = match state.as_mut().project() {
+            StateProj::Running {
+                inner,
+                mut sleep,
+                until,
+                timer,
+            } => match inner.poll(cx) {
+                Poll::Ready(result) => {
+                    result.map_err(|err| Error::classify(err, Phase::AwaitHeaders))
+                }
+                Poll::Pending => {
+                    if sleep.is_none() {
+                        sleep.set(Some(sleep_until(*until)));
+                    }
+                    match sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {
+                        // The request may have reached the peer: an attempt timeout is
+                        // retryable only for idempotent requests (phase "awaiting headers").
+                        Some(Poll::Ready(())) => {
+                            Err(Error::new(Kind::TimedOut(*timer), Phase::AwaitHeaders))
+                        }
+                        _ => return Poll::Pending,
+                    }
+                }
+            },
+            StateProj::Failed { failure } => Err(Error::from_failure(*failure)),
+            StateProj::Done => Err(crate::polled_after_completion()),
+        };
+        // Dropping the inner future here is what cancels an attempt that ran out of time.
+        state.set(State::Done);
+        Poll::Ready(output)
+    }
+}

@@ -1,0 +1,119 @@
+//! Deadlines for backstop: one ceiling over the whole call, per-attempt timeouts, and deadlines
+//! that travel across hops.
+//!
+//! ```
+//! use std::time::Duration;
+//! use backstop_classify::{Error, Kind, Timer};
+//! use backstop_deadline::{AttemptTimeoutLayer, DeadlineLayer, ServerDeadlineLayer};
+//! use http::{Request, Response};
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Server B: reads the caller's deadline; its handler sees the time left and is dropped
+//! // when it runs out.
+//! let server_b = ServiceBuilder::new()
+//!     .layer(ServerDeadlineLayer::new())
+//!     .service(service_fn(|req: Request<String>| async move {
+//!         // What the caller told us it still waits for, minus the safety margin.
+//!         let budget = req.headers()["request-timeout-ms"].to_str().unwrap_or("").to_owned();
+//!         tokio::time::sleep(Duration::from_millis(200)).await;
+//!         Ok::<_, std::convert::Infallible>(Response::new(budget))
+//!     }));
+//!
+//! // Client: a 1 s ceiling over everything, 300 ms per attempt.
+//! let mut client = ServiceBuilder::new()
+//!     .layer(DeadlineLayer::builder().timeout(Duration::from_secs(1)).build()?)
+//!     .layer(AttemptTimeoutLayer::new(Duration::from_millis(300))?)
+//!     .service(server_b);
+//!
+//! let res = client.ready().await?.call(Request::new(String::new())).await?;
+//! // The attempt's 300 ms minus the 10 ms default margin travelled in the header.
+//! assert_eq!(res.into_body().into_inner(), "290");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Client side
+//! - [`DeadlineLayer`]: the outermost ceiling over the call, retries and backoff included; it
+//!   [covers](Covers) the response body too, or only the head. Its expiry is timed out
+//!   (deadline), never retried. The effective [`Deadline`] — the earliest of its own timeout, one
+//!   already on the request, and the [ambient](mod@crate::ambient) one of the server handler the call is made
+//!   from — travels inward as a request extension: retry clamps its backoff to it, and
+//!   [`AttemptTimeout`] bounds each attempt by `min(attempt timeout, time left)`.
+//! - [`AttemptTimeoutLayer`] (placed inside retry): bounds one attempt; its expiry is timed out
+//!   (attempt), which retry repeats only for idempotent requests.
+//! - [Propagation](propagate): each outgoing request carries the time left minus a safety margin
+//!   as a relative duration — `grpc-timeout` for gRPC, `request-timeout-ms` (configurable) for
+//!   everything else.
+//!
+//! # Server side
+//! - [`ServerDeadlineLayer`] reads those headers (untrusted: malformed ignored, zero or negative
+//!   fail fast, absurd clamped to a maximum; a default when absent), answers `504` (or gRPC
+//!   `DEADLINE_EXCEEDED`) and drops the handler at the deadline, and makes the deadline
+//!   [ambient](mod@crate::ambient) for the handler: a backstop client called anywhere inside it inherits the
+//!   time left, so a chain of services shares one budget.
+//!
+//! # Modules
+//! One per middleware, each with its layer, service and response future: [`client`],
+//! [`attempt`], [`server`]; plus [`propagate`] (the wire formats) and [`ambient`] (the task-local
+//! deadline of a server handler).
+//!
+//! # Costs
+//! All timers are tokio's, so everything runs under `tokio::time::pause`. The success path
+//! touches the timer wheel only when the inner service has to wait, and takes no lock. It
+//! allocates nothing with [`Carry::TaskLocal`] and [`Propagation::disabled`]; by default each
+//! layer pays what `http` charges for a request extension (up to 3 allocations when the request
+//! has none yet) and one per header value written.
+//!
+//! # What the deadline does not cover
+//! The client deadline starts when the call is made: waiting in `poll_ready` (e.g. for a
+//! concurrency limit) comes before it, as with tower's `Timeout`. The server deadline covers the
+//! handler until its response head; the response body then streams on its own. The ambient
+//! deadline follows the handler's task; work spawned elsewhere takes it along with
+//! [`ambient::scope`].
+
+mod config;
+
+pub mod ambient;
+pub mod attempt;
+pub mod client;
+pub mod propagate;
+pub mod server;
+
+pub use attempt::{AttemptTimeout, AttemptTimeoutLayer, AttemptTimeoutLayerBuilder};
+pub use backstop_classify::Deadline;
+pub use client::{
+    Carry, Covers, DeadlineBody, DeadlineLayer, DeadlineLayerBuilder, DeadlineService,
+};
+pub use config::ConfigError;
+pub use propagate::{DEFAULT_TIMEOUT_HEADER, Propagation};
+pub use server::DeadlineLayer as ServerDeadlineLayer;
+
+use backstop_classify::{Error, Failure, Kind, Phase, Timer};
+use http::Request;
+
+/// Timed out (deadline) in `phase`: never retried.
+fn deadline_error(phase: Phase) -> Error {
+    Error::from_failure(deadline_failure(phase))
+}
+
+fn deadline_failure(phase: Phase) -> Failure {
+    Failure::new(Kind::TimedOut(Timer::Deadline), phase)
+}
+
+/// What a future answers when polled again after it completed, instead of panicking.
+fn polled_after_completion() -> Error {
+    Error::new(Kind::Other, Phase::Local)
+}
+
+/// Puts `deadline` in the request extensions, updating one already there in place (no
+/// allocation) and never extending it.
+fn carry_in_extensions<B>(req: &mut Request<B>, deadline: Deadline) {
+    match req.extensions_mut().get_mut::<Deadline>() {
+        Some(existing) => *existing = existing.earliest(deadline),
+        None => {
+            req.extensions_mut().insert(deadline);
+        }
+    }
+}

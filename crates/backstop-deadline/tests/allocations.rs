@@ -1,0 +1,191 @@
+//! Allocations per call on the success path, counted with a global allocator (so this file is a
+//! test binary of its own, with a single test: the count is process-wide).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::alloc::System;
+use std::convert::Infallible;
+use std::future::{Ready, ready};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use backstop_deadline::propagate::Propagation;
+use backstop_deadline::{AttemptTimeoutLayer, Carry, DeadlineLayer, ServerDeadlineLayer};
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Empty;
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use tower::{Layer, Service, ServiceExt};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Answers at once, allocating nothing.
+#[derive(Clone, Copy)]
+struct NoOp;
+
+impl Service<Request<()>> for NoOp {
+    type Response = Response<Empty<Bytes>>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<Empty<Bytes>>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: Request<()>) -> Self::Future {
+        ready(Ok(Response::new(Empty::new())))
+    }
+}
+
+const CALLS: usize = 1000;
+
+/// Allocations per call of `svc` over `CALLS` calls, after one warm-up call.
+fn allocations_per_call<S>(
+    rt: &tokio::runtime::Runtime,
+    mut svc: S,
+    make: fn() -> Request<()>,
+) -> f64
+where
+    S: Service<Request<()>>,
+    S::Error: std::fmt::Debug,
+{
+    rt.block_on(async {
+        svc.ready().await.unwrap();
+        let _ = svc.call(make()).await.unwrap();
+        let region = Region::new(GLOBAL);
+        for _ in 0..CALLS {
+            svc.ready().await.unwrap();
+            let _ = svc.call(make()).await.unwrap();
+        }
+        region.change().allocations as f64 / CALLS as f64
+    })
+}
+
+fn bare() -> Request<()> {
+    Request::new(())
+}
+
+fn with_headers() -> Request<()> {
+    // What a real request carries; building it is counted too, so it is measured bare as well.
+    Request::builder()
+        .uri("http://127.0.0.1/")
+        .header("host", "127.0.0.1")
+        .header("user-agent", "bench")
+        .header("accept", "*/*")
+        .body(())
+        .unwrap()
+}
+
+#[test]
+fn the_success_path_allocates_nothing_in_the_lean_configuration() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let lean_deadline = DeadlineLayer::builder()
+        .timeout(Duration::from_secs(5))
+        .carry(Carry::TaskLocal)
+        .propagation(Propagation::disabled())
+        .build()
+        .unwrap();
+    let lean_attempt = AttemptTimeoutLayer::builder()
+        .timeout(Duration::from_secs(1))
+        .propagation(Propagation::disabled())
+        .build()
+        .unwrap();
+    let default_deadline = DeadlineLayer::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let default_attempt = AttemptTimeoutLayer::new(Duration::from_secs(1)).unwrap();
+    let quiet_deadline = DeadlineLayer::builder()
+        .timeout(Duration::from_secs(5))
+        .propagation(Propagation::disabled())
+        .build()
+        .unwrap();
+
+    let measure = |name: &str, per_call: f64, make_name: &str| {
+        eprintln!("{name:<58} {make_name:<13} {per_call:>5.2} allocations/call");
+        per_call
+    };
+    let bare_noop = measure("bare no-op", allocations_per_call(&rt, NoOp, bare), "bare");
+    assert_eq!(bare_noop, 0.0, "the harness itself allocates nothing");
+    let headers_noop = measure(
+        "bare no-op",
+        allocations_per_call(&rt, NoOp, with_headers),
+        "3 headers",
+    );
+
+    let tower_timeout = tower::timeout::TimeoutLayer::new(Duration::from_secs(1)).layer(NoOp);
+    assert_eq!(
+        measure(
+            "tower Timeout",
+            allocations_per_call(&rt, tower_timeout, bare),
+            "bare"
+        ),
+        0.0
+    );
+
+    let attempt = lean_attempt.layer(NoOp);
+    assert_eq!(
+        measure(
+            "AttemptTimeout, no propagation",
+            allocations_per_call(&rt, attempt, bare),
+            "bare"
+        ),
+        0.0
+    );
+    let stack = lean_deadline.layer(lean_attempt.layer(NoOp));
+    assert_eq!(
+        measure(
+            "DeadlineLayer(task-local) + AttemptTimeout, no propagation",
+            allocations_per_call(&rt, stack, bare),
+            "bare"
+        ),
+        0.0
+    );
+    let server = ServerDeadlineLayer::builder()
+        .carry(Carry::TaskLocal)
+        .build()
+        .unwrap()
+        .layer(NoOp);
+    assert_eq!(
+        measure(
+            "server DeadlineLayer(task-local)",
+            allocations_per_call(&rt, server, bare),
+            "bare"
+        ),
+        0.0
+    );
+
+    // The default configurations pay for the extension map (inserting the Deadline) and for one
+    // header value per written header; both are properties of `http`, reported here.
+    let quiet = quiet_deadline.layer(NoOp);
+    let ext = measure(
+        "DeadlineLayer(extensions), no propagation",
+        allocations_per_call(&rt, quiet, bare),
+        "bare",
+    );
+    let default = default_deadline.clone().layer(NoOp);
+    let one = measure(
+        "DeadlineLayer default",
+        allocations_per_call(&rt, default, with_headers),
+        "3 headers",
+    ) - headers_noop;
+    let stack = default_deadline.layer(default_attempt.layer(NoOp));
+    let two = measure(
+        "DeadlineLayer + AttemptTimeout default",
+        allocations_per_call(&rt, stack, with_headers),
+        "3 headers",
+    ) - headers_noop;
+    let server = ServerDeadlineLayer::new().layer(NoOp);
+    let srv = measure(
+        "server DeadlineLayer default",
+        allocations_per_call(&rt, server, bare),
+        "bare",
+    );
+    assert!(ext <= 3.0, "extension insert: {ext}");
+    assert!(one <= ext + 1.0, "one header value on top: {one}");
+    assert!(two <= ext + 2.0, "two header values on top: {two}");
+    assert!(srv <= 3.0, "server extension insert: {srv}");
+}

@@ -1,0 +1,193 @@
+//! [`LoadShedLayer`]: answer `503` + `Retry-After` at once when the server is full, instead of
+//! queueing requests until their callers give up.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{HeaderValue, Request, Response, StatusCode};
+use pin_project_lite::pin_project;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::config::ConfigError;
+
+/// The most requests one [`LoadShedLayer`] may admit at once.
+pub const MAX_IN_FLIGHT: usize = 1 << 20;
+
+/// Admits at most `max_in_flight` requests at a time; every request beyond that is answered at
+/// once with `503 Service Unavailable` and `Retry-After`, without reaching the handler.
+///
+/// Queueing an overloaded server's requests only moves the wait into the queue, where callers time
+/// out anyway and retry, adding load. Shedding answers fast, tells a well-behaved client when to
+/// come back, and keeps the admitted requests fast. A request counts from the call until its
+/// response head is ready (a streaming body is not counted).
+///
+/// All services made from one layer share its limit, so it holds across connections.
+///
+/// ```
+/// use std::time::Duration;
+/// use backstop_server::LoadShedLayer;
+///
+/// let shed = LoadShedLayer::new(256)?.retry_after(Duration::from_secs(1))?;
+/// assert_eq!(shed.in_flight(), 0);
+/// # Ok::<(), backstop_server::ConfigError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct LoadShedLayer {
+    permits: Arc<Semaphore>,
+    max_in_flight: usize,
+    retry_after: HeaderValue,
+}
+
+impl LoadShedLayer {
+    /// At most `max_in_flight` requests at once (1 ..= 1 048 576); shed ones are told to retry
+    /// after 1 s.
+    pub fn new(max_in_flight: usize) -> Result<LoadShedLayer, ConfigError> {
+        if !(1..=MAX_IN_FLIGHT).contains(&max_in_flight) {
+            return Err(ConfigError::new(
+                "max_in_flight",
+                format!("must be between 1 and {MAX_IN_FLIGHT}, got {max_in_flight}"),
+            ));
+        }
+        Ok(LoadShedLayer {
+            permits: Arc::new(Semaphore::new(max_in_flight)),
+            max_in_flight,
+            retry_after: HeaderValue::from_static("1"),
+        })
+    }
+
+    /// The `Retry-After` sent with a shed request, in whole seconds (1 s ..= 1 h).
+    pub fn retry_after(mut self, after: Duration) -> Result<LoadShedLayer, ConfigError> {
+        if after < Duration::from_secs(1) || after > Duration::from_secs(3600) {
+            return Err(ConfigError::new(
+                "shed_retry_after",
+                format!("must be between 1s and 1h, got {after:?}"),
+            ));
+        }
+        self.retry_after = HeaderValue::from(after.as_secs());
+        Ok(self)
+    }
+
+    /// Requests admitted and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.max_in_flight - self.permits.available_permits()
+    }
+
+    /// The limit.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
+}
+
+impl<S> Layer<S> for LoadShedLayer {
+    type Service = LoadShed<S>;
+
+    fn layer(&self, inner: S) -> LoadShed<S> {
+        LoadShed {
+            inner,
+            permits: Arc::clone(&self.permits),
+            retry_after: self.retry_after.clone(),
+        }
+    }
+}
+
+/// The service made by [`LoadShedLayer`].
+#[derive(Debug, Clone)]
+pub struct LoadShed<S> {
+    inner: S,
+    permits: Arc<Semaphore>,
+    retry_after: HeaderValue,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for LoadShed<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Default,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ShedFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => ShedFuture {
+                state: State::Admitted {
+                    inner: self.inner.call(req),
+                    permit: Some(permit),
+                },
+            },
+            Err(_) => {
+                tracing::debug!(uri = %req.uri(), "overloaded: shedding request with 503");
+                let mut res = Response::new(ResBody::default());
+                *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                res.headers_mut()
+                    .insert(http::header::RETRY_AFTER, self.retry_after.clone());
+                ShedFuture {
+                    state: State::Shed {
+                        response: Some(res),
+                    },
+                }
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`LoadShed`].
+    #[derive(Debug)]
+    pub struct ShedFuture<F, B> {
+        #[pin]
+        state: State<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    #[derive(Debug)]
+    enum State<F, B> {
+        // The request is being handled; the permit is released when its response is ready.
+        Admitted {
+            #[pin]
+            inner: F,
+            permit: Option<OwnedSemaphorePermit>,
+        },
+        // The request was shed; the 503 is ready.
+        Shed {
+            response: Option<Response<B>>,
+        },
+    }
+}
+
+impl<F, B, E> Future for ShedFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Default,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Admitted { inner, permit } => {
+                let output = std::task::ready!(inner.poll(cx));
+                drop(permit.take());
+                Poll::Ready(output)
+            }
+            StateProj::Shed { response } => {
+                Poll::Ready(Ok(response.take().unwrap_or_else(|| {
+                    // Polled again after completion: answer 503 again rather than panic.
+                    let mut res = Response::new(B::default());
+                    *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                    res
+                })))
+            }
+        }
+    }
+}
