@@ -1,0 +1,455 @@
+//! [`Client`]: a ready resilient HTTP client.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use backstop_breaker::{Breakers, CircuitBreakerLayer, PerAuthority, State, Window};
+use backstop_classify::{BoxError, ClassifyLayer, Error, Kind, Phase};
+use backstop_deadline::{AttemptTimeoutLayer, Covers, DeadlineLayer};
+use backstop_retry::{ReplayBody, RetryBudget, RetryInfo, RetryLayer};
+use backstop_timeout::{ConnectTimeoutLayer, IdleTimeoutLayer, TcpConnector};
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
+use hyper_util::rt::TokioExecutor;
+use tokio::time::Instant;
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+use crate::policy::{ConfigError, Policy};
+
+/// The response body of a [`Client`]: the bytes, with every error classified.
+pub type ResponseBody = BoxBody<Bytes, Error>;
+
+/// The request body a [`Client`] sends: bytes held in memory, replayable for retries.
+pub type RequestBody = Full<Bytes>;
+
+/// What happened during a call, in the response's extensions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallInfo {
+    /// Attempts made, the first included.
+    pub attempts: u32,
+    /// The backoff delays slept between attempts.
+    pub delays: Vec<Duration>,
+    /// The state of the destination's circuit breaker after the call (`None` when breakers are
+    /// off).
+    pub breaker: Option<State>,
+    /// Time from the call until the response head arrived (time to first byte), retries
+    /// included.
+    pub time_to_headers: Duration,
+}
+
+impl CallInfo {
+    /// The call info of a response from a [`Client`].
+    pub fn of<B>(res: &Response<B>) -> Option<&CallInfo> {
+        res.extensions().get::<CallInfo>()
+    }
+}
+
+/// A resolver built from an async function, for [`ClientBuilder::resolver`].
+#[derive(Clone)]
+pub struct FnResolver {
+    resolve: Arc<
+        dyn Fn(
+                Name,
+            ) -> Pin<
+                Box<dyn Future<Output = Result<std::vec::IntoIter<SocketAddr>, BoxError>> + Send>,
+            > + Send
+            + Sync,
+    >,
+}
+
+impl fmt::Debug for FnResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FnResolver").finish_non_exhaustive()
+    }
+}
+
+impl FnResolver {
+    /// Wraps `resolve`.
+    pub fn new<F, Fut>(resolve: F) -> FnResolver
+    where
+        F: Fn(Name) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<SocketAddr>, BoxError>> + Send + 'static,
+    {
+        FnResolver {
+            resolve: Arc::new(move |name| {
+                let fut = resolve(name);
+                Box::pin(async move { fut.await.map(Vec::into_iter) })
+            }),
+        }
+    }
+}
+
+impl Service<Name> for FnResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = BoxError;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<std::vec::IntoIter<SocketAddr>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        (self.resolve)(name)
+    }
+}
+
+/// Builds a [`Client`]. Every setting starts at the documented default of [`Policy`]; `build`
+/// validates them all and names the field of the first one that breaks a rule.
+pub struct ClientBuilder {
+    policy: Policy,
+    tls: Option<rustls::ClientConfig>,
+    resolver: Option<FnResolver>,
+    seed: Option<u64>,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("policy", &self.policy)
+            .field("custom_tls", &self.tls.is_some())
+            .field("custom_resolver", &self.resolver.is_some())
+            .finish()
+    }
+}
+
+impl ClientBuilder {
+    /// Replaces every setting with `policy` (e.g. one loaded from configuration).
+    #[must_use]
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The ceiling over the whole call, retries and backoff included. Default 30 s.
+    #[must_use]
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.policy.deadline = deadline;
+        self
+    }
+
+    /// The bound on one attempt. Default 10 s.
+    #[must_use]
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.policy.attempt_timeout = timeout;
+        self
+    }
+
+    /// The bound on establishing a connection (DNS + TCP + TLS). Default 5 s.
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.policy.connect_timeout = timeout;
+        self
+    }
+
+    /// The idle bound on connections and response bodies. Default 30 s.
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.policy.idle_timeout = timeout;
+        self
+    }
+
+    /// Attempts per request, the first included (1 = never retry). Default 3.
+    #[must_use]
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.policy.retry.max_attempts = attempts;
+        self
+    }
+
+    /// The first and the longest backoff delay. Defaults 50 ms and 5 s.
+    #[must_use]
+    pub fn backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.policy.retry.base_delay = base;
+        self.policy.retry.max_delay = max;
+        self
+    }
+
+    /// Turns the circuit breakers on or off. Default on, one per host.
+    #[must_use]
+    pub fn breaker(mut self, enabled: bool) -> Self {
+        self.policy.breaker.enabled = enabled;
+        self
+    }
+
+    /// The TLS configuration (default: the Mozilla root certificates, TLS 1.2 and 1.3, ring).
+    /// Do not set ALPN protocols: the client offers `h2` and `http/1.1` itself.
+    #[must_use]
+    pub fn tls(mut self, config: rustls::ClientConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// The DNS resolver (default: the system's `getaddrinfo`).
+    #[must_use]
+    pub fn resolver(mut self, resolver: FnResolver) -> Self {
+        self.resolver = Some(resolver);
+        self
+    }
+
+    /// Seeds the jitter and the breakers' randomness, for reproducible tests and demos.
+    #[must_use]
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Validates every setting and builds the client.
+    pub fn build(self) -> Result<Client, ConfigError> {
+        let policy = self.policy;
+        policy.validate()?;
+        let tls = match self.tls {
+            Some(tls) => tls,
+            None => default_tls(),
+        };
+        match self.resolver {
+            Some(resolver) => Client::assemble(&policy, tls, resolver, self.seed),
+            None => Client::assemble(&policy, tls, GaiResolver::new(), self.seed),
+        }
+    }
+}
+
+fn default_tls() -> rustls::ClientConfig {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+/// A ready HTTP client with every resilience rule, in this order from the outside in:
+///
+/// `Deadline → Retry (budget, backoff, Retry-After, body replay) → CircuitBreaker (per host) →
+/// Classify → AttemptTimeout → hyper-util client (HTTP/1 + HTTP/2, HTTPS via rustls)`, whose
+/// connector is `ConnectTimeout(IdleTimeout(HTTPS(TCP with happy eyeballs)))` and whose response
+/// bodies fail when idle.
+///
+/// Every error is a [`backstop_classify::Error`] (what failed, where, whether a retry was safe);
+/// every response carries a [`CallInfo`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = backstop::Client::builder()
+///     .deadline(std::time::Duration::from_secs(5))
+///     .build()?;
+/// let res = client.get("https://example.com/").await?;
+/// println!("{} after {} attempt(s)", res.status(), backstop::CallInfo::of(&res).map_or(1, |i| i.attempts));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    service: BoxCloneSyncService<Request<RequestBody>, Response<ResponseBody>, Error>,
+    breakers: Option<Breakers<PerAuthority>>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A builder with the documented defaults.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder {
+            policy: Policy::default(),
+            tls: None,
+            resolver: None,
+            seed: None,
+        }
+    }
+
+    /// A client with every default.
+    pub fn new() -> Result<Client, ConfigError> {
+        Client::builder().build()
+    }
+
+    fn assemble<R>(
+        policy: &Policy,
+        tls: rustls::ClientConfig,
+        resolver: R,
+        seed: Option<u64>,
+    ) -> Result<Client, ConfigError>
+    where
+        R: Service<Name> + Clone + Send + Sync + 'static,
+        R::Response: Iterator<Item = SocketAddr> + Send,
+        R::Error: Into<BoxError>,
+        R::Future: Send,
+    {
+        let tcp = TcpConnector::builder()
+            .resolver(resolver)
+            .build()
+            .map_err(|e| ConfigError::new(e.field(), e.rule()))?;
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(tcp);
+        let idle = IdleTimeoutLayer::new(policy.idle_timeout)
+            .map_err(|e| ConfigError::new("idle_timeout", e.rule()))?;
+        let connector = ServiceBuilder::new()
+            .layer(
+                ConnectTimeoutLayer::new(policy.connect_timeout)
+                    .map_err(|e| ConfigError::new("connect_timeout", e.rule()))?,
+            )
+            .layer(idle)
+            .service(https);
+        let mut builder = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
+        builder.pool_timer(hyper_util::rt::TokioTimer::new());
+        builder.pool_idle_timeout(Duration::from_secs(90));
+        idle.http2_keep_alive().apply_to_client(&mut builder);
+        let hyper_client = builder.build::<_, ReplayBody<RequestBody>>(connector);
+
+        let deadline = DeadlineLayer::builder()
+            .timeout(policy.deadline)
+            .covers(if policy.deadline_covers_body {
+                Covers::Body
+            } else {
+                Covers::Head
+            })
+            .build()
+            .map_err(|e| ConfigError::new("deadline", e.rule()))?;
+        let attempt = AttemptTimeoutLayer::new(policy.attempt_timeout)
+            .map_err(|e| ConfigError::new("attempt_timeout", e.rule()))?;
+        let retry = retry_layer(policy, seed)?;
+
+        let inner = ServiceBuilder::new()
+            .layer(ClassifyLayer::new())
+            .layer(attempt)
+            .layer(idle.body_layer())
+            .service(hyper_client);
+
+        let (service, breakers) = if policy.breaker.enabled {
+            let breaker = breaker_layer(policy, seed)?;
+            let breakers = breaker.breakers();
+            let service = ServiceBuilder::new()
+                .layer(deadline)
+                .layer(retry)
+                .layer(breaker)
+                .service(inner)
+                .map_response(|res: Response<_>| res.map(BodyExt::boxed));
+            (BoxCloneSyncService::new(service), Some(breakers))
+        } else {
+            let service = ServiceBuilder::new()
+                .layer(deadline)
+                .layer(retry)
+                .service(inner)
+                .map_response(|res: Response<_>| res.map(BodyExt::boxed));
+            (BoxCloneSyncService::new(service), None)
+        };
+        Ok(Client { service, breakers })
+    }
+
+    /// Sends `req` through every layer.
+    pub async fn send(&self, req: Request<RequestBody>) -> Result<Response<ResponseBody>, Error> {
+        let started = Instant::now();
+        let authority = self.breakers.as_ref().map(|_| breaker_key(&req));
+        let mut res = self.service.clone().oneshot(req).await?;
+        let retry = RetryInfo::of(&res);
+        let info = CallInfo {
+            attempts: retry.attempts(),
+            delays: retry.delays().collect(),
+            breaker: self
+                .breakers
+                .as_ref()
+                .zip(authority.as_ref())
+                .and_then(|(breakers, key)| breakers.state(key)),
+            time_to_headers: started.elapsed(),
+        };
+        res.extensions_mut().insert(info);
+        Ok(res)
+    }
+
+    /// `GET url`.
+    pub async fn get(&self, url: &str) -> Result<Response<ResponseBody>, Error> {
+        self.send(request(Method::GET, url, Bytes::new())?).await
+    }
+
+    /// `POST url` with `body`.
+    pub async fn post(
+        &self,
+        url: &str,
+        body: impl Into<Bytes>,
+    ) -> Result<Response<ResponseBody>, Error> {
+        self.send(request(Method::POST, url, body.into())?).await
+    }
+
+    /// The circuit breakers, one per host, for dashboards and manual control (`None` when off).
+    pub fn breakers(&self) -> Option<&Breakers<PerAuthority>> {
+        self.breakers.as_ref()
+    }
+}
+
+/// The breaker key of a request, as the per-host breaker computes it.
+fn breaker_key<B>(req: &Request<B>) -> backstop_breaker::Authority {
+    backstop_breaker::BreakerKey::key(&PerAuthority, &backstop_breaker::RequestHead::of(req))
+}
+
+fn request(method: Method, url: &str, body: Bytes) -> Result<Request<RequestBody>, Error> {
+    Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Full::new(body))
+        .map_err(|err| Error::new(Kind::Other, Phase::Local).with_source(err))
+}
+
+fn retry_layer(policy: &Policy, seed: Option<u64>) -> Result<RetryLayer, ConfigError> {
+    let retry = &policy.retry;
+    let mut builder = RetryLayer::builder()
+        .max_attempts(retry.max_attempts)
+        .base_delay(retry.base_delay)
+        .max_delay(retry.max_delay)
+        .jitter(retry.jitter.into())
+        .retry_after_max(retry.retry_after_max)
+        .replay_limit(retry.replay_limit)
+        .attach_idempotency_key(retry.attach_idempotency_key);
+    builder = if retry.budget.enabled {
+        let budget = RetryBudget::builder()
+            .ratio(retry.budget.ratio)
+            .min_per_second(retry.budget.min_per_second)
+            .window(retry.budget.window)
+            .build()
+            .map_err(|e| ConfigError::new(format!("retry.budget.{}", e.field()), e.rule()))?;
+        builder.budget(budget)
+    } else {
+        builder.no_budget()
+    };
+    if let Some(seed) = seed {
+        builder = builder.seed(seed);
+    }
+    builder
+        .build()
+        .map_err(|e| ConfigError::new(format!("retry.{}", e.field()), e.rule()))
+}
+
+fn breaker_layer(
+    policy: &Policy,
+    seed: Option<u64>,
+) -> Result<CircuitBreakerLayer<PerAuthority>, ConfigError> {
+    let b = &policy.breaker;
+    let mut builder = CircuitBreakerLayer::builder()
+        .consecutive_failures(b.consecutive_failures)
+        .failure_rate(b.failure_rate)
+        .window(Window::Count(b.window_calls))
+        .minimum_calls(b.minimum_calls)
+        .open_for(b.open_for)
+        .max_open_for(b.max_open_for)
+        .half_open_probes(b.half_open_probes);
+    if let Some(seed) = seed {
+        builder = builder.seed(seed);
+    }
+    builder
+        .build()
+        .map_err(|e| ConfigError::new(format!("breaker.{}", e.field()), e.rule()))
+}

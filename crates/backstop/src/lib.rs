@@ -1,0 +1,53 @@
+//! Every rule for surviving an unreliable network, for hyper and axum.
+//!
+//! - [`Client`]: a ready HTTP client — deadline, safe retries with budget and backoff, a circuit
+//!   breaker per host, classified errors, attempt/connect/idle timeouts — built from a validated
+//!   [`Policy`].
+//! - The layers themselves, re-exported, to assemble your own stack around any
+//!   `Service<http::Request<B>>`: [`classify`], [`timeout`], [`deadline`], [`retry`],
+//!   [`breaker`], [`server`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use backstop::{Client, Kind, Retryable};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::builder()
+//!     .deadline(Duration::from_secs(2))
+//!     .attempt_timeout(Duration::from_millis(500))
+//!     .connect_timeout(Duration::from_millis(200))
+//!     .build()?;
+//!
+//! // Nothing listens on this port: refused, never sent, so retried (safe for any method) until
+//! // the attempts run out; then the classified error comes back.
+//! let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+//! let err = client.post(&format!("http://{closed}/charge"), "{}").await.unwrap_err();
+//! assert_eq!(err.kind(), Kind::Refused);
+//! assert_eq!(err.retryable(), Retryable::Safe);
+//! # Ok(())
+//! # }
+//! ```
+
+mod client;
+mod policy;
+
+pub use client::{CallInfo, Client, ClientBuilder, FnResolver, RequestBody, ResponseBody};
+pub use policy::{BreakerPolicy, BudgetPolicy, ConfigError, JitterMode, Policy, RetryPolicy};
+
+pub use backstop_classify::{
+    Error, Failure, Kind, Outcome, Phase, ProtocolFailure, Retryable, Timer,
+};
+
+/// Circuit breakers (`backstop-breaker`).
+pub use backstop_breaker as breaker;
+/// The failure vocabulary (`backstop-classify`).
+pub use backstop_classify as classify;
+/// Deadlines and attempt timeouts (`backstop-deadline`).
+pub use backstop_deadline as deadline;
+/// Retries (`backstop-retry`).
+pub use backstop_retry as retry;
+/// The server side: accept loop, load shedding (`backstop-server`).
+pub use backstop_server as server;
+/// Connect and idle timeouts (`backstop-timeout`).
+pub use backstop_timeout as timeout;

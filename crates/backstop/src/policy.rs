@@ -1,0 +1,473 @@
+//! [`Policy`]: every client layer's settings in one value, deserializable from TOML or JSON and
+//! validated with messages that name the field and the rule.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// An invalid setting: which one (a dotted path such as `retry.max_attempts`, prefixed with the
+/// route when it comes from a route table) and the rule it broke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    field: String,
+    rule: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(field: impl Into<String>, rule: impl Into<String>) -> ConfigError {
+        ConfigError {
+            field: field.into(),
+            rule: rule.into(),
+        }
+    }
+
+    /// The setting, as a dotted path (e.g. `"attempt_timeout"`, `"retry.base_delay"`).
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+
+    /// The rule it broke.
+    pub fn rule(&self) -> &str {
+        &self.rule
+    }
+
+    /// The same error, its field prefixed with `context` (e.g. a route's name).
+    #[must_use]
+    pub fn within(self, context: &str) -> ConfigError {
+        ConfigError {
+            field: format!("{context}.{}", self.field),
+            rule: self.rule,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid setting `{}`: {}", self.field, self.rule)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// How retries are spread out; see `backstop_retry::Jitter`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JitterMode {
+    /// `random(0, min(cap, base·2ⁿ))`: the fewest calls under contention (the default).
+    #[default]
+    Full,
+    /// Half fixed, half random.
+    Equal,
+    /// `min(cap, random(base, 3·previous))`.
+    Decorrelated,
+    /// No jitter (not recommended: synchronised clients retry in waves).
+    None,
+}
+
+impl From<JitterMode> for backstop_retry::Jitter {
+    fn from(mode: JitterMode) -> Self {
+        match mode {
+            JitterMode::Full => backstop_retry::Jitter::Full,
+            JitterMode::Equal => backstop_retry::Jitter::Equal,
+            JitterMode::Decorrelated => backstop_retry::Jitter::Decorrelated,
+            JitterMode::None => backstop_retry::Jitter::None,
+        }
+    }
+}
+
+/// The retry budget: retries allowed as a fraction of recent requests, plus a floor per second.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetPolicy {
+    /// Whether retries are budgeted at all. Default `true`.
+    pub enabled: bool,
+    /// Retries as a fraction of requests, 0.0 ..= 1.0. Default `0.2`.
+    pub ratio: f64,
+    /// Retries always allowed per second, whatever the ratio. Default `10`.
+    pub min_per_second: u32,
+    /// The window the ratio is measured over. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
+
+impl Default for BudgetPolicy {
+    fn default() -> Self {
+        BudgetPolicy {
+            enabled: true,
+            ratio: 0.2,
+            min_per_second: 10,
+            window: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Retry settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    /// Attempts per request, the first included: 1 means "never retry". 1 ..= 10, default `3`.
+    pub max_attempts: u32,
+    /// The first backoff. Default `50ms`; at most `max_delay`.
+    #[serde(with = "humantime_serde")]
+    pub base_delay: Duration,
+    /// The longest backoff, jitter included. Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+    /// How delays are randomised. Default `full`.
+    pub jitter: JitterMode,
+    /// The longest server `Retry-After` honoured. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub retry_after_max: Duration,
+    /// The largest request body kept for replay, in bytes. Default 65 536.
+    pub replay_limit: usize,
+    /// Attach a fresh `Idempotency-Key` to non-idempotent requests so they may be retried.
+    /// Default `false`.
+    pub attach_idempotency_key: bool,
+    /// The retry budget.
+    pub budget: BudgetPolicy,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(50),
+            max_delay: Duration::from_secs(5),
+            jitter: JitterMode::Full,
+            retry_after_max: Duration::from_secs(30),
+            replay_limit: 64 * 1024,
+            attach_idempotency_key: false,
+            budget: BudgetPolicy::default(),
+        }
+    }
+}
+
+/// Circuit breaker settings (one breaker per host).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerPolicy {
+    /// Whether calls go through a breaker. Default `true`.
+    pub enabled: bool,
+    /// Consecutive failures that open the circuit. Default `5`.
+    pub consecutive_failures: u32,
+    /// Failure rate over the last `window_calls` that opens it, 0.0 < rate ≤ 1.0. Default `0.5`.
+    pub failure_rate: f64,
+    /// The sliding window, in calls. Default `100`.
+    pub window_calls: u32,
+    /// Calls the window must hold before the rate counts. Default `20`.
+    pub minimum_calls: u32,
+    /// The first cool-down before a probe. Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub open_for: Duration,
+    /// The longest cool-down after repeated trips. Default `300s`.
+    #[serde(with = "humantime_serde")]
+    pub max_open_for: Duration,
+    /// Probes let through when half-open. Default `1`.
+    pub half_open_probes: u32,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> Self {
+        BreakerPolicy {
+            enabled: true,
+            consecutive_failures: 5,
+            failure_rate: 0.5,
+            window_calls: 100,
+            minimum_calls: 20,
+            open_for: Duration::from_secs(5),
+            max_open_for: Duration::from_secs(300),
+            half_open_probes: 1,
+        }
+    }
+}
+
+/// Every client layer's settings. `Default` gives the documented production defaults; every field
+/// may be omitted in TOML or JSON, durations are written like `"250ms"` or `"5s"`.
+///
+/// ```
+/// let policy: backstop::Policy = toml::from_str(r#"
+///     deadline = "2s"
+///     attempt_timeout = "500ms"
+///     [retry]
+///     max_attempts = 1
+/// "#)?;
+/// policy.validate()?;
+/// assert_eq!(policy.retry.max_attempts, 1);
+/// assert_eq!(policy.connect_timeout, std::time::Duration::from_secs(5)); // the default
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// | field | default | rule |
+/// |---|---|---|
+/// | `deadline` | 30 s | the whole call, retries and backoff included; 1 ms ..= 1 day |
+/// | `deadline_covers_body` | true | whether the deadline also bounds reading the response body |
+/// | `attempt_timeout` | 10 s | one attempt; ≤ `deadline` |
+/// | `connect_timeout` | 5 s | DNS + TCP + TLS; 1 ms ..= 1 day (an attempt timeout shorter than it cuts a connect short too) |
+/// | `idle_timeout` | 30 s | no byte while one is awaited; 1 ms ..= 1 day |
+/// | `retry.*` | see [`RetryPolicy`] | `base_delay` ≤ `max_delay`; 1 ≤ `max_attempts` ≤ 10; `budget.ratio` in 0..=1 |
+/// | `breaker.*` | see [`BreakerPolicy`] | `open_for` ≤ `max_open_for`; `failure_rate` in (0, 1] |
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// The ceiling over the whole call.
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
+    /// Whether the deadline also bounds the response body (until its end).
+    pub deadline_covers_body: bool,
+    /// The bound on one attempt.
+    #[serde(with = "humantime_serde")]
+    pub attempt_timeout: Duration,
+    /// The bound on establishing a connection (DNS + TCP + TLS).
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// The idle bound on connections and response bodies.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Retry settings.
+    pub retry: RetryPolicy,
+    /// Circuit breaker settings.
+    pub breaker: BreakerPolicy,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            deadline: Duration::from_secs(30),
+            deadline_covers_body: true,
+            attempt_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+            breaker: BreakerPolicy::default(),
+        }
+    }
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+const MILLI: Duration = Duration::from_millis(1);
+
+impl Policy {
+    /// Parses a policy from TOML, naming the field of any error.
+    pub fn from_toml(text: &str) -> Result<Policy, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let policy: Policy = serde_path_to_error::deserialize(de).map_err(path_error)?;
+        policy.validate()?;
+        Ok(policy)
+    }
+
+    /// Parses a policy from JSON, naming the field of any error.
+    pub fn from_json(text: &str) -> Result<Policy, ConfigError> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let policy: Policy = serde_path_to_error::deserialize(&mut de).map_err(path_error)?;
+        policy.validate()?;
+        Ok(policy)
+    }
+
+    /// Checks every rule, the cross-field ones included.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        within("deadline", self.deadline, MILLI, DAY)?;
+        within("attempt_timeout", self.attempt_timeout, MILLI, DAY)?;
+        within("connect_timeout", self.connect_timeout, MILLI, DAY)?;
+        within("idle_timeout", self.idle_timeout, MILLI, DAY)?;
+        if self.attempt_timeout > self.deadline {
+            return Err(ConfigError::new(
+                "attempt_timeout",
+                format!(
+                    "must not exceed deadline ({:?}), got {:?}",
+                    self.deadline, self.attempt_timeout
+                ),
+            ));
+        }
+        let retry = &self.retry;
+        if !(1..=backstop_retry::MAX_ATTEMPTS_LIMIT).contains(&retry.max_attempts) {
+            return Err(ConfigError::new(
+                "retry.max_attempts",
+                format!(
+                    "must be between 1 and {}, got {}",
+                    backstop_retry::MAX_ATTEMPTS_LIMIT,
+                    retry.max_attempts
+                ),
+            ));
+        }
+        within(
+            "retry.max_delay",
+            retry.max_delay,
+            MILLI,
+            Duration::from_secs(3600),
+        )?;
+        within(
+            "retry.base_delay",
+            retry.base_delay,
+            MILLI,
+            Duration::from_secs(3600),
+        )?;
+        if retry.base_delay > retry.max_delay {
+            return Err(ConfigError::new(
+                "retry.base_delay",
+                format!(
+                    "must not exceed retry.max_delay ({:?}), got {:?}",
+                    retry.max_delay, retry.base_delay
+                ),
+            ));
+        }
+        within(
+            "retry.retry_after_max",
+            retry.retry_after_max,
+            Duration::ZERO,
+            Duration::from_secs(3600),
+        )?;
+        if retry.replay_limit > backstop_retry::MAX_REPLAY_LIMIT {
+            return Err(ConfigError::new(
+                "retry.replay_limit",
+                format!(
+                    "must be at most {} bytes, got {}",
+                    backstop_retry::MAX_REPLAY_LIMIT,
+                    retry.replay_limit
+                ),
+            ));
+        }
+        let budget = &retry.budget;
+        if !(0.0..=1.0).contains(&budget.ratio) {
+            return Err(ConfigError::new(
+                "retry.budget.ratio",
+                format!("must be between 0.0 and 1.0, got {}", budget.ratio),
+            ));
+        }
+        within(
+            "retry.budget.window",
+            budget.window,
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        )?;
+        let breaker = &self.breaker;
+        if !(breaker.failure_rate > 0.0 && breaker.failure_rate <= 1.0) {
+            return Err(ConfigError::new(
+                "breaker.failure_rate",
+                format!(
+                    "must be above 0.0 and at most 1.0, got {}",
+                    breaker.failure_rate
+                ),
+            ));
+        }
+        if breaker.open_for > breaker.max_open_for {
+            return Err(ConfigError::new(
+                "breaker.open_for",
+                format!(
+                    "must not exceed breaker.max_open_for ({:?}), got {:?}",
+                    breaker.max_open_for, breaker.open_for
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn within(
+    field: &str,
+    value: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        Err(ConfigError::new(
+            field,
+            format!("must be between {min:?} and {max:?}, got {value:?}"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+pub(crate) fn path_error<E: fmt::Display>(err: serde_path_to_error::Error<E>) -> ConfigError {
+    let path = err.path().to_string();
+    let inner = err.into_inner().to_string();
+    // toml's messages carry a multi-line excerpt; keep the first line, which says what is wrong.
+    let first = inner
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    let rule = inner
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .filter(|last| *last != first)
+        .map_or_else(|| first.to_owned(), |last| format!("{first}: {last}"));
+    ConfigError::new(
+        if path == "." {
+            "(root)".to_owned()
+        } else {
+            path
+        },
+        rule,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Policy::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn cross_field_rules_name_the_field() {
+        let mut policy = Policy::default();
+        policy.attempt_timeout = Duration::from_secs(60);
+        assert_eq!(
+            policy.validate().map_err(|e| e.field().to_owned()),
+            Err("attempt_timeout".into())
+        );
+
+        let mut policy = Policy::default();
+        policy.retry.base_delay = Duration::from_secs(10);
+        assert_eq!(
+            policy.validate().map_err(|e| e.field().to_owned()),
+            Err("retry.base_delay".into())
+        );
+
+        let mut policy = Policy::default();
+        policy.retry.max_attempts = 0;
+        assert_eq!(
+            policy.validate().map_err(|e| e.field().to_owned()),
+            Err("retry.max_attempts".into())
+        );
+
+        let mut policy = Policy::default();
+        policy.retry.budget.ratio = 1.5;
+        assert_eq!(
+            policy.validate().map_err(|e| e.field().to_owned()),
+            Err("retry.budget.ratio".into())
+        );
+    }
+
+    #[test]
+    fn toml_errors_name_the_field() {
+        let err = Policy::from_toml("retries = 3").err();
+        let err = err.map(|e| (e.field().to_owned(), e.rule().to_owned()));
+        let (field, rule) = err.unwrap_or_default();
+        assert_eq!(field, "retries");
+        assert!(rule.contains("unknown field `retries`"), "{rule}");
+
+        let err = Policy::from_toml("[retry]\nbase_delay = \"-5s\"").err();
+        assert_eq!(
+            err.map(|e| e.field().to_owned()),
+            Some("retry.base_delay".to_owned())
+        );
+
+        let err = Policy::from_toml("deadline = \"1s\"\nattempt_timeout = \"2s\"").err();
+        assert_eq!(
+            err.map(|e| e.field().to_owned()),
+            Some("attempt_timeout".to_owned())
+        );
+
+        let ok = Policy::from_json(
+            r#"{"deadline": "250ms", "attempt_timeout": "100ms", "connect_timeout": "50ms"}"#,
+        );
+        assert_eq!(ok.map(|p| p.deadline), Ok(Duration::from_millis(250)));
+    }
+}

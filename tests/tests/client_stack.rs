@@ -1,0 +1,287 @@
+//! The full `backstop::Client` stack against the chaos upstream on loopback: each fault, and the
+//! method-dependent outcomes the documentation promises.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use backstop::{CallInfo, Client, FnResolver, Kind, Phase, ProtocolFailure, Retryable, Timer};
+use backstop_chaos::{BlackHole, ChaosServer, Fault, Script, closed_port_addr};
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tokio::time::{Instant, timeout};
+
+/// A client with short bounds so faults resolve in well under a second of real time.
+fn client() -> backstop::ClientBuilder {
+    Client::builder()
+        .deadline(Duration::from_secs(5))
+        .attempt_timeout(Duration::from_millis(800))
+        .connect_timeout(Duration::from_millis(300))
+        .idle_timeout(Duration::from_millis(400))
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .seed(7)
+}
+
+async fn bounded<F: std::future::Future>(fut: F) -> F::Output {
+    timeout(Duration::from_secs(20), fut)
+        .await
+        .expect("every call ends on its own")
+}
+
+fn request(method: Method, url: &str) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Full::new(Bytes::from_static(b"{\"amount\": 42}")))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn get_503_503_200_succeeds_on_the_third_attempt() {
+    let chaos = ChaosServer::start().await.unwrap();
+    chaos.script("/flaky", Script::fail_times(2, Fault::status(503)));
+    let client = client().build().unwrap();
+    let res = bounded(client.get(&chaos.url("/flaky"))).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let info = CallInfo::of(&res).cloned().unwrap();
+    assert_eq!(info.attempts, 3);
+    assert_eq!(info.delays.len(), 2);
+    assert!(info.delays.iter().all(|d| *d <= Duration::from_millis(50)));
+    assert_eq!(chaos.count("GET", "/flaky"), 3);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"ok\n");
+}
+
+#[tokio::test]
+async fn post_reset_after_the_server_read_it_is_not_retried() {
+    let chaos = ChaosServer::start().await.unwrap();
+    let client = client().build().unwrap();
+    let err = bounded(client.send(request(
+        Method::POST,
+        &chaos.fault_url(&Fault::ResetAfterRead),
+    )))
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), Kind::Reset, "{err:?}");
+    assert_eq!(err.retryable(), Retryable::IfIdempotent);
+    assert_eq!(chaos.count("POST", "/fault/reset-after-read"), 1);
+
+    // The same fault on a PUT (idempotent) is retried until the attempts run out.
+    let err = bounded(client.send(request(
+        Method::PUT,
+        &chaos.fault_url(&Fault::ResetAfterRead),
+    )))
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), Kind::Reset, "{err:?}");
+    assert_eq!(chaos.count("PUT", "/fault/reset-after-read"), 3);
+}
+
+#[tokio::test]
+async fn post_503_is_returned_not_retried_but_with_an_idempotency_key_it_is() {
+    let chaos = ChaosServer::start().await.unwrap();
+    chaos.script("/charge", Script::fail_times(2, Fault::status(503)));
+    let client = client().build().unwrap();
+    let res = bounded(client.send(request(Method::POST, &chaos.url("/charge"))))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(CallInfo::of(&res).map(|i| i.attempts), Some(1));
+
+    let mut keyed = request(Method::POST, &chaos.url("/charge"));
+    keyed
+        .headers_mut()
+        .insert("idempotency-key", "order-17".parse().unwrap());
+    let res = bounded(client.send(keyed)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(chaos.count_key("order-17"), 2);
+}
+
+#[tokio::test]
+async fn post_to_a_closed_port_is_retried_as_never_sent() {
+    let closed = closed_port_addr().unwrap();
+    let client = client().build().unwrap();
+    let started = Instant::now();
+    let err = bounded(client.post(&format!("http://{closed}/charge"), "{}"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::Refused);
+    assert_eq!(err.phase(), Phase::Connect);
+    assert_eq!(err.retryable(), Retryable::Safe);
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn a_black_holed_connect_fails_at_the_connect_bound() {
+    let hole = BlackHole::start().await.unwrap();
+    let client = client().max_attempts(1).build().unwrap();
+    let started = Instant::now();
+    let err = bounded(client.get(&format!("http://{}/", hole.addr())))
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(err.kind(), Kind::TimedOut(Timer::Connect), "{err:?}");
+    assert_eq!(err.phase(), Phase::Connect);
+    assert_eq!(err.retryable(), Retryable::Safe);
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_stalling_before_headers_hits_the_idle_bound() {
+    let chaos = ChaosServer::start().await.unwrap();
+    let client = client().max_attempts(1).build().unwrap();
+    let err = bounded(client.get(&chaos.fault_url(&Fault::StallHeaders { duration: None })))
+        .await
+        .unwrap_err();
+    // The connection's idle bound (400 ms) fires before the attempt bound (800 ms).
+    assert_eq!(err.kind(), Kind::TimedOut(Timer::Idle), "{err:?}");
+    assert_eq!(err.retryable(), Retryable::IfIdempotent);
+}
+
+#[tokio::test]
+async fn a_body_stalling_mid_stream_fails_with_idle_while_reading_the_body() {
+    let chaos = ChaosServer::start().await.unwrap();
+    let client = client().build().unwrap();
+    let res = bounded(client.get(&chaos.fault_url(&Fault::StallBody {
+        sent: 16,
+        total: 1024,
+        duration: None,
+    })))
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let err = bounded(res.into_body().collect()).await.unwrap_err();
+    assert_eq!(err.kind(), Kind::TimedOut(Timer::Idle), "{err:?}");
+    assert_eq!(err.phase(), Phase::ReadBody);
+}
+
+#[tokio::test]
+async fn the_deadline_stops_the_whole_call() {
+    let chaos = ChaosServer::start().await.unwrap();
+    let client = Client::builder()
+        .deadline(Duration::from_millis(600))
+        .attempt_timeout(Duration::from_millis(250))
+        .idle_timeout(Duration::from_secs(10))
+        .backoff(Duration::from_millis(10), Duration::from_millis(20))
+        .max_attempts(10)
+        .breaker(false)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = bounded(client.get(&chaos.fault_url(&Fault::StallHeaders { duration: None })))
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert!(
+        matches!(err.kind(), Kind::TimedOut(Timer::Deadline | Timer::Attempt)),
+        "{err:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_millis(1500),
+        "{waited:?}"
+    );
+    // Ten attempts of 250 ms cannot fit in 600 ms.
+    assert!(chaos.count("GET", "/fault/stall-headers") <= 3);
+}
+
+#[tokio::test]
+async fn a_sick_host_opens_its_breaker_and_calls_fail_fast() {
+    let chaos = ChaosServer::start().await.unwrap();
+    chaos.set_fault_for("/", Fault::status(503));
+    let client = client().max_attempts(1).build().unwrap();
+    for _ in 0..5 {
+        let res = bounded(client.get(&chaos.url("/"))).await.unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let delivered = chaos.request_count();
+    let err = bounded(client.get(&chaos.url("/"))).await.unwrap_err();
+    assert_eq!(err.kind(), Kind::BreakerOpen);
+    assert_eq!(err.phase(), Phase::Local);
+    assert_eq!(
+        chaos.request_count(),
+        delivered,
+        "an open breaker sends nothing"
+    );
+}
+
+#[tokio::test]
+async fn https_with_a_trusted_certificate_and_garbage_over_tls() {
+    let chaos = ChaosServer::builder().tls(true).start().await.unwrap();
+    let trusting = client()
+        .tls(chaos.client_tls_config().unwrap().unwrap())
+        .build()
+        .unwrap();
+    let res = bounded(trusting.get(&chaos.url("/"))).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+
+    let untrusting = client().max_attempts(1).build().unwrap();
+    let err = bounded(untrusting.get(&chaos.url("/"))).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        Kind::Tls(backstop::classify::TlsFailure::Certificate),
+        "{err:?}"
+    );
+    assert_eq!(err.retryable(), Retryable::Never);
+}
+
+#[tokio::test]
+async fn garbage_and_close_without_response() {
+    let chaos = ChaosServer::start().await.unwrap();
+    let client = client().max_attempts(1).build().unwrap();
+    let err = bounded(client.get(&chaos.fault_url(&Fault::Garbage)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        Kind::Protocol(ProtocolFailure::Malformed),
+        "{err:?}"
+    );
+    let err = bounded(client.get(&chaos.fault_url(&Fault::CloseAfterRead)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        Kind::Protocol(ProtocolFailure::Incomplete),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_name_is_dns_not_found_and_never_retried() {
+    let resolver = FnResolver::new(|_name| async {
+        Err::<Vec<SocketAddr>, _>(
+            std::io::Error::other(
+                "failed to lookup address information: Name or service not known",
+            )
+            .into(),
+        )
+    });
+    let client = client().resolver(resolver).build().unwrap();
+    let err = bounded(client.get("http://no-such-host.invalid/"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::DnsNotFound, "{err:?}");
+    assert_eq!(err.phase(), Phase::Resolve);
+    assert_eq!(err.retryable(), Retryable::Never);
+}
+
+#[tokio::test]
+async fn invalid_settings_are_rejected_naming_the_field() {
+    let err = Client::builder()
+        .deadline(Duration::from_secs(1))
+        .attempt_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "attempt_timeout");
+    let err = Client::builder()
+        .backoff(Duration::from_secs(2), Duration::from_secs(1))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "retry.base_delay");
+    let err = Client::builder().max_attempts(0).build().unwrap_err();
+    assert_eq!(err.field(), "retry.max_attempts");
+}
