@@ -14,13 +14,20 @@ use crate::ConfigError;
 const UNIT: i64 = 10_000;
 /// The window is split into this many slots; a slot's balance expires as a whole.
 const SLOTS: u64 = 10;
-/// A slot packs its epoch (24 bits) and its signed balance (40 bits) into one atomic word, so a
-/// deposit or withdrawal is one compare-and-swap, with no lock.
+/// A slot packs its epoch (24 bits) and its signed balance (40 bits, stored offset by
+/// `VALUE_BIAS` so that adding to it never carries into the epoch) into one atomic word, so a
+/// deposit is one `fetch_add` and a withdrawal one compare-and-swap, with no lock.
 const VALUE_BITS: u32 = 40;
 const VALUE_MASK: u64 = (1 << VALUE_BITS) - 1;
 const EPOCH_MASK: u64 = (1 << (64 - VALUE_BITS)) - 1;
 const VALUE_MAX: i64 = (1 << (VALUE_BITS - 1)) - 1;
 const VALUE_MIN: i64 = -(1 << (VALUE_BITS - 1));
+const VALUE_BIAS: i64 = 1 << (VALUE_BITS - 1);
+/// A deposit may take the one-instruction path while the balance is below this: far enough from
+/// `VALUE_MAX` that no number of racing deposits (each at most `10 × UNIT`) could overflow it.
+const FAST_DEPOSIT_MAX: i64 = VALUE_MAX / 2;
+/// The shortest interval between two warnings that a budget is exhausted.
+const WARNING_INTERVAL_NANOS: u64 = 1_000_000_000;
 
 /// Retries limited to a fraction of recent requests plus a small floor per second, over a
 /// sliding window (Finagle's and linkerd's budget; defaults 20 %, 10 retries/s, 10 s).
@@ -63,6 +70,10 @@ struct Inner {
     deposit: i64,
     reserve: i64,
     slots: [AtomicU64; SLOTS as usize],
+    /// When the next exhaustion may be logged as a warning, in nanoseconds since `start`.
+    next_warning: AtomicU64,
+    /// Exhaustions not logged as warnings since the last one.
+    suppressed: AtomicU64,
     ratio: f64,
     min_per_second: u32,
     window: Duration,
@@ -111,7 +122,10 @@ impl RetryBudget {
                 slot_nanos,
                 deposit,
                 reserve,
-                slots: Default::default(),
+                // Epoch 0 with a zero balance, as the biased encoding spells it.
+                slots: std::array::from_fn(|_| AtomicU64::new(pack(0, 0))),
+                next_warning: AtomicU64::new(0),
+                suppressed: AtomicU64::new(0),
                 ratio,
                 min_per_second,
                 window,
@@ -120,9 +134,10 @@ impl RetryBudget {
     }
 
     /// Records one request (an original attempt, not a retry).
+    #[inline]
     pub fn deposit(&self) {
         let epoch = self.inner.epoch();
-        self.inner.add(epoch, self.inner.deposit);
+        self.inner.deposit(epoch);
     }
 
     /// Takes one retry from the budget; `false` when it is spent.
@@ -143,6 +158,29 @@ impl RetryBudget {
         u64::try_from(balance / UNIT).unwrap_or(0)
     }
 
+    /// Whether an exhaustion of this budget should be logged as a warning now: at most once a
+    /// second. `Some` carries how many exhaustions went unwarned since the last warning.
+    pub(crate) fn warning_due(&self) -> Option<u64> {
+        let now = self.inner.nanos();
+        let due = self.inner.next_warning.load(Ordering::Relaxed);
+        if now >= due
+            && self
+                .inner
+                .next_warning
+                .compare_exchange(
+                    due,
+                    now.saturating_add(WARNING_INTERVAL_NANOS),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            return Some(self.inner.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.inner.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+
     /// The fraction of requests that may be retried.
     pub fn ratio(&self) -> f64 {
         self.inner.ratio
@@ -160,10 +198,35 @@ impl RetryBudget {
 }
 
 impl Inner {
+    #[inline]
     fn epoch(&self) -> u64 {
+        self.nanos() / self.slot_nanos
+    }
+
+    /// Nanoseconds since the budget was made, on tokio's clock.
+    #[inline]
+    fn nanos(&self) -> u64 {
         let elapsed = Instant::now().saturating_duration_since(self.start);
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        nanos / self.slot_nanos
+        // Saturates after 584 years, which no process lives to see.
+        elapsed
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(elapsed.subsec_nanos()))
+    }
+
+    /// Adds one request's deposit to the slot of `epoch`.
+    #[inline]
+    fn deposit(&self, epoch: u64) {
+        let slot = &self.slots[(epoch % SLOTS) as usize];
+        let (tag, value) = unpack(slot.load(Ordering::Relaxed));
+        if tag == epoch & EPOCH_MASK && value < FAST_DEPOSIT_MAX {
+            // The slot is current and far from full: the biased encoding lets the balance grow
+            // by a plain add. Should the slot be recycled for a newer epoch in between (a whole
+            // window later), the deposit merely counts in that epoch.
+            slot.fetch_add(self.deposit as u64, Ordering::AcqRel);
+            return;
+        }
+        self.add(epoch, self.deposit);
     }
 
     fn add(&self, epoch: u64, delta: i64) {
@@ -195,14 +258,15 @@ impl Inner {
     }
 }
 
+#[inline]
 fn pack(tag: u64, value: i64) -> u64 {
-    (tag << VALUE_BITS) | (value as u64 & VALUE_MASK)
+    (tag << VALUE_BITS) | ((value + VALUE_BIAS) as u64 & VALUE_MASK)
 }
 
+#[inline]
 fn unpack(word: u64) -> (u64, i64) {
     let tag = word >> VALUE_BITS;
-    // Sign-extend the 40-bit balance.
-    let value = ((word << (64 - VALUE_BITS)) as i64) >> (64 - VALUE_BITS);
+    let value = (word & VALUE_MASK) as i64 - VALUE_BIAS;
     (tag, value)
 }
 
@@ -334,6 +398,24 @@ mod tests {
         assert_eq!(drain(&b), 10);
         tokio::time::sleep(Duration::from_secs(11)).await;
         assert_eq!(b.available(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn exhaustion_warnings_are_limited_to_one_a_second_and_count_the_rest() {
+        let b = budget(0.2, 0);
+        assert_eq!(b.warning_due(), Some(0));
+        for _ in 0..5 {
+            assert_eq!(b.warning_due(), None);
+        }
+        tokio::time::sleep(Duration::from_millis(999)).await;
+        assert_eq!(b.warning_due(), None);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(b.warning_due(), Some(6));
+        assert_eq!(b.warning_due(), None);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(b.warning_due(), Some(1));
+        // Budgets are limited separately.
+        assert_eq!(budget(0.2, 0).warning_due(), Some(0));
     }
 
     #[test]

@@ -495,20 +495,12 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let config = &self.config;
+        let config = &*self.config;
         let (mut parts, body) = req.into_parts();
-        let override_ = parts.extensions.get::<RetryOverride>().copied();
-        let mut idempotent = override_ == Some(RetryOverride::Idempotent)
-            || is_idempotent_method(&parts.method)
-            || parts.headers.contains_key(&config.idempotency_key);
-        let may_retry = config.max_attempts > 1 && override_ != Some(RetryOverride::NeverRetry);
-        if !idempotent && may_retry && config.attach_idempotency_key {
-            let n = config.sequence.fetch_add(1, Ordering::Relaxed);
-            let key = uuid_v4(mix(config.key_seed ^ n), mix(!config.key_seed ^ n));
-            if let Some(key) = key {
-                parts.headers.insert(config.idempotency_key.clone(), key);
-                idempotent = true;
-            }
+        let may_retry = config.max_attempts > 1
+            && parts.extensions.get::<RetryOverride>() != Some(&RetryOverride::NeverRetry);
+        if may_retry && config.attach_idempotency_key {
+            attach_idempotency_key(config, &mut parts);
         }
         if let Some(name) = &config.attempt_header {
             parts.headers.insert(name.clone(), attempt_value(1));
@@ -516,37 +508,70 @@ where
         if let Some(budget) = &config.budget {
             budget.deposit();
         }
-        let host_budget = config
-            .per_host
-            .as_ref()
-            .map(|hosts| hosts.budget_for(&parts));
-        if let Some(budget) = &host_budget {
-            budget.deposit();
-        }
-        let (body, replay, retained) = if may_retry {
-            // A request that may be retried only if it was never sent keeps no bytes.
-            let limit = if idempotent { config.replay_limit } else { 0 };
-            let (body, replay) = ReplayBody::replayable(body, limit);
-            (body, replay, Some(parts.clone()))
+        let host_budget = match &config.per_host {
+            Some(hosts) => {
+                let budget = hosts.budget_for(&parts);
+                budget.deposit();
+                Some(budget)
+            }
+            None => None,
+        };
+        let (body, replay) = if may_retry {
+            // A request that may be retried only if it was never sent keeps no bytes. Whether it
+            // is idempotent is asked only when there are bytes to keep.
+            ReplayBody::replayable(body, || {
+                if is_idempotent(&parts, &config.idempotency_key) {
+                    config.replay_limit
+                } else {
+                    0
+                }
+            })
         } else {
-            let (body, replay) = ReplayBody::once(body);
-            (body, replay, None)
+            ReplayBody::once(body)
         };
         // Call the service that was made ready; keep its clone for retries.
         let clone = self.inner.clone();
         let mut service = std::mem::replace(&mut self.inner, clone);
-        let future = service.call(Request::from_parts(parts, body));
-        ResponseFuture {
-            state: AttemptState::Calling { future },
-            service,
-            config: self.config.clone(),
-            parts: retained,
-            replay,
-            idempotent,
-            info: RetryInfo::default(),
-            stream: NO_STREAM,
-            host_budget,
+        // The inner service gets the copy and the future keeps the original head. Each branch
+        // builds the future itself: one fewer move of the head than a shared `Option`.
+        macro_rules! future {
+            ($future:expr, $parts:expr) => {
+                ResponseFuture {
+                    parts: $parts,
+                    state: AttemptState::Calling { future: $future },
+                    service,
+                    config: self.config.clone(),
+                    replay,
+                    retries: None,
+                    host_budget,
+                }
+            };
         }
+        if may_retry {
+            let future = service.call(Request::from_parts(parts.clone(), body));
+            future!(future, Some(parts))
+        } else {
+            let future = service.call(Request::from_parts(parts, body));
+            future!(future, None)
+        }
+    }
+}
+
+/// Whether `parts` may be sent twice: an idempotent method, an override, or an idempotency key.
+fn is_idempotent(parts: &Parts, idempotency_key: &HeaderName) -> bool {
+    is_idempotent_method(&parts.method)
+        || parts.extensions.get::<RetryOverride>() == Some(&RetryOverride::Idempotent)
+        || parts.headers.contains_key(idempotency_key)
+}
+
+#[cold]
+fn attach_idempotency_key<P>(config: &Config<P>, parts: &mut Parts) {
+    if is_idempotent(parts, &config.idempotency_key) {
+        return;
+    }
+    let n = config.sequence.fetch_add(1, Ordering::Relaxed);
+    if let Some(key) = uuid_v4(mix(config.key_seed ^ n), mix(!config.key_seed ^ n)) {
+        parts.headers.insert(config.idempotency_key.clone(), key);
     }
 }
 
@@ -575,15 +600,15 @@ pin_project! {
     where
         S: Service<Request<ReplayBody<B>>>,
     {
+        // The retained request head, `None` when the request may not be retried.
+        parts: Option<Parts>,
         #[pin]
         state: AttemptState<S::Future, B>,
         service: S,
         config: Arc<Config<P>>,
-        parts: Option<Parts>,
         replay: Replay<B>,
-        idempotent: bool,
-        info: RetryInfo,
-        stream: u64,
+        // Boxed, and made at the first retry: most requests never need it.
+        retries: Option<Box<Retries>>,
         host_budget: Option<RetryBudget>,
     }
 }
@@ -626,67 +651,35 @@ where
             let mut this = self.as_mut().project();
             match this.state.as_mut().project() {
                 AttemptProj::Calling { future } => {
-                    let result = ready!(future.poll(cx));
-                    let config = &**this.config;
-                    let result = result
-                        .map_err(|err| classify(&config.policy, err.into(), Phase::AwaitHeaders));
-                    let failure = match &result {
-                        Ok(res) => match res.extensions().get::<Outcome>() {
-                            Some(outcome) => outcome.failure().copied(),
-                            None => config
-                                .policy
-                                .classify_response(res.status(), res.headers())
-                                .failure()
-                                .copied(),
+                    let (result, failure) = match ready!(future.poll(cx)) {
+                        Ok(mut res) => match response_failure(&this.config.policy, &res) {
+                            None => {
+                                if let Some(retries) = this.retries {
+                                    res.extensions_mut().insert(retries.info);
+                                }
+                                return Poll::Ready(Ok(res));
+                            }
+                            Some(failure) => (Ok(res), failure),
                         },
-                        Err(err) => Some(err.failure()),
+                        Err(err) => {
+                            let err =
+                                classify(&this.config.policy, err.into(), Phase::AwaitHeaders);
+                            let failure = err.failure();
+                            (Err(err), failure)
+                        }
                     };
-                    let Some(failure) = failure else {
-                        return Poll::Ready(result.map(|res| finish(res, this.info)));
-                    };
-                    let verdict = decide(
-                        config,
-                        &failure,
-                        *this.idempotent,
-                        this.parts.is_some(),
-                        this.parts
-                            .as_ref()
-                            .and_then(|parts| parts.extensions.get::<Deadline>().copied()),
-                        this.info,
+                    let (body, delay) = match next_attempt(
+                        this.config,
+                        this.parts.as_ref(),
                         this.replay,
-                        this.stream,
+                        this.retries,
                         this.host_budget.as_ref(),
-                    );
-                    let delay = match verdict {
-                        Verdict::Stop(reason) => {
-                            this.info.stop(reason);
-                            return Poll::Ready(stopped(result, reason, this.info, this.replay));
-                        }
-                        Verdict::Retry(delay) => delay,
+                        result,
+                        &failure,
+                    ) {
+                        Ok(next) => next,
+                        Err(output) => return Poll::Ready(output),
                     };
-                    let Some(parts) = this.parts.as_ref() else {
-                        return Poll::Ready(result.map(|res| finish(res, this.info)));
-                    };
-                    let body = match this.replay.next() {
-                        Ok(body) => body,
-                        Err(why) => {
-                            this.info.stop(StopReason::BodyNotReplayable);
-                            return Poll::Ready(not_replayed(result, why, this.info));
-                        }
-                    };
-                    // The failed response is dropped here, freeing its connection before the
-                    // delay.
-                    drop(result);
-                    let _ = parts;
-                    this.info.record_attempt(delay);
-                    tracing::debug!(
-                        attempt = this.info.attempts(),
-                        delay_ms = delay.as_millis() as u64,
-                        kind = %failure.kind(),
-                        phase = %failure.phase(),
-                        retry_after_ms = failure.retry_after().map(|d| d.as_millis() as u64),
-                        "retrying request"
-                    );
                     let sleep = (!delay.is_zero()).then(|| Box::pin(tokio::time::sleep(delay)));
                     this.state.set(AttemptState::Waiting {
                         sleep,
@@ -712,7 +705,7 @@ where
                     if let Some(name) = &this.config.attempt_header {
                         parts
                             .headers
-                            .insert(name.clone(), attempt_value(this.info.attempts()));
+                            .insert(name.clone(), attempt_value(attempts(this.retries)));
                     }
                     let future = this.service.call(Request::from_parts(parts, body));
                     this.state.set(AttemptState::Calling { future });
@@ -720,6 +713,108 @@ where
             }
         }
     }
+}
+
+/// The failure a response stands for: the [`Outcome`] a classifier left in it, or the policy's
+/// verdict when there is none.
+#[inline]
+fn response_failure<P: Classify, R>(policy: &P, res: &Response<R>) -> Option<Failure> {
+    match res.extensions().get::<Outcome>() {
+        Some(Outcome::Success) => None,
+        Some(Outcome::Failure(failure)) => Some(*failure),
+        None => match policy.classify_response(res.status(), res.headers()) {
+            Outcome::Success => None,
+            Outcome::Failure(failure) => Some(failure),
+        },
+    }
+}
+
+/// The state of a request that has been retried.
+struct Retries {
+    info: RetryInfo,
+    /// The request's stream of randomness, drawn at its first backoff.
+    stream: u64,
+}
+
+fn attempts(retries: &Option<Box<Retries>>) -> u32 {
+    retries
+        .as_ref()
+        .map_or(1, |retries| retries.info.attempts())
+}
+
+/// After a failed attempt: the body of the next one and the delay before it, or what the caller
+/// gets.
+#[cold]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn next_attempt<P, B, R>(
+    config: &Config<P>,
+    parts: Option<&Parts>,
+    replay: &Replay<B>,
+    retries: &mut Option<Box<Retries>>,
+    host_budget: Option<&RetryBudget>,
+    result: Result<Response<R>, Error>,
+    failure: &Failure,
+) -> Result<(ReplayBody<B>, Duration), Result<Response<R>, Error>> {
+    let mut first = Retries {
+        info: RetryInfo::default(),
+        stream: NO_STREAM,
+    };
+    let state = match retries.as_deref_mut() {
+        Some(state) => state,
+        None => &mut first,
+    };
+    let Some(parts) = parts else {
+        // Never retried: the judgement is still reported.
+        state.info.stop(StopReason::NotRetryable);
+        return Err(stopped(
+            result,
+            StopReason::NotRetryable,
+            &state.info,
+            replay,
+        ));
+    };
+    let verdict = decide(
+        config,
+        failure,
+        is_idempotent(parts, &config.idempotency_key),
+        // The deadline travels in the retained request head, read only when a retry is
+        // considered.
+        parts.extensions.get::<Deadline>().copied(),
+        &state.info,
+        replay,
+        &mut state.stream,
+        host_budget,
+    );
+    let delay = match verdict {
+        Verdict::Stop(reason) => {
+            state.info.stop(reason);
+            return Err(stopped(result, reason, &state.info, replay));
+        }
+        Verdict::Retry(delay) => delay,
+    };
+    let body = match replay.next() {
+        Ok(body) => body,
+        Err(why) => {
+            state.info.stop(StopReason::BodyNotReplayable);
+            return Err(not_replayed(result, why, &state.info));
+        }
+    };
+    // The failed response is dropped here, freeing its connection before the delay.
+    drop(result);
+    state.info.record_attempt(delay);
+    tracing::debug!(
+        attempt = state.info.attempts(),
+        delay_ms = delay.as_millis() as u64,
+        kind = %failure.kind(),
+        phase = %failure.phase(),
+        retry_after_ms = failure.retry_after().map(|d| d.as_millis() as u64),
+        "retrying request"
+    );
+    if retries.is_none() {
+        *retries = Some(Box::new(first));
+    }
+    Ok((body, delay))
 }
 
 fn finish<B>(mut res: Response<B>, info: &RetryInfo) -> Response<B> {
@@ -734,7 +829,6 @@ fn decide<P, B>(
     config: &Config<P>,
     failure: &Failure,
     idempotent: bool,
-    may_retry: bool,
     deadline: Option<Deadline>,
     info: &RetryInfo,
     replay: &Replay<B>,
@@ -750,7 +844,7 @@ fn decide<P, B>(
         Retryable::IfIdempotent => idempotent,
         Retryable::Never => false,
     };
-    if !allowed || !may_retry {
+    if !allowed {
         return Verdict::Stop(StopReason::NotRetryable);
     }
     if info.attempts() >= config.max_attempts {
@@ -789,21 +883,37 @@ fn decide<P, B>(
             return Verdict::Stop(StopReason::Deadline);
         }
     }
-    let host_refuses = host_budget.is_some_and(|budget| !budget.try_withdraw());
-    if host_refuses
-        || config
+    let host_refuses = host_budget.filter(|budget| !budget.try_withdraw());
+    let refuses = host_refuses.or_else(|| {
+        config
             .budget
             .as_ref()
-            .is_some_and(|budget| !budget.try_withdraw())
-    {
-        tracing::warn!(
-            attempts = info.attempts(),
-            kind = %failure.kind(),
-            "retry budget exhausted; returning the failure"
-        );
+            .filter(|budget| !budget.try_withdraw())
+    });
+    if let Some(budget) = refuses {
+        report_exhausted(budget, info, failure);
         return Verdict::Stop(StopReason::BudgetExhausted);
     }
     Verdict::Retry(delay)
+}
+
+/// Logs an exhausted budget: at warn level at most once a second per budget (an outage would
+/// otherwise log every failed request), counting the exhaustions logged at debug level since.
+fn report_exhausted(budget: &RetryBudget, info: &RetryInfo, failure: &Failure) {
+    match budget.warning_due() {
+        Some(suppressed) => tracing::warn!(
+            attempts = info.attempts(),
+            kind = %failure.kind(),
+            suppressed,
+            "retry budget exhausted; returning the failure ({suppressed} more since the last \
+             warning)"
+        ),
+        None => tracing::debug!(
+            attempts = info.attempts(),
+            kind = %failure.kind(),
+            "retry budget exhausted; returning the failure"
+        ),
+    }
 }
 
 fn stopped<B, R>(

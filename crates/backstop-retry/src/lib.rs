@@ -76,7 +76,8 @@
 //! # What the caller sees
 //! [`RetryInfo`] in the response extensions (attempts, delays, why it stopped); optionally an
 //! attempt-number header for the server; `tracing` events for each retry and for an exhausted
-//! budget.
+//! budget (a warning at most once a second per budget, counting the exhaustions in between; debug
+//! level otherwise).
 
 mod backoff;
 mod budget;

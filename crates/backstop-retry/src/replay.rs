@@ -97,10 +97,17 @@ impl<B: Body> ReplayBody<B> {
     /// Wraps `body` for a request that may be retried, keeping up to `limit` bytes for replay.
     /// A limit of zero keeps nothing: the body can then be replayed only if no attempt read any
     /// data from it (a connection refused before the write).
-    pub(crate) fn replayable(body: B, limit: usize) -> (ReplayBody<B>, Replay<B>) {
+    ///
+    /// `limit` is asked only when the body has something in it.
+    #[inline]
+    pub(crate) fn replayable(body: B, limit: impl FnOnce() -> usize) -> (ReplayBody<B>, Replay<B>) {
         if body.is_end_stream() {
             return (ReplayBody { repr: Repr::Empty }, Replay::Empty);
         }
+        Self::shared(body, limit())
+    }
+
+    fn shared(body: B, limit: usize) -> (ReplayBody<B>, Replay<B>) {
         let shared = Arc::new(Mutex::new(State {
             body: Some(Box::pin(body)),
             chunks: Vec::new(),
@@ -122,6 +129,7 @@ impl<B: Body> ReplayBody<B> {
     }
 
     /// Wraps `body` for a request that will not be retried: no buffering, no sharing.
+    #[inline]
     pub(crate) fn once(body: B) -> (ReplayBody<B>, Replay<B>) {
         (
             ReplayBody {
