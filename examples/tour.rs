@@ -1,12 +1,16 @@
 //! The tour: every failure the network can throw at an HTTP client, produced on demand by the
-//! in-process chaos upstream on loopback, and named by backstop's classifier.
+//! in-process chaos upstream on loopback.
 //!
 //! Run it with `cargo run --example tour`. It needs no outside server and talks only to
 //! 127.0.0.1.
 //!
-//! For each fault it prints what failed (kind), where (phase), whether a retry is safe, and what
-//! it means. The client here is a plain hyper-util client wrapped in `ClassifyLayer` — the
-//! vocabulary every other backstop layer (retry, breaker, deadline) decides from.
+//! Part 1 names each fault: what failed (kind), where (phase), whether a retry is safe, and what
+//! it means — using a plain hyper-util client wrapped in `ClassifyLayer`, the vocabulary every
+//! other backstop layer decides from.
+//!
+//! Part 2 walks the full `backstop::Client` (deadline → retry → per-host breaker → classify →
+//! attempt timeout, with connect and idle timeouts) through the same faults and prints what it
+//! did about each: attempts, delays, breaker state, outcome, elapsed time.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -31,7 +35,15 @@ const PATIENCE: Duration = Duration::from_millis(400);
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    println!("backstop tour: each network failure, produced on loopback and classified\n");
+    let started = Instant::now();
+    part1().await?;
+    part2().await?;
+    println!("\ntour finished in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+async fn part1() -> Result<(), BoxError> {
+    println!("PART 1 — what failed, where, and is a retry safe?\n");
 
     let chaos = ChaosServer::start().await?;
     let chaos_tls = ChaosServer::builder().tls(true).start().await?;
@@ -329,4 +341,236 @@ fn print_table(rows: &[(&str, Row)]) {
             }
         }
     }
+}
+
+/// What the full client did in one scenario.
+struct Walk {
+    scenario: &'static str,
+    attempts: Option<u32>,
+    delays: Vec<Duration>,
+    breaker: String,
+    outcome: String,
+    elapsed: Duration,
+}
+
+/// Runs one call through the full client and records what it did.
+async fn walk(scenario: &'static str, client: &backstop::Client, req: Request<Body>) -> Walk {
+    let started = Instant::now();
+    let authority = req
+        .uri()
+        .authority()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let result = client.send(req).await;
+    let elapsed = started.elapsed();
+    let breaker = client
+        .breakers()
+        .and_then(|breakers| {
+            breakers
+                .snapshots()
+                .into_iter()
+                .find(|(key, _)| key.to_string().ends_with(&authority))
+                .map(|(_, snapshot)| format!("{:?}", snapshot.state).to_lowercase())
+        })
+        .unwrap_or_else(|| "-".into());
+    match result {
+        Ok(res) => {
+            let info = backstop::CallInfo::of(&res).cloned();
+            Walk {
+                scenario,
+                attempts: info.as_ref().map(|i| i.attempts),
+                delays: info.map(|i| i.delays).unwrap_or_default(),
+                breaker,
+                outcome: format!("{}", res.status()),
+                elapsed,
+            }
+        }
+        Err(err) => Walk {
+            scenario,
+            attempts: err.attempts().or(Some(1)),
+            delays: Vec::new(),
+            breaker,
+            outcome: format!(
+                "{} ({}, retry {})",
+                err.kind(),
+                err.phase(),
+                err.retryable()
+            ),
+            elapsed,
+        },
+    }
+}
+
+fn req(method: Method, url: &str) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Full::new(Bytes::from_static(b"{\"amount\": 42}")))
+        .unwrap_or_default()
+}
+
+async fn part2() -> Result<(), BoxError> {
+    use backstop_chaos::Script;
+
+    println!("\nPART 2 — the full backstop::Client through each fault\n");
+    // One upstream per scenario: each host has its own circuit breaker, so one scenario's
+    // failures do not open the breaker of the next.
+    let resets = ChaosServer::start().await?;
+    resets.script("/flaky", Script::fail_times(2, Fault::ResetAfterRead));
+    let posts = ChaosServer::start().await?;
+    let stalls = ChaosServer::start().await?;
+    let polite = ChaosServer::start().await?;
+    polite.script(
+        "/busy",
+        Script::fail_times(1, Fault::status_retry_after(503, RetryAfter::Seconds(1))),
+    );
+    let flapping = ChaosServer::start().await?;
+    let sick = ChaosServer::start().await?;
+    sick.set_fault_for("/", Fault::status(500));
+    let black_hole = BlackHole::start().await?;
+    let closed = backstop_chaos::closed_port_addr()?;
+
+    let client = backstop::Client::builder()
+        .deadline(Duration::from_secs(3))
+        .attempt_timeout(Duration::from_millis(600))
+        .connect_timeout(Duration::from_millis(250))
+        .idle_timeout(Duration::from_millis(400))
+        .backoff(Duration::from_millis(100), Duration::from_millis(400))
+        .max_attempts(3)
+        .seed(2026)
+        .build()?;
+    let patient = backstop::Client::builder()
+        .deadline(Duration::from_millis(1500))
+        .attempt_timeout(Duration::from_secs(1))
+        .idle_timeout(Duration::from_secs(10))
+        .max_attempts(5)
+        .breaker(false)
+        .seed(2026)
+        .build()?;
+
+    let mut walks = Vec::new();
+    walks.push(
+        walk(
+            "refused (closed port), GET",
+            &client,
+            req(Method::GET, &format!("http://{closed}/")),
+        )
+        .await,
+    );
+    walks.push(
+        walk(
+            "reset after read twice, GET",
+            &client,
+            req(Method::GET, &resets.url("/flaky")),
+        )
+        .await,
+    );
+    walks.push(
+        walk(
+            "reset after read, POST: not retried",
+            &client,
+            req(Method::POST, &posts.fault_url(&Fault::ResetAfterRead)),
+        )
+        .await,
+    );
+    walks.push(
+        walk(
+            "POST answered 503: not retried",
+            &client,
+            req(Method::POST, &posts.fault_url(&Fault::status(503))),
+        )
+        .await,
+    );
+    walks.push(
+        walk(
+            "black-holed connect",
+            &client,
+            req(Method::GET, &format!("http://{}/", black_hole.addr())),
+        )
+        .await,
+    );
+    walks.push(
+        walk(
+            "stall before headers",
+            &client,
+            req(
+                Method::GET,
+                &stalls.fault_url(&Fault::StallHeaders { duration: None }),
+            ),
+        )
+        .await,
+    );
+    walks.push(
+        walk(
+            "503 + Retry-After: 1, then 200",
+            &client,
+            req(Method::GET, &polite.url("/busy")),
+        )
+        .await,
+    );
+    // Flapping: the upstream refuses connections for 250 ms, then comes back on the same port.
+    flapping.down_for(Duration::from_millis(250)).await;
+    walks.push(
+        walk(
+            "flapping upstream (down 250 ms)",
+            &patient,
+            req(Method::GET, &flapping.url("/")),
+        )
+        .await,
+    );
+    for _ in 0..2 {
+        let _ = client.send(req(Method::GET, &sick.url("/"))).await;
+    }
+    walks.push(
+        walk(
+            "sick host (500s): breaker opens",
+            &client,
+            req(Method::GET, &sick.url("/")),
+        )
+        .await,
+    );
+    walks.push(
+        walk(
+            "deadline 1.5 s over a stalled server",
+            &patient,
+            req(
+                Method::GET,
+                &stalls.fault_url(&Fault::StallHeaders { duration: None }),
+            ),
+        )
+        .await,
+    );
+
+    println!(
+        "{:<38} {:>8} {:<24} {:<8} {:<56} {:>8}",
+        "scenario", "attempts", "delays", "breaker", "outcome", "elapsed"
+    );
+    println!("{}", "-".repeat(146));
+    for w in &walks {
+        let delays = if w.delays.is_empty() {
+            "-".to_owned()
+        } else {
+            w.delays
+                .iter()
+                .map(|d| format!("{}ms", d.as_millis()))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        println!(
+            "{:<38} {:>8} {:<24} {:<8} {:<56} {:>6}ms",
+            w.scenario,
+            w.attempts.map_or("-".into(), |a| a.to_string()),
+            delays,
+            w.breaker,
+            w.outcome,
+            w.elapsed.as_millis()
+        );
+    }
+    println!(
+        "\nThe POSTs reached the server once each ({} reset, {} answered 503): a request that may have \
+         been processed is never replayed unless it is idempotent or carries an Idempotency-Key.",
+        posts.count("POST", "/fault/reset-after-read"),
+        posts.count("POST", "/fault/status"),
+    );
+    Ok(())
 }

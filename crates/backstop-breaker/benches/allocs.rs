@@ -16,10 +16,10 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 const N: usize = 10_000;
 
 fn count<S: Service<Request<()>>>(name: &str, mut svc: S) {
-    drive(&mut svc);
+    drive(&mut svc, request());
     let region = Region::new(GLOBAL);
     for _ in 0..N {
-        std::hint::black_box(drive(&mut svc));
+        std::hint::black_box(drive(&mut svc, request()));
     }
     let change = region.change();
     println!(

@@ -52,6 +52,9 @@ pub(crate) fn nanos(d: Duration) -> u64 {
 /// What every breaker of one layer shares.
 pub(crate) struct Shared<Key> {
     pub(crate) settings: Settings,
+    /// Whether the policy calls every status below 400 a success, whatever the headers: then
+    /// such a response needs no classifying.
+    pub(crate) success_below_400: bool,
     pub(crate) clock: Clock,
     pub(crate) on_change: Option<OnChange<Key>>,
     pub(crate) slow_nanos: Option<u64>,
@@ -103,6 +106,16 @@ fn public_state(word: u64) -> State {
         FORCED_CLOSED => State::ForcedClosed,
         _ => State::Closed,
     }
+}
+
+const CLOSED_METRICS_ONLY: u64 = CLOSED | METRICS_ONLY;
+const FORCED_CLOSED_METRICS_ONLY: u64 = FORCED_CLOSED | METRICS_ONLY;
+
+/// One open period as a caller saw it: its generation, and when it ends on tokio's clock.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OpenSeen {
+    generation: u32,
+    until: Instant,
 }
 
 /// The breaker's answer to one call.
@@ -182,10 +195,15 @@ impl<Key> Breaker<Key> {
         &self.shared.clock
     }
 
+    pub(crate) fn success_below_400(&self) -> bool {
+        self.shared.success_below_400
+    }
+
     pub(crate) fn slow_nanos(&self) -> Option<u64> {
         self.shared.slow_nanos
     }
 
+    #[inline]
     pub(crate) fn touch(&self) {
         // Reading first keeps the cache line shared on the hot path.
         if !self.touched.load(Ordering::Relaxed) {
@@ -293,6 +311,55 @@ impl<Key: Clone + fmt::Debug> Breaker<Key> {
         })
     }
 
+    /// Decides whether one call may go, as [`admit`](Breaker::admit) does, with the open
+    /// period this caller saw last: while that period lasts, a rejection is one atomic load, one
+    /// clock read and a comparison. `seen` belongs to one caller (a service), so it needs no
+    /// synchronisation; it is filled on the first rejection of each open period.
+    #[inline]
+    pub(crate) fn admit_seen(&self, seen: &mut Option<OpenSeen>) -> Admission {
+        let word = self.word.load(Ordering::Acquire);
+        match word & (STATE_MASK | METRICS_ONLY) {
+            CLOSED | FORCED_CLOSED | CLOSED_METRICS_ONLY | FORCED_CLOSED_METRICS_ONLY => {
+                return Admission::Call {
+                    generation: generation(word),
+                    probe: false,
+                };
+            }
+            OPEN => {
+                // The generation changes with every transition, and an open period's end is
+                // stored before the word that starts it: a match means the same open period.
+                if let Some(open) = seen
+                    && open.generation == generation(word)
+                    && Instant::now() < open.until
+                {
+                    return Admission::Reject;
+                }
+            }
+            FORCED_OPEN => return Admission::Reject,
+            _ => {}
+        }
+        self.admit_and_remember(seen)
+    }
+
+    #[cold]
+    fn admit_and_remember(&self, seen: &mut Option<OpenSeen>) -> Admission {
+        let admission = self.admit();
+        if admission == Admission::Reject {
+            // Read in this order, the end is that of this open period or of a later one; a later
+            // one's end is only ever compared under the later generation, never this one.
+            let word = self.word.load(Ordering::Acquire);
+            if word & (STATE_MASK | METRICS_ONLY) == OPEN {
+                *seen = Some(OpenSeen {
+                    generation: generation(word),
+                    until: self
+                        .clock()
+                        .instant(self.open_until.load(Ordering::Acquire)),
+                });
+            }
+        }
+        admission
+    }
+
     /// Decides whether one call may go.
     pub(crate) fn admit(&self) -> Admission {
         let mut word = self.word.load(Ordering::Acquire);
@@ -351,6 +418,7 @@ impl<Key: Clone + fmt::Debug> Breaker<Key> {
     }
 
     /// Records the result of a call admitted in `generation_admitted`.
+    #[inline]
     pub(crate) fn record(
         &self,
         generation_admitted: u32,
@@ -358,6 +426,25 @@ impl<Key: Clone + fmt::Debug> Breaker<Key> {
         verdict: Verdict,
         slow: bool,
     ) {
+        // The common case, a success in the closed state: one load of the state, the window's
+        // update, and a load of the failure run (a store only when a run ends).
+        if !probe && !slow && verdict == Verdict::Success && !self.window.needs_clock() {
+            let word = self.word.load(Ordering::Acquire);
+            if generation(word) == generation_admitted
+                && matches!(state_bits(word), CLOSED | FORCED_CLOSED)
+            {
+                self.window.record(false, false, 0);
+                if self.consecutive.load(Ordering::Relaxed) != 0 {
+                    self.consecutive.store(0, Ordering::Relaxed);
+                }
+            }
+            return;
+        }
+        self.record_any(generation_admitted, probe, verdict, slow);
+    }
+
+    #[inline(never)]
+    fn record_any(&self, generation_admitted: u32, probe: bool, verdict: Verdict, slow: bool) {
         let settings = self.settings();
         if probe {
             self.probes_out.fetch_sub(1, Ordering::AcqRel);

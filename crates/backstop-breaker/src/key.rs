@@ -66,6 +66,14 @@ pub trait BreakerKey: Send + Sync + 'static {
         self.key(head) == *key
     }
 
+    /// A cheaper check than [`matches`](BreakerKey::matches), tried first on every call: it
+    /// may answer `false` for a request that does belong to `key` (then `matches` decides), but
+    /// never `true` for one that does not. The default is `matches` itself.
+    #[inline]
+    fn matches_quickly(&self, head: &RequestHead<'_>, key: &Self::Key) -> bool {
+        self.matches(head, key)
+    }
+
     /// Hashes the key of a request, exactly as `Self::Key`'s `Hash` would.
     fn hash_head<H: Hasher>(&self, head: &RequestHead<'_>, state: &mut H) {
         self.key(head).hash(state);
@@ -87,6 +95,11 @@ impl BreakerKey for Single {
     fn key(&self, _head: &RequestHead<'_>) {}
 
     fn matches(&self, _head: &RequestHead<'_>, _key: &()) -> bool {
+        true
+    }
+
+    #[inline]
+    fn matches_quickly(&self, _head: &RequestHead<'_>, _key: &()) -> bool {
         true
     }
 
@@ -153,7 +166,11 @@ pub enum SchemeKey {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Authority {
     scheme: SchemeKey,
-    host: Box<str>,
+    /// The host, then `:port` unless the port is the scheme's default — the authority as most
+    /// requests spell it, so that matching a request is one byte comparison before any parsing.
+    /// A function of `scheme`, the host and `port`, so the derived equality is the key's.
+    canonical: Box<str>,
+    host_len: usize,
     port: Option<u16>,
 }
 
@@ -165,7 +182,7 @@ impl Authority {
 
     /// The host, lower-cased (IPv6 literals keep their brackets).
     pub fn host(&self) -> &str {
-        &self.host
+        self.canonical.get(..self.host_len).unwrap_or_default()
     }
 
     /// The port: explicit, else the scheme's default; `None` when neither is known.
@@ -176,6 +193,14 @@ impl Authority {
     /// The authority of a request (see [`PerAuthority`]).
     pub fn of(head: &RequestHead<'_>) -> Authority {
         let parts = Parts::of(head);
+        let mut canonical = parts.host.to_ascii_lowercase();
+        let host_len = canonical.len();
+        if let Some(port) = parts.port
+            && Some(port) != parts.scheme.default_port()
+        {
+            use fmt::Write;
+            let _ = write!(canonical, ":{port}");
+        }
         Authority {
             scheme: match parts.scheme {
                 SchemeRef::None => SchemeKey::None,
@@ -183,10 +208,49 @@ impl Authority {
                 SchemeRef::Https => SchemeKey::Https,
                 SchemeRef::Other(other) => SchemeKey::Other(other.to_ascii_lowercase().into()),
             },
-            host: parts.host.to_ascii_lowercase().into(),
+            canonical: canonical.into(),
+            host_len,
             port: parts.port,
         }
     }
+
+    /// Whether `uri` spells this authority exactly as `canonical` does (the same scheme, the
+    /// host in lower case, no default port): one byte comparison, no parsing. `false` says
+    /// nothing; the caller then compares the parsed parts.
+    #[inline]
+    fn spelled_by(&self, uri: &Uri) -> bool {
+        let Some(authority) = uri.authority() else {
+            return false;
+        };
+        let scheme = uri.scheme_str().unwrap_or_default();
+        let same_scheme = match &self.scheme {
+            // `http` parses the standard schemes in any case and prints them in lower case.
+            SchemeKey::Http => scheme.len() == 4 && scheme == "http",
+            SchemeKey::Https => scheme.len() == 5 && scheme == "https",
+            SchemeKey::None => uri.scheme().is_none(),
+            SchemeKey::Other(other) => **other == *scheme,
+        };
+        same_scheme && same_bytes(self.canonical.as_bytes(), authority.as_str().as_bytes())
+    }
+}
+
+/// Byte equality, eight bytes at a time: hosts are short, and a call to `memcmp` costs more
+/// than the comparison.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let word = |chunk: &[u8]| u64::from_ne_bytes(chunk.try_into().unwrap_or([0; 8]));
+    let (a_words, b_words) = (a.chunks_exact(8), b.chunks_exact(8));
+    let mut diff = 0;
+    for (x, y) in a_words.remainder().iter().zip(b_words.remainder()) {
+        diff |= u64::from(x ^ y);
+    }
+    for (x, y) in a_words.zip(b_words) {
+        diff |= word(x) ^ word(y);
+    }
+    diff == 0
 }
 
 impl fmt::Debug for Authority {
@@ -203,7 +267,7 @@ impl fmt::Display for Authority {
             SchemeKey::Https => f.write_str("https://")?,
             SchemeKey::Other(other) => write!(f, "{other}://")?,
         }
-        f.write_str(&self.host)?;
+        f.write_str(self.host())?;
         if let Some(port) = self.port {
             write!(f, ":{port}")?;
         }
@@ -222,7 +286,7 @@ impl Hash for Authority {
         hash_parts(
             &Parts {
                 scheme,
-                host: &self.host,
+                host: self.host(),
                 port: self.port,
             },
             state,
@@ -237,21 +301,35 @@ impl BreakerKey for PerAuthority {
         Authority::of(head)
     }
 
+    #[inline]
     fn matches(&self, head: &RequestHead<'_>, key: &Authority) -> bool {
-        let parts = Parts::of(head);
-        let scheme_matches = match (&key.scheme, parts.scheme) {
-            (SchemeKey::None, SchemeRef::None)
-            | (SchemeKey::Http, SchemeRef::Http)
-            | (SchemeKey::Https, SchemeRef::Https) => true,
-            (SchemeKey::Other(a), SchemeRef::Other(b)) => a.eq_ignore_ascii_case(b),
-            _ => false,
-        };
-        scheme_matches && key.port == parts.port && key.host.eq_ignore_ascii_case(parts.host)
+        key.spelled_by(head.uri()) || matches_parsed(head, key)
+    }
+
+    /// The request's scheme and authority spelled exactly as the key's canonical form (lower
+    /// case, no default port): one byte comparison, no parsing.
+    #[inline]
+    fn matches_quickly(&self, head: &RequestHead<'_>, key: &Authority) -> bool {
+        key.spelled_by(head.uri())
     }
 
     fn hash_head<H: Hasher>(&self, head: &RequestHead<'_>, state: &mut H) {
         hash_parts(&Parts::of(head), state);
     }
+}
+
+/// The slow half of [`PerAuthority::matches`]: parse, default the port, ignore case.
+#[cold]
+fn matches_parsed(head: &RequestHead<'_>, key: &Authority) -> bool {
+    let parts = Parts::of(head);
+    let scheme_matches = match (&key.scheme, parts.scheme) {
+        (SchemeKey::None, SchemeRef::None)
+        | (SchemeKey::Http, SchemeRef::Http)
+        | (SchemeKey::Https, SchemeRef::Https) => true,
+        (SchemeKey::Other(a), SchemeRef::Other(b)) => a.eq_ignore_ascii_case(b),
+        _ => false,
+    };
+    scheme_matches && key.port == parts.port && key.host().eq_ignore_ascii_case(parts.host)
 }
 
 #[derive(Clone, Copy)]
@@ -260,6 +338,16 @@ enum SchemeRef<'a> {
     Http,
     Https,
     Other(&'a str),
+}
+
+impl SchemeRef<'_> {
+    fn default_port(self) -> Option<u16> {
+        match self {
+            SchemeRef::Http => Some(80),
+            SchemeRef::Https => Some(443),
+            SchemeRef::None | SchemeRef::Other(_) => None,
+        }
+    }
 }
 
 /// An authority borrowed from a request, before lower-casing.
@@ -286,11 +374,7 @@ impl<'a> Parts<'a> {
                 .and_then(|value| value.to_str().ok())
                 .map_or(("", None), split_host_port),
         };
-        let port = port.or(match scheme {
-            SchemeRef::Http => Some(80),
-            SchemeRef::Https => Some(443),
-            _ => None,
-        });
+        let port = port.or(scheme.default_port());
         Parts { scheme, host, port }
     }
 }
@@ -378,6 +462,50 @@ mod tests {
         head_hash(&a);
         head_hash(&c);
         assert_eq!(ka.to_string(), "http://example.com:80");
+    }
+
+    #[test]
+    fn the_quick_match_never_claims_a_request_of_another_key() {
+        let uris = [
+            "http://a.internal/",
+            "http://A.internal/",
+            "http://a.internal:80/",
+            "http://a.internal:8080/",
+            "https://a.internal/",
+            "https://a.internal:443/",
+            "http://user@a.internal/",
+            "http://a.internal.evil/",
+            "http://a.interna/",
+            "http://[::1]:8080/",
+            "http://[::1]/",
+            "foo://a.internal/",
+            "FOO://a.internal:99/",
+            "a.internal:80",
+        ];
+        for key_uri in uris {
+            let key = PerAuthority.key(&RequestHead::of(&req(key_uri)));
+            for uri in uris {
+                let r = req(uri);
+                let head = RequestHead::of(&r);
+                let exact = PerAuthority.key(&head) == key;
+                assert_eq!(PerAuthority.matches(&head, &key), exact, "{uri} vs {key}");
+                if PerAuthority.matches_quickly(&head, &key) {
+                    assert!(exact, "{uri} quickly claimed by {key}");
+                }
+            }
+            // The spelling a key was made from is claimed quickly when it is canonical.
+            let canonical = req(&format!("{key}/"));
+            if canonical.uri().authority().is_some() {
+                assert!(
+                    PerAuthority.matches_quickly(&RequestHead::of(&canonical), &key)
+                        || key.port().is_some_and(|p| p == 80 || p == 443),
+                    "{key}"
+                );
+            }
+        }
+        let a = PerAuthority.key(&RequestHead::of(&req("http://a.internal:8080/")));
+        assert_eq!(a.host(), "a.internal");
+        assert_eq!(a.to_string(), "http://a.internal:8080");
     }
 
     #[test]

@@ -3,18 +3,18 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll, ready};
 
-use backstop_classify::{BoxError, Classify, Error, Kind, Outcome, Phase};
+use backstop_classify::{BoxError, Classify, Error, Failure, Kind, Outcome, Phase};
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tokio_util::sync::ReusableBoxFuture;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::breaker::{Admission, Breaker};
+use crate::breaker::{Admission, Breaker, OpenSeen};
 use crate::config::{Builder, Readiness, Settings};
 use crate::key::{BreakerKey, PerAuthority, RequestHead, Single};
 use crate::registry::{Breakers, Registry};
@@ -116,9 +116,34 @@ pub struct CircuitBreaker<S, K: BreakerKey = PerAuthority> {
     inner: S,
     registry: Arc<Registry<K>>,
     /// The breaker of the last call: most services talk to one host, and this skips the map.
-    cached: Option<Arc<Breaker<K::Key>>>,
+    cached: Option<Cached<K::Key>>,
     /// Present in [`Readiness::NotReady`] mode.
     ready: Option<ReadyState<K::Key>>,
+}
+
+/// A service's own view of its last breaker.
+struct Cached<Key> {
+    breaker: Arc<Breaker<Key>>,
+    /// The open period this service last saw on it, so rejections skip the shared state.
+    open: Option<OpenSeen>,
+}
+
+impl<Key> Clone for Cached<Key> {
+    fn clone(&self) -> Self {
+        Cached {
+            breaker: self.breaker.clone(),
+            open: self.open,
+        }
+    }
+}
+
+impl<Key> Cached<Key> {
+    fn new(breaker: Arc<Breaker<Key>>) -> Cached<Key> {
+        Cached {
+            breaker,
+            open: None,
+        }
+    }
 }
 
 struct ReadyState<Key> {
@@ -172,26 +197,38 @@ impl<S, K: BreakerKey> CircuitBreaker<S, K> {
         Breakers::new(self.registry.clone())
     }
 
-    fn breaker_for(&mut self, head: &RequestHead<'_>) -> &Arc<Breaker<K::Key>> {
-        let registry = &self.registry;
-        let hit = self.cached.as_ref().is_some_and(|b| {
-            !b.evicted.load(Ordering::Relaxed) && registry.key_fn.matches(head, &b.key)
+    /// Whether the request belongs to the cached breaker by the key's quick check.
+    #[inline]
+    fn cache_hit(&self, head: &RequestHead<'_>) -> bool {
+        self.cached.as_ref().is_some_and(|c| {
+            !c.breaker.evicted.load(Ordering::Relaxed)
+                && self.registry.key_fn.matches_quickly(head, &c.breaker.key)
+        })
+    }
+
+    /// Finds the request's breaker the slow way (the quick check did not claim it) and caches
+    /// it.
+    #[cold]
+    #[inline(never)]
+    fn refresh_cache(&mut self, head: &RequestHead<'_>) {
+        let keep = self.cached.as_ref().is_some_and(|c| {
+            !c.breaker.evicted.load(Ordering::Relaxed)
+                && self.registry.key_fn.matches(head, &c.breaker.key)
         });
-        if !hit {
-            self.cached = None;
+        if !keep {
+            self.cached = Some(Cached::new(self.registry.for_head(head)));
         }
-        self.cached.get_or_insert_with(|| registry.for_head(head))
     }
 
     fn only_breaker(&mut self) -> Option<Arc<Breaker<K::Key>>> {
         let fresh = self
             .cached
             .as_ref()
-            .is_some_and(|b| !b.evicted.load(Ordering::Relaxed));
+            .is_some_and(|c| !c.breaker.evicted.load(Ordering::Relaxed));
         if !fresh {
-            self.cached = self.registry.only();
+            self.cached = self.registry.only().map(Cached::new);
         }
-        self.cached.clone()
+        self.cached.as_ref().map(|c| c.breaker.clone())
     }
 
     /// [`Readiness::NotReady`]: ready once a call may go, with its admission reserved.
@@ -267,41 +304,41 @@ where
     type Error = Error;
     type Future = ResponseFuture<S::Future, K::Key>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        ready!(self.poll_breaker_ready(cx));
+        if self.ready.is_some() {
+            ready!(self.poll_breaker_ready(cx));
+        }
         self.inner
             .poll_ready(cx)
             .map_err(|err| Error::classify(err, Phase::Local))
     }
 
+    #[inline]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let reserved = self.ready.as_mut().and_then(|ready| ready.reserved.take());
-        let admitted = match reserved {
-            Some(reserved) => reserved,
-            None => {
-                let head = RequestHead::of(&req);
-                let breaker = self.breaker_for(&head);
-                breaker.touch();
-                match breaker.admit() {
-                    Admission::Reject => return ResponseFuture::rejected(),
-                    Admission::Unrecorded => Reserved::Unrecorded,
-                    Admission::Call { generation, probe } => {
-                        Reserved::Ticket(Ticket::new(breaker.clone(), generation, probe))
-                    }
-                }
-            }
+        if let Some(reserved) = self.ready.as_mut().and_then(|ready| ready.reserved.take()) {
+            return match reserved {
+                Reserved::Ticket(ticket) => ResponseFuture::admitted(self.inner.call(req), ticket),
+                Reserved::Unrecorded => ResponseFuture::passed(self.inner.call(req)),
+            };
+        }
+        let head = RequestHead::of(&req);
+        if !self.cache_hit(&head) {
+            self.refresh_cache(&head);
+        }
+        let Some(cached) = self.cached.as_mut() else {
+            // `refresh_cache` always leaves a breaker cached.
+            return ResponseFuture::passed(self.inner.call(req));
         };
-        let future = self.inner.call(req);
-        match admitted {
-            Reserved::Ticket(ticket) => ResponseFuture {
-                inner: Inner::Admitted {
-                    future,
-                    ticket: Some(ticket),
-                },
-            },
-            Reserved::Unrecorded => ResponseFuture {
-                inner: Inner::Passed { future },
-            },
+        let breaker = &cached.breaker;
+        breaker.touch();
+        match breaker.admit_seen(&mut cached.open) {
+            Admission::Call { generation, probe } => {
+                let ticket = Ticket::new(breaker.clone(), generation, probe);
+                ResponseFuture::admitted(self.inner.call(req), ticket)
+            }
+            Admission::Reject => ResponseFuture::rejected(),
+            Admission::Unrecorded => ResponseFuture::passed(self.inner.call(req)),
         }
     }
 }
@@ -311,12 +348,13 @@ where
 struct Ticket<Key> {
     breaker: Arc<Breaker<Key>>,
     generation: u32,
+    /// A half-open probe, whose permit goes back if the call ends without a result.
     probe: bool,
     started: u64,
-    finished: bool,
 }
 
 impl<Key: Clone + fmt::Debug> Ticket<Key> {
+    #[inline]
     fn new(breaker: Arc<Breaker<Key>>, generation: u32, probe: bool) -> Ticket<Key> {
         let started = if breaker.slow_nanos().is_some() {
             breaker.clock().now()
@@ -328,65 +366,104 @@ impl<Key: Clone + fmt::Debug> Ticket<Key> {
             generation,
             probe,
             started,
-            finished: false,
         }
     }
 
+    /// Records a response: the [`Outcome`] a `ClassifyLayer` inside stored, else the policy's
+    /// judgement of the status (skipped for a status the policy always calls a success).
+    #[inline(always)]
+    fn finish_response<B>(self, res: &Response<B>) {
+        let outcome = match res.extensions().get::<Outcome>() {
+            Some(outcome) => *outcome,
+            None if res.status().as_u16() < 400 && self.breaker.success_below_400() => {
+                Outcome::Success
+            }
+            None => self
+                .breaker
+                .settings()
+                .policy
+                .classify_response(res.status(), res.headers()),
+        };
+        self.finish(&outcome);
+    }
+
+    #[inline(always)]
     fn finish(mut self, outcome: &Outcome) {
-        self.finished = true;
+        // A result is coming: the drop below must not give the permit back.
+        let probe = std::mem::replace(&mut self.probe, false);
         let breaker = &self.breaker;
         let verdict = (breaker.settings().judge)(outcome);
         let slow = breaker.slow_nanos().is_some_and(|threshold| {
             breaker.clock().now().saturating_sub(self.started) >= threshold
         });
-        breaker.record(self.generation, self.probe, verdict, slow);
+        breaker.record(self.generation, probe, verdict, slow);
     }
 }
 
 impl<Key> Drop for Ticket<Key> {
     fn drop(&mut self) {
-        if !self.finished && self.probe {
+        if self.probe {
             self.breaker.abandon_probe(self.generation);
         }
     }
 }
 
 pin_project! {
-    #[project = InnerProj]
-    enum Inner<F, Key> {
-        Admitted { #[pin] future: F, ticket: Option<Ticket<Key>> },
-        Passed { #[pin] future: F },
-        Rejected,
-    }
-}
-
-pin_project! {
     /// The future of [`CircuitBreaker`]: the inner call, or an immediate rejection.
     pub struct ResponseFuture<F, Key> {
+        // `None`: rejected. A flat struct rather than an enum of states, so the inner future is
+        // written where it stays and a rejection is two stores.
         #[pin]
-        inner: Inner<F, Key>,
+        future: Option<F>,
+        // `None` for a call let through unrecorded (metrics-only), and once the result is in.
+        ticket: Option<Ticket<Key>>,
     }
 }
 
 impl<F, Key> ResponseFuture<F, Key> {
+    #[inline]
     fn rejected() -> Self {
         ResponseFuture {
-            inner: Inner::Rejected,
+            future: None,
+            ticket: None,
+        }
+    }
+
+    #[inline]
+    fn admitted(future: F, ticket: Ticket<Key>) -> Self {
+        ResponseFuture {
+            future: Some(future),
+            ticket: Some(ticket),
+        }
+    }
+
+    #[inline]
+    fn passed(future: F) -> Self {
+        ResponseFuture {
+            future: Some(future),
+            ticket: None,
         }
     }
 }
 
 impl<F, Key> fmt::Debug for ResponseFuture<F, Key> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.inner {
-            Inner::Admitted { .. } => "admitted",
-            Inner::Passed { .. } => "passed",
-            Inner::Rejected => "rejected",
+        let state = match (&self.future, &self.ticket) {
+            (None, _) => "rejected",
+            (Some(_), Some(_)) => "admitted",
+            (Some(_), None) => "passed",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
             .finish_non_exhaustive()
     }
+}
+
+/// The error of every rejection, judged once.
+fn rejection() -> Error {
+    static REJECTION: LazyLock<Failure> =
+        LazyLock::new(|| Failure::new(Kind::BreakerOpen, Phase::Local));
+    Error::from_failure(*REJECTION)
 }
 
 impl<F, E, ResBody, Key> Future for ResponseFuture<F, Key>
@@ -397,38 +474,20 @@ where
 {
     type Output = Result<Response<ResBody>, Error>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().inner.project() {
-            InnerProj::Rejected => Poll::Ready(Err(Error::new(Kind::BreakerOpen, Phase::Local))),
-            InnerProj::Passed { future } => Poll::Ready(
-                ready!(future.poll(cx)).map_err(|err| Error::classify(err, Phase::AwaitHeaders)),
-            ),
-            InnerProj::Admitted { future, ticket } => {
-                let result = ready!(future.poll(cx));
-                match result {
-                    Ok(res) => {
-                        if let Some(ticket) = ticket.take() {
-                            let outcome = match res.extensions().get::<Outcome>() {
-                                Some(outcome) => *outcome,
-                                None => ticket
-                                    .breaker
-                                    .settings()
-                                    .policy
-                                    .classify_response(res.status(), res.headers()),
-                            };
-                            ticket.finish(&outcome);
-                        }
-                        Poll::Ready(Ok(res))
-                    }
-                    Err(err) => {
-                        let err = Error::classify(err, Phase::AwaitHeaders);
-                        if let Some(ticket) = ticket.take() {
-                            ticket.finish(&Outcome::Failure(err.failure()));
-                        }
-                        Poll::Ready(Err(err))
-                    }
-                }
+        let this = self.project();
+        let Some(future) = this.future.as_pin_mut() else {
+            return Poll::Ready(Err(rejection()));
+        };
+        let result =
+            ready!(future.poll(cx)).map_err(|err| Error::classify(err, Phase::AwaitHeaders));
+        if let Some(ticket) = this.ticket.take() {
+            match &result {
+                Ok(res) => ticket.finish_response(res),
+                Err(err) => ticket.finish(&Outcome::Failure(err.failure())),
             }
         }
+        Poll::Ready(result)
     }
 }

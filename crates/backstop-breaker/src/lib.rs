@@ -95,9 +95,11 @@
 //!
 //! # Cost
 //!
-//! The closed path takes no lock: admission is one atomic load, recording a few atomic
-//! operations on the breaker's own window, and a service remembers its last breaker so the map
-//! is not consulted while the host does not change. See `BENCHMARKS.fragment.md`.
+//! The closed path takes no lock and allocates nothing: a service remembers its last breaker
+//! (matched by one byte comparison of the request's authority), admission is one atomic load,
+//! recording a success one load (plus one relaxed read-modify-write with a count window). A
+//! rejection is one atomic load and one clock read, and allocates nothing. See
+//! `BENCHMARKS.fragment.md`.
 
 mod breaker;
 mod config;

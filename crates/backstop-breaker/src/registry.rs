@@ -12,6 +12,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+use backstop_classify::Classify;
 use tokio::sync::watch;
 
 use crate::breaker::{Breaker, Clock, Shared, nanos};
@@ -70,9 +71,18 @@ impl<K: BreakerKey> Registry<K> {
         on_change: Option<OnChange<K::Key>>,
     ) -> Registry<K> {
         let slow_nanos = settings.slow_threshold().map(nanos);
+        let success_below_400 = (100..400).all(|code| {
+            http::StatusCode::from_u16(code).is_ok_and(|status| {
+                settings
+                    .policy
+                    .classify_response(status, &http::HeaderMap::new())
+                    .is_success()
+            })
+        });
         Registry {
             key_fn,
             shared: Arc::new(Shared {
+                success_below_400,
                 settings,
                 clock: Clock::new(),
                 on_change,

@@ -39,11 +39,13 @@ impl SlidingWindow {
         }
     }
 
+    #[inline]
     pub(crate) fn needs_clock(&self) -> bool {
         matches!(self, SlidingWindow::Time(_))
     }
 
     /// Records one call; `now` is only read by the time window.
+    #[inline]
     pub(crate) fn record(&self, failed: bool, slow: bool, now: u64) {
         match self {
             SlidingWindow::None => {}
@@ -99,6 +101,7 @@ impl CountWindow {
         }
     }
 
+    #[inline]
     fn record(&self, failed: bool, slow: bool) {
         let mut value = PRESENT;
         if failed {
@@ -122,6 +125,7 @@ impl CountWindow {
         }
     }
 
+    #[inline]
     fn index(&self, n: u32) -> usize {
         let low = self.modulo.wrapping_mul(u64::from(n));
         ((u128::from(low) * self.slots.len() as u128) >> 64) as usize

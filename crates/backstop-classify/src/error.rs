@@ -29,6 +29,8 @@ pub type BoxError = Box<dyn StdError + Send + Sync>;
 pub struct Error {
     failure: Failure,
     source: Option<BoxError>,
+    /// Attempts made before giving up, when a retry layer knows (0: not recorded).
+    attempts: u32,
 }
 
 impl Error {
@@ -42,6 +44,7 @@ impl Error {
         Error {
             failure,
             source: None,
+            attempts: 0,
         }
     }
 
@@ -64,6 +67,7 @@ impl Error {
             Err(other) => Error {
                 failure: classify_error(&*other, phase_hint),
                 source: Some(other),
+                attempts: 0,
             },
         }
     }
@@ -106,6 +110,20 @@ impl Error {
         self
     }
 
+    /// Records how many attempts were made before this error was returned (set by the retry
+    /// layer).
+    #[must_use]
+    pub fn with_attempts(mut self, attempts: u32) -> Error {
+        self.attempts = attempts;
+        self
+    }
+
+    /// How many attempts were made before this error was returned, when a retry layer recorded
+    /// it.
+    pub fn attempts(&self) -> Option<u32> {
+        (self.attempts > 0).then_some(self.attempts)
+    }
+
     /// Takes the source error out.
     pub fn into_source(self) -> Option<BoxError> {
         self.source
@@ -125,6 +143,9 @@ impl fmt::Debug for Error {
             .field("retryable", &self.failure.retryable());
         if let Some(after) = self.failure.retry_after() {
             d.field("retry_after", &after);
+        }
+        if let Some(attempts) = self.attempts() {
+            d.field("attempts", &attempts);
         }
         if let Some(source) = &self.source {
             d.field("source", source);

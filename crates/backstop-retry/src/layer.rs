@@ -937,7 +937,8 @@ fn stopped<B, R>(
                 return not_replayed(Err(err), why, info);
             }
             _ => err,
-        }),
+        }
+        .with_attempts(info.attempts())),
     }
 }
 
@@ -952,7 +953,8 @@ fn not_replayed<R>(
             let phase = failure.phase();
             Err(
                 Error::from_failure(Failure::new(Kind::BodyNotReplayable, phase))
-                    .with_source(NotReplayed { why, failure }),
+                    .with_source(NotReplayed { why, failure })
+                    .with_attempts(info.attempts()),
             )
         }
     }

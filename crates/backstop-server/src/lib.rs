@@ -36,10 +36,12 @@
 //! [`CatchPanicLayer`] innermost, around the handler.
 
 mod config;
+mod outcome;
 mod serve;
 mod shed;
 
 pub use config::{ConfigError, ServeConfig, ServeConfigBuilder};
+pub use outcome::{OutcomeCounts, OutcomeFuture, OutcomeLayer, OutcomeService};
 pub use serve::{BoxError, ServeSummary, Server, ServerStats};
 pub use shed::{LoadShed, LoadShedLayer, MAX_IN_FLIGHT, ShedFuture};
 /// Answers a handler panic with `500 Internal Server Error` instead of dropping the connection

@@ -53,17 +53,14 @@ impl CallInfo {
     }
 }
 
+/// The future a resolver returns: the addresses of a name.
+type ResolveFuture =
+    Pin<Box<dyn Future<Output = Result<std::vec::IntoIter<SocketAddr>, BoxError>> + Send>>;
+
 /// A resolver built from an async function, for [`ClientBuilder::resolver`].
 #[derive(Clone)]
 pub struct FnResolver {
-    resolve: Arc<
-        dyn Fn(
-                Name,
-            ) -> Pin<
-                Box<dyn Future<Output = Result<std::vec::IntoIter<SocketAddr>, BoxError>> + Send>,
-            > + Send
-            + Sync,
-    >,
+    resolve: Arc<dyn Fn(Name) -> ResolveFuture + Send + Sync>,
 }
 
 impl fmt::Debug for FnResolver {
@@ -91,8 +88,7 @@ impl FnResolver {
 impl Service<Name> for FnResolver {
     type Response = std::vec::IntoIter<SocketAddr>;
     type Error = BoxError;
-    type Future =
-        Pin<Box<dyn Future<Output = Result<std::vec::IntoIter<SocketAddr>, BoxError>> + Send>>;
+    type Future = ResolveFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))

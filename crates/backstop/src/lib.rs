@@ -3,6 +3,13 @@
 //! - [`Client`]: a ready HTTP client — deadline, safe retries with budget and backoff, a circuit
 //!   breaker per host, classified errors, attempt/connect/idle timeouts — built from a validated
 //!   [`Policy`].
+//! - [`Gateway`]: per-route policies from configuration (path prefix and methods → upstream +
+//!   [`Policy`]), e.g. no retries and a tight deadline for `/payments`, three retries for
+//!   `/catalog`.
+//! - [`ServerStack`]: the server-side rules for axum and hyper (incoming deadline, load
+//!   shedding with `503` + `Retry-After`, panic → `500`, response classification), to serve
+//!   with [`server::Server`] (an accept loop that survives accept errors, drops idle streams and
+//!   drains on shutdown).
 //! - The layers themselves, re-exported, to assemble your own stack around any
 //!   `Service<http::Request<B>>`: [`classify`], [`timeout`], [`deadline`], [`retry`],
 //!   [`breaker`], [`server`].
@@ -30,10 +37,14 @@
 //! ```
 
 mod client;
+mod gateway;
 mod policy;
+mod server_stack;
 
 pub use client::{CallInfo, Client, ClientBuilder, FnResolver, RequestBody, ResponseBody};
+pub use gateway::{Gateway, GatewayBody, MAX_FORWARDED_BODY, RouteConfig};
 pub use policy::{BreakerPolicy, BudgetPolicy, ConfigError, JitterMode, Policy, RetryPolicy};
+pub use server_stack::{ServerStack, ServerStackBuilder, ServerStackService};
 
 pub use backstop_classify::{
     Error, Failure, Kind, Outcome, Phase, ProtocolFailure, Retryable, Timer,

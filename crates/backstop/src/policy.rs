@@ -416,8 +416,10 @@ mod tests {
 
     #[test]
     fn cross_field_rules_name_the_field() {
-        let mut policy = Policy::default();
-        policy.attempt_timeout = Duration::from_secs(60);
+        let policy = Policy {
+            attempt_timeout: Duration::from_secs(60),
+            ..Policy::default()
+        };
         assert_eq!(
             policy.validate().map_err(|e| e.field().to_owned()),
             Err("attempt_timeout".into())

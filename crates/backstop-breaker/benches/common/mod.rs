@@ -69,9 +69,11 @@ impl<B: failsafe::futures::CircuitBreaker> Service<Request<()>> for Failsafe<B> 
     }
 }
 
+/// Per host, tripping on 5 consecutive failures only: failsafe's rule.
 pub fn backstop(fail: bool) -> backstop_breaker::CircuitBreaker<NoOp> {
     CircuitBreakerLayer::builder()
         .consecutive_failures(5)
+        .no_failure_rate()
         .open_for(LONG)
         .max_open_for(LONG)
         .build()
@@ -79,11 +81,24 @@ pub fn backstop(fail: bool) -> backstop_breaker::CircuitBreaker<NoOp> {
         .layer(NoOp { fail })
 }
 
+/// Per host with the default rules: 5 consecutive failures, or 50 % of the last 100 calls (a
+/// count window recorded on every call).
+pub fn backstop_default_rules(fail: bool) -> backstop_breaker::CircuitBreaker<NoOp> {
+    CircuitBreakerLayer::builder()
+        .open_for(LONG)
+        .max_open_for(LONG)
+        .build()
+        .unwrap()
+        .layer(NoOp { fail })
+}
+
+/// One breaker, tripping on 5 consecutive failures only.
 pub fn backstop_single(
     fail: bool,
 ) -> backstop_breaker::CircuitBreaker<NoOp, backstop_breaker::Single> {
     CircuitBreakerLayer::single()
         .consecutive_failures(5)
+        .no_failure_rate()
         .open_for(LONG)
         .max_open_for(LONG)
         .build()
@@ -115,16 +130,22 @@ pub fn failsafe(
     }
 }
 
-/// One whole call: ready, call, poll to completion. `true` if it succeeded.
+/// A request to `URI`, built outside the measured code.
+pub fn request() -> Request<()> {
+    let mut req = Request::new(());
+    *req.uri_mut() = Uri::from_static(URI);
+    req
+}
+
+/// One whole call with a request built by the caller: ready, call, poll to completion, drop the
+/// result. `true` if it succeeded.
 #[inline]
-pub fn drive<S: Service<Request<()>>>(svc: &mut S) -> bool {
+pub fn drive<S: Service<Request<()>>>(svc: &mut S, req: Request<()>) -> bool {
     let mut cx = Context::from_waker(Waker::noop());
     match svc.poll_ready(&mut cx) {
         Poll::Ready(Ok(())) => {}
         _ => return false,
     }
-    let mut req = Request::new(());
-    *req.uri_mut() = Uri::from_static(URI);
     let fut = pin!(svc.call(req));
     matches!(fut.poll(&mut cx), Poll::Ready(Ok(_)))
 }
@@ -132,9 +153,9 @@ pub fn drive<S: Service<Request<()>>>(svc: &mut S) -> bool {
 /// Trips a breaker built over a failing upstream.
 pub fn trip<S: Service<Request<()>>>(svc: &mut S) {
     for _ in 0..20 {
-        drive(svc);
+        drive(svc, request());
     }
-    assert!(!drive(svc));
+    assert!(!drive(svc, request()));
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {

@@ -1,0 +1,80 @@
+//! An axum gateway with per-route policies loaded from `examples/gateway.toml`, proxying to chaos
+//! upstreams on loopback.
+//!
+//! `cargo run --example gateway` runs a short demo and exits; `-- --serve` keeps the gateway up
+//! (Ctrl-C to stop) so you can `curl` it.
+
+use std::time::Duration;
+
+use backstop::server::{ServeConfig, Server};
+use backstop::{Gateway, ServerStack};
+use backstop_chaos::{ChaosServer, Fault, Script};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let serve = std::env::args().any(|arg| arg == "--serve");
+
+    // Two upstreams that fail twice on every path before answering.
+    let payments = ChaosServer::start().await?;
+    payments.script("/payments", Script::fail_times(2, Fault::status(503)));
+    let catalog = ChaosServer::start().await?;
+    catalog.script("/catalog", Script::fail_times(2, Fault::status(503)));
+
+    let config = include_str!("gateway.toml")
+        .replace("${PAYMENTS}", &payments.addr().to_string())
+        .replace("${CATALOG}", &catalog.addr().to_string());
+    let gateway = Gateway::from_toml(&config)?;
+    println!("routes: {:?}", gateway.prefixes().collect::<Vec<_>>());
+
+    let app = axum::Router::new()
+        .fallback_service(gateway)
+        .layer(ServerStack::builder().build()?);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = Server::new(listener, ServeConfig::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.serve_with_shutdown(app, async {
+        let _ = stopped.await;
+    }));
+    println!("gateway listening on http://{addr}");
+
+    if serve {
+        println!("try: curl -v -X POST http://{addr}/payments/charge   (no retries: 503)");
+        println!("     curl -v http://{addr}/catalog/items             (retried: 200)");
+        tokio::signal::ctrl_c().await?;
+    } else {
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        for (method, path) in [
+            ("POST", "/payments/charge"),
+            ("GET", "/catalog/items"),
+            ("GET", "/nowhere"),
+        ] {
+            let req = http::Request::builder()
+                .method(method)
+                .uri(format!("http://{addr}{path}"))
+                .body(Full::new(Bytes::from_static(b"{}")))?;
+            let res = client.request(req).await?;
+            let status = res.status();
+            let body = res.into_body().collect().await?.to_bytes();
+            let first_line = String::from_utf8_lossy(&body)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned();
+            println!("{method:<5} {path:<18} -> {status}  {first_line}");
+        }
+        println!(
+            "\nupstream deliveries: payments {} (POST, no retries), catalog {} (GET, retried until it answered)",
+            payments.count("POST", "/payments/charge"),
+            catalog.count("GET", "/catalog/items"),
+        );
+    }
+    let _ = stop.send(());
+    let summary = tokio::time::timeout(Duration::from_secs(10), running).await???;
+    println!("gateway stopped: {summary:?}");
+    Ok(())
+}
