@@ -104,8 +104,14 @@ async fn the_gateway_routes_by_prefix_and_applies_each_routes_policy() {
     assert_eq!(catalog.deliveries()[0].query.as_deref(), Some("page=2"));
 
     // A method the route does not serve, and a path no route serves.
-    assert_eq!(call(addr, "GET", "/payments/charge").await.0, StatusCode::NOT_FOUND);
-    assert_eq!(call(addr, "GET", "/elsewhere").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        call(addr, "GET", "/payments/charge").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        call(addr, "GET", "/elsewhere").await.0,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
@@ -211,7 +217,10 @@ async fn the_server_stack_sheds_survives_panics_and_classifies() {
     for task in slow {
         assert_eq!(task.await.unwrap().0, StatusCode::OK);
     }
-    assert_eq!(call(addr, "GET", "/panic").await.0, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        call(addr, "GET", "/panic").await.0,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
     assert_eq!(call(addr, "GET", "/").await.0, StatusCode::OK);
     assert_eq!(counts.shed(), 200);
     assert_eq!(counts.success(), 5);
@@ -221,12 +230,14 @@ async fn the_server_stack_sheds_survives_panics_and_classifies() {
 #[tokio::test]
 async fn a_handler_past_the_callers_deadline_is_cancelled_with_504() {
     let stack = ServerStack::builder().build().unwrap();
-    let app = tower::ServiceBuilder::new().layer(stack).service(tower::service_fn(
-        |_req: Request<hyper::body::Incoming>| async {
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"late\n"))))
-        },
-    ));
+    let app = tower::ServiceBuilder::new()
+        .layer(stack)
+        .service(tower::service_fn(
+            |_req: Request<hyper::body::Incoming>| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"late\n"))))
+            },
+        ));
     let (addr, _stop) = serve(app).await;
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let req = Request::get(format!("http://{addr}/"))

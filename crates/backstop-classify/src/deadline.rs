@@ -1,8 +1,9 @@
 //! [`Deadline`]: the instant by which a whole call must be done, shared by every layer.
 //!
-//! The deadline layer puts it in the request's extensions; the layers inside it (retry, attempt
-//! timeout) read it to clamp sleeps and bound attempts. It lives in the vocabulary crate so that
-//! no layer has to depend on another to read it.
+//! The deadline layer makes it [ambient](mod@crate::ambient) around the layers inside it, or puts
+//! it in the request's extensions; those layers (retry, attempt timeout) read it with
+//! [`Deadline::current`] to clamp sleeps and bound attempts. It lives in the vocabulary crate so
+//! that no layer has to depend on another to read it.
 
 use std::time::Duration;
 
@@ -70,6 +71,37 @@ impl Deadline {
     /// The deadline carried by a request, if any.
     pub fn of<B>(req: &Request<B>) -> Option<Deadline> {
         req.extensions().get::<Deadline>().copied()
+    }
+
+    /// The deadline `req` must meet: the one in its extensions ([`Deadline::of`]) or the
+    /// [ambient](mod@crate::ambient) one of the task, the earlier if both are set. This is what a
+    /// layer inside a deadline layer should read: the client deadline layer carries its deadline
+    /// ambiently by default, without touching the request.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use backstop_classify::{Deadline, ambient};
+    /// use http::Request;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let mut req = Request::new(());
+    /// assert_eq!(Deadline::current(&req), None);
+    /// let near = Deadline::after(Duration::from_secs(1));
+    /// let far = Deadline::after(Duration::from_secs(5));
+    /// ambient::sync_scope(near, || assert_eq!(Deadline::current(&req), Some(near)));
+    /// far.apply(&mut req);
+    /// assert_eq!(Deadline::current(&req), Some(far));
+    /// ambient::sync_scope(near, || assert_eq!(Deadline::current(&req), Some(near)));
+    /// # }
+    /// ```
+    #[inline]
+    pub fn current<B>(req: &Request<B>) -> Option<Deadline> {
+        let ambient = crate::ambient::current();
+        match Deadline::of(req) {
+            Some(carried) => Some(ambient.map_or(carried, |a| a.earliest(carried))),
+            None => ambient,
+        }
     }
 
     /// Puts `self` on the request, keeping an earlier deadline already there.

@@ -33,9 +33,11 @@
 //!   errors into an [`Outcome`]; [`HttpPolicy`] and [`GrpcPolicy`] are the defaults.
 //! - [`ClassifyLayer`]: a tower layer that does the above once and stores the [`Outcome`] in the
 //!   response extensions.
-//! - [`Deadline`]: the instant a whole call must end by, carried in request extensions.
+//! - [`Deadline`]: the instant a whole call must end by, carried in request extensions or as the
+//!   [ambient](mod@ambient) deadline of the task; [`Deadline::current`] reads either.
 //! - [`parse_retry_after`], [`parse_grpc_pushback`]: untrusted headers, parsed without panics.
 
+pub mod ambient;
 mod deadline;
 mod error;
 mod failure;

@@ -53,6 +53,8 @@ fn main() {
     let baseline = |name: &str, of: &[f64]| -> f64 {
         let bare = if name.starts_with("server") || name.contains("budget") {
             "bare no-op, budget header"
+        } else if name.ends_with(", body") {
+            "bare no-op, body"
         } else {
             "bare no-op"
         };

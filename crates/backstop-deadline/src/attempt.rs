@@ -8,11 +8,13 @@ use std::time::Duration;
 use backstop_classify::{BoxError, Deadline, Error, Failure, Kind, Phase, Timer};
 use http::Request;
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep, sleep_until};
+use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::propagate::Propagation;
+use crate::ambient::Budget;
+use crate::propagate::{Prepared, Propagation};
+use crate::timer::Timer as AttemptTimer;
 use crate::{ConfigError, ambient, deadline_failure};
 
 /// The longest attempt timeout accepted (a day): longer ones are surely a unit mistake.
@@ -51,6 +53,8 @@ const MAX_ATTEMPT: Duration = Duration::from_secs(86_400);
 pub struct AttemptTimeoutLayer {
     timeout: Duration,
     propagation: Propagation,
+    // The headers for the whole attempt timeout left, formatted once.
+    prepared: Option<Prepared>,
 }
 
 impl AttemptTimeoutLayer {
@@ -113,6 +117,7 @@ impl AttemptTimeoutLayerBuilder {
         )?;
         Ok(AttemptTimeoutLayer {
             timeout,
+            prepared: self.propagation.prepare(timeout),
             propagation: self.propagation,
         })
     }
@@ -158,38 +163,67 @@ where
             .map_err(|err| Error::classify(err, Phase::Local))
     }
 
+    #[inline]
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let now = Instant::now();
-        let mut until = now + self.layer.timeout;
-        let mut timer = Timer::Attempt;
-        let inherited = match (Deadline::of(&req), ambient::current()) {
-            (Some(a), Some(b)) => Some(a.earliest(b)),
-            (a, b) => a.or(b),
-        };
-        if let Some(deadline) = inherited
-            && deadline.instant() <= until
-        {
-            if deadline.instant() <= now {
-                return ResponseFuture::failed(deadline_failure(Phase::Local));
-            }
-            until = deadline.instant();
-            timer = Timer::Deadline;
-        }
-        if let Err(failure) = self.layer.propagation.write(&mut req, until, now) {
-            return ResponseFuture::failed(failure);
-        }
-        ResponseFuture {
-            state: State::Running {
-                inner: self.inner.call(req),
-                sleep: None,
-                until,
-                timer,
-            },
+        // One call of the inner service, so its future is built in place.
+        match self.plan(&mut req) {
+            Ok((budget, timer)) => ResponseFuture::running(self.inner.call(req), budget, timer),
+            Err(failure) => ResponseFuture::failed(failure),
         }
     }
 }
 
+impl<S> AttemptTimeout<S> {
+    /// What bounds this attempt and which timer it counts as, with the headers written; or why
+    /// it must not be sent.
+    #[inline]
+    fn plan<B>(&self, req: &mut Request<B>) -> Result<(Budget, Timer), Failure> {
+        let timeout = self.layer.timeout;
+        // Our own timeout is the earlier bound when nothing else applies, or when the only other
+        // is a deadline that has not started and is longer: it will start no earlier than ours
+        // (nobody has asked for it yet, and ours starts at our first wait, inside its scope). The
+        // clock is then read only if the attempt has to wait.
+        let own_is_earliest = Deadline::of(req).is_none()
+            && match ambient::peek() {
+                None => true,
+                Some(Budget::NotStarted(outer)) => timeout < outer,
+                Some(Budget::At(_)) => false,
+            };
+        if own_is_earliest {
+            if let Some(prepared) = &self.layer.prepared {
+                self.layer.propagation.write_prepared(req, prepared);
+            }
+            return Ok((Budget::NotStarted(timeout), Timer::Attempt));
+        }
+        let now = Instant::now();
+        let mut until = now + timeout;
+        let mut timer = Timer::Attempt;
+        if let Some(deadline) = Deadline::current(req)
+            && deadline.instant() <= until
+        {
+            if deadline.instant() <= now {
+                return Err(deadline_failure(Phase::Local));
+            }
+            until = deadline.instant();
+            timer = Timer::Deadline;
+        }
+        self.layer.propagation.write(req, until, now)?;
+        Ok((Budget::At(Deadline::at(until)), timer))
+    }
+}
+
 impl<F> ResponseFuture<F> {
+    #[inline]
+    fn running(inner: F, budget: Budget, timer: Timer) -> Self {
+        ResponseFuture {
+            state: State::Running {
+                inner,
+                clock: AttemptTimer::new(budget),
+                timer,
+            },
+        }
+    }
+
     fn failed(failure: Failure) -> Self {
         ResponseFuture {
             state: State::Failed { failure },
@@ -215,8 +249,7 @@ pin_project! {
             #[pin]
             inner: F,
             #[pin]
-            sleep: Option<Sleep>,
-            until: Instant,
+            clock: AttemptTimer,
             timer: Timer,
         },
         Failed {
@@ -233,31 +266,24 @@ where
 {
     type Output = Result<T, Error>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
         let output = match state.as_mut().project() {
             StateProj::Running {
                 inner,
-                mut sleep,
-                until,
+                clock,
                 timer,
             } => match inner.poll(cx) {
                 Poll::Ready(result) => {
                     result.map_err(|err| Error::classify(err, Phase::AwaitHeaders))
                 }
-                Poll::Pending => {
-                    if sleep.is_none() {
-                        sleep.set(Some(sleep_until(*until)));
-                    }
-                    match sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {
-                        // The request may have reached the peer: an attempt timeout is
-                        // retryable only for idempotent requests (phase "awaiting headers").
-                        Some(Poll::Ready(())) => {
-                            Err(Error::new(Kind::TimedOut(*timer), Phase::AwaitHeaders))
-                        }
-                        _ => return Poll::Pending,
-                    }
-                }
+                // The request may have reached the peer: an attempt timeout is retryable only for
+                // idempotent requests (phase "awaiting headers").
+                Poll::Pending => match clock.poll_expired(cx) {
+                    Poll::Ready(()) => Err(Error::new(Kind::TimedOut(*timer), Phase::AwaitHeaders)),
+                    Poll::Pending => return Poll::Pending,
+                },
             },
             StateProj::Failed { failure } => Err(Error::from_failure(*failure)),
             StateProj::Done => Err(crate::polled_after_completion()),

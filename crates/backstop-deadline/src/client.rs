@@ -10,10 +10,12 @@ use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
+
+use crate::ambient::{Budget, Entered};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::propagate::Propagation;
+use crate::propagate::{Prepared, Propagation};
 use crate::{ConfigError, ambient, deadline_error, deadline_failure};
 
 /// How far a deadline may lie ahead; the same clamp as [`Deadline::after`].
@@ -33,25 +35,42 @@ pub enum Covers {
 /// How the deadline travels to the layers inside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Carry {
-    /// As a [`Deadline`] in the request extensions, where backstop's retry and attempt timeout
-    /// read it. The default. Costs the extension map's allocations when the request has none.
+    /// As the [ambient](mod@crate::ambient) deadline, set around the inner `call` and every poll
+    /// of the inner future: backstop's retry and [`AttemptTimeout`](crate::AttemptTimeout) read it
+    /// with [`Deadline::current`]. The default: it never touches the request, so it allocates
+    /// nothing, and a call that completes at once never reads the clock.
     #[default]
-    Extensions,
-    /// As the [ambient](mod@crate::ambient) task-local around the inner call only. Allocation-free,
-    /// but only layers that read the ambient deadline ([`AttemptTimeout`](crate::AttemptTimeout))
-    /// see it.
     TaskLocal,
+    /// Ambiently as above *and* as a [`Deadline`] in the request extensions, for layers that read
+    /// only [`Deadline::of`] or that move the request to another task (e.g. tower's `Buffer`).
+    /// Costs the extension map's allocations (3 when the request has no extensions yet) and a
+    /// clock read per call.
+    Extensions,
 }
 
 /// The outermost ceiling over a call: every attempt, every backoff sleep and, by default, the
 /// response body.
 ///
 /// The effective deadline is the earliest of the layer's own timeout, a [`Deadline`] already on
-/// the request, and the [ambient](mod@crate::ambient) deadline of the server handler the call is made
-/// from. It is put in the request extensions for the layers inside (retry clamps its backoff to
-/// it; [`AttemptTimeout`](crate::AttemptTimeout) bounds each attempt by it) and written into the
-/// outgoing headers ([`Propagation`]). At the deadline the inner future is dropped and the call
-/// fails with timed out (deadline), which is never retried.
+/// the request, and the [ambient](mod@crate::ambient) deadline of the server handler the call is
+/// made from. The layers inside read it with [`Deadline::current`] (retry clamps its backoff to
+/// it; [`AttemptTimeout`](crate::AttemptTimeout) bounds each attempt by it): it is
+/// [carried](Carry) as their ambient deadline, and optionally in the request extensions. It is
+/// also written into the outgoing headers ([`Propagation`]). At the deadline the inner future is
+/// dropped and the call fails with timed out (deadline), which is never retried.
+///
+/// # When the clock starts
+/// The layer's own timeout counts from the call. When nothing else bounds the call (no deadline
+/// on the request, none ambient) and [`Carry::TaskLocal`] is used, the clock is read lazily: at
+/// the first moment anything needs the deadline — a layer inside asking for it, the inner future
+/// having to wait, or a response body that has yet to stream — rather than in `call`. Until then
+/// nothing can have waited on the deadline, and on tokio's clock no time passes within the
+/// synchronous `call` and first poll of an `.await`ed call (a paused clock only moves when the
+/// runtime parks); in real time, the start moves by the synchronous work done before the first
+/// wait (microseconds). Only a response future created and then left unpolled starts its clock
+/// at its first poll. The propagated header is unaffected: it carries the whole timeout minus
+/// the margin either way, never more than is left. In exchange a call answered at once costs no
+/// clock read, no timer and no allocation.
 ///
 /// ```
 /// use std::time::Duration;
@@ -70,6 +89,8 @@ pub struct DeadlineLayer {
     covers: Covers,
     carry: Carry,
     propagation: Propagation,
+    // The headers for the whole timeout left, formatted once (see `Propagation::prepare`).
+    prepared: Option<Prepared>,
 }
 
 impl DeadlineLayer {
@@ -87,8 +108,9 @@ impl DeadlineLayer {
         DeadlineLayer {
             timeout: None,
             covers: Covers::Body,
-            carry: Carry::Extensions,
+            carry: Carry::TaskLocal,
             propagation: Propagation::new(),
+            prepared: None,
         }
     }
 }
@@ -115,7 +137,7 @@ impl DeadlineLayerBuilder {
         self
     }
 
-    /// How the deadline reaches the inner layers (default: request extensions).
+    /// How the deadline reaches the inner layers (default: [ambiently](Carry::TaskLocal)).
     #[must_use]
     pub fn carry(mut self, carry: Carry) -> Self {
         self.layer.carry = carry;
@@ -144,6 +166,7 @@ impl DeadlineLayerBuilder {
         }
         let mut layer = self.layer;
         layer.timeout = layer.timeout.map(|t| t.min(FAR_FUTURE));
+        layer.prepared = layer.timeout.and_then(|t| layer.propagation.prepare(t));
         Ok(layer)
     }
 }
@@ -190,34 +213,51 @@ where
             .map_err(|err| Error::classify(err, Phase::Local))
     }
 
+    #[inline]
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        // One call of the inner service, whatever the plan, so the compiler can build the inner
+        // future in place instead of copying it (and the request) around.
+        let budget = match self.plan(&mut req) {
+            Ok(budget) => budget,
+            Err(failure) => return ResponseFuture::failed(failure),
+        };
+        let entered = budget.map(Entered::new);
+        let future = self.inner.call(req);
+        let budget = entered.map(Entered::leave);
+        ResponseFuture::new(future, budget, self.layer.covers == Covers::Body)
+    }
+}
+
+impl<S> DeadlineService<S> {
+    /// The deadline this call runs under (`None`: no deadline anywhere), with the headers
+    /// written and the extension inserted as configured; or why it must not be sent.
+    #[inline]
+    fn plan<B>(&self, req: &mut Request<B>) -> Result<Option<Budget>, Failure> {
+        if let Some(timeout) = self.layer.timeout
+            && self.layer.carry == Carry::TaskLocal
+            && ambient::peek().is_none()
+            && Deadline::of(req).is_none()
+        {
+            // Only our own timeout applies: it starts when first needed (see "When the clock
+            // starts"), and its headers are the prepared ones.
+            if let Some(prepared) = &self.layer.prepared {
+                self.layer.propagation.write_prepared(req, prepared);
+            }
+            return Ok(Some(Budget::NotStarted(timeout)));
+        }
         let now = Instant::now();
         let own = self.layer.timeout.map(|t| Deadline::at(now + t));
-        let Some(deadline) = earliest(earliest(own, Deadline::of(&req)), ambient::current()) else {
-            return ResponseFuture::passthrough(self.inner.call(req));
+        let Some(deadline) = earliest(earliest(own, Deadline::of(req)), ambient::current()) else {
+            return Ok(None);
         };
         if deadline.instant() <= now {
-            return ResponseFuture::failed(deadline_failure(Phase::Local));
+            return Err(deadline_failure(Phase::Local));
         }
-        if let Err(failure) = self
-            .layer
-            .propagation
-            .write(&mut req, deadline.instant(), now)
-        {
-            return ResponseFuture::failed(failure);
+        self.layer.propagation.write(req, deadline.instant(), now)?;
+        if self.layer.carry == Carry::Extensions {
+            crate::carry_in_extensions(req, deadline);
         }
-        let covers_body = self.layer.covers == Covers::Body;
-        let (future, scoped) = match self.layer.carry {
-            Carry::Extensions => {
-                crate::carry_in_extensions(&mut req, deadline);
-                (self.inner.call(req), false)
-            }
-            Carry::TaskLocal => {
-                let _entered = ambient::Entered::new(deadline);
-                (self.inner.call(req), true)
-            }
-        };
-        ResponseFuture::running(future, deadline.instant(), covers_body, scoped)
+        Ok(Some(Budget::At(deadline)))
     }
 }
 
@@ -251,10 +291,8 @@ pin_project! {
             #[pin]
             inner: F,
             #[pin]
-            sleep: Option<Sleep>,
-            deadline: Instant,
+            timer: crate::timer::Timer,
             covers_body: bool,
-            scoped: bool,
         },
         Failed {
             failure: Failure,
@@ -264,22 +302,17 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    fn passthrough(inner: F) -> Self {
-        ResponseFuture {
-            state: State::Passthrough { inner },
-        }
-    }
-
-    fn running(inner: F, deadline: Instant, covers_body: bool, scoped: bool) -> Self {
-        ResponseFuture {
-            state: State::Running {
+    #[inline]
+    fn new(inner: F, budget: Option<Budget>, covers_body: bool) -> Self {
+        let state = match budget {
+            Some(budget) => State::Running {
                 inner,
-                sleep: None,
-                deadline,
+                timer: crate::timer::Timer::new(budget),
                 covers_body,
-                scoped,
             },
-        }
+            None => State::Passthrough { inner },
+        };
+        ResponseFuture { state }
     }
 
     fn failed(failure: Failure) -> Self {
@@ -292,10 +325,12 @@ impl<F> ResponseFuture<F> {
 impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    B: Body,
     E: Into<BoxError>,
 {
     type Output = Result<Response<DeadlineBody<B>>, Error>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
         let output = match state.as_mut().project() {
@@ -305,30 +340,25 @@ where
             },
             StateProj::Running {
                 inner,
-                mut sleep,
-                deadline,
+                mut timer,
                 covers_body,
-                scoped,
             } => {
-                let deadline = *deadline;
-                let entered = scoped.then(|| ambient::Entered::new(Deadline::at(deadline)));
-                let polled = inner.poll(cx);
-                drop(entered);
+                let polled = timer.as_mut().run(|| inner.poll(cx));
                 match polled {
-                    Poll::Ready(result) => finish(result, covers_body.then_some(deadline)),
-                    Poll::Pending => {
-                        if sleep.is_none() {
-                            // Created on the first wait only: a call answered at once never
-                            // touches the timer wheel.
-                            sleep.set(Some(sleep_until(deadline)));
-                        }
-                        match sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {
-                            // Dropping the inner future (below) is what cancels the attempt in
-                            // flight or the backoff sleep of a retry inside.
-                            Some(Poll::Ready(())) => Err(deadline_error(Phase::AwaitHeaders)),
-                            _ => return Poll::Pending,
-                        }
+                    Poll::Ready(Ok(res)) => {
+                        // A body that has already ended cannot outlive the deadline: no need to
+                        // start the clock for it.
+                        let body_deadline = (*covers_body && !res.body().is_end_stream())
+                            .then(|| timer.as_mut().deadline().instant());
+                        Ok(res.map(|body| DeadlineBody::new(body, body_deadline)))
                     }
+                    Poll::Ready(Err(err)) => Err(Error::classify(err, Phase::AwaitHeaders)),
+                    // Dropping the inner future (below) is what cancels the attempt in flight or
+                    // the backoff sleep of a retry inside.
+                    Poll::Pending => match timer.poll_expired(cx) {
+                        Poll::Ready(()) => Err(deadline_error(Phase::AwaitHeaders)),
+                        Poll::Pending => return Poll::Pending,
+                    },
                 }
             }
             StateProj::Failed { failure } => Err(Error::from_failure(*failure)),

@@ -38,9 +38,11 @@
 //! - [`DeadlineLayer`]: the outermost ceiling over the call, retries and backoff included; it
 //!   [covers](Covers) the response body too, or only the head. Its expiry is timed out
 //!   (deadline), never retried. The effective [`Deadline`] — the earliest of its own timeout, one
-//!   already on the request, and the [ambient](mod@crate::ambient) one of the server handler the call is made
-//!   from — travels inward as a request extension: retry clamps its backoff to it, and
-//!   [`AttemptTimeout`] bounds each attempt by `min(attempt timeout, time left)`.
+//!   already on the request, and the [ambient](mod@crate::ambient) one of the server handler the
+//!   call is made from — travels inward as the ambient deadline of the layers inside (optionally
+//!   also as a request extension, [`Carry`]), which read it with [`Deadline::current`]: retry
+//!   clamps its backoff to it, and [`AttemptTimeout`] bounds each attempt by
+//!   `min(attempt timeout, time left)`.
 //! - [`AttemptTimeoutLayer`] (placed inside retry): bounds one attempt; its expiry is timed out
 //!   (attempt), which retry repeats only for idempotent requests.
 //! - [Propagation](propagate): each outgoing request carries the time left minus a safety margin
@@ -61,10 +63,13 @@
 //!
 //! # Costs
 //! All timers are tokio's, so everything runs under `tokio::time::pause`. The success path
-//! touches the timer wheel only when the inner service has to wait, and takes no lock. It
-//! allocates nothing with [`Carry::TaskLocal`] and [`Propagation::disabled`]; by default each
-//! layer pays what `http` charges for a request extension (up to 3 allocations when the request
-//! has none yet) and one per header value written.
+//! touches the timer wheel only when the inner service has to wait, and takes no lock. By default
+//! a call that completes at once reads no clock either (see
+//! [when the clock starts](DeadlineLayer#when-the-clock-starts)), and allocates nothing — header
+//! propagation included, since the value for a deadline that has not started is formatted once
+//! when the layer is built. A header value is formatted (one allocation) when the budget is
+//! shorter than the layer's own, e.g. under a server handler's deadline; [`Carry::Extensions`]
+//! costs what `http` charges for a request extension (up to 3 allocations).
 //!
 //! # What the deadline does not cover
 //! The client deadline starts when the call is made: waiting in `poll_ready` (e.g. for a
@@ -74,6 +79,7 @@
 //! [`ambient::scope`].
 
 mod config;
+mod timer;
 
 pub mod ambient;
 pub mod attempt;

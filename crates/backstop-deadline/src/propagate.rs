@@ -307,24 +307,75 @@ impl Propagation {
             return Err(Failure::new(Kind::TimedOut(Timer::Deadline), Phase::Local));
         }
         if self.grpc && is_grpc(req) {
-            write_if_shorter(
-                req,
-                GRPC_TIMEOUT,
-                budget,
-                parse_grpc_timeout,
-                format_grpc_timeout,
-            );
+            write_if_shorter(req, GRPC_TIMEOUT, budget, parse_grpc_timeout, || {
+                format_grpc_timeout(budget)
+            });
         } else if let Some(name) = &self.header {
-            write_if_shorter(
-                req,
-                name.clone(),
-                budget,
-                parse_timeout_ms,
-                format_timeout_ms,
-            );
+            write_if_shorter(req, name.clone(), budget, parse_timeout_ms, || {
+                format_timeout_ms(budget)
+            });
         }
         Ok(())
     }
+
+    /// The header values for a whole `timeout` left, formatted once when a layer is built (`None`
+    /// when nothing is written). A deadline that has not started yet has all of its timeout left,
+    /// so its headers are always these: writing them clones a shared value instead of formatting
+    /// and allocating a new one per call.
+    pub(crate) fn prepare(&self, timeout: Duration) -> Option<Prepared> {
+        if !self.is_enabled() {
+            return None;
+        }
+        // The builders reject a margin leaving less than `MIN_PROPAGATED` under the timeout.
+        let budget = timeout.saturating_sub(self.margin).max(MIN_PROPAGATED);
+        let ms = self.header.as_ref().map(|name| {
+            let mut value = format_timeout_ms(budget);
+            shareable(&mut value);
+            (name.clone(), value)
+        });
+        let grpc = self.grpc.then(|| {
+            let mut value = format_grpc_timeout(budget);
+            shareable(&mut value);
+            value
+        });
+        Some(Prepared { budget, ms, grpc })
+    }
+
+    /// Writes the prepared values (the whole timeout left) into `req`.
+    #[inline]
+    pub(crate) fn write_prepared<B>(&self, req: &mut Request<B>, prepared: &Prepared) {
+        if let Some(grpc) = &prepared.grpc
+            && is_grpc(req)
+        {
+            write_if_shorter(
+                req,
+                GRPC_TIMEOUT,
+                prepared.budget,
+                parse_grpc_timeout,
+                || grpc.clone(),
+            );
+        } else if let Some((name, value)) = &prepared.ms {
+            write_if_shorter(req, name.clone(), prepared.budget, parse_timeout_ms, || {
+                value.clone()
+            });
+        }
+    }
+}
+
+/// Header values formatted once for a fixed budget; see [`Propagation::prepare`].
+#[derive(Debug, Clone)]
+pub(crate) struct Prepared {
+    budget: Duration,
+    ms: Option<(HeaderName, HeaderValue)>,
+    grpc: Option<HeaderValue>,
+}
+
+/// Makes later clones of `value` share its bytes (a reference count) instead of copying them:
+/// `Bytes` built from a `Vec` switches to shared storage on its first clone, so that clone is done
+/// here, once, rather than on the first call.
+fn shareable(value: &mut HeaderValue) {
+    let shared = value.clone();
+    *value = shared;
 }
 
 fn write_if_shorter<B>(
@@ -332,7 +383,7 @@ fn write_if_shorter<B>(
     name: HeaderName,
     budget: Duration,
     parse: fn(&HeaderValue) -> Incoming,
-    format: fn(Duration) -> HeaderValue,
+    value: impl FnOnce() -> HeaderValue,
 ) {
     let headers = req.headers_mut();
     if let Some(existing) = headers.get(&name)
@@ -341,7 +392,7 @@ fn write_if_shorter<B>(
     {
         return;
     }
-    headers.insert(name, format(budget));
+    headers.insert(name, value());
 }
 
 fn judge(negative: bool, duration: Duration) -> Incoming {

@@ -348,7 +348,7 @@ where
         if config.carry == Carry::Extensions {
             crate::carry_in_extensions(&mut req, deadline);
         }
-        let entered = ambient::Entered::new(deadline);
+        let entered = ambient::Entered::new(ambient::Budget::At(deadline));
         let future = self.inner.call(req);
         drop(entered);
         ResponseFuture::running(future, Some(deadline), config, grpc)
@@ -416,7 +416,7 @@ where
         let Some(deadline) = *this.deadline else {
             return inner.poll(cx);
         };
-        let entered = ambient::Entered::new(deadline);
+        let entered = ambient::Entered::new(ambient::Budget::At(deadline));
         let polled = inner.poll(cx);
         drop(entered);
         if let Poll::Ready(result) = polled {
@@ -431,7 +431,9 @@ where
                 tracing::debug!("deadline expired; dropping the handler");
                 // Dropped under the ambient deadline, so the handler's own drop code still sees
                 // it.
-                ambient::enter(deadline, || this.inner.set(None));
+                let entered = ambient::Entered::new(ambient::Budget::At(deadline));
+                this.inner.set(None);
+                drop(entered);
                 Poll::Ready(Ok(expired_response(
                     *this.expired_status,
                     *this.grpc_response,

@@ -92,22 +92,38 @@ async fn a_backoff_sleep_crossing_the_deadline_is_cut_short_without_another_atte
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_retry_reading_the_extension_fails_before_sleeping_past_the_deadline() {
-    let recorder = Recorder::default();
-    let mut retry = LocalRetry::new(upstream(recorder.clone(), Behaviour::Reset), 10, MS(400));
-    retry.deadline_aware = true;
-    let svc = deadline(Duration::from_secs(1)).layer(retry);
+async fn a_retry_reading_the_deadline_fails_before_sleeping_past_it() {
+    // Carried ambiently (the default) or also in the extensions: retry sees it either way.
+    for carry in [Carry::TaskLocal, Carry::Extensions] {
+        let recorder = Recorder::default();
+        let mut retry = LocalRetry::new(upstream(recorder.clone(), Behaviour::Reset), 10, MS(400));
+        retry.deadline_aware = true;
+        let layer = DeadlineLayer::builder()
+            .timeout(Duration::from_secs(1))
+            .carry(carry)
+            .build()
+            .unwrap();
+        let svc = layer.layer(retry);
 
-    let start = Instant::now();
-    let err = svc.oneshot(get()).await.unwrap_err();
+        let start = Instant::now();
+        let err = svc.oneshot(get()).await.unwrap_err();
 
-    // It gave up right after the third attempt instead of sleeping into the deadline.
-    assert_eq!(start.elapsed(), MS(800));
-    assert_eq!(err.kind(), Kind::TimedOut(Timer::Deadline));
-    assert_eq!(recorder.count(), 3);
-    let seen = recorder.seen();
-    let expected = Deadline::at(start + Duration::from_secs(1));
-    assert!(seen.iter().all(|s| s.deadline == Some(expected)));
+        // It gave up right after the third attempt instead of sleeping into the deadline.
+        assert_eq!(start.elapsed(), MS(800), "{carry:?}");
+        assert_eq!(err.kind(), Kind::TimedOut(Timer::Deadline));
+        assert_eq!(recorder.count(), 3);
+        let seen = recorder.seen();
+        let expected = Deadline::at(start + Duration::from_secs(1));
+        assert!(
+            seen.iter().all(|s| s.current == Some(expected)),
+            "{carry:?}"
+        );
+        let in_extensions = (carry == Carry::Extensions).then_some(expected);
+        assert!(
+            seen.iter().all(|s| s.deadline == in_extensions),
+            "{carry:?}"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -178,31 +194,45 @@ async fn the_effective_deadline_is_the_earliest_of_own_request_and_ambient() {
         (None, Some(MS(700)), Some(MS(400)), MS(400)),
         (None, None, Some(MS(400)), MS(400)),
     ];
-    for (own, on_request, in_scope, expected) in cases {
-        let recorder = Recorder::default();
-        let layer = match own {
-            Some(t) => deadline(t),
-            None => DeadlineLayer::inherit(),
-        };
-        let svc = layer.layer(upstream(recorder.clone(), Behaviour::Ok));
-        let mut req = get();
-        if let Some(t) = on_request {
-            Deadline::at(start + t).apply(&mut req);
+    for carry in [Carry::TaskLocal, Carry::Extensions] {
+        for (own, on_request, in_scope, expected) in cases {
+            let recorder = Recorder::default();
+            let layer = match own {
+                Some(t) => DeadlineLayer::builder().timeout(t),
+                None => DeadlineLayer::builder(),
+            };
+            let svc = layer
+                .carry(carry)
+                .build()
+                .unwrap()
+                .layer(upstream(recorder.clone(), Behaviour::Ok));
+            let mut req = get();
+            if let Some(t) = on_request {
+                Deadline::at(start + t).apply(&mut req);
+            }
+            let call = svc.oneshot(req);
+            let res = match in_scope {
+                Some(t) => ambient::scope(Deadline::at(start + t), call).await,
+                None => call.await,
+            };
+            assert!(res.is_ok());
+            let seen = &recorder.seen()[0];
+            let case = format!("{carry:?} {own:?} {on_request:?} {in_scope:?}");
+            assert_eq!(seen.current, Some(Deadline::at(start + expected)), "{case}");
+            if carry == Carry::Extensions {
+                assert_eq!(
+                    seen.deadline,
+                    Some(Deadline::at(start + expected)),
+                    "{case}"
+                );
+            }
+            let header = format!("{}", expected.as_millis() - 10);
+            assert_eq!(
+                seen.headers["request-timeout-ms"],
+                header.as_str(),
+                "{case}"
+            );
         }
-        let call = svc.oneshot(req);
-        let res = match in_scope {
-            Some(t) => ambient::scope(Deadline::at(start + t), call).await,
-            None => call.await,
-        };
-        assert!(res.is_ok());
-        let seen = &recorder.seen()[0];
-        assert_eq!(
-            seen.deadline,
-            Some(Deadline::at(start + expected)),
-            "{own:?} {on_request:?} {in_scope:?}"
-        );
-        let header = format!("{}", expected.as_millis() - 10);
-        assert_eq!(seen.headers["request-timeout-ms"], header.as_str());
     }
 }
 

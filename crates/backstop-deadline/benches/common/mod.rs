@@ -11,7 +11,7 @@ use backstop_deadline::propagate::Propagation;
 use backstop_deadline::{AttemptTimeoutLayer, Carry, DeadlineLayer, ServerDeadlineLayer};
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Empty;
+use http_body_util::{Empty, Full};
 use tower::{Layer, Service, ServiceExt};
 
 /// Answers at once, allocating nothing.
@@ -29,6 +29,25 @@ impl Service<Request<()>> for NoOp {
 
     fn call(&mut self, _req: Request<()>) -> Self::Future {
         ready(Ok(Response::new(Empty::new())))
+    }
+}
+
+/// Answers at once with a body that has not ended (so a deadline covering the body must start
+/// its clock for it), allocating nothing.
+#[derive(Clone, Copy)]
+pub struct NoOpBody;
+
+impl Service<Request<()>> for NoOpBody {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<Full<Bytes>>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: Request<()>) -> Self::Future {
+        ready(Ok(Response::new(Full::new(Bytes::from_static(b"ok")))))
     }
 }
 
@@ -86,19 +105,19 @@ pub fn cases() -> Vec<Case> {
     let secs = Duration::from_secs;
     let quiet = Propagation::disabled;
     let deadline_default = DeadlineLayer::builder().timeout(secs(5)).build().unwrap();
-    let deadline_lean = DeadlineLayer::builder()
+    let deadline_quiet = DeadlineLayer::builder()
         .timeout(secs(5))
-        .carry(Carry::TaskLocal)
         .propagation(quiet())
         .build()
         .unwrap();
     let deadline_ext_quiet = DeadlineLayer::builder()
         .timeout(secs(5))
+        .carry(Carry::Extensions)
         .propagation(quiet())
         .build()
         .unwrap();
     let attempt_default = AttemptTimeoutLayer::new(secs(1)).unwrap();
-    let attempt_lean = AttemptTimeoutLayer::builder()
+    let attempt_quiet = AttemptTimeoutLayer::builder()
         .timeout(secs(1))
         .propagation(quiet())
         .build()
@@ -117,15 +136,23 @@ pub fn cases() -> Vec<Case> {
             tower_timeout.layer(tower_timeout.layer(NoOp)),
             request,
         ),
-        case("AttemptTimeout lean", attempt_lean.layer(NoOp), request),
+        case(
+            "AttemptTimeout, no propagation",
+            attempt_quiet.layer(NoOp),
+            request,
+        ),
         case(
             "AttemptTimeout default",
             attempt_default.layer(NoOp),
             request,
         ),
-        case("DeadlineLayer lean", deadline_lean.layer(NoOp), request),
         case(
-            "DeadlineLayer ext, no propagation",
+            "DeadlineLayer, no propagation",
+            deadline_quiet.layer(NoOp),
+            request,
+        ),
+        case(
+            "DeadlineLayer Carry::Extensions, no propagation",
             deadline_ext_quiet.layer(NoOp),
             request,
         ),
@@ -135,13 +162,19 @@ pub fn cases() -> Vec<Case> {
             request,
         ),
         case(
-            "DeadlineLayer + AttemptTimeout lean",
-            deadline_lean.layer(attempt_lean.layer(NoOp)),
+            "DeadlineLayer + AttemptTimeout, no propagation",
+            deadline_quiet.layer(attempt_quiet.layer(NoOp)),
             request,
         ),
         case(
             "DeadlineLayer + AttemptTimeout default",
             deadline_default.layer(attempt_default.layer(NoOp)),
+            request,
+        ),
+        case("bare no-op, body", NoOpBody, request),
+        case(
+            "DeadlineLayer + AttemptTimeout, no propagation, body",
+            deadline_quiet.layer(attempt_quiet.layer(NoOpBody)),
             request,
         ),
         case("bare no-op, budget header", NoOp, request_with_budget),

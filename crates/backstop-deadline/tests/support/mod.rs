@@ -19,7 +19,10 @@ use tower::{Service, ServiceExt};
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub at: Instant,
+    /// The deadline in the request extensions.
     pub deadline: Option<Deadline>,
+    /// What a layer here reads: `Deadline::current` (extension or ambient, the earlier).
+    pub current: Option<Deadline>,
     pub ambient: Option<Deadline>,
     pub headers: HeaderMap,
 }
@@ -32,6 +35,7 @@ impl Recorder {
         self.0.lock().unwrap().push(Seen {
             at: Instant::now(),
             deadline: Deadline::of(req),
+            current: Deadline::current(req),
             ambient: backstop_deadline::ambient::current(),
             headers: req.headers().clone(),
         });
@@ -86,8 +90,8 @@ pub fn upstream(
 
 /// A deliberately simple retry loop: up to `attempts`, a fixed `backoff` between them, retrying
 /// whatever the failure says may be retried for the request's method. With `deadline_aware` it
-/// also does what backstop-retry does with the [`Deadline`] extension: it does not sleep into a
-/// backoff that would cross the deadline.
+/// also does what backstop-retry does with the [`Deadline`] (read with `Deadline::current`: the
+/// extension or the ambient one): it does not sleep into a backoff that would cross the deadline.
 #[derive(Clone)]
 pub struct LocalRetry<S> {
     pub inner: S,
@@ -132,7 +136,7 @@ where
             for attempt in 0..this.attempts {
                 if attempt > 0 {
                     if this.deadline_aware
-                        && let Some(deadline) = Deadline::of(&req)
+                        && let Some(deadline) = Deadline::current(&req)
                         && Instant::now() + this.backoff >= deadline.instant()
                     {
                         return Err(Error::new(Kind::TimedOut(Timer::Deadline), Phase::Local));

@@ -1,0 +1,208 @@
+//! Where the full stack's cost comes from: sequential loopback requests through stacks that add
+//! one layer at a time, interleaved in rounds. `cargo bench -p backstop --bench ablation`.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use backstop_breaker::CircuitBreakerLayer;
+use backstop_classify::ClassifyLayer;
+use backstop_deadline::{AttemptTimeoutLayer, DeadlineLayer};
+use backstop_retry::{ReplayBody, RetryLayer};
+use backstop_timeout::{ConnectTimeoutLayer, IdleTimeoutLayer, TcpConnector};
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::time::Instant;
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+const ROUNDS: usize = 8;
+const PER_ROUND: usize = 1_500;
+
+async fn upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+type Boxed =
+    tower::util::BoxCloneSyncService<Request<Full<Bytes>>, (), backstop_classify::BoxError>;
+
+fn boxed<S, B>(svc: S) -> Boxed
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<backstop_classify::BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<backstop_classify::BoxError>,
+{
+    Boxed::new(
+        svc.map_err(Into::into)
+            .and_then(|res: Response<B>| async move {
+                res.into_body().collect().await.map_err(Into::into)?;
+                Ok(())
+            }),
+    )
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let addr = upstream().await;
+        let url = format!("http://{addr}/");
+        let idle = IdleTimeoutLayer::new(Duration::from_secs(30)).unwrap();
+        let connector = || {
+            ServiceBuilder::new()
+                .layer(ConnectTimeoutLayer::new(Duration::from_secs(5)).unwrap())
+                .layer(idle)
+                .service(TcpConnector::new())
+        };
+        let plain = HyperClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let ours = HyperClient::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(connector());
+        let replay = || {
+            HyperClient::builder(TokioExecutor::new())
+                .build::<_, ReplayBody<Full<Bytes>>>(connector())
+        };
+        let attempt = || AttemptTimeoutLayer::new(Duration::from_secs(10)).unwrap();
+        let deadline = || {
+            DeadlineLayer::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap()
+        };
+        let variants: Vec<(&str, Boxed)> = vec![
+            ("bare hyper-util", boxed(plain)),
+            ("+ connector (connect+idle)", boxed(ours.clone())),
+            (
+                "+ body idle",
+                boxed(
+                    ServiceBuilder::new()
+                        .layer(idle.body_layer())
+                        .service(ours.clone()),
+                ),
+            ),
+            (
+                "+ attempt timeout",
+                boxed(
+                    ServiceBuilder::new()
+                        .layer(attempt())
+                        .layer(idle.body_layer())
+                        .service(ours.clone()),
+                ),
+            ),
+            (
+                "+ classify",
+                boxed(
+                    ServiceBuilder::new()
+                        .layer(ClassifyLayer::new())
+                        .layer(attempt())
+                        .layer(idle.body_layer())
+                        .service(ours.clone()),
+                ),
+            ),
+            (
+                "+ breaker",
+                boxed(
+                    ServiceBuilder::new()
+                        .layer(CircuitBreakerLayer::new())
+                        .layer(ClassifyLayer::new())
+                        .layer(attempt())
+                        .layer(idle.body_layer())
+                        .service(ours.clone()),
+                ),
+            ),
+            (
+                "+ retry",
+                boxed(
+                    ServiceBuilder::new()
+                        .layer(RetryLayer::new())
+                        .layer(CircuitBreakerLayer::new())
+                        .layer(ClassifyLayer::new())
+                        .layer(attempt())
+                        .layer(idle.body_layer())
+                        .service(replay()),
+                ),
+            ),
+            (
+                "+ deadline",
+                boxed(
+                    ServiceBuilder::new()
+                        .layer(deadline())
+                        .layer(RetryLayer::new())
+                        .layer(CircuitBreakerLayer::new())
+                        .layer(ClassifyLayer::new())
+                        .layer(attempt())
+                        .layer(idle.body_layer())
+                        .service(replay()),
+                ),
+            ),
+            ("backstop::Client", {
+                let client = backstop::Client::new().unwrap();
+                Boxed::new(tower::service_fn(move |req: Request<Full<Bytes>>| {
+                    let client = client.clone();
+                    async move {
+                        let res = client.send(req).await?;
+                        res.into_body().collect().await?;
+                        Ok::<_, backstop_classify::BoxError>(())
+                    }
+                }))
+            }),
+        ];
+        let mut totals = vec![Duration::ZERO; variants.len()];
+        for (_, svc) in &variants {
+            for _ in 0..300 {
+                svc.clone()
+                    .oneshot(Request::get(&url).body(Full::new(Bytes::new())).unwrap())
+                    .await
+                    .unwrap();
+            }
+        }
+        for _ in 0..ROUNDS {
+            for (i, (_, svc)) in variants.iter().enumerate() {
+                let started = Instant::now();
+                for _ in 0..PER_ROUND {
+                    let req = Request::get(&url).body(Full::new(Bytes::new())).unwrap();
+                    svc.clone().oneshot(req).await.unwrap();
+                }
+                totals[i] += started.elapsed();
+            }
+        }
+        let n = (ROUNDS * PER_ROUND) as f64;
+        let base = totals[0].as_secs_f64() / n;
+        println!("{:<28} {:>10} {:>12}", "stack", "µs/req", "over bare");
+        for ((name, _), total) in variants.iter().zip(&totals) {
+            let per = total.as_secs_f64() / n;
+            println!(
+                "{:<28} {:>10.2} {:>+11.2}µs",
+                name,
+                per * 1e6,
+                (per - base) * 1e6
+            );
+        }
+    });
+}

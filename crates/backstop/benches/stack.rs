@@ -1,0 +1,186 @@
+//! Loopback throughput and latency of the full `backstop::Client` stack against a bare
+//! hyper-util client, sequential and with 32 concurrent requests.
+//!
+//! `cargo bench -p backstop --bench stack` (a plain binary, not criterion: it prints a table).
+//! Each mode runs in interleaved rounds (bare, backstop, bare, …) so drift on a shared machine
+//! hits both sides alike; percentiles are over every request of every round.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::time::Instant;
+
+const ROUNDS: usize = 10;
+const SEQUENTIAL_PER_ROUND: usize = 2_000;
+const CONCURRENCY: usize = 32;
+const CONCURRENT_PER_TASK: usize = 100;
+
+async fn upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[derive(Clone)]
+enum Side {
+    Bare(Box<HyperClient<HttpConnector, Full<Bytes>>>),
+    Backstop(backstop::Client),
+}
+
+impl Side {
+    async fn get(&self, url: &str) {
+        match self {
+            Side::Bare(client) => {
+                let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
+                let res = client.request(req).await.unwrap();
+                let _ = res.into_body().collect().await.unwrap();
+            }
+            Side::Backstop(client) => {
+                let res = client.get(url).await.unwrap();
+                let _ = res.into_body().collect().await.unwrap();
+            }
+        }
+    }
+}
+
+async fn sequential(side: &Side, url: &str, latencies: &mut Vec<Duration>) -> Duration {
+    let started = Instant::now();
+    for _ in 0..SEQUENTIAL_PER_ROUND {
+        let t = Instant::now();
+        side.get(url).await;
+        latencies.push(t.elapsed());
+    }
+    started.elapsed()
+}
+
+async fn concurrent(side: &Side, url: &str, latencies: &mut Vec<Duration>) -> Duration {
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..CONCURRENCY)
+        .map(|_| {
+            let side = side.clone();
+            let url = url.to_owned();
+            tokio::spawn(async move {
+                let mut own = Vec::with_capacity(CONCURRENT_PER_TASK);
+                for _ in 0..CONCURRENT_PER_TASK {
+                    let t = Instant::now();
+                    side.get(&url).await;
+                    own.push(t.elapsed());
+                }
+                own
+            })
+        })
+        .collect();
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    started.elapsed()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+struct Tally {
+    requests: usize,
+    time: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            requests: 0,
+            time: Duration::ZERO,
+            latencies: Vec::new(),
+        }
+    }
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.time.as_secs_f64()
+    }
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let addr = upstream().await;
+        let url = format!("http://{addr}/");
+        let bare = Side::Bare(Box::new(
+            HyperClient::builder(TokioExecutor::new()).build_http(),
+        ));
+        let backstop = Side::Backstop(backstop::Client::builder().build().unwrap());
+        // Warm up both pools and code paths.
+        for _ in 0..500 {
+            bare.get(&url).await;
+            backstop.get(&url).await;
+        }
+        println!(
+            "{:<11} {:<9} {:>12} {:>9} {:>9} {:>9} {:>10}",
+            "mode", "client", "requests/s", "p50 µs", "p99 µs", "p99.9 µs", "vs bare"
+        );
+        for mode in ["sequential", "32 tasks"] {
+            let mut tallies = [Tally::new(), Tally::new()];
+            for _ in 0..ROUNDS {
+                for (i, side) in [&bare, &backstop].into_iter().enumerate() {
+                    let tally = &mut tallies[i];
+                    let (time, n) = if mode == "sequential" {
+                        (
+                            sequential(side, &url, &mut tally.latencies).await,
+                            SEQUENTIAL_PER_ROUND,
+                        )
+                    } else {
+                        (
+                            concurrent(side, &url, &mut tally.latencies).await,
+                            CONCURRENCY * CONCURRENT_PER_TASK,
+                        )
+                    };
+                    tally.time += time;
+                    tally.requests += n;
+                }
+            }
+            let bare_rps = tallies[0].rps();
+            for (name, tally) in ["bare", "backstop"].into_iter().zip(tallies.iter_mut()) {
+                tally.latencies.sort_unstable();
+                println!(
+                    "{:<11} {:<9} {:>12.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1}%",
+                    mode,
+                    name,
+                    tally.rps(),
+                    percentile(&tally.latencies, 0.50).as_secs_f64() * 1e6,
+                    percentile(&tally.latencies, 0.99).as_secs_f64() * 1e6,
+                    percentile(&tally.latencies, 0.999).as_secs_f64() * 1e6,
+                    tally.rps() / bare_rps * 100.0
+                );
+            }
+        }
+    });
+}
