@@ -49,8 +49,22 @@ async fn get_503_503_200_succeeds_on_the_third_attempt() {
     assert_eq!(info.delays.len(), 2);
     assert!(info.delays.iter().all(|d| *d <= Duration::from_millis(50)));
     assert_eq!(chaos.count("GET", "/flaky"), 3);
+    assert_eq!(info.breaker, Some(backstop::breaker::State::Closed));
+    assert!(info.time_to_headers > Duration::ZERO);
+    assert!(
+        info.connect.is_some(),
+        "the first call opened the connection"
+    );
     let body = res.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"ok\n");
+
+    let first_try = bounded(client.get(&chaos.url("/"))).await.unwrap();
+    let info = CallInfo::of(&first_try).cloned().unwrap();
+    assert_eq!(
+        (info.attempts, info.breaker),
+        (1, Some(backstop::breaker::State::Closed))
+    );
+    assert_eq!(info.connect, None, "the pooled connection was reused");
 }
 
 #[tokio::test]
@@ -109,6 +123,11 @@ async fn post_to_a_closed_port_is_retried_as_never_sent() {
     assert_eq!(err.kind(), Kind::Refused);
     assert_eq!(err.phase(), Phase::Connect);
     assert_eq!(err.retryable(), Retryable::Safe);
+    assert_eq!(
+        err.attempts(),
+        Some(3),
+        "never sent, so retried until the attempts ran out"
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
@@ -200,6 +219,8 @@ async fn a_sick_host_opens_its_breaker_and_calls_fail_fast() {
     let delivered = chaos.request_count();
     let err = bounded(client.get(&chaos.url("/"))).await.unwrap_err();
     assert_eq!(err.kind(), Kind::BreakerOpen);
+    let (_, snapshot) = client.breakers().unwrap().snapshots().remove(0);
+    assert_eq!(snapshot.state, backstop::breaker::State::Open);
     assert_eq!(err.phase(), Phase::Local);
     assert_eq!(
         chaos.request_count(),

@@ -44,6 +44,9 @@ pub struct CallInfo {
     /// Time from the call until the response head arrived (time to first byte), retries
     /// included.
     pub time_to_headers: Duration,
+    /// How long establishing the connection took (DNS + TCP + TLS) when this call opened a new
+    /// one; `None` when it reused a pooled connection.
+    pub connect: Option<Duration>,
 }
 
 impl CallInfo {
@@ -246,6 +249,8 @@ fn default_tls() -> rustls::ClientConfig {
 pub struct Client {
     service: BoxCloneSyncService<Request<RequestBody>, Response<ResponseBody>, Error>,
     breakers: Option<Breakers<PerAuthority>>,
+    /// Half-open admits a single probe, so a first-attempt success proves the breaker closed.
+    single_probe: bool,
 }
 
 impl fmt::Debug for Client {
@@ -301,6 +306,7 @@ impl Client {
             )
             .layer(idle)
             .service(https);
+        let connector = crate::timed::TimedConnector::new(connector);
         let mut builder = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
         builder.pool_timer(hyper_util::rt::TokioTimer::new());
         builder.pool_idle_timeout(Duration::from_secs(90));
@@ -344,27 +350,63 @@ impl Client {
                 .map_response(|res: Response<_>| res.map(BodyExt::boxed));
             (BoxCloneSyncService::new(service), None)
         };
-        Ok(Client { service, breakers })
+        Ok(Client {
+            service,
+            breakers,
+            single_probe: policy.breaker.half_open_probes == 1,
+        })
     }
 
     /// Sends `req` through every layer.
     pub async fn send(&self, req: Request<RequestBody>) -> Result<Response<ResponseBody>, Error> {
         let started = Instant::now();
-        let authority = self.breakers.as_ref().map(|_| breaker_key(&req));
+        // Kept to find the destination's breaker afterwards; a `Uri` clone shares its bytes.
+        let uri = self.breakers.is_some().then(|| req.uri().clone());
         let mut res = self.service.clone().oneshot(req).await?;
+        let time_to_headers = started.elapsed();
         let retry = RetryInfo::of(&res);
+        let breaker = match (&self.breakers, uri) {
+            (Some(breakers), Some(uri)) => {
+                self.breaker_state(breakers, &res, retry.attempts(), uri)
+            }
+            _ => None,
+        };
+        let connect = res
+            .extensions()
+            .get::<crate::timed::ConnectTime>()
+            .and_then(crate::timed::ConnectTime::claim);
         let info = CallInfo {
             attempts: retry.attempts(),
             delays: retry.delays().collect(),
-            breaker: self
-                .breakers
-                .as_ref()
-                .zip(authority.as_ref())
-                .and_then(|(breakers, key)| breakers.state(key)),
-            time_to_headers: started.elapsed(),
+            breaker,
+            time_to_headers,
+            connect,
         };
         res.extensions_mut().insert(info);
         Ok(res)
+    }
+
+    /// The state of the breaker that judged this call, after it.
+    ///
+    /// A success on the first attempt was admitted by a closed breaker (which a success keeps
+    /// closed) or was the single half-open probe (whose success closes it): the breaker is
+    /// closed, and the registry need not be searched on the hot path.
+    fn breaker_state<B>(
+        &self,
+        breakers: &Breakers<PerAuthority>,
+        res: &Response<B>,
+        attempts: u32,
+        uri: http::Uri,
+    ) -> Option<State> {
+        let succeeded = res
+            .extensions()
+            .get::<backstop_classify::Outcome>()
+            .is_some_and(backstop_classify::Outcome::is_success);
+        if succeeded && attempts == 1 && self.single_probe {
+            return Some(State::Closed);
+        }
+        let head = Request::get(uri).body(()).ok()?;
+        breakers.state(&breaker_key(&head))
     }
 
     /// `GET url`.

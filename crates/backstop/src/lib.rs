@@ -40,6 +40,7 @@ mod client;
 mod gateway;
 mod policy;
 mod server_stack;
+mod timed;
 
 pub use client::{CallInfo, Client, ClientBuilder, FnResolver, RequestBody, ResponseBody};
 pub use gateway::{Gateway, GatewayBody, MAX_FORWARDED_BODY, RouteConfig};
