@@ -124,11 +124,12 @@ impl<P> RetryLayer<P> {
     }
 }
 
-impl<S, P> Layer<S> for RetryLayer<P> {
+impl<S: Clone, P> Layer<S> for RetryLayer<P> {
     type Service = RetryService<S, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
         RetryService {
+            spare: Arc::new(Mutex::new(inner.clone())),
             inner,
             config: self.config.clone(),
         }
@@ -406,6 +407,10 @@ impl<P> RetryLayerBuilder<P> {
 /// The service made by [`RetryLayer`].
 pub struct RetryService<S, P = HttpPolicy> {
     inner: S,
+    /// An instance of the inner service for retries, cloned from only when a retry happens: the
+    /// first attempt uses `inner` itself, so a call that needs no retry clones no service (a
+    /// whole client stack below costs a dozen reference counts and an allocation to clone).
+    spare: Arc<Mutex<S>>,
     config: Arc<Config<P>>,
 }
 
@@ -413,6 +418,7 @@ impl<S: Clone, P> Clone for RetryService<S, P> {
     fn clone(&self) -> Self {
         RetryService {
             inner: self.inner.clone(),
+            spare: self.spare.clone(),
             config: self.config.clone(),
         }
     }
@@ -529,9 +535,8 @@ where
         } else {
             ReplayBody::once(body)
         };
-        // Call the service that was made ready; keep its clone for retries.
-        let clone = self.inner.clone();
-        let mut service = std::mem::replace(&mut self.inner, clone);
+        // Call the service that was made ready; a retry clones the spare instance, later.
+        let spare = may_retry.then(|| Arc::clone(&self.spare));
         // The inner service gets the copy and the future keeps the original head. Each branch
         // builds the future itself: one fewer move of the head than a shared `Option`.
         macro_rules! future {
@@ -539,7 +544,8 @@ where
                 ResponseFuture {
                     parts: $parts,
                     state: AttemptState::Calling { future: $future },
-                    service,
+                    service: None,
+                    spare,
                     config: self.config.clone(),
                     replay,
                     retries: None,
@@ -548,10 +554,10 @@ where
             };
         }
         if may_retry {
-            let future = service.call(Request::from_parts(parts.clone(), body));
+            let future = self.inner.call(Request::from_parts(parts.clone(), body));
             future!(future, Some(parts))
         } else {
-            let future = service.call(Request::from_parts(parts, body));
+            let future = self.inner.call(Request::from_parts(parts, body));
             future!(future, None)
         }
     }
@@ -604,7 +610,9 @@ pin_project! {
         parts: Option<Parts>,
         #[pin]
         state: AttemptState<S::Future, B>,
-        service: S,
+        // The instance retries call, cloned from `spare` at the first retry.
+        service: Option<S>,
+        spare: Option<Arc<Mutex<S>>>,
         config: Arc<Config<P>>,
         replay: Replay<B>,
         // Boxed, and made at the first retry: most requests never need it.
@@ -639,7 +647,7 @@ enum Verdict {
 
 impl<S, B, P, ResBody> Future for ResponseFuture<S, B, P>
 where
-    S: Service<Request<ReplayBody<B>>, Response = Response<ResBody>>,
+    S: Service<Request<ReplayBody<B>>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
     P: Classify,
     B: Body,
@@ -691,7 +699,20 @@ where
                         ready!(timer.as_mut().poll(cx));
                         *sleep = None;
                     }
-                    if let Err(err) = ready!(this.service.poll_ready(cx)) {
+                    if this.service.is_none() {
+                        let Some(spare) = this.spare.as_ref() else {
+                            return Poll::Ready(Err(Error::new(Kind::Other, Phase::Local)));
+                        };
+                        let spare = match spare.lock() {
+                            Ok(spare) => S::clone(&spare),
+                            Err(poisoned) => S::clone(&poisoned.into_inner()),
+                        };
+                        *this.service = Some(spare);
+                    }
+                    let Some(service) = this.service.as_mut() else {
+                        return Poll::Ready(Err(Error::new(Kind::Other, Phase::Local)));
+                    };
+                    if let Err(err) = ready!(service.poll_ready(cx)) {
                         return Poll::Ready(Err(classify(
                             &this.config.policy,
                             err.into(),
@@ -707,7 +728,7 @@ where
                             .headers
                             .insert(name.clone(), attempt_value(attempts(this.retries)));
                     }
-                    let future = this.service.call(Request::from_parts(parts, body));
+                    let future = service.call(Request::from_parts(parts, body));
                     this.state.set(AttemptState::Calling { future });
                 }
             }

@@ -488,12 +488,17 @@ async fn a_classify_outcome_in_the_extensions_wins_over_the_status() {
     ));
     // ... and this 503 a success.
     let replies = [(200, failing), (503, Outcome::Success)];
-    let mut replies = replies.into_iter();
+    // Shared by every clone of the service: retries run on a clone of it.
+    let replies = std::sync::Arc::new(std::sync::Mutex::new(replies.into_iter()));
     let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = calls.clone();
     let svc = service_fn(move |_req: Request<backstop_retry::ReplayBody<Chunked>>| {
         counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let (code, outcome) = replies.next().unwrap_or((200, Outcome::Success));
+        let (code, outcome) = replies
+            .lock()
+            .unwrap()
+            .next()
+            .unwrap_or((200, Outcome::Success));
         async move {
             let mut res = Response::new(());
             *res.status_mut() = StatusCode::from_u16(code).unwrap();

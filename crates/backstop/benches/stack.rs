@@ -138,6 +138,16 @@ fn main() {
             HyperClient::builder(TokioExecutor::new()).build_http(),
         ));
         let backstop = Side::Backstop(backstop::Client::builder().build().unwrap());
+        // `STACK_PROFILE=bare|backstop`: only that client, 32 tasks, for a profiler.
+        if let Ok(which) = std::env::var("STACK_PROFILE") {
+            let side = if which == "bare" { &bare } else { &backstop };
+            let mut latencies = Vec::new();
+            for _ in 0..ROUNDS * 3 {
+                concurrent(side, &url, &mut latencies).await;
+            }
+            println!("profiled {} requests through {which}", latencies.len());
+            return;
+        }
         // Warm up both pools and code paths.
         for _ in 0..500 {
             bare.get(&url).await;

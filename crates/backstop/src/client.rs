@@ -247,7 +247,7 @@ fn default_tls() -> rustls::ClientConfig {
 /// ```
 #[derive(Clone)]
 pub struct Client {
-    service: BoxCloneSyncService<Request<RequestBody>, Response<ResponseBody>, Error>,
+    service: Arc<ServicePool>,
     breakers: Option<Breakers<PerAuthority>>,
     /// Half-open admits a single probe, so a first-attempt success proves the breaker closed.
     single_probe: bool,
@@ -351,7 +351,7 @@ impl Client {
             (BoxCloneSyncService::new(service), None)
         };
         Ok(Client {
-            service,
+            service: Arc::new(ServicePool::new(service)),
             breakers,
             single_probe: policy.breaker.half_open_probes == 1,
         })
@@ -362,7 +362,7 @@ impl Client {
         let started = Instant::now();
         // Kept to find the destination's breaker afterwards; a `Uri` clone shares its bytes.
         let uri = self.breakers.is_some().then(|| req.uri().clone());
-        let mut res = self.service.clone().oneshot(req).await?;
+        let mut res = self.service.call(req).await?;
         let time_to_headers = started.elapsed();
         let retry = RetryInfo::of(&res);
         let breaker = match (&self.breakers, uri) {
@@ -426,6 +426,63 @@ impl Client {
     /// The circuit breakers, one per host, for dashboards and manual control (`None` when off).
     pub fn breakers(&self) -> Option<&Breakers<PerAuthority>> {
         self.breakers.as_ref()
+    }
+}
+
+type StackService = BoxCloneSyncService<Request<RequestBody>, Response<ResponseBody>, Error>;
+
+/// Instances of the service stack, reused across calls.
+///
+/// A tower service is called through `&mut self`, so a client shared by many tasks needs an
+/// instance per call in flight. Cloning the whole stack for every call (and dropping it after)
+/// costs a dozen reference-count updates and an allocation, and throws away what an instance
+/// learned (the circuit breaker caches the breaker of the host it last called). Instances are
+/// taken from this pool for the synchronous `call` only — the response future they return owns
+/// everything it needs — and put back at once.
+struct ServicePool {
+    template: StackService,
+    idle: std::sync::Mutex<Vec<StackService>>,
+}
+
+/// The most idle instances kept; beyond that, returned instances are dropped.
+const POOLED_INSTANCES: usize = 64;
+
+impl ServicePool {
+    fn new(template: StackService) -> ServicePool {
+        ServicePool {
+            template,
+            idle: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take(&self) -> StackService {
+        let pooled = match self.idle.lock() {
+            Ok(mut idle) => idle.pop(),
+            Err(poisoned) => poisoned.into_inner().pop(),
+        };
+        pooled.unwrap_or_else(|| self.template.clone())
+    }
+
+    fn give(&self, service: StackService) {
+        let mut idle = match self.idle.lock() {
+            Ok(idle) => idle,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if idle.len() < POOLED_INSTANCES {
+            idle.push(service);
+        }
+    }
+
+    async fn call(&self, req: Request<RequestBody>) -> Result<Response<ResponseBody>, Error> {
+        let mut service = self.take();
+        // Every layer of the stack is ready at once (none applies back-pressure), so this does
+        // not wait in practice; it is awaited all the same, as tower requires.
+        let future = match service.ready().await {
+            Ok(ready) => ready.call(req),
+            Err(err) => return Err(err),
+        };
+        self.give(service);
+        future.await
     }
 }
 
