@@ -129,9 +129,11 @@ impl<S: Clone, P> Layer<S> for RetryLayer<P> {
 
     fn layer(&self, inner: S) -> Self::Service {
         RetryService {
-            spare: Arc::new(Mutex::new(inner.clone())),
+            shared: Arc::new(Shared {
+                config: self.config.clone(),
+                spare: Mutex::new(inner.clone()),
+            }),
             inner,
-            config: self.config.clone(),
         }
     }
 }
@@ -407,19 +409,24 @@ impl<P> RetryLayerBuilder<P> {
 /// The service made by [`RetryLayer`].
 pub struct RetryService<S, P = HttpPolicy> {
     inner: S,
-    /// An instance of the inner service for retries, cloned from only when a retry happens: the
-    /// first attempt uses `inner` itself, so a call that needs no retry clones no service (a
-    /// whole client stack below costs a dozen reference counts and an allocation to clone).
-    spare: Arc<Mutex<S>>,
+    shared: Arc<Shared<S, P>>,
+}
+
+/// What a service and its futures share: one reference count per call for both.
+struct Shared<S, P> {
     config: Arc<Config<P>>,
+    /// An instance of the inner service for retries, cloned from only when a retry happens: the
+    /// first attempt uses the service's own instance, so a call that needs no retry clones no
+    /// service (a whole client stack below costs a dozen reference counts and an allocation to
+    /// clone).
+    spare: Mutex<S>,
 }
 
 impl<S: Clone, P> Clone for RetryService<S, P> {
     fn clone(&self) -> Self {
         RetryService {
             inner: self.inner.clone(),
-            spare: self.spare.clone(),
-            config: self.config.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -428,7 +435,7 @@ impl<S: fmt::Debug, P> fmt::Debug for RetryService<S, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryService")
             .field("inner", &self.inner)
-            .field("config", &self.config)
+            .field("config", &self.shared.config)
             .finish()
     }
 }
@@ -497,11 +504,11 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner
             .poll_ready(cx)
-            .map_err(|err| classify(&self.config.policy, err.into(), Phase::Local))
+            .map_err(|err| classify(&self.shared.config.policy, err.into(), Phase::Local))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let config = &*self.config;
+        let config = &*self.shared.config;
         let (mut parts, body) = req.into_parts();
         let may_retry = config.max_attempts > 1
             && parts.extensions.get::<RetryOverride>() != Some(&RetryOverride::NeverRetry);
@@ -536,7 +543,6 @@ where
             ReplayBody::once(body)
         };
         // Call the service that was made ready; a retry clones the spare instance, later.
-        let spare = may_retry.then(|| Arc::clone(&self.spare));
         // The inner service gets the copy and the future keeps the original head. Each branch
         // builds the future itself: one fewer move of the head than a shared `Option`.
         macro_rules! future {
@@ -545,8 +551,7 @@ where
                     parts: $parts,
                     state: AttemptState::Calling { future: $future },
                     service: None,
-                    spare,
-                    config: self.config.clone(),
+                    shared: self.shared.clone(),
                     replay,
                     retries: None,
                     host_budget,
@@ -610,10 +615,9 @@ pin_project! {
         parts: Option<Parts>,
         #[pin]
         state: AttemptState<S::Future, B>,
-        // The instance retries call, cloned from `spare` at the first retry.
+        // The instance retries call, cloned from the spare at the first retry.
         service: Option<S>,
-        spare: Option<Arc<Mutex<S>>>,
-        config: Arc<Config<P>>,
+        shared: Arc<Shared<S, P>>,
         replay: Replay<B>,
         // Boxed, and made at the first retry: most requests never need it.
         retries: Option<Box<Retries>>,
@@ -660,7 +664,7 @@ where
             match this.state.as_mut().project() {
                 AttemptProj::Calling { future } => {
                     let (result, failure) = match ready!(future.poll(cx)) {
-                        Ok(mut res) => match response_failure(&this.config.policy, &res) {
+                        Ok(mut res) => match response_failure(&this.shared.config.policy, &res) {
                             None => {
                                 if let Some(retries) = this.retries {
                                     res.extensions_mut().insert(retries.info);
@@ -670,14 +674,17 @@ where
                             Some(failure) => (Ok(res), failure),
                         },
                         Err(err) => {
-                            let err =
-                                classify(&this.config.policy, err.into(), Phase::AwaitHeaders);
+                            let err = classify(
+                                &this.shared.config.policy,
+                                err.into(),
+                                Phase::AwaitHeaders,
+                            );
                             let failure = err.failure();
                             (Err(err), failure)
                         }
                     };
                     let (body, delay) = match next_attempt(
-                        this.config,
+                        &this.shared.config,
                         this.parts.as_ref(),
                         this.replay,
                         this.retries,
@@ -700,10 +707,7 @@ where
                         *sleep = None;
                     }
                     if this.service.is_none() {
-                        let Some(spare) = this.spare.as_ref() else {
-                            return Poll::Ready(Err(Error::new(Kind::Other, Phase::Local)));
-                        };
-                        let spare = match spare.lock() {
+                        let spare = match this.shared.spare.lock() {
                             Ok(spare) => S::clone(&spare),
                             Err(poisoned) => S::clone(&poisoned.into_inner()),
                         };
@@ -714,7 +718,7 @@ where
                     };
                     if let Err(err) = ready!(service.poll_ready(cx)) {
                         return Poll::Ready(Err(classify(
-                            &this.config.policy,
+                            &this.shared.config.policy,
                             err.into(),
                             Phase::Local,
                         )));
@@ -723,7 +727,7 @@ where
                         return Poll::Ready(Err(Error::new(Kind::Other, Phase::Local)));
                     };
                     let mut parts = parts.clone();
-                    if let Some(name) = &this.config.attempt_header {
+                    if let Some(name) = &this.shared.config.attempt_header {
                         parts
                             .headers
                             .insert(name.clone(), attempt_value(attempts(this.retries)));
