@@ -99,7 +99,7 @@
 //! (matched by one byte comparison of the request's authority), admission is one atomic load,
 //! recording a success one load (plus one relaxed read-modify-write with a count window). A
 //! rejection is one atomic load and one clock read, and allocates nothing. See
-//! `BENCHMARKS.fragment.md`.
+//! the repository's `BENCHMARKS.md`.
 
 mod breaker;
 mod config;
