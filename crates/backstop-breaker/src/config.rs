@@ -61,40 +61,9 @@ pub enum Readiness {
     NotReady,
 }
 
-/// An invalid configuration, naming the field and the rule it broke.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    field: &'static str,
-    rule: &'static str,
-}
-
-impl ConfigError {
-    fn new(field: &'static str, rule: &'static str) -> ConfigError {
-        ConfigError { field, rule }
-    }
-
-    /// The builder method whose value is invalid, e.g. `"failure_rate"`.
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-
-    /// The rule it broke, e.g. `"must be in (0, 1]"`.
-    pub fn rule(&self) -> &'static str {
-        self.rule
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid circuit breaker configuration: `{}` {}",
-            self.field, self.rule
-        )
-    }
-}
-
-impl std::error::Error for ConfigError {}
+/// The error of an invalid setting: which one, and the rule it broke (shared by every backstop
+/// crate).
+pub use backstop_classify::ConfigError;
 
 /// The validated settings shared by every breaker of one layer.
 #[derive(Clone)]

@@ -268,7 +268,7 @@ async fn not_ready_mode_is_pending_while_open_and_reserves_the_probe() {
 #[test]
 fn invalid_settings_are_rejected_naming_the_field() {
     let field = |r: Result<CircuitBreakerLayer, backstop_breaker::ConfigError>| {
-        r.map(|_| ()).unwrap_err().field()
+        r.map(|_| ()).unwrap_err().field().to_owned()
     };
     let b = CircuitBreakerLayer::builder;
     assert_eq!(
@@ -316,7 +316,8 @@ fn invalid_settings_are_rejected_naming_the_field() {
     );
     let err = b().failure_rate(2.0).build().map(|_| ()).unwrap_err();
     assert!(
-        err.to_string().contains("`failure_rate` must be in (0, 1]"),
+        err.to_string()
+            .contains("invalid setting `failure_rate`: must be in (0, 1]"),
         "{err}"
     );
     assert!(b().build().is_ok());

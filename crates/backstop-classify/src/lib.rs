@@ -38,6 +38,7 @@
 //! - [`parse_retry_after`], [`parse_grpc_pushback`]: untrusted headers, parsed without panics.
 
 pub mod ambient;
+mod config;
 mod deadline;
 mod error;
 mod failure;
@@ -46,6 +47,7 @@ mod layer;
 mod policy;
 mod retry_after;
 
+pub use config::ConfigError;
 pub use deadline::Deadline;
 pub use error::{BoxError, Error, classify_error};
 pub use failure::{Failure, Outcome, Phase, Retryable};

@@ -567,7 +567,7 @@ async fn a_successful_head_commits_even_if_its_body_fails_later() {
 
 #[test]
 fn invalid_configurations_are_rejected_naming_the_field() {
-    let field = |b: RetryLayerBuilder| b.build().unwrap_err().field();
+    let field = |b: RetryLayerBuilder| b.build().unwrap_err().field().to_owned();
     assert_eq!(field(RetryLayer::builder().max_attempts(0)), "max_attempts");
     assert_eq!(
         field(RetryLayer::builder().max_attempts(11)),

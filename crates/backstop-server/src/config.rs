@@ -1,43 +1,12 @@
 //! [`ServeConfig`]: the server's timeouts and limits, validated when built.
 
-use std::fmt;
 use std::time::Duration;
 
 use backstop_timeout::{Http2KeepAlive, IdleTimeoutLayer};
 
-/// An invalid server setting: names the field and the rule it broke.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    field: &'static str,
-    rule: String,
-}
-
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, rule: impl Into<String>) -> ConfigError {
-        ConfigError {
-            field,
-            rule: rule.into(),
-        }
-    }
-
-    /// The setting that was rejected, e.g. `"drain_timeout"`.
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-
-    /// The rule it broke.
-    pub fn rule(&self) -> &str {
-        &self.rule
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid server setting `{}`: {}", self.field, self.rule)
-    }
-}
-
-impl std::error::Error for ConfigError {}
+/// The error of an invalid setting: which one, and the rule it broke (shared by every backstop
+/// crate).
+pub use backstop_classify::ConfigError;
 
 /// The server's timeouts and limits. Build with [`ServeConfig::builder`]; `Default` gives the
 /// documented defaults.
@@ -161,19 +130,19 @@ impl ServeConfigBuilder {
 
     /// Checks every setting.
     pub fn build(self) -> Result<ServeConfig, ConfigError> {
-        within(
+        ConfigError::check_between(
             "header_read_timeout",
             self.header_read_timeout,
             Duration::from_millis(1),
             Duration::from_secs(600),
         )?;
-        within(
+        ConfigError::check_between(
             "drain_timeout",
             self.drain_timeout,
             Duration::ZERO,
             Duration::from_secs(600),
         )?;
-        within(
+        ConfigError::check_between(
             "accept_backoff",
             self.accept_backoff,
             Duration::from_millis(1),
@@ -206,22 +175,6 @@ impl ServeConfigBuilder {
     }
 }
 
-fn within(
-    field: &'static str,
-    value: Duration,
-    min: Duration,
-    max: Duration,
-) -> Result<(), ConfigError> {
-    if value < min || value > max {
-        Err(ConfigError::new(
-            field,
-            format!("must be between {min:?} and {max:?}, got {value:?}"),
-        ))
-    } else {
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,12 +195,12 @@ mod tests {
             .header_read_timeout(Duration::ZERO)
             .build()
             .err();
-        assert_eq!(err.map(|e| e.field()), Some("header_read_timeout"));
+        assert_eq!(err.as_ref().map(|e| e.field()), Some("header_read_timeout"));
         let err = ServeConfig::builder()
             .drain_timeout(Duration::from_secs(86_400))
             .build()
             .err();
-        assert_eq!(err.map(|e| e.field()), Some("drain_timeout"));
+        assert_eq!(err.as_ref().map(|e| e.field()), Some("drain_timeout"));
         let err = ServeConfig::builder()
             .idle_timeout(Some(Duration::ZERO))
             .build()
@@ -257,6 +210,9 @@ mod tests {
             .http2_max_concurrent_streams(0)
             .build()
             .err();
-        assert_eq!(err.map(|e| e.field()), Some("http2_max_concurrent_streams"));
+        assert_eq!(
+            err.as_ref().map(|e| e.field()),
+            Some("http2_max_concurrent_streams")
+        );
     }
 }

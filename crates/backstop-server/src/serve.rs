@@ -23,7 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::config::{ConfigError, ServeConfig};
+use crate::config::ServeConfig;
 
 /// A boxed error, as hyper and tower pass them around.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -394,10 +394,4 @@ where
 {
     let conn = http.serve_connection_with_upgrades(TokioIo::new(io), service);
     watcher.watch(conn).await
-}
-
-impl From<ConfigError> for io::Error {
-    fn from(err: ConfigError) -> io::Error {
-        io::Error::new(io::ErrorKind::InvalidInput, err)
-    }
 }

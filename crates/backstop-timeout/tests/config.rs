@@ -19,7 +19,8 @@ fn assert_rejected(result: Result<impl std::fmt::Debug, ConfigError>, field: &st
     let err = result.unwrap_err();
     assert_eq!(err.field(), field);
     assert!(
-        err.to_string().starts_with(&format!("{field}: must be")),
+        err.to_string()
+            .starts_with(&format!("invalid setting `{field}`: must be")),
         "{err}"
     );
 }

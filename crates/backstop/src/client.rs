@@ -287,10 +287,7 @@ impl Client {
         R::Error: Into<BoxError>,
         R::Future: Send,
     {
-        let tcp = TcpConnector::builder()
-            .resolver(resolver)
-            .build()
-            .map_err(|e| ConfigError::new(e.field(), e.rule()))?;
+        let tcp = TcpConnector::builder().resolver(resolver).build()?;
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -298,11 +295,11 @@ impl Client {
             .enable_http2()
             .wrap_connector(tcp);
         let idle = IdleTimeoutLayer::new(policy.idle_timeout)
-            .map_err(|e| ConfigError::new("idle_timeout", e.rule()))?;
+            .map_err(|e| ConfigError::new("idle_timeout", e.rule().to_owned()))?;
         let connector = ServiceBuilder::new()
             .layer(
                 ConnectTimeoutLayer::new(policy.connect_timeout)
-                    .map_err(|e| ConfigError::new("connect_timeout", e.rule()))?,
+                    .map_err(|e| ConfigError::new("connect_timeout", e.rule().to_owned()))?,
             )
             .layer(idle)
             .service(https);
@@ -321,9 +318,9 @@ impl Client {
                 Covers::Head
             })
             .build()
-            .map_err(|e| ConfigError::new("deadline", e.rule()))?;
+            .map_err(|e| ConfigError::new("deadline", e.rule().to_owned()))?;
         let attempt = AttemptTimeoutLayer::new(policy.attempt_timeout)
-            .map_err(|e| ConfigError::new("attempt_timeout", e.rule()))?;
+            .map_err(|e| ConfigError::new("attempt_timeout", e.rule().to_owned()))?;
         let retry = retry_layer(policy, seed)?;
 
         let inner = ServiceBuilder::new()
@@ -515,7 +512,7 @@ fn retry_layer(policy: &Policy, seed: Option<u64>) -> Result<RetryLayer, ConfigE
             .min_per_second(retry.budget.min_per_second)
             .window(retry.budget.window)
             .build()
-            .map_err(|e| ConfigError::new(format!("retry.budget.{}", e.field()), e.rule()))?;
+            .map_err(|e| e.within("retry.budget"))?;
         builder.budget(budget)
     } else {
         builder.no_budget()
@@ -523,9 +520,7 @@ fn retry_layer(policy: &Policy, seed: Option<u64>) -> Result<RetryLayer, ConfigE
     if let Some(seed) = seed {
         builder = builder.seed(seed);
     }
-    builder
-        .build()
-        .map_err(|e| ConfigError::new(format!("retry.{}", e.field()), e.rule()))
+    builder.build().map_err(|e| e.within("retry"))
 }
 
 fn breaker_layer(
@@ -544,7 +539,5 @@ fn breaker_layer(
     if let Some(seed) = seed {
         builder = builder.seed(seed);
     }
-    builder
-        .build()
-        .map_err(|e| ConfigError::new(format!("breaker.{}", e.field()), e.rule()))
+    builder.build().map_err(|e| e.within("breaker"))
 }

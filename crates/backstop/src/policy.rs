@@ -6,49 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// An invalid setting: which one (a dotted path such as `retry.max_attempts`, prefixed with the
+/// An invalid setting (its field a dotted path such as `retry.max_attempts`, prefixed with the
 /// route when it comes from a route table) and the rule it broke.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    field: String,
-    rule: String,
-}
-
-impl ConfigError {
-    pub(crate) fn new(field: impl Into<String>, rule: impl Into<String>) -> ConfigError {
-        ConfigError {
-            field: field.into(),
-            rule: rule.into(),
-        }
-    }
-
-    /// The setting, as a dotted path (e.g. `"attempt_timeout"`, `"retry.base_delay"`).
-    pub fn field(&self) -> &str {
-        &self.field
-    }
-
-    /// The rule it broke.
-    pub fn rule(&self) -> &str {
-        &self.rule
-    }
-
-    /// The same error, its field prefixed with `context` (e.g. a route's name).
-    #[must_use]
-    pub fn within(self, context: &str) -> ConfigError {
-        ConfigError {
-            field: format!("{context}.{}", self.field),
-            rule: self.rule,
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid setting `{}`: {}", self.field, self.rule)
-    }
-}
-
-impl std::error::Error for ConfigError {}
+pub use backstop_classify::ConfigError;
 
 /// How retries are spread out; see `backstop_retry::Jitter`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -364,19 +324,12 @@ impl Policy {
 }
 
 pub(crate) fn within(
-    field: &str,
+    field: &'static str,
     value: Duration,
     min: Duration,
     max: Duration,
 ) -> Result<(), ConfigError> {
-    if value < min || value > max {
-        Err(ConfigError::new(
-            field,
-            format!("must be between {min:?} and {max:?}, got {value:?}"),
-        ))
-    } else {
-        Ok(())
-    }
+    ConfigError::check_between(field, value, min, max).map(drop)
 }
 
 pub(crate) fn path_error<E: fmt::Display>(err: serde_path_to_error::Error<E>) -> ConfigError {

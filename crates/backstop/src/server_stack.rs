@@ -153,13 +153,12 @@ impl ServerStackBuilder {
             ));
         }
         let shed = LoadShedLayer::new(self.max_in_flight)
-            .and_then(|shed| shed.retry_after(self.shed_retry_after))
-            .map_err(|e| ConfigError::new(e.field(), e.rule()))?;
+            .and_then(|shed| shed.retry_after(self.shed_retry_after))?;
         let deadline = ServerDeadlineLayer::builder()
             .default_timeout(self.default_deadline)
             .max_timeout(self.max_deadline)
             .build()
-            .map_err(|e| ConfigError::new(format!("deadline.{}", e.field()), e.rule()))?;
+            .map_err(|e| e.within("deadline"))?;
         Ok(ServerStack {
             outcome: OutcomeLayer::new(),
             deadline,
