@@ -306,3 +306,57 @@ async fn invalid_settings_are_rejected_naming_the_field() {
     let err = Client::builder().max_attempts(0).build().unwrap_err();
     assert_eq!(err.field(), "retry.max_attempts");
 }
+
+#[tokio::test]
+async fn service_builder_ext_wraps_a_users_own_hyper_client_in_the_same_rules() {
+    use backstop::ServiceBuilderExt;
+    use backstop::retry::{ReplayBody, RetryInfo};
+    use tower::{ServiceBuilder, ServiceExt};
+
+    let chaos = ChaosServer::start().await.unwrap();
+    chaos.script("/flaky", Script::fail_times(2, Fault::status(503)));
+    let hyper_client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<ReplayBody<Full<Bytes>>>();
+    let client = ServiceBuilder::new()
+        .deadline(Duration::from_secs(5))
+        .unwrap()
+        .retry(
+            backstop::retry::RetryLayer::builder()
+                .base_delay(Duration::from_millis(5))
+                .max_delay(Duration::from_millis(20))
+                .build()
+                .unwrap(),
+        )
+        .circuit_breaker(backstop::breaker::CircuitBreakerLayer::new())
+        .classify()
+        .attempt_timeout(Duration::from_secs(1))
+        .unwrap()
+        .body_idle_timeout(Duration::from_secs(1))
+        .unwrap()
+        .service(hyper_client);
+    let res = bounded(
+        client
+            .clone()
+            .oneshot(request(Method::GET, &chaos.url("/flaky"))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(RetryInfo::of(&res).attempts(), 3);
+    let err = bounded(client.oneshot(request(
+        Method::POST,
+        &chaos.fault_url(&Fault::ResetAfterRead),
+    )))
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), Kind::Reset);
+    assert_eq!(chaos.count("POST", "/fault/reset-after-read"), 1);
+    assert!(
+        ServiceBuilderExt::<tower::layer::util::Identity>::deadline(
+            ServiceBuilder::new(),
+            Duration::ZERO
+        )
+        .is_err()
+    );
+}

@@ -10,8 +10,8 @@
 //!   shedding with `503` + `Retry-After`, panic → `500`, response classification), to serve
 //!   with [`server::Server`] (an accept loop that survives accept errors, drops idle streams and
 //!   drains on shutdown).
-//! - The layers themselves, re-exported, to assemble your own stack around any
-//!   `Service<http::Request<B>>`: [`classify`], [`timeout`], [`deadline`], [`retry`],
+//! - The layers themselves, re-exported, and [`ServiceBuilderExt`] to assemble your own stack
+//!   around any `Service<http::Request<B>>`: [`classify`], [`timeout`], [`deadline`], [`retry`],
 //!   [`breaker`], [`server`].
 //!
 //! ```
@@ -37,12 +37,14 @@
 //! ```
 
 mod client;
+mod ext;
 mod gateway;
 mod policy;
 mod server_stack;
 mod timed;
 
 pub use client::{CallInfo, Client, ClientBuilder, FnResolver, RequestBody, ResponseBody};
+pub use ext::ServiceBuilderExt;
 pub use gateway::{Gateway, GatewayBody, MAX_FORWARDED_BODY, RouteConfig};
 pub use policy::{BreakerPolicy, BudgetPolicy, ConfigError, JitterMode, Policy, RetryPolicy};
 pub use server_stack::{ServerStack, ServerStackBuilder, ServerStackService};
