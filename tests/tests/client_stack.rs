@@ -321,7 +321,7 @@ async fn service_builder_ext_wraps_a_users_own_hyper_client_in_the_same_rules() 
     let client = ServiceBuilder::new()
         .deadline(Duration::from_secs(5))
         .unwrap()
-        .retry(
+        .retry_safely(
             backstop::retry::RetryLayer::builder()
                 .base_delay(Duration::from_millis(5))
                 .max_delay(Duration::from_millis(20))

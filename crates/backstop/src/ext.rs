@@ -30,7 +30,7 @@ use tower::layer::util::Stack;
 /// let hyper_client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Full<Bytes>>>();
 /// let client = ServiceBuilder::new()
 ///     .deadline(Duration::from_secs(5))?
-///     .retry(backstop::retry::RetryLayer::new())
+///     .retry_safely(backstop::retry::RetryLayer::new())
 ///     .circuit_breaker(backstop::breaker::CircuitBreakerLayer::new())
 ///     .classify()
 ///     .attempt_timeout(Duration::from_secs(2))?
@@ -48,7 +48,8 @@ pub trait ServiceBuilderExt<L>: Sized {
     ) -> Result<ServiceBuilder<Stack<DeadlineLayer, L>>, ConfigError>;
 
     /// Safe retries (see [`RetryLayer`]); build one with `RetryLayer::builder()` to tune it.
-    fn retry<P>(self, layer: RetryLayer<P>) -> ServiceBuilder<Stack<RetryLayer<P>, L>>;
+    /// (Not `retry`: that name is tower's own `ServiceBuilder::retry`, which would win.)
+    fn retry_safely<P>(self, layer: RetryLayer<P>) -> ServiceBuilder<Stack<RetryLayer<P>, L>>;
 
     /// A circuit breaker per host (see [`CircuitBreakerLayer`]).
     fn circuit_breaker(
@@ -80,7 +81,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         Ok(self.layer(DeadlineLayer::builder().timeout(timeout).build()?))
     }
 
-    fn retry<P>(self, layer: RetryLayer<P>) -> ServiceBuilder<Stack<RetryLayer<P>, L>> {
+    fn retry_safely<P>(self, layer: RetryLayer<P>) -> ServiceBuilder<Stack<RetryLayer<P>, L>> {
         self.layer(layer)
     }
 
