@@ -1,0 +1,107 @@
+//! The accept loop survives running out of file descriptors (EMFILE): it backs off, counts the
+//! error, and serves again once descriptors are free. In a binary of its own: the descriptor limit
+//! is process-wide.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use backstop_server::{ServeConfig, Server};
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use rlimit::Resource;
+use tokio::time::{Instant, timeout};
+
+fn open_descriptors() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count() as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_survives_emfile_and_serves_once_descriptors_are_free() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+
+    // Clients connect before the server accepts: the kernel queues them.
+    let mut clients: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    for client in &clients {
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+    }
+
+    // No descriptor left: every accept fails with EMFILE.
+    let (soft, hard) = Resource::NOFILE.get().unwrap();
+    let used = open_descriptors();
+    Resource::NOFILE.set(used, hard).unwrap();
+    // Whatever slack the count missed (its own directory handle, a descriptor closed since),
+    // fill it, so the next accept really finds none.
+    let mut filler = Vec::new();
+    while filler.len() < 64 {
+        match std::fs::File::open("/dev/null") {
+            Ok(file) => filler.push(file),
+            Err(_) => break,
+        }
+    }
+
+    let config = ServeConfig::builder()
+        .accept_backoff(Duration::from_millis(5))
+        .build()
+        .unwrap();
+    let server = Server::new(listener, config);
+    let stats = server.stats();
+    let service = tower::service_fn(|_req: Request<Incoming>| async {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+            b"still here\n",
+        ))))
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.serve_with_shutdown(service, async {
+        let _ = stopped.await;
+    }));
+
+    let waited = timeout(Duration::from_secs(10), async {
+        while stats.accept_errors() < 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let accepted_while_exhausted = stats.accepted();
+    // Restore the limit before asserting, so a failure cannot starve the rest of the process.
+    drop(filler);
+    Resource::NOFILE.set(soft, hard).unwrap();
+    assert!(waited.is_ok(), "accept errors were not counted");
+    assert_eq!(accepted_while_exhausted, 0);
+
+    // Descriptors are back: the queued clients are accepted and served.
+    let mut client = clients.pop().unwrap();
+    let started = Instant::now();
+    let answer = tokio::task::spawn_blocking(move || {
+        client
+            .write_all(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        let _ = client.read_to_string(&mut answer);
+        answer
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(answer.ends_with("still here\n"), "{answer:?}");
+    // The backoff is capped at one second, so recovery is quick.
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(stats.accepted() >= 1);
+    drop(clients);
+
+    let _ = stop.send(());
+    let summary = timeout(Duration::from_secs(10), running)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(summary.accept_errors >= 3, "{summary:?}");
+}
