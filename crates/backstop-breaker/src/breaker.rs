@@ -10,14 +10,17 @@
 //! RNG and the trip count; the closed path never touches it.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::task::{Context, Wake, Waker};
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::config::{OnChange, Settings};
 use crate::state::{Mode, Reason, Snapshot, State, StateChange};
@@ -60,9 +63,12 @@ pub(crate) struct Shared<Key> {
     pub(crate) slow_nanos: Option<u64>,
 }
 
-// The state word: | generation: 32 | successes: 12 | unused: 4 | permits: 12 | flags: 1 | state: 3 |
+// The state word: | generation: 32 | successes: 12 | unused: 3 | timed: 1 | permits: 12 | flags: 1 | state: 3 |
 const STATE_MASK: u64 = 0b111;
 const METRICS_ONLY: u64 = 0b1000;
+/// Set while a cool-down timer watches this open period and has not fired: the period has
+/// certainly not ended, so a rejection needs no clock.
+const TIMED: u64 = 1 << 16;
 const PERMIT_SHIFT: u32 = 4;
 const SUCCESS_SHIFT: u32 = 20;
 const COUNT_MASK: u64 = 0xFFF;
@@ -109,6 +115,11 @@ fn public_state(word: u64) -> State {
 }
 
 const CLOSED_METRICS_ONLY: u64 = CLOSED | METRICS_ONLY;
+const OPEN_TIMED: u64 = OPEN | TIMED;
+/// How early the cool-down timer fires: tokio rounds a deadline up to its next millisecond, so
+/// a timer set a millisecond early fires no later than the cool-down's end (on a paused clock
+/// too), and the exact clock comparison takes over from there.
+const TIMER_LEAD: u64 = 1_000_000;
 const FORCED_CLOSED_METRICS_ONLY: u64 = FORCED_CLOSED | METRICS_ONLY;
 
 /// One open period as a caller saw it: its generation, and when it ends on tokio's clock.
@@ -133,6 +144,30 @@ struct Transitions {
     rng: SmallRng,
     trips: u32,
     closed_since: u64,
+    /// The timer of the current open period, if one was armed; dropping it cancels it.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+/// The waker of a cool-down timer. The timer driver calls it when the timer fires (or when the
+/// runtime shuts down), synchronously, so the flag is down before any task runs again.
+struct CoolDownEnd<Key> {
+    breaker: Weak<Breaker<Key>>,
+    generation: u32,
+    fired: AtomicBool,
+}
+
+impl<Key: Send + Sync + 'static> Wake for CoolDownEnd<Key> {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // Set first: a transition that stores the flag after this checks it and clears the flag.
+        self.fired.store(true, Ordering::SeqCst);
+        if let Some(breaker) = self.breaker.upgrade() {
+            breaker.untime(self.generation);
+        }
+    }
 }
 
 /// One circuit breaker, with its key and the bookkeeping of the keyed registry.
@@ -161,6 +196,8 @@ pub(crate) struct Breaker<Key> {
     pub(crate) evicted: AtomicBool,
     /// Set while a mode chosen by hand is in force.
     pinned: AtomicBool,
+    /// This breaker, for the waker of its cool-down timer.
+    this: Weak<Breaker<Key>>,
 }
 
 impl<Key: fmt::Debug> fmt::Debug for Breaker<Key> {
@@ -235,6 +272,22 @@ impl<Key> Breaker<Key> {
         }
     }
 
+    /// Clears [`TIMED`] from open period `generation_timed`: its timer fired, or will never fire.
+    fn untime(&self, generation_timed: u32) {
+        let mut word = self.word.load(Ordering::Acquire);
+        while generation(word) == generation_timed && word & TIMED != 0 {
+            match self.word.compare_exchange_weak(
+                word,
+                word & !TIMED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return,
+                Err(actual) => word = actual,
+            }
+        }
+    }
+
     /// A probe's future was dropped before it ended: it is no longer out, and its permit goes
     /// back without a result.
     pub(crate) fn abandon_probe(&self, generation_admitted: u32) {
@@ -265,8 +318,14 @@ impl<Key> Breaker<Key> {
     }
 }
 
-impl<Key: Clone + fmt::Debug> Breaker<Key> {
-    pub(crate) fn new(key: Key, hash: u64, shared: Arc<Shared<Key>>, seed: u64) -> Breaker<Key> {
+impl<Key: Clone + fmt::Debug + Send + Sync + 'static> Breaker<Key> {
+    pub(crate) fn new(
+        key: Key,
+        hash: u64,
+        shared: Arc<Shared<Key>>,
+        seed: u64,
+        this: Weak<Breaker<Key>>,
+    ) -> Breaker<Key> {
         let settings = &shared.settings;
         let window = SlidingWindow::new(settings.window, settings.uses_window());
         let now = shared.clock.now();
@@ -292,12 +351,14 @@ impl<Key: Clone + fmt::Debug> Breaker<Key> {
                 rng,
                 trips: 0,
                 closed_since: now,
+                timer: None,
             }),
             state_tx: OnceLock::new(),
             touched: AtomicBool::new(true),
             last_seen: AtomicU64::new(now),
             evicted: AtomicBool::new(false),
             pinned: AtomicBool::new(false),
+            this,
             shared,
         }
     }
@@ -311,20 +372,22 @@ impl<Key: Clone + fmt::Debug> Breaker<Key> {
         })
     }
 
-    /// Decides whether one call may go, as [`admit`](Breaker::admit) does, with the open
-    /// period this caller saw last: while that period lasts, a rejection is one atomic load, one
-    /// clock read and a comparison. `seen` belongs to one caller (a service), so it needs no
-    /// synchronisation; it is filled on the first rejection of each open period.
+    /// Decides whether one call may go, as [`admit`](Breaker::admit) does, cheaply while open:
+    /// while the cool-down timer has not fired, a rejection is one atomic load; otherwise (no
+    /// timer, or its last millisecond) it is that load, one clock read and a comparison against
+    /// the open period this caller saw last. `seen` belongs to one caller (a service), so it
+    /// needs no synchronisation; it is filled on the first such rejection of each open period.
     #[inline]
     pub(crate) fn admit_seen(&self, seen: &mut Option<OpenSeen>) -> Admission {
         let word = self.word.load(Ordering::Acquire);
-        match word & (STATE_MASK | METRICS_ONLY) {
+        match word & (STATE_MASK | METRICS_ONLY | TIMED) {
             CLOSED | FORCED_CLOSED | CLOSED_METRICS_ONLY | FORCED_CLOSED_METRICS_ONLY => {
                 return Admission::Call {
                     generation: generation(word),
                     probe: false,
                 };
             }
+            OPEN_TIMED | FORCED_OPEN => return Admission::Reject,
             OPEN => {
                 // The generation changes with every transition, and an open period's end is
                 // stored before the word that starts it: a match means the same open period.
@@ -335,7 +398,6 @@ impl<Key: Clone + fmt::Debug> Breaker<Key> {
                     return Admission::Reject;
                 }
             }
-            FORCED_OPEN => return Admission::Reject,
             _ => {}
         }
         self.admit_and_remember(seen)
@@ -565,6 +627,7 @@ impl<Key: Clone + fmt::Debug> Breaker<Key> {
             let settings = self.settings();
             let mut open_for = None;
             let mut permits = 0;
+            let mut timer = None;
             match to {
                 OPEN => {
                     let stable =
@@ -574,9 +637,10 @@ impl<Key: Clone + fmt::Debug> Breaker<Key> {
                     }
                     guard.trips = guard.trips.saturating_add(1);
                     let duration = open_duration(settings, guard.trips, &mut guard.rng);
-                    self.open_until
-                        .store(now.saturating_add(nanos(duration)), Ordering::Release);
+                    let until = now.saturating_add(nanos(duration));
+                    self.open_until.store(until, Ordering::Release);
                     open_for = Some(duration);
+                    timer = self.arm_timer(&mut guard, generation_expected.wrapping_add(1), until);
                 }
                 HALF_OPEN => {
                     if self.probes_out.load(Ordering::Acquire) != 0 {
@@ -590,13 +654,14 @@ impl<Key: Clone + fmt::Debug> Breaker<Key> {
                     guard.closed_since = now;
                 }
             }
+            let timed = if timer.is_some() { TIMED } else { 0 };
             let next = pack(
                 generation_expected.wrapping_add(1),
                 to,
                 metrics_only,
                 permits,
                 0,
-            );
+            ) | timed;
             // Probes may take or return permits concurrently: retry while only those bits moved.
             loop {
                 match self
@@ -613,6 +678,12 @@ impl<Key: Clone + fmt::Debug> Breaker<Key> {
                     Err(_) => return,
                 }
             }
+            // The timer may have fired before the word above was stored.
+            if let Some(end) = timer
+                && end.fired.load(Ordering::SeqCst)
+            {
+                self.untime(generation_expected.wrapping_add(1));
+            }
             self.publish(public_state(next));
             Change {
                 from,
@@ -623,6 +694,40 @@ impl<Key: Clone + fmt::Debug> Breaker<Key> {
             }
         };
         self.report(change);
+    }
+
+    /// Arms the timer that ends open period `generation_timed` at `until`, when a tokio runtime
+    /// is current; `None` if none was armed (rejections then read the clock).
+    #[cold]
+    fn arm_timer(
+        &self,
+        guard: &mut Transitions,
+        generation_timed: u32,
+        until: u64,
+    ) -> Option<Arc<CoolDownEnd<Key>>> {
+        // A timer of an earlier period is of no use now (and may belong to a runtime since shut
+        // down, which would fail to reset it): a fresh one every trip.
+        guard.timer = None;
+        if !self.settings().cool_down_timer || tokio::runtime::Handle::try_current().is_err() {
+            return None;
+        }
+        let end = Arc::new(CoolDownEnd {
+            breaker: self.this.clone(),
+            generation: generation_timed,
+            fired: AtomicBool::new(false),
+        });
+        let waker = Waker::from(end.clone());
+        let deadline = self.clock().instant(until.saturating_sub(TIMER_LEAD));
+        let mut sleep = Box::pin(tokio::time::sleep_until(deadline));
+        if sleep
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_ready()
+        {
+            return None;
+        }
+        guard.timer = Some(sleep);
+        Some(end)
     }
 
     /// Puts the breaker in `mode` by hand; a fresh closed state for the automatic modes.

@@ -86,6 +86,7 @@ pub(crate) struct Settings {
     pub(crate) idle_after: Duration,
     pub(crate) seed: Option<u64>,
     pub(crate) initial_mode: Mode,
+    pub(crate) cool_down_timer: bool,
 }
 
 impl Settings {
@@ -111,6 +112,7 @@ impl Default for Settings {
             open_max: Duration::from_secs(300),
             open_multiplier: 2.0,
             open_jitter: 0.2,
+            cool_down_timer: true,
             stable_after: Duration::from_secs(60),
             throttled_counts_consecutive: false,
             judge: default_verdict,
@@ -317,6 +319,21 @@ impl<K: BreakerKey> Builder<K> {
     #[must_use]
     pub fn seed(mut self, seed: u64) -> Self {
         self.settings.seed = Some(seed);
+        self
+    }
+
+    /// Whether a trip arms a tokio timer that marks the end of the cool-down (on by default).
+    ///
+    /// With it, a rejection reads no clock: it is one atomic load. The timer is armed once per
+    /// trip, only when a tokio runtime is current (otherwise, and once it fires, rejections
+    /// compare the clock). It fires a millisecond early and hands over to the exact clock
+    /// comparison, so probes are never late while the runtime's timer driver runs. Turn it off
+    /// for a runtime built without timers (`enable_time`): creating the timer would panic there.
+    /// Under a paused test clock, a pending cool-down timer is a timer like any other: an idle
+    /// runtime auto-advances to it.
+    #[must_use]
+    pub fn cool_down_timer(mut self, on: bool) -> Self {
+        self.settings.cool_down_timer = on;
         self
     }
 

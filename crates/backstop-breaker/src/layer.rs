@@ -282,7 +282,9 @@ impl<S, K: BreakerKey> CircuitBreaker<S, K> {
     }
 }
 
-fn reserve<Key: Clone + fmt::Debug>(breaker: &Arc<Breaker<Key>>) -> Option<Reserved<Key>> {
+fn reserve<Key: Clone + fmt::Debug + Send + Sync + 'static>(
+    breaker: &Arc<Breaker<Key>>,
+) -> Option<Reserved<Key>> {
     match breaker.admit() {
         Admission::Reject => None,
         Admission::Unrecorded => Some(Reserved::Unrecorded),
@@ -353,7 +355,7 @@ struct Ticket<Key> {
     started: u64,
 }
 
-impl<Key: Clone + fmt::Debug> Ticket<Key> {
+impl<Key: Clone + fmt::Debug + Send + Sync + 'static> Ticket<Key> {
     #[inline]
     fn new(breaker: Arc<Breaker<Key>>, generation: u32, probe: bool) -> Ticket<Key> {
         let started = if breaker.slow_nanos().is_some() {
@@ -470,7 +472,7 @@ impl<F, E, ResBody, Key> Future for ResponseFuture<F, Key>
 where
     F: Future<Output = Result<Response<ResBody>, E>>,
     E: Into<BoxError>,
-    Key: Clone + fmt::Debug,
+    Key: Clone + fmt::Debug + Send + Sync + 'static,
 {
     type Output = Result<Response<ResBody>, Error>;
 

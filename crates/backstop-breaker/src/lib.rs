@@ -98,8 +98,9 @@
 //! The closed path takes no lock and allocates nothing: a service remembers its last breaker
 //! (matched by one byte comparison of the request's authority), admission is one atomic load,
 //! recording a success one load (plus one relaxed read-modify-write with a count window). A
-//! rejection is one atomic load and one clock read, and allocates nothing. See
-//! the repository's `BENCHMARKS.md`.
+//! rejection is one atomic load while the cool-down timer armed at the trip has not fired
+//! ([`Builder::cool_down_timer`]), one load and one clock read otherwise, and allocates nothing.
+//! See the repository's `BENCHMARKS.md`.
 
 mod breaker;
 mod config;

@@ -160,7 +160,9 @@ impl<K: BreakerKey> Registry<K> {
             .seed
             .unwrap_or(0)
             .wrapping_add(self.created.fetch_add(1, Ordering::Relaxed));
-        let breaker = Arc::new(Breaker::new(key, hash, self.shared.clone(), seed));
+        let breaker = Arc::new_cyclic(|this| {
+            Breaker::new(key, hash, self.shared.clone(), seed, this.clone())
+        });
         if self.len.load(Ordering::Relaxed) >= max && !self.evict_least_recent() {
             // Every breaker is pinned by hand: protect this call with a breaker we do not keep,
             // rather than grow past the bound.

@@ -59,17 +59,23 @@ fn rejections_and_closed_calls_allocate_nothing() {
     let mut svc = layer.layer(NoOp(StatusCode::OK));
     // First call creates the breaker.
     poll_now(svc.call(Request::get("http://a.internal/").body(()).unwrap())).unwrap();
-    let reqs = requests(N, |_| "http://a.internal/x".to_string());
-    let region = Region::new(GLOBAL);
-    for req in reqs {
-        let res = poll_now(svc.call(req)).unwrap();
-        drop(res);
-    }
-    let closed = region.change();
+    // The counter is process-wide, and the test harness's own threads allocate now and then:
+    // of three rounds, the quietest must show none (an allocating path allocates every round).
+    let closed = (0..3)
+        .map(|_| {
+            let reqs = requests(N, |_| "http://a.internal/x".to_string());
+            let region = Region::new(GLOBAL);
+            for req in reqs {
+                let res = poll_now(svc.call(req)).unwrap();
+                drop(res);
+            }
+            region.change().allocations
+        })
+        .min()
+        .unwrap_or(usize::MAX);
     assert_eq!(
-        closed.allocations, 0,
-        "closed path: {} allocations over {N} calls",
-        closed.allocations
+        closed, 0,
+        "closed path: {closed} allocations over {N} calls"
     );
 
     // Open path: rejections.
@@ -79,23 +85,24 @@ fn rejections_and_closed_calls_allocate_nothing() {
         .unwrap();
     let mut svc = layer.layer(NoOp(StatusCode::SERVICE_UNAVAILABLE));
     let _ = poll_now(svc.call(Request::get("http://b.internal/").body(()).unwrap()));
-    let reqs = requests(N, |_| "http://b.internal/x".to_string());
-    let region = Region::new(GLOBAL);
     let mut rejected = 0;
-    for req in reqs {
-        let err = poll_now(svc.call(req)).unwrap_err();
-        if err.kind() == Kind::BreakerOpen {
-            rejected += 1;
-        }
-        drop(err);
-    }
-    let open = region.change();
-    assert_eq!(rejected, N);
-    assert_eq!(
-        open.allocations, 0,
-        "open path: {} allocations over {N} calls",
-        open.allocations
-    );
+    let open = (0..3)
+        .map(|_| {
+            let reqs = requests(N, |_| "http://b.internal/x".to_string());
+            let region = Region::new(GLOBAL);
+            for req in reqs {
+                let err = poll_now(svc.call(req)).unwrap_err();
+                if err.kind() == Kind::BreakerOpen {
+                    rejected += 1;
+                }
+                drop(err);
+            }
+            region.change().allocations
+        })
+        .min()
+        .unwrap_or(usize::MAX);
+    assert_eq!(rejected, 3 * N);
+    assert_eq!(open, 0, "open path: {open} allocations over {N} calls");
 
     // Memory per keyed breaker: the net heap growth of 1,000 new hosts (count window of 100).
     let layer = CircuitBreakerLayer::new();
