@@ -121,7 +121,11 @@ async fn ok_is_answered_once() {
 
 #[tokio::test]
 async fn reset_after_read_is_replayed_only_when_allowed() {
-    row(Fault::ResetAfterRead, replayed_if_allowed(Got::Error(Kind::Reset))).await;
+    row(
+        Fault::ResetAfterRead,
+        replayed_if_allowed(Got::Error(Kind::Reset)),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -173,7 +177,10 @@ async fn a_429_is_replayed_when_the_body_was_kept() {
 
 #[tokio::test]
 async fn a_404_is_final_for_every_method() {
-    row(Fault::status(404), |_| (Got::Response(StatusCode::NOT_FOUND), 1)).await;
+    row(Fault::status(404), |_| {
+        (Got::Response(StatusCode::NOT_FOUND), 1)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -211,7 +218,11 @@ async fn refused_and_black_holed_connects_were_never_sent_so_every_method_is_ret
 
         let hole = backstop_chaos::BlackHole::start().await.unwrap();
         let started = tokio::time::Instant::now();
-        let got = run(&client(), call.request(&format!("http://{}/", hole.addr()), 0)).await;
+        let got = run(
+            &client(),
+            call.request(&format!("http://{}/", hole.addr()), 0),
+        )
+        .await;
         assert_eq!(got, Got::Error(Kind::TimedOut(Timer::Connect)), "{call:?}");
         // Three connect attempts of 200 ms each, plus the backoff between them.
         assert!(started.elapsed() >= Duration::from_millis(550), "{call:?}");

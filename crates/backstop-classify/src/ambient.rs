@@ -42,6 +42,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
+use tokio::time::Instant;
 
 use crate::Deadline;
 
@@ -51,6 +52,74 @@ thread_local! {
     // `Copy` value without a destructor makes entering and leaving a few loads and stores, with
     // no lazy registration.
     static AMBIENT: Cell<Option<Budget>> = const { Cell::new(None) };
+}
+
+thread_local! {
+    // See `Enforced`: an instant by which an enclosing layer's own timer fails what is being
+    // polled. Set only for the duration of a poll, like `AMBIENT`.
+    static ENFORCED: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// While alive, tells the code polled inside that an enclosing layer will fail it, with a timer
+/// of its own registered with the current task, no later than an instant — so a timer inside
+/// that could fire no earlier need not be registered at all.
+///
+/// Unlike the ambient deadline (which [`scope`] sets without enforcing anything), this is a
+/// promise: set it only around a poll after which, if the inner future or body is still
+/// pending, the layer arms (or has armed) a timer for the instant and fails the call when it
+/// fires. The client deadline's response body sets it; the body idle timeout reads it with
+/// [`enforced`].
+///
+/// ```
+/// use std::time::Duration;
+/// use backstop_classify::ambient::{self, Enforced};
+/// use tokio::time::Instant;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let at = Instant::now() + Duration::from_secs(1);
+/// let guard = Enforced::new(at);
+/// assert_eq!(ambient::enforced(), Some(at));
+/// drop(guard);
+/// assert_eq!(ambient::enforced(), None);
+/// # }
+/// ```
+#[derive(Debug)]
+#[must_use = "the promise is withdrawn as soon as the guard is dropped"]
+pub struct Enforced {
+    outer: Option<Instant>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Enforced {
+    /// Promises enforcement by `at` (or by an earlier instant already promised outside) until
+    /// the guard is dropped.
+    #[inline]
+    pub fn new(at: Instant) -> Enforced {
+        let outer = ENFORCED.with(|slot| {
+            let outer = slot.get();
+            slot.set(Some(outer.map_or(at, |o| o.min(at))));
+            outer
+        });
+        Enforced {
+            outer,
+            _not_send: PhantomData,
+        }
+    }
+}
+
+impl Drop for Enforced {
+    #[inline]
+    fn drop(&mut self) {
+        ENFORCED.with(|slot| slot.set(self.outer));
+    }
+}
+
+/// The earliest instant by which an enclosing layer has promised ([`Enforced`]) to fail what is
+/// being polled, if one has.
+#[inline]
+pub fn enforced() -> Option<Instant> {
+    ENFORCED.with(Cell::get)
 }
 
 /// An ambient deadline as set: an instant, or a timeout whose clock has not started yet.

@@ -272,7 +272,7 @@ where
         let output = match state.as_mut().project() {
             StateProj::Running {
                 inner,
-                clock,
+                mut clock,
                 timer,
             } => match inner.poll(cx) {
                 Poll::Ready(result) => {
@@ -280,9 +280,16 @@ where
                 }
                 // The request may have reached the peer: an attempt timeout is retryable only for
                 // idempotent requests (phase "awaiting headers").
-                Poll::Pending => match clock.poll_expired(cx) {
+                Poll::Pending => match clock.as_mut().poll_expired(cx) {
                     Poll::Ready(()) => Err(Error::new(Kind::TimedOut(*timer), Phase::AwaitHeaders)),
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        // Registered with this task's waker: a deadline layer outside need not
+                        // register its own timer if this one fires no later.
+                        if let Some(at) = clock.armed_at() {
+                            crate::timer::report_wake(at);
+                        }
+                        return Poll::Pending;
+                    }
                 },
             },
             StateProj::Failed { failure } => Err(Error::from_failure(*failure)),

@@ -343,7 +343,9 @@ where
                 mut timer,
                 covers_body,
             } => {
+                let watch = crate::timer::WakeWatch::new();
                 let polled = timer.as_mut().run(|| inner.poll(cx));
+                let wake_by = watch.finish();
                 match polled {
                     Poll::Ready(Ok(res)) => {
                         // A body that has already ended cannot outlive the deadline: no need to
@@ -355,7 +357,9 @@ where
                     Poll::Ready(Err(err)) => Err(Error::classify(err, Phase::AwaitHeaders)),
                     // Dropping the inner future (below) is what cancels the attempt in flight or
                     // the backoff sleep of a retry inside.
-                    Poll::Pending => match timer.poll_expired(cx) {
+                    // An attempt timer inside that fires first wakes us in time: one timer
+                    // per attempt instead of two.
+                    Poll::Pending => match timer.poll_expired_unless_woken(cx, wake_by) {
                         Poll::Ready(()) => Err(deadline_error(Phase::AwaitHeaders)),
                         Poll::Pending => return Poll::Pending,
                     },
@@ -440,7 +444,16 @@ where
             *this.expired = true;
             return Poll::Ready(Some(Err(deadline_error(Phase::ReadBody))));
         }
-        match this.inner.poll_frame(cx) {
+        // Whenever the inner body is left pending, the timer below is armed for the deadline:
+        // a timer inside that would fire no earlier (the body idle timeout's) can be skipped.
+        let polled = match *this.deadline {
+            Some(deadline) => {
+                let _enforced = backstop_classify::ambient::Enforced::new(deadline);
+                this.inner.poll_frame(cx)
+            }
+            None => this.inner.poll_frame(cx),
+        };
+        match polled {
             Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
             Poll::Ready(Some(Err(err))) => {
                 Poll::Ready(Some(Err(Error::classify(err, Phase::ReadBody))))

@@ -63,7 +63,12 @@
 //!
 //! # Costs
 //! All timers are tokio's, so everything runs under `tokio::time::pause`. The success path
-//! touches the timer wheel only when the inner service has to wait, and takes no lock. By default
+//! touches the timer wheel only when the inner service has to wait, and takes no lock. An
+//! attempt has one timer, not two: while an [`AttemptTimeout`] inside has armed a timer that fires
+//! no later than the deadline, the [`DeadlineLayer`] registers none of its own (it does as soon as
+//! a poll leaves the call waiting without one, e.g. in a retry's backoff), and a response body
+//! bounded by the deadline lets the body idle timeout inside skip a timer that could not fire
+//! first ([`Enforced`](backstop_classify::ambient::Enforced)). By default
 //! a call that completes at once reads no clock either (see
 //! [when the clock starts](DeadlineLayer#when-the-clock-starts)), and allocates nothing — header
 //! propagation included, since the value for a deadline that has not started is formatted once

@@ -69,6 +69,37 @@ async fn attempts_that_keep_failing_stop_at_the_deadline_not_at_attempt_n() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_deadline_holds_from_the_call_after_an_attempt_timer_stood_in_for_it() {
+    // While an attempt is in flight its timer (300 ms) wakes the call before the deadline, so the
+    // deadline layer registers none of its own; once the attempt has given up and the call
+    // waits on something without a timer, the deadline must still fire 1 s after the call.
+    let recorder = Recorder::default();
+    let attempt = AttemptTimeoutLayer::new(MS(300))
+        .unwrap()
+        .layer(upstream(recorder.clone(), Behaviour::Stall));
+    let inner = tower::service_fn(move |req: Request<()>| {
+        let first = attempt.clone().oneshot(req);
+        async move {
+            let failed = first.await.unwrap_err();
+            assert_eq!(failed.kind(), Kind::TimedOut(Timer::Attempt));
+            std::future::pending::<Result<Response<String>, Error>>().await
+        }
+    });
+    let svc = deadline(Duration::from_secs(1)).layer(inner);
+
+    let start = Instant::now();
+    // Bounded: a deadline that never armed would otherwise leave the call pending for ever.
+    let err = tokio::time::timeout(Duration::from_secs(5), svc.oneshot(get()))
+        .await
+        .expect("the deadline fired")
+        .unwrap_err();
+
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+    assert_eq!(err.kind(), Kind::TimedOut(Timer::Deadline));
+    assert_eq!(recorder.count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_backoff_sleep_crossing_the_deadline_is_cut_short_without_another_attempt() {
     let recorder = Recorder::default();
     // Attempts fail at once; 400 ms backoff: attempts at 0, 400, 800 ms, and the sleep that would

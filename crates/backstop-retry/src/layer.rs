@@ -615,8 +615,10 @@ pin_project! {
         parts: Option<Parts>,
         #[pin]
         state: AttemptState<S::Future, B>,
-        // The instance retries call, cloned from the spare at the first retry.
-        service: Option<S>,
+        // The instance retries call, cloned from the spare at the first retry. Boxed: a whole
+        // stack instance is large, and most requests never retry, yet every request's future is
+        // built and moved with this field in it.
+        service: Option<Box<S>>,
         shared: Arc<Shared<S, P>>,
         replay: Replay<B>,
         // Boxed, and made at the first retry: most requests never need it.
@@ -711,7 +713,7 @@ where
                             Ok(spare) => S::clone(&spare),
                             Err(poisoned) => S::clone(&poisoned.into_inner()),
                         };
-                        *this.service = Some(spare);
+                        *this.service = Some(Box::new(spare));
                     }
                     let Some(service) = this.service.as_mut() else {
                         return Poll::Ready(Err(Error::new(Kind::Other, Phase::Local)));

@@ -140,19 +140,20 @@ where
 pin_project! {
     /// A body failing with `TimedOut(Idle)` when no frame arrives for the period while it is read.
     ///
-    /// Like tower-http's timeout body it holds its timer inline, so it is not `Unpin`: pin it
-    /// (`std::pin::pin!`, `Box::pin`) to call `BodyExt::frame` on it.
+    /// The timer is boxed, and created only at the first wait that needs it: every layer above
+    /// moves the response (body included) on its way out, so the wrapper stays small, and a body
+    /// read under a client deadline that would fail it no later
+    /// ([`Enforced`](backstop_classify::ambient::Enforced)) never creates one. The wrapper is
+    /// `Unpin` when the inner body is.
     #[derive(Debug)]
     pub struct IdleBody<B> {
         #[pin]
         inner: B,
-        // Created on the first wait, inline: no allocation per response.
-        #[pin]
-        timer: Option<Sleep>,
+        // Created on the first wait that needs it, then reused for the body's later waits.
+        timer: Option<Pin<Box<Sleep>>>,
         period: Duration,
-        // The deadline of the current wait, valid while `armed`.
-        deadline: Instant,
-        armed: bool,
+        // The deadline of the current wait; `None` when not waiting.
+        deadline: Option<Instant>,
         expired: bool,
     }
 }
@@ -164,8 +165,7 @@ impl<B> IdleBody<B> {
             inner: body,
             timer: None,
             period,
-            deadline: Instant::now(),
-            armed: false,
+            deadline: None,
             expired: false,
         }
     }
@@ -183,13 +183,13 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let mut this = self.project();
+        let this = self.project();
         if *this.expired {
             return Poll::Ready(None);
         }
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                *this.armed = false;
+                *this.deadline = None;
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(err))) => {
@@ -197,23 +197,26 @@ where
             }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
-                if !*this.armed {
-                    *this.deadline = Instant::now() + *this.period;
-                    *this.armed = true;
-                }
+                let deadline = *this
+                    .deadline
+                    .get_or_insert_with(|| Instant::now() + *this.period);
                 if this.timer.is_none() {
-                    this.timer
-                        .set(Some(tokio::time::sleep_until(*this.deadline)));
+                    // A layer outside fails this body by then with a timer of its own (the
+                    // client deadline): ours could not fire first, so it is not registered.
+                    // Checked again at every wait, until ours is needed.
+                    if backstop_classify::ambient::enforced().is_some_and(|at| at <= deadline) {
+                        return Poll::Pending;
+                    }
                 }
-                let Some(mut timer) = this.timer.as_pin_mut() else {
-                    return Poll::Pending;
-                };
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 loop {
                     ready!(timer.as_mut().poll(cx));
                     // Registered for an earlier wait: catch up rather than move the timer on
                     // every frame.
-                    if Instant::now() < *this.deadline {
-                        timer.as_mut().reset(*this.deadline);
+                    if Instant::now() < deadline {
+                        timer.as_mut().reset(deadline);
                         continue;
                     }
                     break;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use backstop_breaker::{Breakers, CircuitBreakerLayer, PerAuthority, State, Window};
 use backstop_classify::{BoxError, ClassifyLayer, Error, Kind, Phase};
-use backstop_deadline::{AttemptTimeoutLayer, Covers, DeadlineLayer};
+use backstop_deadline::{AttemptTimeoutLayer, Covers, DeadlineLayer, Propagation};
 use backstop_retry::{ReplayBody, RetryBudget, RetryInfo, RetryLayer};
 use backstop_timeout::{ConnectTimeoutLayer, IdleTimeoutLayer, TcpConnector};
 use bytes::Bytes;
@@ -312,6 +312,10 @@ impl Client {
 
         let deadline = DeadlineLayer::builder()
             .timeout(policy.deadline)
+            // The attempt timeout inside writes the time left into every attempt (the earlier
+            // of its own bound and this deadline): a header written here would only be parsed
+            // and overwritten, after being copied into the head retry keeps.
+            .propagation(Propagation::disabled())
             .covers(if policy.deadline_covers_body {
                 Covers::Body
             } else {
@@ -359,7 +363,8 @@ impl Client {
         let started = Instant::now();
         // Kept to find the destination's breaker afterwards; a `Uri` clone shares its bytes.
         let uri = self.breakers.is_some().then(|| req.uri().clone());
-        let mut res = self.service.call(req).await?;
+        let (res, connect) = crate::timed::ConnectScope::new(self.service.call(req)).await;
+        let mut res = res?;
         let time_to_headers = started.elapsed();
         let retry = RetryInfo::of(&res);
         let breaker = match (&self.breakers, uri) {
@@ -368,10 +373,6 @@ impl Client {
             }
             _ => None,
         };
-        let connect = res
-            .extensions()
-            .get::<crate::timed::ConnectTime>()
-            .and_then(crate::timed::ConnectTime::claim);
         let info = CallInfo {
             attempts: retry.attempts(),
             delays: retry.delays().collect(),

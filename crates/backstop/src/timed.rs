@@ -1,34 +1,29 @@
-//! Connection timing: how long establishing a connection took, carried to the responses sent on
-//! it, so a [`CallInfo`](crate::CallInfo) can tell a fresh connection from a pooled one.
+//! Connection timing: how long establishing a connection took, reported to the call whose
+//! request opened it, so a [`CallInfo`](crate::CallInfo) can tell a fresh connection from a
+//! pooled one.
+//!
+//! hyper-util polls the connector inside the future of the call that needs the connection (a
+//! connection it finishes in the background, because the call got a pooled one first, is polled
+//! by a task of its own). So the call's future marks the thread while it is polled
+//! ([`ConnectScope`]), and a connect that completes under the mark is this call's. This costs a
+//! thread-local write per poll, where carrying the time on the connection (hyper-util's
+//! `Connected::extra`) would cost an extension insert (an allocation) on every response.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::Uri;
-use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::connect::{Connected, Connection};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::Service;
 
-/// How long a connection took to establish (DNS + TCP + TLS), attached to every response sent on
-/// it. The first response to claim it is the one whose request opened the connection.
-#[derive(Debug, Clone)]
-pub(crate) struct ConnectTime {
-    took: Duration,
-    claimed: Arc<AtomicBool>,
-}
-
-impl ConnectTime {
-    /// The connect time, for the one response whose request opened the connection; `None` for
-    /// every later response on the same (pooled) connection.
-    pub(crate) fn claim(&self) -> Option<Duration> {
-        (!self.claimed.swap(true, Ordering::Relaxed)).then_some(self.took)
-    }
+thread_local! {
+    // `None`: no call is being polled on this thread. `Some(opened)`: a call is, and `opened` is
+    // how long the last connection it opened took.
+    static OPENED: Cell<Option<Option<Duration>>> = const { Cell::new(None) };
 }
 
 /// Times every connection its inner connector makes.
@@ -47,7 +42,7 @@ impl<C> Service<Uri> for TimedConnector<C>
 where
     C: Service<Uri>,
 {
-    type Response = TimedIo<C::Response>;
+    type Response = C::Response;
     type Error = C::Error;
     type Future = TimedFuture<C::Future>;
 
@@ -75,72 +70,57 @@ impl<F, T, E> Future for TimedFuture<F>
 where
     F: Future<Output = Result<T, E>>,
 {
-    type Output = Result<TimedIo<T>, E>;
+    type Output = Result<T, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let io = ready!(this.inner.poll(cx))?;
-        Poll::Ready(Ok(TimedIo {
-            inner: io,
-            took: this.started.elapsed(),
-        }))
+        let took = this.started.elapsed();
+        OPENED.with(|slot| {
+            if slot.get().is_some() {
+                slot.set(Some(Some(took)));
+            }
+        });
+        Poll::Ready(Ok(io))
     }
 }
 
 pin_project! {
-    /// A connection that knows how long it took to establish.
-    pub(crate) struct TimedIo<T> {
+    /// A call's future, with how long the connection it opened took (`None`: it opened none).
+    pub(crate) struct ConnectScope<F> {
         #[pin]
-        inner: T,
-        took: Duration,
+        inner: F,
+        opened: Option<Duration>,
     }
 }
 
-impl<T: Connection> Connection for TimedIo<T> {
-    fn connected(&self) -> Connected {
-        self.inner.connected().extra(ConnectTime {
-            took: self.took,
-            claimed: Arc::new(AtomicBool::new(false)),
-        })
+impl<F> ConnectScope<F> {
+    pub(crate) fn new(inner: F) -> Self {
+        ConnectScope {
+            inner,
+            opened: None,
+        }
     }
 }
 
-impl<T: Read> Read for TimedIo<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: ReadBufCursor<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        self.project().inner.poll_read(cx, buf)
+/// Restores the outer mark, also when the poll unwinds.
+struct Restore(Option<Option<Duration>>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        OPENED.with(|slot| slot.set(self.0));
     }
 }
 
-impl<T: Write> Write for TimedIo<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
-    }
+impl<F: Future> Future for ConnectScope<F> {
+    type Output = (F::Output, Option<Duration>);
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.project().inner.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let restore = Restore(OPENED.with(|slot| slot.replace(Some(*this.opened))));
+        let polled = this.inner.poll(cx);
+        *this.opened = OPENED.with(Cell::get).flatten();
+        drop(restore);
+        polled.map(|output| (output, *this.opened))
     }
 }
