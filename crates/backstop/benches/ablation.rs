@@ -2,8 +2,10 @@
 //! one layer at a time, interleaved in rounds. `cargo bench -p backstop --bench ablation`.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
+mod common;
+
+use common::upstream;
+
 use std::time::Duration;
 
 use backstop_breaker::CircuitBreakerLayer;
@@ -14,36 +16,13 @@ use backstop_timeout::{ConnectTimeoutLayer, IdleTimeoutLayer, TcpConnector};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 const ROUNDS: usize = 8;
 const PER_ROUND: usize = 1_500;
-
-async fn upstream() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
 
 type Boxed =
     tower::util::BoxCloneSyncService<Request<Full<Bytes>>, (), backstop_classify::BoxError>;
