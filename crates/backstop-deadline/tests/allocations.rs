@@ -73,12 +73,18 @@ where
     rt.block_on(async {
         svc.ready().await.unwrap();
         let _ = svc.call(make()).await.unwrap();
-        let region = Region::new(GLOBAL);
-        for _ in 0..CALLS {
-            svc.ready().await.unwrap();
-            let _ = svc.call(make()).await.unwrap();
+        // The counter is process-wide and the test harness's own threads allocate now and then:
+        // of three rounds, the quietest counts (a path that allocates does so every round).
+        let mut quietest = usize::MAX;
+        for _ in 0..3 {
+            let region = Region::new(GLOBAL);
+            for _ in 0..CALLS {
+                svc.ready().await.unwrap();
+                let _ = svc.call(make()).await.unwrap();
+            }
+            quietest = quietest.min(region.change().allocations);
         }
-        region.change().allocations as f64 / CALLS as f64
+        quietest as f64 / CALLS as f64
     })
 }
 

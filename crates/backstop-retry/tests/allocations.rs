@@ -16,11 +16,18 @@ const CALLS: usize = 1000;
 
 fn allocations(mut call: impl FnMut()) -> usize {
     call(); // warm up lazily initialised state
-    let region = Region::new(GLOBAL);
-    for _ in 0..CALLS {
-        call();
-    }
-    region.change().allocations
+    // The counter is process-wide and the test harness's own threads allocate now and then: of
+    // three rounds, the quietest counts (what the code itself allocates, it allocates every round).
+    (0..3)
+        .map(|_| {
+            let region = Region::new(GLOBAL);
+            for _ in 0..CALLS {
+                call();
+            }
+            region.change().allocations
+        })
+        .min()
+        .unwrap_or(usize::MAX)
 }
 
 #[test]
