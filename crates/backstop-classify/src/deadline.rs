@@ -97,8 +97,15 @@ impl Deadline {
     /// ```
     #[inline]
     pub fn current<B>(req: &Request<B>) -> Option<Deadline> {
+        Deadline::current_in(req.extensions())
+    }
+
+    /// [`Deadline::current`] for a request already split into parts: the deadline in
+    /// `extensions` or the ambient one, the earlier if both are set.
+    #[inline]
+    pub fn current_in(extensions: &http::Extensions) -> Option<Deadline> {
         let ambient = crate::ambient::current();
-        match Deadline::of(req) {
+        match extensions.get::<Deadline>().copied() {
             Some(carried) => Some(ambient.map_or(carried, |a| a.earliest(carried))),
             None => ambient,
         }

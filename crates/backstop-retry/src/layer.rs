@@ -807,10 +807,7 @@ fn next_attempt<P, B, R>(
         is_idempotent(parts, &config.idempotency_key),
         // The deadline travels ambiently (set by the deadline layer around every poll) or in
         // the retained request head; the earlier wins. Read only when a retry is considered.
-        earliest(
-            parts.extensions.get::<Deadline>().copied(),
-            backstop_classify::ambient::current(),
-        ),
+        Deadline::current_in(&parts.extensions),
         &state.info,
         replay,
         &mut state.stream,
@@ -925,14 +922,6 @@ fn decide<P, B>(
         return Verdict::Stop(StopReason::BudgetExhausted);
     }
     Verdict::Retry(delay)
-}
-
-/// The earlier of two optional deadlines.
-fn earliest(a: Option<Deadline>, b: Option<Deadline>) -> Option<Deadline> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.earliest(b)),
-        (a, b) => a.or(b),
-    }
 }
 
 /// Logs an exhausted budget: at warn level at most once a second per budget (an outage would
