@@ -1,8 +1,12 @@
-//! The cases of `overhead.rs` measured round-robin: every round times each case once, so load
-//! from other processes hits all cases alike; prints the median ns/call over the rounds and the
-//! difference to the bare baseline of the same request shape.
+//! The cases of `overhead.rs` measured round-robin: every round times each case once, in a
+//! shuffled order, so load from other processes hits all cases alike; prints the median ns/call
+//! and the median over the rounds of each case's difference to the bare baseline of the same
+//! request shape in the same round.
 //!
 //! `cargo bench -p backstop-deadline --bench interleaved -- [rounds] [calls-per-round]`
+//!
+//! `BENCH_CASES="tower Timeout|DeadlineLayer, no propagation"` keeps only those cases (and the
+//! baselines).
 //!
 //! With a case name it runs only that case, once, for counting instructions:
 //! `valgrind --tool=callgrind target/release/deps/interleaved-* 1 100000 "tower Timeout"`.
@@ -34,23 +38,15 @@ fn main() {
         }
         return;
     }
+    // `BENCH_CASES="a|b"` keeps only the named cases (the bare baselines stay).
+    if let Ok(keep) = std::env::var("BENCH_CASES") {
+        let keep: Vec<&str> = keep.split('|').collect();
+        cases.retain(|c| c.name.starts_with("bare") || keep.contains(&c.name));
+    }
     for case in &mut cases {
         (case.run)(calls / 4); // warm-up
     }
-    let mut samples = vec![Vec::with_capacity(rounds); cases.len()];
-    for _ in 0..rounds {
-        for (case, samples) in cases.iter_mut().zip(&mut samples) {
-            let took = (case.run)(calls);
-            samples.push(took.as_nanos() as f64 / calls as f64);
-        }
-    }
-    for s in &mut samples {
-        s.sort_by(f64::total_cmp);
-    }
-    let medians: Vec<f64> = samples.iter().map(|s| s[s.len() / 2]).collect();
-    // The fastest round is the one least disturbed by other processes.
-    let mins: Vec<f64> = samples.iter().map(|s| s[0]).collect();
-    let baseline = |name: &str, of: &[f64]| -> f64 {
+    let baseline_of = |name: &str| -> usize {
         let bare = if name.starts_with("server") || name.contains("budget") {
             "bare no-op, budget header"
         } else if name.ends_with(", body") {
@@ -58,22 +54,54 @@ fn main() {
         } else {
             "bare no-op"
         };
-        cases
-            .iter()
-            .position(|c| c.name == bare)
-            .map_or(0.0, |i| of[i])
+        cases.iter().position(|c| c.name == bare).unwrap_or(0)
     };
-    println!("{rounds} rounds x {calls} calls, ns/call");
-    println!("| case | median | over bare | fastest round | over bare |");
-    println!("|---|---:|---:|---:|---:|");
-    for (i, case) in cases.iter().enumerate() {
+    let bases: Vec<usize> = cases.iter().map(|c| baseline_of(c.name)).collect();
+    // Every round runs the cases in a new order (a fixed-seed shuffle), so no case always
+    // follows the same neighbour; each case is compared with its baseline of the same round.
+    let mut order: Vec<usize> = (0..cases.len()).collect();
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut samples = vec![Vec::with_capacity(rounds); cases.len()];
+    for _ in 0..rounds {
+        for i in (1..order.len()).rev() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            order.swap(i, (seed % (i as u64 + 1)) as usize);
+        }
+        let mut round = vec![0.0; cases.len()];
+        for &i in &order {
+            let took = (cases[i].run)(calls);
+            round[i] = took.as_nanos() as f64 / calls as f64;
+        }
+        for (i, samples) in samples.iter_mut().enumerate() {
+            samples.push((round[i], round[i] - round[bases[i]]));
+        }
+    }
+    let median = |mut v: Vec<f64>| -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let quartiles = |mut v: Vec<f64>| -> (f64, f64) {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 4], v[v.len() * 3 / 4])
+    };
+    println!(
+        "{rounds} rounds x {calls} calls, ns/call; \"over bare\" is the median of the per-round differences"
+    );
+    println!("| case | median | over bare | middle half of the differences |");
+    println!("|---|---:|---:|---:|");
+    for (case, samples) in cases.iter().zip(&samples) {
+        let own = median(samples.iter().map(|s| s.0).collect());
+        let diffs: Vec<f64> = samples.iter().map(|s| s.1).collect();
+        let (q1, q3) = quartiles(diffs.clone());
         println!(
-            "| {} | {:.0} | {:+.0} | {:.0} | {:+.0} |",
+            "| {} | {:.0} | {:+.0} | {:+.0} .. {:+.0} |",
             case.name,
-            medians[i],
-            medians[i] - baseline(case.name, &medians),
-            mins[i],
-            mins[i] - baseline(case.name, &mins),
+            own,
+            median(diffs),
+            q1,
+            q3
         );
     }
 }

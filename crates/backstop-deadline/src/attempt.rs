@@ -275,9 +275,10 @@ where
                 mut clock,
                 timer,
             } => match inner.poll(cx) {
-                Poll::Ready(result) => {
-                    result.map_err(|err| Error::classify(err, Phase::AwaitHeaders))
-                }
+                // The inner future has finished: nothing to cancel, and returning at once lets
+                // the response be built where the caller wants it.
+                Poll::Ready(Ok(res)) => return Poll::Ready(Ok(res)),
+                Poll::Ready(Err(err)) => Err(Error::classify(err, Phase::AwaitHeaders)),
                 // The request may have reached the peer: an attempt timeout is retryable only for
                 // idempotent requests (phase "awaiting headers").
                 Poll::Pending => match clock.as_mut().poll_expired(cx) {

@@ -72,6 +72,14 @@ pub enum Carry {
 /// the margin either way, never more than is left. In exchange a call answered at once costs no
 /// clock read, no timer and no allocation.
 ///
+/// # One timer, not two
+/// While an [`AttemptTimeout`](crate::AttemptTimeout) inside is waiting with a timer that fires
+/// no later than this deadline, this layer registers no timer of its own: that one wakes the task
+/// in time for the deadline to be checked. Its own timer (boxed, so the future it adds to every
+/// call stays a few words) is set only when nothing inside bounds the wait sooner — a retry's
+/// backoff sleep, or an inner service without an attempt timeout — at the cost of one allocation
+/// for that call.
+///
 /// ```
 /// use std::time::Duration;
 /// use backstop_deadline::{Covers, DeadlineLayer};
@@ -282,16 +290,14 @@ pin_project! {
     #[derive(Debug)]
     #[project = StateProj]
     enum State<F> {
-        // No deadline anywhere: the layer only classifies errors.
-        Passthrough {
-            #[pin]
-            inner: F,
-        },
         Running {
             #[pin]
             inner: F,
-            #[pin]
-            timer: crate::timer::Timer,
+            // `None`: no deadline anywhere, the layer only classifies errors. (One variant for
+            // both cases lets the inner future be built in place.) Boxed when armed: with an
+            // attempt timeout inside reporting its wakes it rarely is (see
+            // `poll_expired_unless_woken`), and the future stays small.
+            timer: Option<DeadlineTimer>,
             covers_body: bool,
         },
         Failed {
@@ -301,18 +307,18 @@ pin_project! {
     }
 }
 
+type DeadlineTimer = crate::timer::Timer<Pin<Box<Sleep>>>;
+
 impl<F> ResponseFuture<F> {
     #[inline]
     fn new(inner: F, budget: Option<Budget>, covers_body: bool) -> Self {
-        let state = match budget {
-            Some(budget) => State::Running {
+        ResponseFuture {
+            state: State::Running {
                 inner,
-                timer: crate::timer::Timer::new(budget),
+                timer: budget.map(DeadlineTimer::new),
                 covers_body,
             },
-            None => State::Passthrough { inner },
-        };
-        ResponseFuture { state }
+        }
     }
 
     fn failed(failure: Failure) -> Self {
@@ -334,15 +340,15 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
         let output = match state.as_mut().project() {
-            StateProj::Passthrough { inner } => match inner.poll(cx) {
-                Poll::Ready(result) => finish(result, None),
-                Poll::Pending => return Poll::Pending,
-            },
             StateProj::Running {
                 inner,
-                mut timer,
+                timer,
                 covers_body,
             } => {
+                let Some(timer) = timer else {
+                    return inner.poll(cx).map(|res| finish(res, None));
+                };
+                let mut timer = Pin::new(timer);
                 let watch = crate::timer::WakeWatch::new();
                 let polled = timer.as_mut().run(|| inner.poll(cx));
                 let wake_by = watch.finish();
@@ -352,7 +358,11 @@ where
                         // start the clock for it.
                         let body_deadline = (*covers_body && !res.body().is_end_stream())
                             .then(|| timer.as_mut().deadline().instant());
-                        Ok(res.map(|body| DeadlineBody::new(body, body_deadline)))
+                        // The inner future has finished; returning without replacing the state
+                        // lets the response be built where the caller wants it.
+                        return Poll::Ready(Ok(
+                            res.map(|body| DeadlineBody::new(body, body_deadline))
+                        ));
                     }
                     Poll::Ready(Err(err)) => Err(Error::classify(err, Phase::AwaitHeaders)),
                     // Dropping the inner future (below) is what cancels the attempt in flight or
@@ -394,10 +404,18 @@ pin_project! {
     pub struct DeadlineBody<B> {
         #[pin]
         inner: B,
-        sleep: Option<Pin<Box<Sleep>>>,
-        deadline: Option<Instant>,
-        expired: bool,
+        bound: Bound,
     }
+}
+
+// One enum, not an instant beside an optional timer and a flag: the wrapper is moved with every
+// response.
+#[derive(Debug)]
+enum Bound {
+    Unbounded,
+    Until(Instant),
+    Armed(Pin<Box<Sleep>>),
+    Expired,
 }
 
 impl<B> DeadlineBody<B> {
@@ -405,15 +423,17 @@ impl<B> DeadlineBody<B> {
     pub fn new(inner: B, deadline: Option<Instant>) -> Self {
         DeadlineBody {
             inner,
-            sleep: None,
-            deadline,
-            expired: false,
+            bound: deadline.map_or(Bound::Unbounded, Bound::Until),
         }
     }
 
     /// The deadline this body must end by, if it is bounded.
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        match &self.bound {
+            Bound::Unbounded | Bound::Expired => None,
+            Bound::Until(at) => Some(*at),
+            Bound::Armed(sleep) => Some(sleep.deadline()),
+        }
     }
 
     /// The wrapped body.
@@ -435,55 +455,54 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
-        if *this.expired {
-            return Poll::Ready(None);
-        }
-        // Once the body has had to wait, the timer is armed and checked first, so a body that
-        // keeps trickling in cannot outrun the deadline.
-        if let Some(Poll::Ready(())) = this.sleep.as_mut().map(|s| s.as_mut().poll(cx)) {
-            *this.expired = true;
-            return Poll::Ready(Some(Err(deadline_error(Phase::ReadBody))));
-        }
+        let deadline = match this.bound {
+            Bound::Unbounded => return this.inner.poll_frame(cx).map(classify_frame),
+            Bound::Expired => return Poll::Ready(None),
+            Bound::Until(at) => *at,
+            // Once the body has had to wait, the timer is armed and checked first, so a body that
+            // keeps trickling in cannot outrun the deadline.
+            Bound::Armed(sleep) => {
+                if sleep.as_mut().poll(cx).is_ready() {
+                    *this.bound = Bound::Expired;
+                    return Poll::Ready(Some(Err(deadline_error(Phase::ReadBody))));
+                }
+                sleep.deadline()
+            }
+        };
         // Whenever the inner body is left pending, the timer below is armed for the deadline:
         // a timer inside that would fire no earlier (the body idle timeout's) can be skipped.
-        let polled = match *this.deadline {
-            Some(deadline) => {
-                let _enforced = backstop_classify::ambient::Enforced::new(deadline);
-                this.inner.poll_frame(cx)
-            }
-            None => this.inner.poll_frame(cx),
+        let polled = {
+            let _enforced = backstop_classify::ambient::Enforced::new(deadline);
+            this.inner.poll_frame(cx)
         };
-        match polled {
-            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
-            Poll::Ready(Some(Err(err))) => {
-                Poll::Ready(Some(Err(Error::classify(err, Phase::ReadBody))))
+        if polled.is_pending()
+            && let Bound::Until(at) = *this.bound
+        {
+            let mut sleep = Box::pin(sleep_until(at));
+            if sleep.as_mut().poll(cx).is_ready() {
+                *this.bound = Bound::Expired;
+                return Poll::Ready(Some(Err(deadline_error(Phase::ReadBody))));
             }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => {
-                let Some(deadline) = *this.deadline else {
-                    return Poll::Pending;
-                };
-                if this.sleep.is_none() {
-                    let sleep = this.sleep.insert(Box::pin(sleep_until(deadline)));
-                    if sleep.as_mut().poll(cx).is_ready() {
-                        *this.expired = true;
-                        return Poll::Ready(Some(Err(deadline_error(Phase::ReadBody))));
-                    }
-                }
-                Poll::Pending
-            }
+            *this.bound = Bound::Armed(sleep);
         }
+        polled.map(classify_frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.expired || self.inner.is_end_stream()
+        matches!(self.bound, Bound::Expired) || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.expired {
+        if matches!(self.bound, Bound::Expired) {
             SizeHint::with_exact(0)
         } else {
             self.inner.size_hint()
         }
     }
+}
+
+fn classify_frame<D, E: Into<BoxError>>(
+    polled: Option<Result<Frame<D>, E>>,
+) -> Option<Result<Frame<D>, Error>> {
+    polled.map(|frame| frame.map_err(|err| Error::classify(err, Phase::ReadBody)))
 }

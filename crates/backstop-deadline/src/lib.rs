@@ -128,3 +128,38 @@ fn carry_in_extensions<B>(req: &mut Request<B>, deadline: Deadline) {
         }
     }
 }
+#[cfg(test)]
+mod sizes {
+    //! The futures and bodies are moved on every call: their overhead over what they wrap is
+    //! part of the layers' cost on the success path.
+    use std::convert::Infallible;
+    use std::future::Ready;
+
+    use bytes::Bytes;
+    use http::Response;
+    use http_body_util::Empty;
+
+    type Inner = Ready<Result<Response<Empty<Bytes>>, Infallible>>;
+
+    #[test]
+    fn the_deadline_future_adds_no_timer_until_it_needs_one() {
+        // An unarmed deadline keeps a budget, not a `Sleep` (which is over 100 bytes).
+        let inner = size_of::<Inner>();
+        let outer = size_of::<crate::client::ResponseFuture<Inner>>();
+        assert!(outer <= inner + 40, "{outer} bytes around {inner}");
+    }
+
+    #[test]
+    fn the_attempt_future_is_no_larger_than_towers_timeout() {
+        let ours = size_of::<crate::attempt::ResponseFuture<Inner>>();
+        let towers = size_of::<tower::timeout::future::ResponseFuture<Inner>>();
+        assert!(ours <= towers + 8, "{ours} bytes against tower's {towers}");
+    }
+
+    #[test]
+    fn the_body_wrapper_adds_one_word_and_an_instant() {
+        let inner = size_of::<Empty<Bytes>>();
+        let outer = size_of::<crate::client::DeadlineBody<Empty<Bytes>>>();
+        assert!(outer <= inner + 24, "{outer} bytes around {inner}");
+    }
+}

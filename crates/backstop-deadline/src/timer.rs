@@ -45,8 +45,11 @@ impl WakeWatch {
 impl Drop for WakeWatch {
     #[inline]
     fn drop(&mut self) {
-        // A timer inside wakes the task for an enclosing watcher too: keep the earlier.
-        WAKE_BY.with(|slot| slot.set(earlier(self.outer, slot.get())));
+        // A timer inside wakes the task for an enclosing watcher too: keep the earlier. (With
+        // no enclosing watcher the slot already holds the right value.)
+        if let Some(outer) = self.outer {
+            WAKE_BY.with(|slot| slot.set(earlier(Some(outer), slot.get())));
+        }
     }
 }
 
@@ -64,23 +67,53 @@ pub(crate) fn report_wake(at: Instant) {
     WAKE_BY.with(|slot| slot.set(earlier(slot.get(), Some(at))));
 }
 
+/// Where an armed [`Timer`] keeps its `Sleep`: in place, or boxed so that a future which rarely
+/// arms its timer stays small (it is moved on every call).
+pub(crate) trait SleepSlot: Future<Output = ()> {
+    fn until(at: Instant) -> Self;
+    fn at(&self) -> Instant;
+}
+
+impl SleepSlot for Sleep {
+    #[inline]
+    fn until(at: Instant) -> Self {
+        sleep_until(at)
+    }
+
+    #[inline]
+    fn at(&self) -> Instant {
+        self.deadline()
+    }
+}
+
+impl SleepSlot for Pin<Box<Sleep>> {
+    fn until(at: Instant) -> Self {
+        Box::pin(sleep_until(at))
+    }
+
+    #[inline]
+    fn at(&self) -> Instant {
+        self.deadline()
+    }
+}
+
 pin_project! {
     // One enum rather than a budget beside an `Option<Sleep>`: the budget is only needed until the
-    // sleep exists (which then holds the instant), and the future stays as small as the sleep.
+    // sleep exists (which then holds the instant).
     #[derive(Debug)]
     #[project = TimerProj]
-    pub(crate) enum Timer {
+    pub(crate) enum Timer<S = Sleep> {
         Unarmed { budget: Budget },
         Armed {
             #[pin]
-            sleep: Sleep,
+            sleep: S,
         },
     }
 }
 
-impl Timer {
+impl<S: SleepSlot> Timer<S> {
     #[inline]
-    pub(crate) fn new(budget: Budget) -> Timer {
+    pub(crate) fn new(budget: Budget) -> Self {
         Timer::Unarmed { budget }
     }
 
@@ -92,7 +125,7 @@ impl Timer {
                 *budget = Budget::At(deadline);
                 deadline
             }
-            TimerProj::Armed { sleep } => Deadline::at(sleep.deadline()),
+            TimerProj::Armed { sleep } => Deadline::at(sleep.at()),
         }
     }
 
@@ -108,7 +141,7 @@ impl Timer {
                 result
             }
             TimerProj::Armed { sleep } => {
-                let _entered = Entered::new(Budget::At(Deadline::at(sleep.deadline())));
+                let _entered = Entered::new(Budget::At(Deadline::at(sleep.at())));
                 poll()
             }
         }
@@ -140,7 +173,7 @@ impl Timer {
     #[inline]
     pub(crate) fn armed_at(&self) -> Option<Instant> {
         match self {
-            Timer::Armed { sleep } => Some(sleep.deadline()),
+            Timer::Armed { sleep } => Some(sleep.at()),
             Timer::Unarmed { .. } => None,
         }
     }
@@ -150,7 +183,7 @@ impl Timer {
         if let TimerProj::Unarmed { budget } = self.as_mut().project() {
             let at = budget.start().instant();
             self.set(Timer::Armed {
-                sleep: sleep_until(at),
+                sleep: S::until(at),
             });
         }
         match self.project() {
