@@ -167,7 +167,13 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         // One call of the inner service, so its future is built in place.
         match self.plan(&mut req) {
-            Ok((budget, timer)) => ResponseFuture::running(self.inner.call(req), budget, timer),
+            Ok((budget, timer)) => ResponseFuture {
+                state: State::Running {
+                    inner: self.inner.call(req),
+                    clock: AttemptTimer::new(budget),
+                    timer,
+                },
+            },
             Err(failure) => ResponseFuture::failed(failure),
         }
     }
@@ -213,17 +219,6 @@ impl<S> AttemptTimeout<S> {
 }
 
 impl<F> ResponseFuture<F> {
-    #[inline]
-    fn running(inner: F, budget: Budget, timer: Timer) -> Self {
-        ResponseFuture {
-            state: State::Running {
-                inner,
-                clock: AttemptTimer::new(budget),
-                timer,
-            },
-        }
-    }
-
     fn failed(failure: Failure) -> Self {
         ResponseFuture {
             state: State::Failed { failure },

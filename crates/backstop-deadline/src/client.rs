@@ -68,7 +68,8 @@ pub enum Carry {
 /// synchronous `call` and first poll of an `.await`ed call (a paused clock only moves when the
 /// runtime parks); in real time, the start moves by the synchronous work done before the first
 /// wait (microseconds). Only a response future created and then left unpolled starts its clock
-/// at its first poll. The propagated header is unaffected: it carries the whole timeout minus
+/// at its first poll (a layer inside that asked for the deadline within `call` keeps the
+/// earlier instant it was given, so the inner bound is then the tighter one). The propagated header is unaffected: it carries the whole timeout minus
 /// the margin either way, never more than is left. In exchange a call answered at once costs no
 /// clock read, no timer and no allocation.
 ///
@@ -229,10 +230,18 @@ where
             Ok(budget) => budget,
             Err(failure) => return ResponseFuture::failed(failure),
         };
-        let entered = budget.map(Entered::new);
-        let future = self.inner.call(req);
-        let budget = entered.map(Entered::leave);
-        ResponseFuture::new(future, budget, self.layer.covers == Covers::Body)
+        // Ambient for the inner call. A clock started inside meanwhile is not copied back: ours
+        // then starts at its first need instead, microseconds later, and the layer inside keeps
+        // the earlier instant it computed. In exchange the inner future is built straight into
+        // the one returned.
+        let _entered = budget.map(Entered::new);
+        ResponseFuture {
+            state: State::Running {
+                inner: self.inner.call(req),
+                timer: budget.map(DeadlineTimer::new),
+                covers_body: self.layer.covers == Covers::Body,
+            },
+        }
     }
 }
 
@@ -310,17 +319,6 @@ pin_project! {
 type DeadlineTimer = crate::timer::Timer<Pin<Box<Sleep>>>;
 
 impl<F> ResponseFuture<F> {
-    #[inline]
-    fn new(inner: F, budget: Option<Budget>, covers_body: bool) -> Self {
-        ResponseFuture {
-            state: State::Running {
-                inner,
-                timer: budget.map(DeadlineTimer::new),
-                covers_body,
-            },
-        }
-    }
-
     fn failed(failure: Failure) -> Self {
         ResponseFuture {
             state: State::Failed { failure },

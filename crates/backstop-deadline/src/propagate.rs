@@ -385,14 +385,20 @@ fn write_if_shorter<B>(
     parse: fn(&HeaderValue) -> Incoming,
     value: impl FnOnce() -> HeaderValue,
 ) {
-    let headers = req.headers_mut();
-    if let Some(existing) = headers.get(&name)
-        && let Incoming::Timeout(already) = parse(existing)
-        && already <= budget
-    {
-        return;
+    // One lookup for both the check and the write.
+    match req.headers_mut().entry(name) {
+        http::header::Entry::Occupied(mut entry) => {
+            if let Incoming::Timeout(already) = parse(entry.get())
+                && already <= budget
+            {
+                return;
+            }
+            entry.insert(value());
+        }
+        http::header::Entry::Vacant(entry) => {
+            entry.insert(value());
+        }
     }
-    headers.insert(name, value());
 }
 
 fn judge(negative: bool, duration: Duration) -> Incoming {
