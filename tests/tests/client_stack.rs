@@ -51,10 +51,10 @@ async fn get_503_503_200_succeeds_on_the_third_attempt() {
     assert_eq!(chaos.count("GET", "/flaky"), 3);
     assert_eq!(info.breaker, Some(backstop::breaker::State::Closed));
     assert!(info.time_to_headers > Duration::ZERO);
-    assert!(
-        info.connect.is_some(),
-        "the first call opened the connection"
-    );
+    let connect = info.connect.expect("the first call opened the connection");
+    assert_eq!(connect.resolve, None, "an IP address is not resolved");
+    assert_eq!(connect.tls, None, "plain http has no handshake");
+    assert!(connect.tcp <= connect.total);
     let body = res.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"ok\n");
 
@@ -247,6 +247,37 @@ async fn https_with_a_trusted_certificate_and_garbage_over_tls() {
         "{err:?}"
     );
     assert_eq!(err.retryable(), Retryable::Never);
+}
+
+#[tokio::test]
+async fn a_new_connection_reports_how_long_dns_tcp_and_tls_took() {
+    let chaos = ChaosServer::builder().tls(true).start().await.unwrap();
+    let addr = chaos.addr();
+    // `localhost` answered by an injected resolver that takes its time: no real lookup.
+    let resolver = FnResolver::new(move |_name| async move {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        Ok::<_, backstop::classify::BoxError>(vec![addr])
+    });
+    let client = client()
+        .resolver(resolver)
+        .tls(chaos.client_tls_config().unwrap().unwrap())
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}/", addr.port());
+    let res = bounded(client.get(&url)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let connect = CallInfo::of(&res)
+        .unwrap()
+        .connect
+        .expect("a new connection");
+    let resolve = connect.resolve.expect("a name was resolved");
+    assert!(resolve >= Duration::from_millis(30), "{connect:?}");
+    let tls = connect.tls.expect("an https connection");
+    assert!(
+        resolve + connect.tcp + tls <= connect.total,
+        "the phases are parts of the whole: {connect:?}"
+    );
+    assert!(connect.total <= CallInfo::of(&res).unwrap().time_to_headers);
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::config::{ConfigError, check_duration};
-use crate::phase::track;
+use crate::phase::track_phase;
 
 /// The longest connect bound accepted; anything longer is a configuration mistake.
 pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -121,7 +121,7 @@ where
     fn call(&mut self, dst: Uri) -> Self::Future {
         let mut phase = Phase::Connect;
         // Connectors often start work (and report it) in `call` itself.
-        let inner = track(&mut phase, || self.inner.call(dst));
+        let inner = track_phase(&mut phase, || self.inner.call(dst));
         ConnectFuture {
             inner,
             // Boxed so the future stays `Unpin`, as hyper-util's `Connect` requires.
@@ -154,7 +154,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let inner = this.inner;
-        if let Poll::Ready(out) = track(this.phase, || inner.poll(cx)) {
+        if let Poll::Ready(out) = track_phase(this.phase, || inner.poll(cx)) {
             return Poll::Ready(out.map_err(|err| Error::classify(err, *this.phase)));
         }
         ready!(this.sleep.as_mut().poll(cx));

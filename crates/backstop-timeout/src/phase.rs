@@ -33,8 +33,22 @@ pub fn report_phase(phase: Phase) {
     });
 }
 
-/// Runs `poll` with `phase` as the current phase and returns the phase reported meanwhile.
-pub(crate) fn track<T>(phase: &mut Phase, poll: impl FnOnce() -> T) -> T {
+/// Runs `poll` (a connector's `call`, or a poll of its future) with `phase` as the current phase,
+/// and leaves in `phase` the last phase reported meanwhile.
+///
+/// This is how a [`ConnectTimeout`](crate::ConnectTimeout) learns where a connect is; a wrapper
+/// outside it may track too (scopes nest: what an inner scope learns reaches the outer one), for
+/// instance to time each phase of a new connection.
+///
+/// ```
+/// use backstop_classify::Phase;
+/// use backstop_timeout::{report_phase, track_phase};
+///
+/// let mut phase = Phase::Connect;
+/// track_phase(&mut phase, || report_phase(Phase::Tls));
+/// assert_eq!(phase, Phase::Tls);
+/// ```
+pub fn track_phase<T>(phase: &mut Phase, poll: impl FnOnce() -> T) -> T {
     struct Restore(Option<Phase>);
     impl Drop for Restore {
         fn drop(&mut self) {
@@ -175,7 +189,7 @@ mod tests {
         report_phase(Phase::Tls);
         assert_eq!(CURRENT.with(Cell::get), None);
         let mut phase = Phase::Connect;
-        track(&mut phase, || report_phase(Phase::Resolve));
+        track_phase(&mut phase, || report_phase(Phase::Resolve));
         assert_eq!(phase, Phase::Resolve);
         assert_eq!(CURRENT.with(Cell::get), None);
     }
@@ -183,9 +197,9 @@ mod tests {
     #[test]
     fn nested_scopes_pass_reports_outwards() {
         let mut outer = Phase::Connect;
-        track(&mut outer, || {
+        track_phase(&mut outer, || {
             let mut inner = Phase::Connect;
-            track(&mut inner, || report_phase(Phase::Tls));
+            track_phase(&mut inner, || report_phase(Phase::Tls));
             assert_eq!(inner, Phase::Tls);
         });
         assert_eq!(outer, Phase::Tls);

@@ -1,5 +1,6 @@
 //! Where the full stack's cost comes from: sequential loopback requests through stacks that add
-//! one layer at a time, interleaved in rounds. `cargo bench -p backstop --bench ablation`.
+//! one layer at a time, interleaved in rounds, and the CPU time each costs with 32 requests in
+//! flight. `cargo bench -p backstop --bench ablation`.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -23,6 +24,8 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 
 const ROUNDS: usize = 8;
 const PER_ROUND: usize = 1_500;
+const CONCURRENCY: usize = 32;
+const PER_TASK: usize = 100;
 
 type Boxed =
     tower::util::BoxCloneSyncService<Request<Full<Bytes>>, (), backstop_classify::BoxError>;
@@ -152,7 +155,6 @@ fn main() {
                 }))
             }),
         ];
-        let mut totals = vec![Duration::ZERO; variants.len()];
         for (_, svc) in &variants {
             for _ in 0..300 {
                 svc.clone()
@@ -161,6 +163,11 @@ fn main() {
                     .unwrap();
             }
         }
+        // Sequential: latency per request.
+        let mut totals = vec![Duration::ZERO; variants.len()];
+        // 32 tasks at once: CPU time per request of the whole process (client, server and the
+        // kernel work done on their threads), which bounds throughput on a busy machine.
+        let mut cpu = vec![Duration::ZERO; variants.len()];
         for _ in 0..ROUNDS {
             for (i, (_, svc)) in variants.iter().enumerate() {
                 let started = Instant::now();
@@ -169,19 +176,63 @@ fn main() {
                     svc.clone().oneshot(req).await.unwrap();
                 }
                 totals[i] += started.elapsed();
+                let before = process_cpu();
+                let tasks: Vec<_> = (0..CONCURRENCY)
+                    .map(|_| {
+                        let svc = svc.clone();
+                        let url = url.clone();
+                        tokio::spawn(async move {
+                            for _ in 0..PER_TASK {
+                                let req = Request::get(&url).body(Full::new(Bytes::new())).unwrap();
+                                svc.clone().oneshot(req).await.unwrap();
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.unwrap();
+                }
+                cpu[i] += process_cpu().saturating_sub(before);
             }
         }
         let n = (ROUNDS * PER_ROUND) as f64;
+        let m = (ROUNDS * CONCURRENCY * PER_TASK) as f64;
         let base = totals[0].as_secs_f64() / n;
-        println!("{:<28} {:>10} {:>12}", "stack", "µs/req", "over bare");
-        for ((name, _), total) in variants.iter().zip(&totals) {
+        let cpu_base = cpu[0].as_secs_f64() / m;
+        println!(
+            "{:<28} {:>10} {:>12} {:>16} {:>12}",
+            "stack", "µs/req", "over bare", "CPU µs/req (32)", "over bare"
+        );
+        for (((name, _), total), cpu) in variants.iter().zip(&totals).zip(&cpu) {
             let per = total.as_secs_f64() / n;
+            let cpu_per = cpu.as_secs_f64() / m;
             println!(
-                "{:<28} {:>10.2} {:>+11.2}µs",
+                "{:<28} {:>10.2} {:>+11.2}µs {:>16.2} {:>+11.2}µs",
                 name,
                 per * 1e6,
-                (per - base) * 1e6
+                (per - base) * 1e6,
+                cpu_per * 1e6,
+                (cpu_per - cpu_base) * 1e6
             );
         }
     });
+}
+
+/// CPU time used so far by all of this process's threads (Linux: the scheduler's per-thread
+/// run time, in nanoseconds).
+fn process_cpu() -> Duration {
+    let mut total = 0u64;
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            if let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat"))
+                && let Some(ns) = stat
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+            {
+                total += ns;
+            }
+        }
+    }
+    Duration::from_nanos(total)
 }

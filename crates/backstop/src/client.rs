@@ -24,6 +24,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 use crate::policy::{ConfigError, Policy};
+pub use crate::timed::ConnectTimings;
 
 /// The response body of a [`Client`]: the bytes, with every error classified.
 pub type ResponseBody = BoxBody<Bytes, Error>;
@@ -44,9 +45,9 @@ pub struct CallInfo {
     /// Time from the call until the response head arrived (time to first byte), retries
     /// included.
     pub time_to_headers: Duration,
-    /// How long establishing the connection took (DNS + TCP + TLS) when this call opened a new
-    /// one; `None` when it reused a pooled connection.
-    pub connect: Option<Duration>,
+    /// How long establishing the connection took, in all and per phase (DNS, TCP, TLS), when
+    /// this call opened a new one; `None` when it reused a pooled connection.
+    pub connect: Option<ConnectTimings>,
 }
 
 impl CallInfo {

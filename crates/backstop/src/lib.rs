@@ -43,7 +43,9 @@ mod policy;
 mod server_stack;
 mod timed;
 
-pub use client::{CallInfo, Client, ClientBuilder, FnResolver, RequestBody, ResponseBody};
+pub use client::{
+    CallInfo, Client, ClientBuilder, ConnectTimings, FnResolver, RequestBody, ResponseBody,
+};
 pub use ext::ServiceBuilderExt;
 pub use gateway::{Gateway, GatewayBody, MAX_FORWARDED_BODY, RouteConfig};
 pub use policy::{BreakerPolicy, BudgetPolicy, ConfigError, JitterMode, Policy, RetryPolicy};

@@ -15,6 +15,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use backstop_classify::Phase;
+use backstop_timeout::track_phase;
 use http::Uri;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
@@ -22,8 +24,25 @@ use tower::Service;
 
 thread_local! {
     // `None`: no call is being polled on this thread. `Some(opened)`: a call is, and `opened` is
-    // how long the last connection it opened took.
-    static OPENED: Cell<Option<Option<Duration>>> = const { Cell::new(None) };
+    // the timings of the last connection it opened.
+    static OPENED: Cell<Option<Option<ConnectTimings>>> = const { Cell::new(None) };
+}
+
+/// How long establishing a new connection took, phase by phase.
+///
+/// The phases are those the connector reports ([`backstop_timeout::report_phase`]); each is
+/// timed from the poll in which it was seen to start to the poll in which the next one was, so
+/// a phase that began and ended within one poll counts as zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectTimings {
+    /// The DNS lookup; `None` when the host was an IP address (nothing to resolve).
+    pub resolve: Option<Duration>,
+    /// The TCP connection, every racing address included.
+    pub tcp: Duration,
+    /// The TLS handshake; `None` for a plain `http` connection.
+    pub tls: Option<Duration>,
+    /// All of it, from the connector's call until the connection was ready.
+    pub total: Duration,
 }
 
 /// Times every connection its inner connector makes.
@@ -51,10 +70,20 @@ where
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        TimedFuture {
-            inner: self.inner.call(uri),
-            started: Instant::now(),
-        }
+        let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let started = Instant::now();
+        let mut phase = Phase::Connect;
+        let inner = track_phase(&mut phase, || self.inner.call(uri));
+        let mut future = TimedFuture {
+            inner,
+            tls,
+            started,
+            phase: Phase::Connect,
+            resolved_at: None,
+            connected_at: None,
+        };
+        future.observe(phase);
+        future
     }
 }
 
@@ -62,8 +91,49 @@ pin_project! {
     pub(crate) struct TimedFuture<F> {
         #[pin]
         inner: F,
+        tls: bool,
         started: Instant,
+        phase: Phase,
+        resolved_at: Option<Instant>,
+        connected_at: Option<Instant>,
     }
+}
+
+impl<F> TimedFuture<F> {
+    /// Notes when the connector moved past resolving and past TCP.
+    fn observe(&mut self, now_in: Phase) {
+        note(
+            &mut self.phase,
+            &mut self.resolved_at,
+            &mut self.connected_at,
+            now_in,
+        );
+    }
+}
+
+fn note(
+    phase: &mut Phase,
+    resolved_at: &mut Option<Instant>,
+    connected_at: &mut Option<Instant>,
+    now_in: Phase,
+) {
+    if now_in == *phase {
+        return;
+    }
+    let now = Instant::now();
+    match now_in {
+        // Resolution starts: nothing to note yet (it is timed from the call).
+        Phase::Resolve => {}
+        Phase::Connect if *phase == Phase::Resolve => *resolved_at = Some(now),
+        Phase::Tls => {
+            if *phase == Phase::Resolve {
+                *resolved_at = Some(now);
+            }
+            *connected_at = Some(now);
+        }
+        _ => {}
+    }
+    *phase = now_in;
 }
 
 impl<F, T, E> Future for TimedFuture<F>
@@ -74,11 +144,26 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let io = ready!(this.inner.poll(cx))?;
-        let took = this.started.elapsed();
+        let mut phase = *this.phase;
+        let inner = this.inner;
+        let polled = track_phase(&mut phase, || inner.poll(cx));
+        note(this.phase, this.resolved_at, this.connected_at, phase);
+        let io = ready!(polled)?;
+        let ready_at = Instant::now();
+        let total = ready_at.saturating_duration_since(*this.started);
+        let tcp_from = this.resolved_at.unwrap_or(*this.started);
+        let tcp_to = this.connected_at.unwrap_or(ready_at);
+        let timings = ConnectTimings {
+            resolve: this
+                .resolved_at
+                .map(|at| at.saturating_duration_since(*this.started)),
+            tcp: tcp_to.saturating_duration_since(tcp_from),
+            tls: this.tls.then(|| ready_at.saturating_duration_since(tcp_to)),
+            total,
+        };
         OPENED.with(|slot| {
             if slot.get().is_some() {
-                slot.set(Some(Some(took)));
+                slot.set(Some(Some(timings)));
             }
         });
         Poll::Ready(Ok(io))
@@ -86,11 +171,11 @@ where
 }
 
 pin_project! {
-    /// A call's future, with how long the connection it opened took (`None`: it opened none).
+    /// A call's future, with the timings of the connection it opened (`None`: it opened none).
     pub(crate) struct ConnectScope<F> {
         #[pin]
         inner: F,
-        opened: Option<Duration>,
+        opened: Option<ConnectTimings>,
     }
 }
 
@@ -104,7 +189,7 @@ impl<F> ConnectScope<F> {
 }
 
 /// Restores the outer mark, also when the poll unwinds.
-struct Restore(Option<Option<Duration>>);
+struct Restore(Option<Option<ConnectTimings>>);
 
 impl Drop for Restore {
     fn drop(&mut self) {
@@ -113,7 +198,7 @@ impl Drop for Restore {
 }
 
 impl<F: Future> Future for ConnectScope<F> {
-    type Output = (F::Output, Option<Duration>);
+    type Output = (F::Output, Option<ConnectTimings>);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
