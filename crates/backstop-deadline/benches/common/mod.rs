@@ -171,6 +171,12 @@ pub fn cases() -> Vec<Case> {
             deadline_default.layer(attempt_default.layer(NoOp)),
             request,
         ),
+        // As the facade composes them: only the attempt layer writes the header.
+        case(
+            "DeadlineLayer (no propagation) + AttemptTimeout default",
+            deadline_quiet.layer(attempt_default.layer(NoOp)),
+            request,
+        ),
         case("bare no-op, body", NoOpBody, request),
         case(
             "DeadlineLayer + AttemptTimeout, no propagation, body",
