@@ -68,10 +68,10 @@ pub enum Carry {
 /// synchronous `call` and first poll of an `.await`ed call (a paused clock only moves when the
 /// runtime parks); in real time, the start moves by the synchronous work done before the first
 /// wait (microseconds). Only a response future created and then left unpolled starts its clock
-/// at its first poll (a layer inside that asked for the deadline within `call` keeps the
-/// earlier instant it was given, so the inner bound is then the tighter one). The propagated header is unaffected: it carries the whole timeout minus
-/// the margin either way, never more than is left. In exchange a call answered at once costs no
-/// clock read, no timer and no allocation.
+/// at its first poll (a layer inside that asked for the deadline within `call` keeps the earlier
+/// instant it was given, so the inner bound is then the tighter one). The propagated header is
+/// unaffected: it carries the whole timeout minus the margin either way, never more than is left.
+/// In exchange a call answered at once costs no clock read, no timer and no allocation.
 ///
 /// # One timer, not two
 /// While an [`AttemptTimeout`](crate::AttemptTimeout) inside is waiting with a timer that fires
