@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use backstop_classify::{Error, Kind, Phase, Timer};
 use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -372,6 +371,96 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
     }
 }
 
+// The same rules over hyper's IO traits, so a client connection (whose connector yields hyper
+// IO) is wrapped without converting to tokio's traits and back on every read and write. hyper's
+// read cursor cannot be inspected after the inner read took it, so any completed read counts as
+// progress; the only completed read without bytes is end of stream, after which the connection
+// is not used again.
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for IdleIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(err) = this.check_expired() {
+            return Poll::Ready(Err(err));
+        }
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let pending = result.is_pending();
+        let got_bytes = matches!(result, Poll::Ready(Ok(())));
+        if let Poll::Ready(err) = this.after_read(cx, pending, got_bytes) {
+            return Poll::Ready(Err(err));
+        }
+        result
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for IdleIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(err) = this.check_expired() {
+            return Poll::Ready(Err(err));
+        }
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        let wrote = matches!(result, Poll::Ready(Ok(n)) if n > 0);
+        if let Poll::Ready(err) = this.after_write(cx, result.is_pending(), wrote) {
+            return Poll::Ready(Err(err));
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(err) = this.check_expired() {
+            return Poll::Ready(Err(err));
+        }
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        let wrote = matches!(result, Poll::Ready(Ok(n)) if n > 0);
+        if let Poll::Ready(err) = this.after_write(cx, result.is_pending(), wrote) {
+            return Poll::Ready(Err(err));
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(err) = this.check_expired() {
+            return Poll::Ready(Err(err));
+        }
+        let result = Pin::new(&mut this.inner).poll_flush(cx);
+        if let Poll::Ready(err) = this.after_write(cx, result.is_pending(), false) {
+            return Poll::Ready(Err(err));
+        }
+        result
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.expired.is_some() {
+            // Closing a dead connection must still release it.
+            return Pin::new(&mut this.inner).poll_shutdown(cx);
+        }
+        let result = Pin::new(&mut this.inner).poll_shutdown(cx);
+        if let Poll::Ready(err) = this.after_write(cx, result.is_pending(), false) {
+            return Poll::Ready(Err(err));
+        }
+        result
+    }
+}
+
 impl<T: Connection> Connection for IdleIo<T> {
     fn connected(&self) -> Connected {
         self.inner.connected()
@@ -379,27 +468,28 @@ impl<T: Connection> Connection for IdleIo<T> {
 }
 
 /// The IO a client connection wrapped by [`IdleTimeoutLayer`](crate::IdleTimeoutLayer) yields:
-/// an [`IdleIo`] in [`Side::Client`] mode over the connector's IO, speaking hyper's IO traits.
+/// an [`IdleIo`] in [`Side::Client`] mode over the connector's IO, speaking hyper's IO traits
+/// directly (no conversion to tokio's and back per read and write).
 #[derive(Debug)]
 pub struct IdleConnection<T> {
-    io: TokioIo<IdleIo<TokioIo<T>>>,
+    io: IdleIo<T>,
 }
 
 impl<T> IdleConnection<T> {
     pub(crate) fn new(inner: T, period: Duration) -> Self {
         IdleConnection {
-            io: TokioIo::new(IdleIo::new(TokioIo::new(inner), period, Side::Client)),
+            io: IdleIo::new(inner, period, Side::Client),
         }
     }
 
     /// The idle wrapper.
-    pub fn idle(&self) -> &IdleIo<TokioIo<T>> {
-        self.io.inner()
+    pub fn idle(&self) -> &IdleIo<T> {
+        &self.io
     }
 
     /// The connector's IO.
     pub fn get_ref(&self) -> &T {
-        self.io.inner().get_ref().inner()
+        self.io.get_ref()
     }
 }
 
@@ -412,7 +502,7 @@ where
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        hyper::rt::Read::poll_read(Pin::new(&mut self.io), cx, buf)
     }
 }
 
@@ -425,19 +515,19 @@ where
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        hyper::rt::Write::poll_write(Pin::new(&mut self.io), cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        hyper::rt::Write::poll_flush(Pin::new(&mut self.io), cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        hyper::rt::Write::poll_shutdown(Pin::new(&mut self.io), cx)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        hyper::rt::Write::is_write_vectored(&self.io)
     }
 
     fn poll_write_vectored(
@@ -445,12 +535,68 @@ where
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        hyper::rt::Write::poll_write_vectored(Pin::new(&mut self.io), cx, bufs)
     }
 }
 
 impl<T: Connection> Connection for IdleConnection<T> {
     fn connected(&self) -> Connected {
         self.get_ref().connected()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::future::poll_fn;
+    use std::mem::MaybeUninit;
+
+    use hyper_util::rt::TokioIo;
+    use tokio::io::AsyncWriteExt;
+    use tokio::time::Instant;
+
+    use super::*;
+
+    const PERIOD: Duration = Duration::from_secs(1);
+
+    async fn hyper_read<T: hyper::rt::Read + Unpin>(io: &mut T) -> io::Result<usize> {
+        let mut storage = [MaybeUninit::<u8>::uninit(); 64];
+        let mut buf = hyper::rt::ReadBuf::uninit(&mut storage);
+        poll_fn(|cx| hyper::rt::Read::poll_read(Pin::new(&mut *io), cx, buf.unfilled())).await?;
+        Ok(buf.filled().len())
+    }
+
+    async fn hyper_write<T: hyper::rt::Write + Unpin>(io: &mut T, bytes: &[u8]) -> usize {
+        poll_fn(|cx| hyper::rt::Write::poll_write(Pin::new(&mut *io), cx, bytes))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn over_hyper_io_a_question_without_an_answer_times_out_and_an_answer_stops_the_timer() {
+        let (ours, mut peer) = tokio::io::duplex(1024);
+        let mut conn = IdleConnection::new(TokioIo::new(ours), PERIOD);
+
+        // Nothing asked yet: a pending read is not timed (a resting pooled connection).
+        let resting = tokio::time::timeout(PERIOD * 5, hyper_read(&mut conn)).await;
+        assert!(resting.is_err(), "an idle connection at rest is left alone");
+
+        // Asked and answered: the answer arrives, the period starts over, nothing fails.
+        assert_eq!(hyper_write(&mut conn, b"GET / HTTP/1.1\r\n\r\n").await, 18);
+        peer.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
+        assert_eq!(hyper_read(&mut conn).await.unwrap(), 17);
+        let resting = tokio::time::timeout(PERIOD * 5, hyper_read(&mut conn)).await;
+        assert!(resting.is_err(), "after the answer the connection may rest");
+
+        // Asked and never answered: fails after the period, waiting for the head.
+        assert_eq!(hyper_write(&mut conn, b"GET / HTTP/1.1\r\n\r\n").await, 18);
+        let start = Instant::now();
+        let err = hyper_read(&mut conn).await.unwrap_err();
+        assert_eq!(start.elapsed(), PERIOD);
+        let err = Error::find_in(&err).expect("classified");
+        assert_eq!(err.kind(), Kind::TimedOut(Timer::Idle));
+        assert_eq!(err.phase(), Phase::AwaitHeaders);
+        assert!(conn.idle().is_expired());
+        drop(peer);
     }
 }
