@@ -2,8 +2,9 @@
 //! hyper-util client, sequential and with 32 concurrent requests.
 //!
 //! `cargo bench -p backstop --bench stack` (a plain binary, not criterion: it prints a table).
-//! Each mode runs in interleaved rounds (bare, backstop, bare, …) so drift on a shared machine
-//! hits both sides alike; percentiles are over every request of every round.
+//! Each mode runs in interleaved rounds (which side goes first alternates) so drift on a shared
+//! machine hits both sides alike; percentiles are over every request of every round, and the
+//! throughput ratio is also given per round (median and middle half of the rounds).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -20,7 +21,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
-const ROUNDS: usize = 10;
+const ROUNDS: usize = 16;
+/// Rounds of 32 × 100 requests in `STACK_PROFILE` mode (96 000 requests).
+const PROFILE_ROUNDS: usize = 30;
 const SEQUENTIAL_PER_ROUND: usize = 2_000;
 const CONCURRENCY: usize = 32;
 const CONCURRENT_PER_TASK: usize = 100;
@@ -121,7 +124,7 @@ fn main() {
         if let Ok(which) = std::env::var("STACK_PROFILE") {
             let side = if which == "bare" { &bare } else { &backstop };
             let mut latencies = Vec::new();
-            for _ in 0..ROUNDS * 3 {
+            for _ in 0..PROFILE_ROUNDS {
                 concurrent(side, &url, &mut latencies).await;
             }
             println!("profiled {} requests through {which}", latencies.len());
@@ -136,10 +139,17 @@ fn main() {
             "{:<11} {:<9} {:>12} {:>9} {:>9} {:>9} {:>10}",
             "mode", "client", "requests/s", "p50 µs", "p99 µs", "p99.9 µs", "vs bare"
         );
+        let mut ratios_by_mode = Vec::new();
         for mode in ["sequential", "32 tasks"] {
             let mut tallies = [Tally::new(), Tally::new()];
-            for _ in 0..ROUNDS {
-                for (i, side) in [&bare, &backstop].into_iter().enumerate() {
+            // Per round, backstop's throughput over bare's in that same round.
+            let mut ratios = Vec::with_capacity(ROUNDS);
+            for round in 0..ROUNDS {
+                let mut round_rps = [0.0; 2];
+                // Alternate which side goes first, so neither always follows the other.
+                let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+                for i in order {
+                    let side = [&bare, &backstop][i];
                     let tally = &mut tallies[i];
                     let (time, n) = if mode == "sequential" {
                         (
@@ -154,7 +164,9 @@ fn main() {
                     };
                     tally.time += time;
                     tally.requests += n;
+                    round_rps[i] = n as f64 / time.as_secs_f64();
                 }
+                ratios.push(round_rps[1] / round_rps[0] * 100.0);
             }
             let bare_rps = tallies[0].rps();
             for (name, tally) in ["bare", "backstop"].into_iter().zip(tallies.iter_mut()) {
@@ -170,6 +182,19 @@ fn main() {
                     tally.rps() / bare_rps * 100.0
                 );
             }
+            ratios.sort_by(f64::total_cmp);
+            ratios_by_mode.push((mode, ratios));
+        }
+        println!();
+        println!("backstop / bare throughput per round (same round), median [middle half]:");
+        for (mode, ratios) in ratios_by_mode {
+            println!(
+                "{:<11} {:.1} % [{:.1} .. {:.1}]",
+                mode,
+                ratios[ratios.len() / 2],
+                ratios[ratios.len() / 4],
+                ratios[ratios.len() * 3 / 4]
+            );
         }
     });
 }
