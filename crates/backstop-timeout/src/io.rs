@@ -261,6 +261,62 @@ impl<T> IdleIo<T> {
     fn check_expired(&self) -> Option<io::Error> {
         self.expired.map(|phase| idle_error(phase, self.period))
     }
+
+    // What every read and write does around the inner IO's poll, whichever IO traits it speaks:
+    // fail at once once expired, then account for the outcome (and fail if the wait ran out).
+
+    fn read_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        read: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> (Poll<io::Result<()>>, bool),
+    ) -> Poll<io::Result<()>>
+    where
+        T: Unpin,
+    {
+        if let Some(err) = self.check_expired() {
+            return Poll::Ready(Err(err));
+        }
+        let (result, got_bytes) = read(Pin::new(&mut self.inner), cx);
+        if let Poll::Ready(err) = self.after_read(cx, result.is_pending(), got_bytes) {
+            return Poll::Ready(Err(err));
+        }
+        result
+    }
+
+    fn write_with<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<R>>,
+        progressed: impl FnOnce(&R) -> bool,
+    ) -> Poll<io::Result<R>>
+    where
+        T: Unpin,
+    {
+        if let Some(err) = self.check_expired() {
+            return Poll::Ready(Err(err));
+        }
+        let result = write(Pin::new(&mut self.inner), cx);
+        let wrote = matches!(&result, Poll::Ready(Ok(r)) if progressed(r));
+        if let Poll::Ready(err) = self.after_write(cx, result.is_pending(), wrote) {
+            return Poll::Ready(Err(err));
+        }
+        result
+    }
+
+    fn shutdown_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        shutdown: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<()>>,
+    ) -> Poll<io::Result<()>>
+    where
+        T: Unpin,
+    {
+        if self.expired.is_some() {
+            // Closing a dead connection must still release it.
+            return shutdown(Pin::new(&mut self.inner), cx);
+        }
+        self.write_with(cx, shutdown, |()| false)
+    }
 }
 
 /// The `io::Error` an expired [`IdleIo`] fails with.
@@ -291,18 +347,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(err) = this.check_expired() {
-            return Poll::Ready(Err(err));
-        }
-        let before = buf.filled().len();
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        let pending = result.is_pending();
-        let got_bytes = buf.filled().len() > before;
-        if let Poll::Ready(err) = this.after_read(cx, pending, got_bytes) {
-            return Poll::Ready(Err(err));
-        }
-        result
+        self.get_mut().read_with(cx, |inner, cx| {
+            let before = buf.filled().len();
+            let result = inner.poll_read(cx, buf);
+            (result, buf.filled().len() > before)
+        })
     }
 }
 
@@ -312,16 +361,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Some(err) = this.check_expired() {
-            return Poll::Ready(Err(err));
-        }
-        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
-        let wrote = matches!(result, Poll::Ready(Ok(n)) if n > 0);
-        if let Poll::Ready(err) = this.after_write(cx, result.is_pending(), wrote) {
-            return Poll::Ready(Err(err));
-        }
-        result
+        self.get_mut()
+            .write_with(cx, |inner, cx| inner.poll_write(cx, buf), |n| *n > 0)
     }
 
     fn poll_write_vectored(
@@ -329,16 +370,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Some(err) = this.check_expired() {
-            return Poll::Ready(Err(err));
-        }
-        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        let wrote = matches!(result, Poll::Ready(Ok(n)) if n > 0);
-        if let Poll::Ready(err) = this.after_write(cx, result.is_pending(), wrote) {
-            return Poll::Ready(Err(err));
-        }
-        result
+        self.get_mut().write_with(
+            cx,
+            |inner, cx| inner.poll_write_vectored(cx, bufs),
+            |n| *n > 0,
+        )
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -346,28 +382,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(err) = this.check_expired() {
-            return Poll::Ready(Err(err));
-        }
-        let result = Pin::new(&mut this.inner).poll_flush(cx);
-        if let Poll::Ready(err) = this.after_write(cx, result.is_pending(), false) {
-            return Poll::Ready(Err(err));
-        }
-        result
+        self.get_mut()
+            .write_with(cx, |inner, cx| inner.poll_flush(cx), |()| false)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.expired.is_some() {
-            // Closing a dead connection must still release it.
-            return Pin::new(&mut this.inner).poll_shutdown(cx);
-        }
-        let result = Pin::new(&mut this.inner).poll_shutdown(cx);
-        if let Poll::Ready(err) = this.after_write(cx, result.is_pending(), false) {
-            return Poll::Ready(Err(err));
-        }
-        result
+        self.get_mut()
+            .shutdown_with(cx, |inner, cx| inner.poll_shutdown(cx))
     }
 }
 
@@ -382,17 +403,11 @@ impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for IdleIo<T> {
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(err) = this.check_expired() {
-            return Poll::Ready(Err(err));
-        }
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        let pending = result.is_pending();
-        let got_bytes = matches!(result, Poll::Ready(Ok(())));
-        if let Poll::Ready(err) = this.after_read(cx, pending, got_bytes) {
-            return Poll::Ready(Err(err));
-        }
-        result
+        self.get_mut().read_with(cx, |inner, cx| {
+            let result = inner.poll_read(cx, buf);
+            let got_bytes = matches!(result, Poll::Ready(Ok(())));
+            (result, got_bytes)
+        })
     }
 }
 
@@ -402,16 +417,8 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for IdleIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Some(err) = this.check_expired() {
-            return Poll::Ready(Err(err));
-        }
-        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
-        let wrote = matches!(result, Poll::Ready(Ok(n)) if n > 0);
-        if let Poll::Ready(err) = this.after_write(cx, result.is_pending(), wrote) {
-            return Poll::Ready(Err(err));
-        }
-        result
+        self.get_mut()
+            .write_with(cx, |inner, cx| inner.poll_write(cx, buf), |n| *n > 0)
     }
 
     fn poll_write_vectored(
@@ -419,16 +426,11 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for IdleIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Some(err) = this.check_expired() {
-            return Poll::Ready(Err(err));
-        }
-        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        let wrote = matches!(result, Poll::Ready(Ok(n)) if n > 0);
-        if let Poll::Ready(err) = this.after_write(cx, result.is_pending(), wrote) {
-            return Poll::Ready(Err(err));
-        }
-        result
+        self.get_mut().write_with(
+            cx,
+            |inner, cx| inner.poll_write_vectored(cx, bufs),
+            |n| *n > 0,
+        )
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -436,28 +438,13 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for IdleIo<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(err) = this.check_expired() {
-            return Poll::Ready(Err(err));
-        }
-        let result = Pin::new(&mut this.inner).poll_flush(cx);
-        if let Poll::Ready(err) = this.after_write(cx, result.is_pending(), false) {
-            return Poll::Ready(Err(err));
-        }
-        result
+        self.get_mut()
+            .write_with(cx, |inner, cx| inner.poll_flush(cx), |()| false)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.expired.is_some() {
-            // Closing a dead connection must still release it.
-            return Pin::new(&mut this.inner).poll_shutdown(cx);
-        }
-        let result = Pin::new(&mut this.inner).poll_shutdown(cx);
-        if let Poll::Ready(err) = this.after_write(cx, result.is_pending(), false) {
-            return Poll::Ready(Err(err));
-        }
-        result
+        self.get_mut()
+            .shutdown_with(cx, |inner, cx| inner.poll_shutdown(cx))
     }
 }
 
