@@ -78,13 +78,10 @@ fn main() {
             samples.push((round[i], round[i] - round[bases[i]]));
         }
     }
-    let median = |mut v: Vec<f64>| -> f64 {
+    // (first quartile, median, third quartile)
+    let quartiles = |mut v: Vec<f64>| -> (f64, f64, f64) {
         v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let quartiles = |mut v: Vec<f64>| -> (f64, f64) {
-        v.sort_by(f64::total_cmp);
-        (v[v.len() / 4], v[v.len() * 3 / 4])
+        (v[v.len() / 4], v[v.len() / 2], v[v.len() * 3 / 4])
     };
     println!(
         "{rounds} rounds x {calls} calls, ns/call; \"over bare\" is the median of the per-round differences"
@@ -92,16 +89,11 @@ fn main() {
     println!("| case | median | over bare | middle half of the differences |");
     println!("|---|---:|---:|---:|");
     for (case, samples) in cases.iter().zip(&samples) {
-        let own = median(samples.iter().map(|s| s.0).collect());
-        let diffs: Vec<f64> = samples.iter().map(|s| s.1).collect();
-        let (q1, q3) = quartiles(diffs.clone());
+        let (_, own, _) = quartiles(samples.iter().map(|s| s.0).collect());
+        let (q1, diff, q3) = quartiles(samples.iter().map(|s| s.1).collect());
         println!(
             "| {} | {:.0} | {:+.0} | {:+.0} .. {:+.0} |",
-            case.name,
-            own,
-            median(diffs),
-            q1,
-            q3
+            case.name, own, diff, q1, q3
         );
     }
 }

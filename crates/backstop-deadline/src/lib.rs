@@ -128,6 +128,7 @@ fn carry_in_extensions<B>(req: &mut Request<B>, deadline: Deadline) {
         }
     }
 }
+
 #[cfg(test)]
 mod sizes {
     //! The futures and bodies are moved on every call: their overhead over what they wrap is

@@ -71,19 +71,11 @@ where
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-        let started = Instant::now();
+        let mut phases = Phases::start();
         let mut phase = Phase::Connect;
         let inner = track_phase(&mut phase, || self.inner.call(uri));
-        let mut future = TimedFuture {
-            inner,
-            tls,
-            started,
-            phase: Phase::Connect,
-            resolved_at: None,
-            connected_at: None,
-        };
-        future.observe(phase);
-        future
+        phases.note(phase);
+        TimedFuture { inner, tls, phases }
     }
 }
 
@@ -92,48 +84,61 @@ pin_project! {
         #[pin]
         inner: F,
         tls: bool,
-        started: Instant,
-        phase: Phase,
-        resolved_at: Option<Instant>,
-        connected_at: Option<Instant>,
+        phases: Phases,
     }
 }
 
-impl<F> TimedFuture<F> {
-    /// Notes when the connector moved past resolving and past TCP.
-    fn observe(&mut self, now_in: Phase) {
-        note(
-            &mut self.phase,
-            &mut self.resolved_at,
-            &mut self.connected_at,
-            now_in,
-        );
-    }
+/// When a connect started, and when it was seen to move past resolving and past TCP.
+struct Phases {
+    started: Instant,
+    phase: Phase,
+    resolved_at: Option<Instant>,
+    connected_at: Option<Instant>,
 }
 
-fn note(
-    phase: &mut Phase,
-    resolved_at: &mut Option<Instant>,
-    connected_at: &mut Option<Instant>,
-    now_in: Phase,
-) {
-    if now_in == *phase {
-        return;
-    }
-    let now = Instant::now();
-    match now_in {
-        // Resolution starts: nothing to note yet (it is timed from the call).
-        Phase::Resolve => {}
-        Phase::Connect if *phase == Phase::Resolve => *resolved_at = Some(now),
-        Phase::Tls => {
-            if *phase == Phase::Resolve {
-                *resolved_at = Some(now);
-            }
-            *connected_at = Some(now);
+impl Phases {
+    fn start() -> Phases {
+        Phases {
+            started: Instant::now(),
+            phase: Phase::Connect,
+            resolved_at: None,
+            connected_at: None,
         }
-        _ => {}
     }
-    *phase = now_in;
+
+    /// Notes the phase the connector reported by the end of a poll (or of its `call`).
+    fn note(&mut self, now_in: Phase) {
+        if now_in == self.phase {
+            return;
+        }
+        let leaves_resolve =
+            self.phase == Phase::Resolve && matches!(now_in, Phase::Connect | Phase::Tls);
+        if leaves_resolve || now_in == Phase::Tls {
+            let now = Instant::now();
+            if leaves_resolve {
+                self.resolved_at = Some(now);
+            }
+            if now_in == Phase::Tls {
+                self.connected_at = Some(now);
+            }
+        }
+        self.phase = now_in;
+    }
+
+    /// The timings of a connection ready now.
+    fn timings(&self, tls: bool) -> ConnectTimings {
+        let ready_at = Instant::now();
+        let tcp_from = self.resolved_at.unwrap_or(self.started);
+        let tcp_to = self.connected_at.unwrap_or(ready_at);
+        ConnectTimings {
+            resolve: self
+                .resolved_at
+                .map(|at| at.saturating_duration_since(self.started)),
+            tcp: tcp_to.saturating_duration_since(tcp_from),
+            tls: tls.then(|| ready_at.saturating_duration_since(tcp_to)),
+            total: ready_at.saturating_duration_since(self.started),
+        }
+    }
 }
 
 impl<F, T, E> Future for TimedFuture<F>
@@ -144,23 +149,12 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut phase = *this.phase;
+        let mut phase = this.phases.phase;
         let inner = this.inner;
         let polled = track_phase(&mut phase, || inner.poll(cx));
-        note(this.phase, this.resolved_at, this.connected_at, phase);
+        this.phases.note(phase);
         let io = ready!(polled)?;
-        let ready_at = Instant::now();
-        let total = ready_at.saturating_duration_since(*this.started);
-        let tcp_from = this.resolved_at.unwrap_or(*this.started);
-        let tcp_to = this.connected_at.unwrap_or(ready_at);
-        let timings = ConnectTimings {
-            resolve: this
-                .resolved_at
-                .map(|at| at.saturating_duration_since(*this.started)),
-            tcp: tcp_to.saturating_duration_since(tcp_from),
-            tls: this.tls.then(|| ready_at.saturating_duration_since(tcp_to)),
-            total,
-        };
+        let timings = this.phases.timings(*this.tls);
         OPENED.with(|slot| {
             if slot.get().is_some() {
                 slot.set(Some(Some(timings)));
