@@ -46,6 +46,19 @@ async fn closed_port() -> SocketAddr {
     addr
 }
 
+/// A server on loopback that reads one request head, writes `reply` and closes the connection.
+async fn answer_once_then_close(reply: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        read_head(&mut stream).await;
+        stream.write_all(reply).await.unwrap();
+        stream.shutdown().await.unwrap();
+    });
+    addr
+}
+
 /// Reads one request head (up to the blank line) so the peer knows we got it.
 async fn read_head(stream: &mut TcpStream) {
     let mut seen = Vec::new();
@@ -90,17 +103,7 @@ async fn linger_zero_close_after_reading_is_reset_and_if_idempotent() {
 
 #[tokio::test]
 async fn close_mid_response_is_an_incomplete_message() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.unwrap();
-        read_head(&mut stream).await;
-        stream
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-le")
-            .await
-            .unwrap();
-        stream.shutdown().await.unwrap();
-    });
+    let addr = answer_once_then_close(b"HTTP/1.1 200 OK\r\ncontent-le").await;
     let err = get(&client(), format!("http://{addr}/")).await.unwrap_err();
     assert_eq!(
         err.kind(),
@@ -113,17 +116,8 @@ async fn close_mid_response_is_an_incomplete_message() {
 
 #[tokio::test]
 async fn close_mid_body_fails_the_body_in_phase_reading_body() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.unwrap();
-        read_head(&mut stream).await;
-        stream
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten b")
-            .await
-            .unwrap();
-        stream.shutdown().await.unwrap();
-    });
+    let addr =
+        answer_once_then_close(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten b").await;
     let svc = ClassifyLayer::new().layer_service(client());
     let req = Request::get(format!("http://{addr}/"))
         .body(Empty::<Bytes>::new())
@@ -137,17 +131,7 @@ async fn close_mid_body_fails_the_body_in_phase_reading_body() {
 
 #[tokio::test]
 async fn garbage_instead_of_http_is_malformed() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.unwrap();
-        read_head(&mut stream).await;
-        stream
-            .write_all(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
-            .await
-            .unwrap();
-        stream.shutdown().await.unwrap();
-    });
+    let addr = answer_once_then_close(b"SSH-2.0-OpenSSH_9.6\r\n\r\n").await;
     let err = get(&client(), format!("http://{addr}/")).await.unwrap_err();
     assert_eq!(
         err.kind(),
