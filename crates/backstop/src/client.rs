@@ -454,20 +454,26 @@ impl ServicePool {
         }
     }
 
+    /// The pool is never waited for: a worker thread blocked on it would stall every task it
+    /// runs, so when another thread holds it, a fresh instance is cloned (and, on return,
+    /// dropped) instead.
+    fn lock(&self) -> Option<std::sync::MutexGuard<'_, Vec<StackService>>> {
+        match self.idle.try_lock() {
+            Ok(idle) => Some(idle),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     fn take(&self) -> StackService {
-        let pooled = match self.idle.lock() {
-            Ok(mut idle) => idle.pop(),
-            Err(poisoned) => poisoned.into_inner().pop(),
-        };
+        let pooled = self.lock().and_then(|mut idle| idle.pop());
         pooled.unwrap_or_else(|| self.template.clone())
     }
 
     fn give(&self, service: StackService) {
-        let mut idle = match self.idle.lock() {
-            Ok(idle) => idle,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if idle.len() < POOLED_INSTANCES {
+        if let Some(mut idle) = self.lock()
+            && idle.len() < POOLED_INSTANCES
+        {
             idle.push(service);
         }
     }
