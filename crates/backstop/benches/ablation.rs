@@ -1,6 +1,6 @@
 //! Where the full stack's cost comes from: sequential loopback requests through stacks that add
-//! one layer at a time, interleaved in rounds, and the CPU time each costs with 32 requests in
-//! flight. `cargo bench -p backstop --bench ablation`.
+//! one layer at a time, interleaved in rounds, and the CPU time, throughput and p99 of each with
+//! 32 requests in flight. `cargo bench -p backstop --bench ablation`.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -168,6 +168,9 @@ fn main() {
         // 32 tasks at once: CPU time per request of the whole process (client, server and the
         // kernel work done on their threads), which bounds throughput on a busy machine.
         let mut cpu = vec![Duration::ZERO; variants.len()];
+        // ... and the wall time and every request's latency, for throughput and p99.
+        let mut walls = vec![Duration::ZERO; variants.len()];
+        let mut latencies: Vec<Vec<Duration>> = vec![Vec::new(); variants.len()];
         for _ in 0..ROUNDS {
             for (i, (_, svc)) in variants.iter().enumerate() {
                 let started = Instant::now();
@@ -177,21 +180,27 @@ fn main() {
                 }
                 totals[i] += started.elapsed();
                 let before = process_cpu();
+                let started = Instant::now();
                 let tasks: Vec<_> = (0..CONCURRENCY)
                     .map(|_| {
                         let svc = svc.clone();
                         let url = url.clone();
                         tokio::spawn(async move {
+                            let mut own = Vec::with_capacity(PER_TASK);
                             for _ in 0..PER_TASK {
+                                let t = Instant::now();
                                 let req = Request::get(&url).body(Full::new(Bytes::new())).unwrap();
                                 svc.clone().oneshot(req).await.unwrap();
+                                own.push(t.elapsed());
                             }
+                            own
                         })
                     })
                     .collect();
                 for task in tasks {
-                    task.await.unwrap();
+                    latencies[i].extend(task.await.unwrap());
                 }
+                walls[i] += started.elapsed();
                 cpu[i] += process_cpu().saturating_sub(before);
             }
         }
@@ -199,20 +208,35 @@ fn main() {
         let m = (ROUNDS * CONCURRENCY * PER_TASK) as f64;
         let base = totals[0].as_secs_f64() / n;
         let cpu_base = cpu[0].as_secs_f64() / m;
+        let p99 = |latencies: &mut Vec<Duration>| {
+            latencies.sort_unstable();
+            latencies[(latencies.len() - 1) * 99 / 100].as_secs_f64() * 1e6
+        };
+        let p99_base = p99(&mut latencies[0]);
         println!(
-            "{:<28} {:>10} {:>12} {:>16} {:>12}",
-            "stack", "µs/req", "over bare", "CPU µs/req (32)", "over bare"
+            "{:<28} {:>10} {:>12} {:>16} {:>12} {:>13} {:>12}",
+            "stack",
+            "µs/req",
+            "over bare",
+            "CPU µs/req (32)",
+            "over bare",
+            "req/s (32)",
+            "p99 (32)"
         );
-        for (((name, _), total), cpu) in variants.iter().zip(&totals).zip(&cpu) {
-            let per = total.as_secs_f64() / n;
-            let cpu_per = cpu.as_secs_f64() / m;
+        for (i, (name, _)) in variants.iter().enumerate() {
+            let per = totals[i].as_secs_f64() / n;
+            let cpu_per = cpu[i].as_secs_f64() / m;
+            let rps = m / walls[i].as_secs_f64();
             println!(
-                "{:<28} {:>10.2} {:>+11.2}µs {:>16.2} {:>+11.2}µs",
+                "{:<28} {:>10.2} {:>+11.2}µs {:>16.2} {:>+11.2}µs {:>7.0} {:>4.0}% {:>+9.1}µs",
                 name,
                 per * 1e6,
                 (per - base) * 1e6,
                 cpu_per * 1e6,
-                (cpu_per - cpu_base) * 1e6
+                (cpu_per - cpu_base) * 1e6,
+                rps,
+                rps / (m / walls[0].as_secs_f64()) * 100.0,
+                p99(&mut latencies[i]) - p99_base
             );
         }
     });

@@ -1,5 +1,9 @@
 //! Loopback throughput and latency of the full `backstop::Client` stack against a bare
-//! hyper-util client, sequential and with 32 concurrent requests.
+//! hyper-util client, sequential and with 32 concurrent requests. A third side puts the peers'
+//! usual stack in the same rounds for reference: tower's `Retry` (3 attempts, a `TpsBudget`)
+//! around tower-resilience's circuit breaker around tower's `Timeout`, over the same hyper-util
+//! client (its `HttpConnector` with a connect timeout); a fourth, the least protection there is:
+//! that client behind one tower `Timeout`.
 //!
 //! `cargo bench -p backstop --bench stack` (a plain binary, not criterion: it prints a table).
 //! Each mode runs in interleaved rounds (which side goes first alternates) so drift on a shared
@@ -11,6 +15,7 @@ mod common;
 
 use common::upstream;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,18 +25,104 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
+use tower::retry::budget::{Budget, TpsBudget};
+use tower::retry::{Policy, RetryLayer};
+use tower::timeout::TimeoutLayer;
+use tower::{ServiceBuilder, ServiceExt};
 
-const ROUNDS: usize = 16;
+const ROUNDS: usize = 40;
 /// Rounds of 32 × 100 requests in `STACK_PROFILE` mode (96 000 requests).
 const PROFILE_ROUNDS: usize = 30;
 const SEQUENTIAL_PER_ROUND: usize = 2_000;
 const CONCURRENCY: usize = 32;
 const CONCURRENT_PER_TASK: usize = 100;
 
+type PeerService = tower::util::BoxCloneSyncService<
+    Request<Full<Bytes>>,
+    http::Response<hyper::body::Incoming>,
+    tower::BoxError,
+>;
+
 #[derive(Clone)]
 enum Side {
     Bare(Box<HyperClient<HttpConnector, Full<Bytes>>>),
+    Peers(PeerService),
     Backstop(backstop::Client),
+}
+
+/// tower's retry policy as its documentation shows it: errors and 5xx retried, up to 3 attempts
+/// in all, within a `TpsBudget` (20 %, as backstop's default budget).
+#[derive(Clone)]
+struct PeerPolicy {
+    retries_left: usize,
+    budget: Arc<TpsBudget>,
+}
+
+impl<E> Policy<Request<Full<Bytes>>, http::Response<hyper::body::Incoming>, E> for PeerPolicy {
+    type Future = std::future::Ready<()>;
+
+    fn retry(
+        &mut self,
+        _req: &mut Request<Full<Bytes>>,
+        result: &mut Result<http::Response<hyper::body::Incoming>, E>,
+    ) -> Option<Self::Future> {
+        match result {
+            Ok(res) if !res.status().is_server_error() => {
+                self.budget.deposit();
+                None
+            }
+            _ if self.retries_left > 0 && self.budget.withdraw() => {
+                self.retries_left -= 1;
+                Some(std::future::ready(()))
+            }
+            _ => None,
+        }
+    }
+
+    fn clone_request(&mut self, req: &Request<Full<Bytes>>) -> Option<Request<Full<Bytes>>> {
+        let mut clone = Request::new(req.body().clone());
+        *clone.method_mut() = req.method().clone();
+        *clone.uri_mut() = req.uri().clone();
+        *clone.version_mut() = req.version();
+        *clone.headers_mut() = req.headers().clone();
+        *clone.extensions_mut() = req.extensions().clone();
+        Some(clone)
+    }
+}
+
+fn peer_client() -> HyperClient<HttpConnector, Full<Bytes>> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    HyperClient::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(connector)
+}
+
+/// The least protection there is: one tower `Timeout` (one timer per request).
+fn timeout_only() -> PeerService {
+    let service = ServiceBuilder::new()
+        .layer(TimeoutLayer::new(Duration::from_secs(10)))
+        .service(peer_client());
+    PeerService::new(service)
+}
+
+fn peers() -> PeerService {
+    let client = peer_client();
+    let breaker = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+        .failure_rate_threshold(0.5)
+        .sliding_window_size(100)
+        .minimum_number_of_calls(20)
+        .wait_duration_in_open(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let service = ServiceBuilder::new()
+        .layer(RetryLayer::new(PeerPolicy {
+            retries_left: 2,
+            budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
+        }))
+        .layer(breaker)
+        .layer(TimeoutLayer::new(Duration::from_secs(10)))
+        .service(client)
+        .map_err(tower::BoxError::from);
+    PeerService::new(service)
 }
 
 impl Side {
@@ -40,6 +131,11 @@ impl Side {
             Side::Bare(client) => {
                 let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
                 let res = client.request(req).await.unwrap();
+                let _ = res.into_body().collect().await.unwrap();
+            }
+            Side::Peers(service) => {
+                let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
+                let res = service.clone().oneshot(req).await.unwrap();
                 let _ = res.into_body().collect().await.unwrap();
             }
             Side::Backstop(client) => {
@@ -119,10 +215,18 @@ fn main() {
         let bare = Side::Bare(Box::new(
             HyperClient::builder(TokioExecutor::new()).build_http(),
         ));
+        let timeout = Side::Peers(timeout_only());
+        let peers = Side::Peers(peers());
         let backstop = Side::Backstop(backstop::Client::builder().build().unwrap());
-        // `STACK_PROFILE=bare|backstop`: only that client, 32 tasks, for a profiler.
+        // `STACK_PROFILE=bare|timeout|peers|backstop`: only that client, 32 tasks, for a
+        // profiler.
         if let Ok(which) = std::env::var("STACK_PROFILE") {
-            let side = if which == "bare" { &bare } else { &backstop };
+            let side = match which.as_str() {
+                "bare" => &bare,
+                "timeout" => &timeout,
+                "peers" => &peers,
+                _ => &backstop,
+            };
             let mut latencies = Vec::new();
             for _ in 0..PROFILE_ROUNDS {
                 concurrent(side, &url, &mut latencies).await;
@@ -130,10 +234,13 @@ fn main() {
             println!("profiled {} requests through {which}", latencies.len());
             return;
         }
-        // Warm up both pools and code paths.
+        let names = ["bare", "timeout", "peers", "backstop"];
+        let sides = [&bare, &timeout, &peers, &backstop];
+        // Warm up the pools and code paths.
         for _ in 0..500 {
-            bare.get(&url).await;
-            backstop.get(&url).await;
+            for side in sides {
+                side.get(&url).await;
+            }
         }
         println!(
             "{:<11} {:<9} {:>12} {:>9} {:>9} {:>9} {:>10}",
@@ -141,15 +248,15 @@ fn main() {
         );
         let mut ratios_by_mode = Vec::new();
         for mode in ["sequential", "32 tasks"] {
-            let mut tallies = [Tally::new(), Tally::new()];
-            // Per round, backstop's throughput over bare's in that same round.
-            let mut ratios = Vec::with_capacity(ROUNDS);
+            let mut tallies: Vec<Tally> = sides.iter().map(|_| Tally::new()).collect();
+            // Per round, each side's throughput over bare's in that same round.
+            let mut ratios: Vec<Vec<f64>> = vec![Vec::with_capacity(ROUNDS); sides.len() - 1];
             for round in 0..ROUNDS {
-                let mut round_rps = [0.0; 2];
-                // Alternate which side goes first, so neither always follows the other.
-                let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-                for i in order {
-                    let side = [&bare, &backstop][i];
+                let mut round_rps = vec![0.0; sides.len()];
+                // Rotate which side goes first, so none always follows another.
+                for step in 0..sides.len() {
+                    let i = (round + step) % sides.len();
+                    let side = sides[i];
                     let tally = &mut tallies[i];
                     let (time, n) = if mode == "sequential" {
                         (
@@ -166,35 +273,48 @@ fn main() {
                     tally.requests += n;
                     round_rps[i] = n as f64 / time.as_secs_f64();
                 }
-                ratios.push(round_rps[1] / round_rps[0] * 100.0);
+                for (ratios, rps) in ratios.iter_mut().zip(&round_rps[1..]) {
+                    ratios.push(rps / round_rps[0] * 100.0);
+                }
             }
             let bare_rps = tallies[0].rps();
-            for (name, tally) in ["bare", "backstop"].into_iter().zip(tallies.iter_mut()) {
+            let bare_p99 = {
+                tallies[0].latencies.sort_unstable();
+                percentile(&tallies[0].latencies, 0.99)
+            };
+            for (name, tally) in names.into_iter().zip(tallies.iter_mut()) {
                 tally.latencies.sort_unstable();
+                let p99 = percentile(&tally.latencies, 0.99);
                 println!(
-                    "{:<11} {:<9} {:>12.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1}%",
+                    "{:<11} {:<9} {:>12.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1}%  p99 {:+.1} µs",
                     mode,
                     name,
                     tally.rps(),
                     percentile(&tally.latencies, 0.50).as_secs_f64() * 1e6,
-                    percentile(&tally.latencies, 0.99).as_secs_f64() * 1e6,
+                    p99.as_secs_f64() * 1e6,
                     percentile(&tally.latencies, 0.999).as_secs_f64() * 1e6,
-                    tally.rps() / bare_rps * 100.0
+                    tally.rps() / bare_rps * 100.0,
+                    (p99.as_secs_f64() - bare_p99.as_secs_f64()) * 1e6,
                 );
             }
-            ratios.sort_by(f64::total_cmp);
+            for ratios in &mut ratios {
+                ratios.sort_by(f64::total_cmp);
+            }
             ratios_by_mode.push((mode, ratios));
         }
         println!();
-        println!("backstop / bare throughput per round (same round), median [middle half]:");
+        println!("throughput over bare's in the same round, median [middle half]:");
         for (mode, ratios) in ratios_by_mode {
-            println!(
-                "{:<11} {:.1} % [{:.1} .. {:.1}]",
-                mode,
-                ratios[ratios.len() / 2],
-                ratios[ratios.len() / 4],
-                ratios[ratios.len() * 3 / 4]
-            );
+            for (name, ratios) in names[1..].iter().zip(ratios) {
+                println!(
+                    "{:<11} {:<9} {:.1} % [{:.1} .. {:.1}]",
+                    mode,
+                    name,
+                    ratios[ratios.len() / 2],
+                    ratios[ratios.len() / 4],
+                    ratios[ratios.len() * 3 / 4]
+                );
+            }
         }
     });
 }
