@@ -155,6 +155,31 @@ fn main() {
                 }))
             }),
         ];
+        // `ABLATION_PROFILE=<step>` (0 = bare): only that stack, 32 tasks × 1 000 requests, for
+        // a profiler (callgrind's instruction counts are steadier than this machine's clock).
+        if let Some(step) = std::env::var("ABLATION_PROFILE")
+            .ok()
+            .and_then(|step| step.parse::<usize>().ok())
+        {
+            let (name, svc) = &variants[step.min(variants.len() - 1)];
+            let tasks: Vec<_> = (0..CONCURRENCY)
+                .map(|_| {
+                    let svc = svc.clone();
+                    let url = url.clone();
+                    tokio::spawn(async move {
+                        for _ in 0..1_000 {
+                            let req = Request::get(&url).body(Full::new(Bytes::new())).unwrap();
+                            svc.clone().oneshot(req).await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+            println!("profiled {} requests through {name}", CONCURRENCY * 1_000);
+            return;
+        }
         for (_, svc) in &variants {
             for _ in 0..300 {
                 svc.clone()

@@ -23,9 +23,12 @@ use tokio::time::Instant;
 use tower::Service;
 
 thread_local! {
-    // `None`: no call is being polled on this thread. `Some(opened)`: a call is, and `opened` is
-    // the timings of the last connection it opened.
-    static OPENED: Cell<Option<Option<ConnectTimings>>> = const { Cell::new(None) };
+    // Whether a call's future is being polled on this thread (a connect completing now is its).
+    static IN_CALL: Cell<bool> = const { Cell::new(false) };
+    // The timings of the connection the call being polled opened, if it opened one. Written
+    // only when a connect completes, so a poll that opens nothing touches just the flag above
+    // and this slot's discriminant.
+    static OPENED: Cell<Option<ConnectTimings>> = const { Cell::new(None) };
 }
 
 /// How long establishing a new connection took, phase by phase.
@@ -155,11 +158,9 @@ where
         this.phases.note(phase);
         let io = ready!(polled)?;
         let timings = this.phases.timings(*this.tls);
-        OPENED.with(|slot| {
-            if slot.get().is_some() {
-                slot.set(Some(Some(timings)));
-            }
-        });
+        if IN_CALL.with(Cell::get) {
+            OPENED.with(|slot| slot.set(Some(timings)));
+        }
         Poll::Ready(Ok(io))
     }
 }
@@ -182,12 +183,20 @@ impl<F> ConnectScope<F> {
     }
 }
 
-/// Restores the outer mark, also when the poll unwinds.
-struct Restore(Option<Option<ConnectTimings>>);
+/// Restores the outer call's mark and connection, also when the poll unwinds.
+struct Restore {
+    outer_in_call: bool,
+    /// What an enclosing call had recorded when this one's poll began (rare: a call polled
+    /// from inside another's poll, after the outer one's connect completed in that same poll).
+    outer_opened: Option<ConnectTimings>,
+}
 
 impl Drop for Restore {
     fn drop(&mut self) {
-        OPENED.with(|slot| slot.set(self.0));
+        IN_CALL.with(|flag| flag.set(self.outer_in_call));
+        if self.outer_opened.is_some() {
+            OPENED.with(|slot| slot.set(self.outer_opened));
+        }
     }
 }
 
@@ -196,10 +205,18 @@ impl<F: Future> Future for ConnectScope<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let restore = Restore(OPENED.with(|slot| slot.replace(Some(*this.opened))));
+        let restore = Restore {
+            outer_in_call: IN_CALL.with(|flag| flag.replace(true)),
+            outer_opened: OPENED.with(Cell::take),
+        };
         let polled = this.inner.poll(cx);
-        *this.opened = OPENED.with(Cell::get).flatten();
+        if let Some(opened) = OPENED.with(Cell::take) {
+            *this.opened = Some(opened);
+        }
         drop(restore);
-        polled.map(|output| (output, *this.opened))
+        match polled {
+            Poll::Ready(output) => Poll::Ready((output, *this.opened)),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
