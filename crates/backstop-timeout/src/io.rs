@@ -244,11 +244,7 @@ impl<T> IdleIo<T> {
                 if self.side == Side::Client && !self.awaiting_answer {
                     self.awaiting_answer = true;
                     if self.read_waiting && !self.read_timed {
-                        // The parked read now awaits an answer: let it come back and start its
-                        // timer.
-                        if let Some(reader) = self.parked_reader.take() {
-                            reader.wake();
-                        }
+                        self.time_parked_read();
                     }
                 }
             }
@@ -256,6 +252,21 @@ impl<T> IdleIo<T> {
         }
         self.write_waiting = true;
         self.wait(cx, Phase::Send)
+    }
+
+    /// The parked read now awaits an answer: its wait starts now, with the timer registered to
+    /// wake the reading task. Waking that task instead, only for it to start the timer in its
+    /// next read, would cost the connection's task a whole extra poll on every request.
+    fn time_parked_read(&mut self) {
+        let Some(reader) = self.parked_reader.take() else {
+            return;
+        };
+        self.read_timed = true;
+        let mut cx = Context::from_waker(&reader);
+        if self.wait(&mut cx, Phase::AwaitHeaders).is_ready() {
+            // Already out of time: the read must come back to fail.
+            reader.wake();
+        }
     }
 
     fn check_expired(&self) -> Option<io::Error> {

@@ -49,6 +49,38 @@ async fn client_read_is_not_timed_until_we_have_asked_for_something() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_read_parked_in_one_task_is_timed_when_another_task_asks() {
+    let (near, mut far) = tokio::io::duplex(1024);
+    let (mut reader, mut writer) = tokio::io::split(IdleIo::new(near, PERIOD, Side::Client));
+    let start = Instant::now();
+    // The read parks in a task of its own, untimed: nothing has been asked yet.
+    let read = tokio::spawn(async move {
+        let mut buf = [0u8; 16];
+        let result = reader.read(&mut buf).await;
+        (result, Instant::now())
+    });
+    sleep(PERIOD * 3).await;
+    assert!(!read.is_finished(), "a resting read must not be timed");
+    // Another task asks; nothing comes back. The timer must wake the reading task, not this one.
+    let asked_at = Instant::now();
+    tokio::spawn(async move {
+        writer.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        writer
+    })
+    .await
+    .unwrap();
+    let (result, failed_at) = tokio::time::timeout(PERIOD * 10, read)
+        .await
+        .expect("the parked read was never woken to fail")
+        .unwrap();
+    assert_idle(&result.unwrap_err(), Phase::AwaitHeaders);
+    assert_within(failed_at - asked_at, PERIOD);
+    assert_within(failed_at - start, PERIOD * 4);
+    let mut request = [0u8; 18];
+    far.read_exact(&mut request).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn client_answer_stops_the_timer_and_the_connection_may_rest() {
     let (near, mut far) = tokio::io::duplex(1024);
     let mut io = IdleIo::new(near, PERIOD, Side::Client);
