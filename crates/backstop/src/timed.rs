@@ -194,9 +194,9 @@ struct Restore {
 impl Drop for Restore {
     fn drop(&mut self) {
         IN_CALL.with(|flag| flag.set(self.outer_in_call));
-        if self.outer_opened.is_some() {
-            OPENED.with(|slot| slot.set(self.outer_opened));
-        }
+        // Unconditionally: after an unwinding poll, a connection this call opened must not be
+        // left for another call to find.
+        OPENED.with(|slot| slot.set(self.outer_opened));
     }
 }
 
