@@ -6,7 +6,7 @@
 //! that client behind one tower `Timeout`.
 //!
 //! `cargo bench -p backstop --bench stack` (a plain binary, not criterion: it prints a table).
-//! Each mode runs in interleaved rounds (which side goes first alternates) so drift on a shared
+//! Each mode runs in interleaved rounds (which side goes first rotates) so drift on a shared
 //! machine hits both sides alike; percentiles are over every request of every round, and the
 //! throughput ratio is also given per round (median and middle half of the rounds).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -46,7 +46,7 @@ type PeerService = tower::util::BoxCloneSyncService<
 #[derive(Clone)]
 enum Side {
     Bare(Box<HyperClient<HttpConnector, Full<Bytes>>>),
-    Peers(PeerService),
+    Tower(PeerService),
     Backstop(backstop::Client),
 }
 
@@ -133,7 +133,7 @@ impl Side {
                 let res = client.request(req).await.unwrap();
                 let _ = res.into_body().collect().await.unwrap();
             }
-            Side::Peers(service) => {
+            Side::Tower(service) => {
                 let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
                 let res = service.clone().oneshot(req).await.unwrap();
                 let _ = res.into_body().collect().await.unwrap();
@@ -215,8 +215,8 @@ fn main() {
         let bare = Side::Bare(Box::new(
             HyperClient::builder(TokioExecutor::new()).build_http(),
         ));
-        let timeout = Side::Peers(timeout_only());
-        let peers = Side::Peers(peers());
+        let timeout = Side::Tower(timeout_only());
+        let peers = Side::Tower(peers());
         let backstop = Side::Backstop(backstop::Client::builder().build().unwrap());
         // `STACK_PROFILE=bare|timeout|peers|backstop`: only that client, 32 tasks, for a
         // profiler.
