@@ -162,22 +162,8 @@ fn main() {
             .and_then(|step| step.parse::<usize>().ok())
         {
             let (name, svc) = &variants[step.min(variants.len() - 1)];
-            let tasks: Vec<_> = (0..CONCURRENCY)
-                .map(|_| {
-                    let svc = svc.clone();
-                    let url = url.clone();
-                    tokio::spawn(async move {
-                        for _ in 0..1_000 {
-                            let req = Request::get(&url).body(Full::new(Bytes::new())).unwrap();
-                            svc.clone().oneshot(req).await.unwrap();
-                        }
-                    })
-                })
-                .collect();
-            for task in tasks {
-                task.await.unwrap();
-            }
-            println!("profiled {} requests through {name}", CONCURRENCY * 1_000);
+            let latencies = concurrent(svc, &url, 1_000).await;
+            println!("profiled {} requests through {name}", latencies.len());
             return;
         }
         for (_, svc) in &variants {
@@ -206,25 +192,7 @@ fn main() {
                 totals[i] += started.elapsed();
                 let before = process_cpu();
                 let started = Instant::now();
-                let tasks: Vec<_> = (0..CONCURRENCY)
-                    .map(|_| {
-                        let svc = svc.clone();
-                        let url = url.clone();
-                        tokio::spawn(async move {
-                            let mut own = Vec::with_capacity(PER_TASK);
-                            for _ in 0..PER_TASK {
-                                let t = Instant::now();
-                                let req = Request::get(&url).body(Full::new(Bytes::new())).unwrap();
-                                svc.clone().oneshot(req).await.unwrap();
-                                own.push(t.elapsed());
-                            }
-                            own
-                        })
-                    })
-                    .collect();
-                for task in tasks {
-                    latencies[i].extend(task.await.unwrap());
-                }
+                latencies[i].extend(concurrent(svc, &url, PER_TASK).await);
                 walls[i] += started.elapsed();
                 cpu[i] += process_cpu().saturating_sub(before);
             }
@@ -265,6 +233,31 @@ fn main() {
             );
         }
     });
+}
+
+/// `CONCURRENCY` tasks sending `per_task` GETs each through `svc`; every request's latency.
+async fn concurrent(svc: &Boxed, url: &str, per_task: usize) -> Vec<Duration> {
+    let tasks: Vec<_> = (0..CONCURRENCY)
+        .map(|_| {
+            let svc = svc.clone();
+            let url = url.to_owned();
+            tokio::spawn(async move {
+                let mut own = Vec::with_capacity(per_task);
+                for _ in 0..per_task {
+                    let t = Instant::now();
+                    let req = Request::get(&url).body(Full::new(Bytes::new())).unwrap();
+                    svc.clone().oneshot(req).await.unwrap();
+                    own.push(t.elapsed());
+                }
+                own
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(CONCURRENCY * per_task);
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    latencies
 }
 
 /// CPU time used so far by all of this process's threads (Linux: the scheduler's per-thread
