@@ -31,6 +31,10 @@ pub struct Error {
     source: Option<BoxError>,
     /// Attempts made before giving up, when a retry layer knows (0: not recorded).
     attempts: u32,
+    /// What the layers learned about the call, as a response would carry it (the retry layer's
+    /// record of attempts and why it stopped, the client's call info). Empty, and free, until a
+    /// layer inserts something.
+    extensions: http::Extensions,
 }
 
 impl Error {
@@ -45,6 +49,7 @@ impl Error {
             failure,
             source: None,
             attempts: 0,
+            extensions: http::Extensions::new(),
         }
     }
 
@@ -68,6 +73,7 @@ impl Error {
                 failure: classify_error(&*other, phase_hint),
                 source: Some(other),
                 attempts: 0,
+                extensions: http::Extensions::new(),
             },
         }
     }
@@ -122,6 +128,18 @@ impl Error {
     /// it.
     pub fn attempts(&self) -> Option<u32> {
         (self.attempts > 0).then_some(self.attempts)
+    }
+
+    /// What the layers recorded about the failed call, the way a response's extensions carry it
+    /// for a successful one: e.g. `backstop_retry::RetryInfo` (attempts, delays, why retrying
+    /// stopped) and the facade's `CallInfo`.
+    pub fn extensions(&self) -> &http::Extensions {
+        &self.extensions
+    }
+
+    /// The extensions, for a layer to record what it knows about the call.
+    pub fn extensions_mut(&mut self) -> &mut http::Extensions {
+        &mut self.extensions
     }
 
     /// Takes the source error out.
@@ -339,6 +357,10 @@ pub fn classify_error(err: &(dyn StdError + 'static), phase_hint: Phase) -> Fail
             }
             Some(ConnectorMessage::DnsNotFound) => evidence.kind(Kind::DnsNotFound),
             Some(ConnectorMessage::DnsTemporary) => evidence.kind(Kind::DnsTemporary),
+            Some(ConnectorMessage::Overloaded) => {
+                evidence.phase(Phase::Local);
+                evidence.kind(Kind::Overloaded);
+            }
             None => {}
         }
     }
@@ -499,6 +521,9 @@ enum ConnectorMessage {
     ConnectTimeout,
     DnsNotFound,
     DnsTemporary,
+    /// tower's `load_shed::error::Overloaded`, whose message is all a crate without tower's
+    /// `load-shed` feature can see.
+    Overloaded,
 }
 
 fn connector_message(err: &(dyn StdError + 'static)) -> Option<ConnectorMessage> {
@@ -518,6 +543,8 @@ fn connector_message(err: &(dyn StdError + 'static)) -> Option<ConnectorMessage>
         Some(ConnectorMessage::DnsNotFound)
     } else if text.contains("Temporary failure in name resolution") {
         Some(ConnectorMessage::DnsTemporary)
+    } else if text == "service overloaded" {
+        Some(ConnectorMessage::Overloaded)
     } else {
         None
     }

@@ -93,9 +93,10 @@ impl Retryable {
             | Kind::Cancelled
             | Kind::BudgetExhausted
             | Kind::BodyNotReplayable => Retryable::Never,
-            Kind::Protocol(ProtocolFailure::RefusedStream) | Kind::Closed | Kind::BreakerOpen => {
-                Retryable::Safe
-            }
+            Kind::Protocol(ProtocolFailure::RefusedStream)
+            | Kind::Closed
+            | Kind::BreakerOpen
+            | Kind::Overloaded => Retryable::Safe,
             Kind::Status(status) => judge_status(status),
             Kind::Grpc(code) => judge_grpc(code),
             _ if phase.is_before_send() => Retryable::Safe,

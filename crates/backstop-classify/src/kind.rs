@@ -201,8 +201,13 @@ pub enum Kind {
     Cancelled,
     /// A circuit breaker is open for this destination; the call was not attempted.
     BreakerOpen,
-    /// The retry budget is spent; the failure was not retried.
+    /// The retry budget is spent; the failure was not retried. The retry layer itself reports
+    /// the failure it did not retry (with the reason beside it); this kind is for a layer that
+    /// rejects a whole call for want of budget.
     BudgetExhausted,
+    /// A local load shedder (e.g. tower's `LoadShed`) rejected the call: the service is at
+    /// capacity. Nothing was sent.
+    Overloaded,
     /// The request body was larger than the replay buffer, so it could not be sent again.
     BodyNotReplayable,
     /// Anything else; the source error says more.
@@ -241,6 +246,7 @@ impl Kind {
             Kind::Cancelled => "cancelled",
             Kind::BreakerOpen => "breaker open",
             Kind::BudgetExhausted => "retry budget exhausted",
+            Kind::Overloaded => "overloaded",
             Kind::BodyNotReplayable => "body not replayable",
             Kind::Other => "other",
         }
@@ -331,6 +337,10 @@ impl Kind {
                 "too many retries were sent recently; this failure was not retried to avoid a \
                  retry storm"
             }
+            Kind::Overloaded => {
+                "a local load shedder rejected the call: too many calls are in flight; nothing was \
+                 sent"
+            }
             Kind::BodyNotReplayable => {
                 "the request body was larger than the replay buffer, so the request could be sent \
                  only once"
@@ -404,6 +414,7 @@ impl Kind {
             Kind::Cancelled => "nothing: the caller is gone",
             Kind::BreakerOpen => "wait for the breaker to probe the destination, or use another",
             Kind::BudgetExhausted => "let the dependency recover; look at why so many calls fail",
+            Kind::Overloaded => "slow down or raise the concurrency limit; retry later",
             Kind::BodyNotReplayable => {
                 "raise the replay limit, or make the body cheaper to resend (a bytes body)"
             }

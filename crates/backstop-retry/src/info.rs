@@ -47,6 +47,12 @@ pub enum StopReason {
     BudgetExhausted,
     /// The request body was too large to keep, or was already read, so it cannot be sent again.
     BodyNotReplayable,
+    /// The failure was a local rejection (an open circuit breaker, a load shedder): nothing was
+    /// sent, and another attempt now would be rejected the same way.
+    RejectedLocally,
+    /// The server asked for a longer wait (`Retry-After`, `grpc-retry-pushback-ms`) than the
+    /// layer's `retry_after_max`: retrying sooner would go against its word.
+    ServerWaitTooLong,
 }
 
 impl StopReason {
@@ -58,6 +64,8 @@ impl StopReason {
             StopReason::Deadline => "deadline",
             StopReason::BudgetExhausted => "budget exhausted",
             StopReason::BodyNotReplayable => "body not replayable",
+            StopReason::RejectedLocally => "rejected locally",
+            StopReason::ServerWaitTooLong => "server asked to wait too long",
         }
     }
 }
@@ -65,9 +73,10 @@ impl StopReason {
 /// What happened to a request: how many attempts, the delays slept between them, and why the
 /// layer stopped if the last attempt failed.
 ///
-/// The layer puts it in the response's extensions whenever it retried or declined to retry for
-/// lack of budget or of a replayable body; when it is absent the first attempt answered, and
-/// [`RetryInfo::of`] reports exactly that (so the success path inserts nothing).
+/// The layer puts it in the response's extensions whenever it retried or declined to retry, and
+/// in the extensions of every error it returns ([`RetryInfo::of_error`]); when a response
+/// carries none the first attempt answered, and [`RetryInfo::of`] reports exactly that (so the
+/// success path inserts nothing).
 ///
 /// ```
 /// use backstop_retry::RetryInfo;
@@ -104,6 +113,12 @@ impl RetryInfo {
             .get::<RetryInfo>()
             .copied()
             .unwrap_or_default()
+    }
+
+    /// The information carried by an error the layer returned (`None` for an error that did not
+    /// come through a retry layer).
+    pub fn of_error(err: &backstop_classify::Error) -> Option<RetryInfo> {
+        err.extensions().get::<RetryInfo>().copied()
     }
 
     /// How many attempts were sent (1 when the first one answered).

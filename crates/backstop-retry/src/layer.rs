@@ -1,7 +1,6 @@
 //! [`RetryLayer`], [`RetryService`] and their [`ResponseFuture`].
 
 use std::collections::HashMap;
-use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -97,8 +96,9 @@ impl<P> fmt::Debug for Config<P> {
 
 impl RetryLayer<HttpPolicy> {
     /// The defaults: 3 attempts, full-jitter backoff from 50 ms capped at 5 s, `Retry-After`
-    /// honoured on 429 and 503 up to 30 s, a budget of 20 % + 10/s over 10 s, bodies replayed up
-    /// to 64 KiB, 409 retried later, 400 and 422 never.
+    /// honoured on 429 and 503 up to 30 s (a longer one ends the retries), a budget of 20 % +
+    /// 10/s over 10 s, bodies replayed up to 64 KiB, 409 not retried unless
+    /// [`retry_conflict`](RetryLayerBuilder::retry_conflict) opts in, 400 and 422 never.
     pub fn new() -> RetryLayer<HttpPolicy> {
         RetryLayer {
             config: Arc::new(RetryLayerBuilder::new().into_config()),
@@ -187,7 +187,7 @@ impl RetryLayerBuilder<HttpPolicy> {
             replay_limit: DEFAULT_REPLAY_LIMIT,
             budget: Some(RetryBudget::default()),
             per_host: None,
-            retry_conflict: true,
+            retry_conflict: false,
             seed: None,
             policy: HttpPolicy::new(),
         }
@@ -241,8 +241,10 @@ impl<P> RetryLayerBuilder<P> {
         self
     }
 
-    /// The longest server-requested wait honoured (default 30 s, at most one hour); a longer
-    /// `Retry-After` waits this long.
+    /// The longest server-requested wait honoured (default 30 s, at most one hour). A server
+    /// that asks for longer (`Retry-After`, `grpc-retry-pushback-ms`) is not retried at all: its
+    /// response comes back as it is, so the caller sees its `Retry-After` and no retry goes out
+    /// earlier than the server asked.
     #[must_use]
     pub fn retry_after_max(mut self, max: Duration) -> Self {
         self.retry_after_max = max;
@@ -307,8 +309,10 @@ impl<P> RetryLayerBuilder<P> {
         self
     }
 
-    /// Retry 409 Conflict ("the original is still in progress") later, if the request is
-    /// idempotent or keyed (default on).
+    /// Retry 409 Conflict, if the request may be retried at all (idempotent or keyed). Default
+    /// off: a 409 usually means a lost race (an edit conflict, a version mismatch) that a replay
+    /// would lose again; turn it on for servers that answer 409 for "a request with this
+    /// `Idempotency-Key` is still in progress".
     #[must_use]
     pub fn retry_conflict(mut self, retry: bool) -> Self {
         self.retry_conflict = retry;
@@ -627,25 +631,6 @@ pin_project! {
     }
 }
 
-/// A request body that cannot be sent again, with the failure that was not retried.
-#[derive(Debug)]
-struct NotReplayed {
-    why: &'static str,
-    failure: Error,
-}
-
-impl fmt::Display for NotReplayed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "not retried because {}", self.why)
-    }
-}
-
-impl StdError for NotReplayed {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(&self.failure)
-    }
-}
-
 enum Verdict {
     Retry(Duration),
     Stop(StopReason),
@@ -719,11 +704,9 @@ where
                         return Poll::Ready(Err(Error::new(Kind::Other, Phase::Local)));
                     };
                     if let Err(err) = ready!(service.poll_ready(cx)) {
-                        return Poll::Ready(Err(classify(
-                            &this.shared.config.policy,
-                            err.into(),
-                            Phase::Local,
-                        )));
+                        let err = classify(&this.shared.config.policy, err.into(), Phase::Local);
+                        let info = this.retries.as_ref().map(|r| r.info).unwrap_or_default();
+                        return Poll::Ready(Err(record(err, &info)));
                     }
                     let (Some(parts), Some(body)) = (this.parts.as_ref(), body.take()) else {
                         return Poll::Ready(Err(Error::new(Kind::Other, Phase::Local)));
@@ -794,12 +777,7 @@ fn next_attempt<P, B, R>(
     let Some(parts) = parts else {
         // Never retried: the judgement is still reported.
         state.info.stop(StopReason::NotRetryable);
-        return Err(stopped(
-            result,
-            StopReason::NotRetryable,
-            &state.info,
-            replay,
-        ));
+        return Err(stopped(result, &state.info));
     };
     let verdict = decide(
         config,
@@ -815,16 +793,20 @@ fn next_attempt<P, B, R>(
     );
     let delay = match verdict {
         Verdict::Stop(reason) => {
+            if reason == StopReason::BodyNotReplayable {
+                log_not_replayed(replay.can_replay().err(), failure);
+            }
             state.info.stop(reason);
-            return Err(stopped(result, reason, &state.info, replay));
+            return Err(stopped(result, &state.info));
         }
         Verdict::Retry(delay) => delay,
     };
     let body = match replay.next() {
         Ok(body) => body,
         Err(why) => {
+            log_not_replayed(Some(why), failure);
             state.info.stop(StopReason::BodyNotReplayable);
-            return Err(not_replayed(result, why, &state.info));
+            return Err(stopped(result, &state.info));
         }
     };
     // The failed response is dropped here, freeing its connection before the delay.
@@ -862,6 +844,12 @@ fn decide<P, B>(
     stream: &mut u64,
     host_budget: Option<&RetryBudget>,
 ) -> Verdict {
+    // A call rejected before any I/O (an open breaker, a load shedder) would be rejected again:
+    // retrying it only sleeps and spends budget, and hides the rejection behind whatever the
+    // last attempt says.
+    if failure.phase() == Phase::Local {
+        return Verdict::Stop(StopReason::RejectedLocally);
+    }
     let retryable = match failure.kind() {
         Kind::Status(StatusCode::CONFLICT) if config.retry_conflict => Retryable::IfIdempotent,
         _ => failure.retryable(),
@@ -886,7 +874,12 @@ fn decide<P, B>(
         _ => false,
     });
     let delay = match server_wait {
-        Some(wait) => wait.min(config.retry_after_max),
+        // Going back sooner than the server asked is what its `Retry-After` forbids; the caller
+        // gets the response with the header, to wait or give up as it sees fit.
+        Some(wait) if wait > config.retry_after_max => {
+            return Verdict::Stop(StopReason::ServerWaitTooLong);
+        }
+        Some(wait) => wait,
         None => {
             // Each request draws from its own stream, numbered at its first retry, so a seeded
             // layer repeats its delays whatever the interleaving of successful requests.
@@ -924,6 +917,17 @@ fn decide<P, B>(
     Verdict::Retry(delay)
 }
 
+/// Says why a body could not be sent again: the caller's error keeps the real failure's kind, so
+/// the reason (too large, already read, failed) is told here and in the stop reason.
+#[cold]
+fn log_not_replayed(why: Option<&'static str>, failure: &Failure) {
+    tracing::debug!(
+        kind = %failure.kind(),
+        why = why.unwrap_or("the request body cannot be replayed"),
+        "not retried: the request body cannot be sent again"
+    );
+}
+
 /// Logs an exhausted budget: at warn level at most once a second per budget (an outage would
 /// otherwise log every failed request), counting the exhaustions logged at debug level since.
 fn report_exhausted(budget: &RetryBudget, info: &RetryInfo, failure: &Failure) {
@@ -943,48 +947,21 @@ fn report_exhausted(budget: &RetryBudget, info: &RetryInfo, failure: &Failure) {
     }
 }
 
-fn stopped<B, R>(
-    result: Result<Response<R>, Error>,
-    reason: StopReason,
-    info: &RetryInfo,
-    replay: &Replay<B>,
-) -> Result<Response<R>, Error> {
+/// What the caller gets when the layer stops: the last response, or the last error with its
+/// kind untouched (the real failure, not the reason retrying stopped), both carrying the record
+/// of the call.
+fn stopped<R>(result: Result<Response<R>, Error>, info: &RetryInfo) -> Result<Response<R>, Error> {
     match result {
         Ok(res) => Ok(finish(res, info)),
-        Err(err) => Err(match reason {
-            StopReason::BudgetExhausted => {
-                Error::from_failure(Failure::new(Kind::BudgetExhausted, err.phase()))
-                    .with_source(err)
-            }
-            StopReason::BodyNotReplayable => {
-                let why = replay
-                    .can_replay()
-                    .err()
-                    .unwrap_or("the request body cannot be replayed");
-                return not_replayed(Err(err), why, info);
-            }
-            _ => err,
-        }
-        .with_attempts(info.attempts())),
+        Err(err) => Err(record(err, info)),
     }
 }
 
-fn not_replayed<R>(
-    result: Result<Response<R>, Error>,
-    why: &'static str,
-    info: &RetryInfo,
-) -> Result<Response<R>, Error> {
-    match result {
-        Ok(res) => Ok(finish(res, info)),
-        Err(failure) => {
-            let phase = failure.phase();
-            Err(
-                Error::from_failure(Failure::new(Kind::BodyNotReplayable, phase))
-                    .with_source(NotReplayed { why, failure })
-                    .with_attempts(info.attempts()),
-            )
-        }
-    }
+/// Records the call's attempts and delays, and why it stopped, in an error.
+#[cold]
+fn record(mut err: Error, info: &RetryInfo) -> Error {
+    err.extensions_mut().insert(*info);
+    err.with_attempts(info.attempts())
 }
 
 /// The most hosts given a budget of their own; the rest share the overflow budget, so a client

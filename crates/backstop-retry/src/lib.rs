@@ -46,10 +46,10 @@
 //! response itself with its policy, [`HttpPolicy`](backstop_classify::HttpPolicy) by default),
 //! and the [`Error`](backstop_classify::Error) of a failed call.
 //! - A failure judged [`Safe`](backstop_classify::Retryable::Safe) (never sent: refused, connect
-//!   timeout, a pooled connection closed before the write, an open breaker; or 429) is retried
-//!   for any method.
+//!   timeout, a pooled connection closed before the write; or 429) is retried for any method.
 //! - A failure judged [`IfIdempotent`](backstop_classify::Retryable::IfIdempotent) (5xx, 408, a
-//!   reset after the write, 409 "still in progress") is retried only for GET, HEAD, OPTIONS,
+//!   reset after the write; 409 "still in progress" when
+//!   [`RetryLayerBuilder::retry_conflict`] opts in) is retried only for GET, HEAD, OPTIONS,
 //!   TRACE, PUT and DELETE, or a request carrying an `Idempotency-Key`
 //!   ([`RetryLayerBuilder::attach_idempotency_key`] adds one).
 //! - [`Never`](backstop_classify::Retryable::Never) is never retried (400, 422, a bad
@@ -58,23 +58,34 @@
 //!   later is never retried.
 //!
 //! # When
-//! Capped exponential [`Backoff`] with [`Jitter`] (full by default), or the server's
-//! `Retry-After` on 429 and 503 (and gRPC's `grpc-retry-pushback-ms`), capped. A delay that
-//! would not leave the next attempt time to start before the request's
+//! Capped exponential [`Backoff`] with [`Jitter`] (full by default), or exactly the server's
+//! `Retry-After` on 429 and 503 (and gRPC's `grpc-retry-pushback-ms`, which replaces the backoff
+//! as gRPC A6 says). A server that asks for a longer wait than `retry_after_max` is not retried
+//! early: its response comes back as it is, `Retry-After` intact. A delay that would not leave
+//! the next attempt time to start before the request's
 //! [`Deadline`](backstop_classify::Deadline) is not slept: the last failure is returned at once.
+//!
+//! A failure rejected locally, before any I/O (an open circuit breaker, a load shedder), ends the
+//! call at once with its own kind: retrying it would only sleep and spend budget to be rejected
+//! again.
 //!
 //! # How often
 //! A [`RetryBudget`] (20 % of requests + 10/s over 10 s by default) stops retry storms; an
-//! exhausted budget returns the failure — an [`Error`](backstop_classify::Error) of kind
-//! `BudgetExhausted` wrapping the original, or the failed response with [`RetryInfo`] saying so.
+//! exhausted budget returns the last failure as it is — the error of that attempt, its kind
+//! untouched, or the failed response — with [`RetryInfo`] saying why retrying stopped.
 //!
 //! # Bodies
 //! [`ReplayBody`] keeps the bytes of the body as the first attempt streams them (up to 64 KiB by
-//! default) and replays them. A larger body is sent once and not retried (`BodyNotReplayable`,
-//! saying why). Requests that may only be retried if never sent keep no bytes at all.
+//! default) and replays them. A larger body is sent once and not retried (the failure comes back
+//! with [`StopReason::BodyNotReplayable`] in its [`RetryInfo`]). A body that declares a size above
+//! the limit is known unreplayable before it is sent and is not buffered at all. Requests that may
+//! only be retried if never sent keep no bytes at all.
 //!
 //! # What the caller sees
-//! [`RetryInfo`] in the response extensions (attempts, delays, why it stopped); optionally an
+//! [`RetryInfo`] in the response extensions, or in the error's
+//! ([`Error::extensions`](backstop_classify::Error::extensions)): attempts, delays, why it
+//! stopped. The error's kind is always the last real failure (reset, refused, a timeout…), never
+//! the reason retrying stopped. Optionally an
 //! attempt-number header for the server; `tracing` events for each retry and for an exhausted
 //! budget (a warning at most once a second per budget, counting the exhaustions in between; debug
 //! level otherwise).

@@ -225,19 +225,48 @@ async fn overrides_mark_idempotent_or_never_retry() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn conflict_is_retried_later_bad_request_and_unprocessable_never() {
+async fn conflict_is_retried_only_when_opted_in_bad_request_and_unprocessable_never() {
+    // By default a 409 is a lost race a replay would lose again: returned as it is.
+    let upstream = Upstream::new([Reply::status(409)]);
+    let mut req = request(Method::PUT);
+    req.headers_mut()
+        .insert("idempotency-key", HeaderValue::from_static("k"));
+    let res = send(builder().build().unwrap(), &upstream, req)
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 409);
+    assert_eq!(upstream.calls(), 1);
+    assert_eq!(RetryInfo::of(&res).stopped(), Some(StopReason::NotRetryable));
+
+    // Opted in: retried for a keyed request…
     let upstream = Upstream::new([Reply::status(409)]);
     let mut req = request(Method::POST);
     req.headers_mut()
         .insert("idempotency-key", HeaderValue::from_static("k"));
     assert_eq!(
-        send(builder().build().unwrap(), &upstream, req)
-            .await
-            .unwrap()
-            .status(),
+        send(
+            builder().retry_conflict(true).build().unwrap(),
+            &upstream,
+            req
+        )
+        .await
+        .unwrap()
+        .status(),
         200
     );
     assert_eq!(upstream.calls(), 2);
+
+    // …but never for a request that may not be retried at all.
+    let upstream = Upstream::new([Reply::status(409)]);
+    let res = send(
+        builder().retry_conflict(true).build().unwrap(),
+        &upstream,
+        request(Method::POST),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 409);
+    assert_eq!(upstream.calls(), 1);
 
     for code in [400, 422] {
         let upstream = Upstream::new([Reply::status(code)]);
@@ -295,14 +324,36 @@ async fn retry_after_seconds_and_http_date_are_honoured() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_huge_retry_after_is_capped_and_garbage_falls_back_to_the_backoff() {
-    let upstream = Upstream::new([Reply::with_header(503, "retry-after", "99999")]);
+async fn a_retry_after_longer_than_the_max_ends_the_retries_and_garbage_falls_back_to_the_backoff()
+{
+    // The server asks for 5 s, the layer waits at most 1 s: retrying after 1 s would go back
+    // earlier than asked, so the 503 comes back at once with its header intact.
+    for (asked, max) in [("5", 1), ("99999", 5)] {
+        let upstream = Upstream::new([Reply::with_header(503, "retry-after", asked)]);
+        let layer = builder()
+            .retry_after_max(Duration::from_secs(max))
+            .build()
+            .unwrap();
+        let start = Instant::now();
+        let res = send(layer, &upstream, request(Method::GET)).await.unwrap();
+        assert_eq!(res.status(), 503);
+        assert_eq!(res.headers()["retry-after"], asked);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!(upstream.calls(), 1);
+        assert_eq!(
+            RetryInfo::of(&res).stopped(),
+            Some(StopReason::ServerWaitTooLong)
+        );
+    }
+    // Exactly the longest wait is still honoured, to the millisecond.
+    let upstream = Upstream::new([Reply::with_header(503, "retry-after", "5")]);
     let layer = builder()
         .retry_after_max(Duration::from_secs(5))
         .build()
         .unwrap();
     let start = Instant::now();
-    send(layer, &upstream, request(Method::GET)).await.unwrap();
+    let res = send(layer, &upstream, request(Method::GET)).await.unwrap();
+    assert_eq!(res.status(), 200);
     assert_eq!(start.elapsed(), Duration::from_secs(5));
 
     for garbage in ["soon", "-1", "1.5", "é"] {
@@ -430,12 +481,61 @@ async fn grpc_pushback_is_honoured_and_a_negative_one_stops() {
     )]);
     let mut req = request(Method::POST);
     req.extensions_mut().insert(RetryOverride::Idempotent);
-    send(layer, &upstream, req).await.unwrap();
+    send(layer.clone(), &upstream, req).await.unwrap();
     assert_eq!(upstream.calls(), 1);
+
+    // Garbage means "do not retry" too (gRPC A6), and so does a pushback longer than the max.
+    for (pushback, max) in [("soon", 30), ("2000", 1)] {
+        let upstream = Upstream::new([Reply::Status(
+            200,
+            vec![
+                ("grpc-status", "14".into()),
+                ("grpc-retry-pushback-ms", pushback.into()),
+            ],
+        )]);
+        let layer = builder()
+            .policy(GrpcPolicy::new())
+            .retry_after_max(Duration::from_secs(max))
+            .build()
+            .unwrap();
+        let mut req = request(Method::POST);
+        req.extensions_mut().insert(RetryOverride::Idempotent);
+        let start = Instant::now();
+        let res = send(layer, &upstream, req).await.unwrap();
+        assert_eq!(upstream.calls(), 1, "{pushback}");
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!(res.headers()["grpc-retry-pushback-ms"], pushback);
+    }
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_exhausted_budget_returns_the_failure_classified_so() {
+async fn a_local_rejection_ends_the_call_at_once_and_spends_no_budget() {
+    for kind in [Kind::BreakerOpen, Kind::Overloaded] {
+        // A budget with no reserve and a 100 % ratio: one deposit (this request) allows exactly
+        // one retry, so a spent withdrawal would show.
+        let budget = RetryBudget::builder()
+            .ratio(1.0)
+            .min_per_second(0)
+            .build()
+            .unwrap();
+        let layer = builder().budget(budget.clone()).build().unwrap();
+        let upstream = Upstream::new([Reply::Fail(kind, Phase::Local)]);
+        let start = Instant::now();
+        let err = send(layer, &upstream, request(Method::GET))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), kind);
+        assert_eq!(start.elapsed(), Duration::ZERO, "no backoff slept");
+        assert_eq!(upstream.calls(), 1);
+        let info = RetryInfo::of_error(&err).unwrap();
+        assert_eq!(info.attempts(), 1);
+        assert_eq!(info.stopped(), Some(StopReason::RejectedLocally));
+        assert!(budget.try_withdraw(), "{kind:?}: the budget was spent");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exhausted_budget_returns_the_real_failure_with_the_reason_beside_it() {
     let budget = RetryBudget::builder()
         .ratio(0.0)
         .min_per_second(0)
@@ -446,9 +546,12 @@ async fn an_exhausted_budget_returns_the_failure_classified_so() {
     let err = send(layer.clone(), &upstream, request(Method::GET))
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), Kind::BudgetExhausted);
-    let original = std::error::Error::source(&err).and_then(|e| e.downcast_ref::<Error>());
-    assert_eq!(original.map(|e| e.kind()), Some(Kind::Refused));
+    assert_eq!(err.kind(), Kind::Refused);
+    assert_eq!(err.attempts(), Some(1));
+    assert_eq!(
+        RetryInfo::of_error(&err).and_then(|info| info.stopped()),
+        Some(StopReason::BudgetExhausted)
+    );
     assert_eq!(upstream.calls(), 1);
 
     let upstream = Upstream::new([Reply::status(503)]);
