@@ -236,7 +236,10 @@ async fn conflict_is_retried_only_when_opted_in_bad_request_and_unprocessable_ne
         .unwrap();
     assert_eq!(res.status(), 409);
     assert_eq!(upstream.calls(), 1);
-    assert_eq!(RetryInfo::of(&res).stopped(), Some(StopReason::NotRetryable));
+    assert_eq!(
+        RetryInfo::of(&res).stopped(),
+        Some(StopReason::NotRetryable)
+    );
 
     // Opted in: retried for a keyed request…
     let upstream = Upstream::new([Reply::status(409)]);

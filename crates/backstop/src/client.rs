@@ -11,7 +11,7 @@ use std::time::Duration;
 use backstop_breaker::{Breakers, CircuitBreakerLayer, PerAuthority, State, Window};
 use backstop_classify::{BoxError, ClassifyLayer, Error, Kind, Phase};
 use backstop_deadline::{AttemptTimeoutLayer, Covers, DeadlineLayer, Propagation};
-use backstop_retry::{ReplayBody, RetryBudget, RetryInfo, RetryLayer};
+use backstop_retry::{ReplayBody, RetryBudget, RetryInfo, RetryLayer, StopReason};
 use backstop_timeout::{ConnectTimeoutLayer, IdleTimeoutLayer, TcpConnector};
 use bytes::Bytes;
 use http::{Method, Request, Response};
@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
-use crate::policy::{ConfigError, Policy};
+use crate::policy::{BudgetPolicy, ConfigError, JitterMode, Policy, PropagationPolicy};
 pub use crate::timed::ConnectTimings;
 
 /// The response body of a [`Client`]: the bytes, with every error classified.
@@ -39,11 +39,15 @@ pub struct CallInfo {
     pub attempts: u32,
     /// The backoff delays slept between attempts.
     pub delays: Vec<Duration>,
+    /// Why the client stopped retrying, when the call ended on a failure: attempts exhausted,
+    /// budget spent, not retryable, body not replayable, the deadline, a local rejection (open
+    /// breaker) or a server asking to wait longer than the client will. `None` on success.
+    pub retry_stopped: Option<StopReason>,
     /// The state of the destination's circuit breaker after the call (`None` when breakers are
     /// off).
     pub breaker: Option<State>,
     /// Time from the call until the response head arrived (time to first byte), retries
-    /// included.
+    /// included; for a failed call, until it failed.
     pub time_to_headers: Duration,
     /// How long establishing the connection took, in all and per phase (DNS, TCP, TLS), when
     /// this call opened a new one; `None` when it reused a pooled connection.
@@ -51,10 +55,66 @@ pub struct CallInfo {
 }
 
 impl CallInfo {
+    fn new(
+        retry: RetryInfo,
+        breaker: Option<State>,
+        time_to_headers: Duration,
+        connect: Option<ConnectTimings>,
+    ) -> CallInfo {
+        CallInfo {
+            attempts: retry.attempts(),
+            delays: retry.delays().collect(),
+            retry_stopped: retry.stopped(),
+            breaker,
+            time_to_headers,
+            connect,
+        }
+    }
+
     /// The call info of a response from a [`Client`].
     pub fn of<B>(res: &Response<B>) -> Option<&CallInfo> {
         res.extensions().get::<CallInfo>()
     }
+
+    /// The call info of an error from a [`Client`]: the same record as a response's, for a call
+    /// that failed.
+    pub fn of_error(err: &Error) -> Option<&CallInfo> {
+        err.extensions().get::<CallInfo>()
+    }
+}
+
+/// `.call_info()` on what a [`Client`] returns, response or error.
+///
+/// ```no_run
+/// use backstop::CallInfoExt;
+/// # async fn demo(client: backstop::Client) {
+/// match client.get("http://127.0.0.1:3000/").await {
+///     Ok(res) => println!("{:?}", res.call_info()),
+///     Err(err) => println!("{err}: {:?}", err.call_info()),
+/// }
+/// # }
+/// ```
+pub trait CallInfoExt: sealed::Sealed {
+    /// What happened during the call.
+    fn call_info(&self) -> Option<&CallInfo>;
+}
+
+impl<B> CallInfoExt for Response<B> {
+    fn call_info(&self) -> Option<&CallInfo> {
+        CallInfo::of(self)
+    }
+}
+
+impl CallInfoExt for Error {
+    fn call_info(&self) -> Option<&CallInfo> {
+        CallInfo::of_error(self)
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl<B> Sealed for http::Response<B> {}
+    impl Sealed for backstop_classify::Error {}
 }
 
 /// The future a resolver returns: the addresses of a name.
@@ -123,10 +183,16 @@ impl fmt::Debug for ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// Replaces every setting with `policy` (e.g. one loaded from configuration).
+    /// Applies `policy` (e.g. one loaded from configuration) on top of the settings so far.
+    ///
+    /// Settings compose in call order: every field `policy` sets to something other than its
+    /// default replaces what earlier calls set; the fields it leaves at their defaults keep
+    /// them; setters called afterwards override it. So
+    /// `builder().max_attempts(1).policy(from_toml)` keeps one attempt unless the TOML names
+    /// `retry.max_attempts`, and `builder().policy(p).seed(7)` is `p` plus a seed.
     #[must_use]
     pub fn policy(mut self, policy: Policy) -> Self {
-        self.policy = policy;
+        self.policy.overlay(policy);
         self
     }
 
@@ -137,10 +203,18 @@ impl ClientBuilder {
         self
     }
 
-    /// The bound on one attempt. Default 10 s.
+    /// Whether the deadline also bounds reading the response body, until its end. Default on.
+    #[must_use]
+    pub fn deadline_covers_body(mut self, covers: bool) -> Self {
+        self.policy.deadline_covers_body = covers;
+        self
+    }
+
+    /// The bound on one attempt. Unset, it follows the deadline: 10 s, or the deadline when that
+    /// is shorter. Set, it must not exceed the deadline.
     #[must_use]
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.policy.attempt_timeout = timeout;
+        self.policy.attempt_timeout = Some(timeout);
         self
     }
 
@@ -173,10 +247,104 @@ impl ClientBuilder {
         self
     }
 
+    /// How backoff delays are randomised. Default [`JitterMode::Full`].
+    #[must_use]
+    pub fn jitter(mut self, jitter: JitterMode) -> Self {
+        self.policy.retry.jitter = jitter;
+        self
+    }
+
+    /// The longest server `Retry-After` (or gRPC pushback) honoured; a server asking for longer
+    /// is not retried, and its response is returned. Default 30 s.
+    #[must_use]
+    pub fn retry_after_max(mut self, max: Duration) -> Self {
+        self.policy.retry.retry_after_max = max;
+        self
+    }
+
+    /// The largest request body kept for replay, in bytes. Default 64 KiB.
+    #[must_use]
+    pub fn replay_limit(mut self, bytes: usize) -> Self {
+        self.policy.retry.replay_limit = bytes;
+        self
+    }
+
+    /// Attach a fresh `Idempotency-Key` to non-idempotent requests so they may be retried.
+    /// Default off: the server must understand the header.
+    #[must_use]
+    pub fn attach_idempotency_key(mut self, attach: bool) -> Self {
+        self.policy.retry.attach_idempotency_key = attach;
+        self
+    }
+
+    /// Retry 409 Conflict for requests that may be retried at all. Default off.
+    #[must_use]
+    pub fn retry_conflict(mut self, retry: bool) -> Self {
+        self.policy.retry.retry_conflict = retry;
+        self
+    }
+
+    /// The retry budget (default 20 % of requests + 10/s over 10 s; `enabled: false` turns it
+    /// off).
+    #[must_use]
+    pub fn retry_budget(mut self, budget: BudgetPolicy) -> Self {
+        self.policy.retry.budget = budget;
+        self
+    }
+
     /// Turns the circuit breakers on or off. Default on, one per host.
     #[must_use]
     pub fn breaker(mut self, enabled: bool) -> Self {
         self.policy.breaker.enabled = enabled;
+        self
+    }
+
+    /// Consecutive failed attempts that open a host's breaker. Default 5.
+    #[must_use]
+    pub fn consecutive_failures(mut self, failures: u32) -> Self {
+        self.policy.breaker.consecutive_failures = failures;
+        self
+    }
+
+    /// The failure rate that opens a breaker, over the last `window_calls` attempts once it holds
+    /// `minimum_calls`. Defaults 0.5, 100 and 20.
+    #[must_use]
+    pub fn failure_rate(mut self, rate: f64, window_calls: u32, minimum_calls: u32) -> Self {
+        self.policy.breaker.failure_rate = rate;
+        self.policy.breaker.window_calls = window_calls;
+        self.policy.breaker.minimum_calls = minimum_calls;
+        self
+    }
+
+    /// The first cool-down of an open breaker and the longest after repeated trips. Defaults
+    /// 5 s and 300 s.
+    #[must_use]
+    pub fn open_for(mut self, first: Duration, max: Duration) -> Self {
+        self.policy.breaker.open_for = first;
+        self.policy.breaker.max_open_for = max;
+        self
+    }
+
+    /// Probes a half-open breaker lets through. Default 1.
+    #[must_use]
+    pub fn half_open_probes(mut self, probes: u32) -> Self {
+        self.policy.breaker.half_open_probes = probes;
+        self
+    }
+
+    /// Allow a policy in which one call's own retries can open its host's breaker (the breaker
+    /// counts attempts). Default off: such a policy is rejected at build.
+    #[must_use]
+    pub fn single_call_may_trip(mut self, allow: bool) -> Self {
+        self.policy.breaker.single_call_may_trip = allow;
+        self
+    }
+
+    /// Where the time left before the deadline is written into requests. Default: `grpc-timeout`
+    /// on gRPC requests, nothing on plain HTTP ones.
+    #[must_use]
+    pub fn propagation(mut self, propagation: PropagationPolicy) -> Self {
+        self.policy.propagation = propagation;
         self
     }
 
@@ -324,7 +492,10 @@ impl Client {
             })
             .build()
             .map_err(|e| ConfigError::new("deadline", e.rule().to_owned()))?;
-        let attempt = AttemptTimeoutLayer::new(policy.attempt_timeout)
+        let attempt = AttemptTimeoutLayer::builder()
+            .timeout(policy.effective_attempt_timeout())
+            .propagation(policy.propagation.to_propagation()?)
+            .build()
             .map_err(|e| ConfigError::new("attempt_timeout", e.rule().to_owned()))?;
         let retry = retry_layer(policy, seed)?;
 
@@ -360,29 +531,52 @@ impl Client {
     }
 
     /// Sends `req` through every layer.
+    ///
+    /// A response carries a [`CallInfo`]; so does an error ([`CallInfo::of_error`]), whose kind
+    /// is the last real failure and whose call info says why retrying stopped.
     pub async fn send(&self, req: Request<RequestBody>) -> Result<Response<ResponseBody>, Error> {
         let started = Instant::now();
         // Kept to find the destination's breaker afterwards; a `Uri` clone shares its bytes.
         let uri = self.breakers.is_some().then(|| req.uri().clone());
         let (res, connect) = crate::timed::ConnectScope::new(self.service.call(req)).await;
-        let mut res = res?;
         let time_to_headers = started.elapsed();
-        let retry = RetryInfo::of(&res);
-        let breaker = match (&self.breakers, uri) {
-            (Some(breakers), Some(uri)) => {
-                self.breaker_state(breakers, &res, retry.attempts(), uri)
+        match res {
+            Ok(mut res) => {
+                let retry = RetryInfo::of(&res);
+                let breaker = match (&self.breakers, uri) {
+                    (Some(breakers), Some(uri)) => {
+                        self.breaker_state(breakers, &res, retry.attempts(), uri)
+                    }
+                    _ => None,
+                };
+                let info = CallInfo::new(retry, breaker, time_to_headers, connect);
+                res.extensions_mut().insert(info);
+                Ok(res)
             }
+            Err(err) => Err(self.failed(err, uri, time_to_headers, connect)),
+        }
+    }
+
+    /// Records what happened in a failed call's error.
+    #[cold]
+    fn failed(
+        &self,
+        mut err: Error,
+        uri: Option<http::Uri>,
+        elapsed: Duration,
+        connect: Option<ConnectTimings>,
+    ) -> Error {
+        let retry = RetryInfo::of_error(&err).unwrap_or_default();
+        let breaker = match (&self.breakers, uri) {
+            (Some(breakers), Some(uri)) => Request::get(uri)
+                .body(())
+                .ok()
+                .and_then(|head| breakers.state(&breaker_key(&head))),
             _ => None,
         };
-        let info = CallInfo {
-            attempts: retry.attempts(),
-            delays: retry.delays().collect(),
-            breaker,
-            time_to_headers,
-            connect,
-        };
-        res.extensions_mut().insert(info);
-        Ok(res)
+        let info = CallInfo::new(retry, breaker, elapsed, connect);
+        err.extensions_mut().insert(info);
+        err
     }
 
     /// The state of the breaker that judged this call, after it.
@@ -513,7 +707,8 @@ fn retry_layer(policy: &Policy, seed: Option<u64>) -> Result<RetryLayer, ConfigE
         .jitter(retry.jitter.into())
         .retry_after_max(retry.retry_after_max)
         .replay_limit(retry.replay_limit)
-        .attach_idempotency_key(retry.attach_idempotency_key);
+        .attach_idempotency_key(retry.attach_idempotency_key)
+        .retry_conflict(retry.retry_conflict);
     builder = if retry.budget.enabled {
         let budget = RetryBudget::builder()
             .ratio(retry.budget.ratio)
@@ -548,4 +743,96 @@ fn breaker_layer(
         builder = builder.seed(seed);
     }
     builder.build().map_err(|e| e.within("breaker"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `Policy` field can be set from the builder, and setters and `policy()` compose in
+    /// call order.
+    #[test]
+    fn every_policy_field_is_reachable_from_the_builder() {
+        let ms = Duration::from_millis;
+        let budget = BudgetPolicy {
+            enabled: false,
+            ratio: 0.1,
+            min_per_second: 3,
+            window: Duration::from_secs(20),
+        };
+        let propagation = PropagationPolicy {
+            http: true,
+            header: "x-timeout-ms".into(),
+            only_to: vec!["*.internal".into()],
+            grpc: false,
+        };
+        let built = Client::builder()
+            .deadline(ms(900))
+            .deadline_covers_body(false)
+            .attempt_timeout(ms(300))
+            .connect_timeout(ms(100))
+            .idle_timeout(ms(200))
+            .max_attempts(4)
+            .backoff(ms(10), ms(100))
+            .jitter(JitterMode::Decorrelated)
+            .retry_after_max(ms(500))
+            .replay_limit(1024)
+            .attach_idempotency_key(true)
+            .retry_conflict(true)
+            .retry_budget(budget.clone())
+            .breaker(false)
+            .consecutive_failures(9)
+            .failure_rate(0.3, 50, 10)
+            .open_for(ms(700), ms(7000))
+            .half_open_probes(2)
+            .single_call_may_trip(true)
+            .propagation(propagation.clone())
+            .policy;
+        let expected = Policy {
+            deadline: ms(900),
+            deadline_covers_body: false,
+            attempt_timeout: Some(ms(300)),
+            connect_timeout: ms(100),
+            idle_timeout: ms(200),
+            retry: crate::RetryPolicy {
+                max_attempts: 4,
+                base_delay: ms(10),
+                max_delay: ms(100),
+                jitter: JitterMode::Decorrelated,
+                retry_after_max: ms(500),
+                replay_limit: 1024,
+                attach_idempotency_key: true,
+                retry_conflict: true,
+                budget,
+            },
+            breaker: crate::BreakerPolicy {
+                enabled: false,
+                consecutive_failures: 9,
+                failure_rate: 0.3,
+                window_calls: 50,
+                minimum_calls: 10,
+                open_for: ms(700),
+                max_open_for: ms(7000),
+                half_open_probes: 2,
+                single_call_may_trip: true,
+            },
+            propagation,
+        };
+        assert_eq!(built, expected);
+        // Nothing in `expected` is left at its default, so the comparison covers every field.
+        let mut overlaid = Policy::default();
+        overlaid.overlay(expected.clone());
+        assert_eq!(overlaid, expected);
+
+        // policy() after a setter keeps the setter where the policy says nothing…
+        let p = Policy::from_toml("deadline = \"2s\"").unwrap();
+        let b = Client::builder().max_attempts(1).policy(p.clone());
+        assert_eq!(
+            (b.policy.retry.max_attempts, b.policy.deadline),
+            (1, ms(2000))
+        );
+        // …and a setter after policy() overrides it.
+        let b = Client::builder().policy(p).deadline(ms(500));
+        assert_eq!(b.policy.deadline, ms(500));
+    }
 }

@@ -44,11 +44,15 @@ mod server_stack;
 mod timed;
 
 pub use client::{
-    CallInfo, Client, ClientBuilder, ConnectTimings, FnResolver, RequestBody, ResponseBody,
+    CallInfo, CallInfoExt, Client, ClientBuilder, ConnectTimings, FnResolver, RequestBody,
+    ResponseBody,
 };
 pub use ext::ServiceBuilderExt;
 pub use gateway::{Gateway, GatewayBody, MAX_FORWARDED_BODY, RouteConfig};
-pub use policy::{BreakerPolicy, BudgetPolicy, ConfigError, JitterMode, Policy, RetryPolicy};
+pub use policy::{
+    BreakerPolicy, BudgetPolicy, ConfigError, DEFAULT_ATTEMPT_TIMEOUT, JitterMode, Policy,
+    PropagationPolicy, RetryPolicy,
+};
 pub use server_stack::{ServerStack, ServerStackBuilder, ServerStackService};
 
 pub use backstop_classify::{

@@ -84,6 +84,10 @@ pub struct RetryPolicy {
     /// Attach a fresh `Idempotency-Key` to non-idempotent requests so they may be retried.
     /// Default `false`.
     pub attach_idempotency_key: bool,
+    /// Retry 409 Conflict (for requests that may be retried at all: idempotent or keyed).
+    /// Default `false`: a 409 usually means a lost race that a replay would lose again; turn it
+    /// on for servers that answer 409 for "this `Idempotency-Key` is still in progress".
+    pub retry_conflict: bool,
     /// The retry budget.
     pub budget: BudgetPolicy,
 }
@@ -98,12 +102,19 @@ impl Default for RetryPolicy {
             retry_after_max: Duration::from_secs(30),
             replay_limit: 64 * 1024,
             attach_idempotency_key: false,
+            retry_conflict: false,
             budget: BudgetPolicy::default(),
         }
     }
 }
 
 /// Circuit breaker settings (one breaker per host).
+///
+/// The breaker sits inside the retry, so it counts **attempts**, not calls: a call that tries
+/// three times and fails three times is three failures. A policy in which one call's own
+/// attempts could open the breaker for every caller (`retry.max_attempts` ≥
+/// `consecutive_failures`, or ≥ `minimum_calls` of the failure-rate rule) is rejected unless
+/// `single_call_may_trip` says that is intended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BreakerPolicy {
@@ -125,6 +136,9 @@ pub struct BreakerPolicy {
     pub max_open_for: Duration,
     /// Probes let through when half-open. Default `1`.
     pub half_open_probes: u32,
+    /// Allow a policy in which one call's own retries can open the breaker (see above).
+    /// Default `false`.
+    pub single_call_may_trip: bool,
 }
 
 impl Default for BreakerPolicy {
@@ -138,9 +152,51 @@ impl Default for BreakerPolicy {
             open_for: Duration::from_secs(5),
             max_open_for: Duration::from_secs(300),
             half_open_probes: 1,
+            single_call_may_trip: false,
         }
     }
 }
+
+/// Where the time left before the deadline is written into outgoing requests.
+///
+/// gRPC requests (`content-type: application/grpc…`) carry `grpc-timeout`, which gRPC servers
+/// expect. Plain HTTP requests carry nothing unless `http` opts in: the header tells every
+/// server how long the caller will wait, so it is for your own services, not third-party APIs.
+///
+/// ```toml
+/// [propagation]
+/// http = true                             # write request-timeout-ms on plain HTTP requests…
+/// only_to = ["*.internal", "10.0.0.5:8080"] # …to these destinations only (default: all)
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PropagationPolicy {
+    /// Write the milliseconds header on plain HTTP requests. Default `false`.
+    pub http: bool,
+    /// Its name. Default `request-timeout-ms`.
+    pub header: String,
+    /// The destinations that get it: host names (`api.internal`), `host:port`, or `*.suffix`
+    /// wildcards; empty means every destination. Default empty.
+    pub only_to: Vec<String>,
+    /// Write `grpc-timeout` on gRPC requests. Default `true`.
+    pub grpc: bool,
+}
+
+impl Default for PropagationPolicy {
+    fn default() -> Self {
+        PropagationPolicy {
+            http: false,
+            header: backstop_deadline::DEFAULT_TIMEOUT_HEADER
+                .as_str()
+                .to_owned(),
+            only_to: Vec::new(),
+            grpc: true,
+        }
+    }
+}
+
+/// The attempt timeout when none is set: 10 s, or the deadline when that is shorter.
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every client layer's settings. `Default` gives the documented production defaults; every field
 /// may be omitted in TOML or JSON, durations are written like `"250ms"` or `"5s"`.
@@ -162,11 +218,12 @@ impl Default for BreakerPolicy {
 /// |---|---|---|
 /// | `deadline` | 30 s | the whole call, retries and backoff included; 1 ms ..= 1 day |
 /// | `deadline_covers_body` | true | whether the deadline also bounds reading the response body |
-/// | `attempt_timeout` | 10 s | one attempt; ≤ `deadline` |
+/// | `attempt_timeout` | unset: 10 s, or `deadline` when shorter | one attempt; when set, ≤ `deadline` |
 /// | `connect_timeout` | 5 s | DNS + TCP + TLS; 1 ms ..= 1 day (an attempt timeout shorter than it cuts a connect short too) |
 /// | `idle_timeout` | 30 s | no byte while one is awaited; 1 ms ..= 1 day |
 /// | `retry.*` | see [`RetryPolicy`] | `base_delay` ≤ `max_delay`; 1 ≤ `max_attempts` ≤ 10; `budget.ratio` in 0..=1 |
-/// | `breaker.*` | see [`BreakerPolicy`] | `open_for` ≤ `max_open_for`; `failure_rate` in (0, 1] |
+/// | `breaker.*` | see [`BreakerPolicy`] | `open_for` ≤ `max_open_for`; `failure_rate` in (0, 1]; one call's attempts cannot trip it unless `single_call_may_trip` |
+/// | `propagation.*` | see [`PropagationPolicy`] | `header` a valid header name; `only_to` valid host patterns |
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Policy {
@@ -175,9 +232,10 @@ pub struct Policy {
     pub deadline: Duration,
     /// Whether the deadline also bounds the response body (until its end).
     pub deadline_covers_body: bool,
-    /// The bound on one attempt.
-    #[serde(with = "humantime_serde")]
-    pub attempt_timeout: Duration,
+    /// The bound on one attempt; `None` (the default) follows the deadline: 10 s, or the
+    /// deadline when that is shorter.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub attempt_timeout: Option<Duration>,
     /// The bound on establishing a connection (DNS + TCP + TLS).
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -188,6 +246,8 @@ pub struct Policy {
     pub retry: RetryPolicy,
     /// Circuit breaker settings.
     pub breaker: BreakerPolicy,
+    /// Where the deadline is propagated.
+    pub propagation: PropagationPolicy,
 }
 
 impl Default for Policy {
@@ -195,11 +255,12 @@ impl Default for Policy {
         Policy {
             deadline: Duration::from_secs(30),
             deadline_covers_body: true,
-            attempt_timeout: Duration::from_secs(10),
+            attempt_timeout: None,
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
             breaker: BreakerPolicy::default(),
+            propagation: PropagationPolicy::default(),
         }
     }
 }
@@ -227,17 +288,20 @@ impl Policy {
     /// Checks every rule, the cross-field ones included.
     pub fn validate(&self) -> Result<(), ConfigError> {
         within("deadline", self.deadline, MILLI, DAY)?;
-        within("attempt_timeout", self.attempt_timeout, MILLI, DAY)?;
         within("connect_timeout", self.connect_timeout, MILLI, DAY)?;
         within("idle_timeout", self.idle_timeout, MILLI, DAY)?;
-        if self.attempt_timeout > self.deadline {
-            return Err(ConfigError::new(
-                "attempt_timeout",
-                format!(
-                    "must not exceed deadline ({:?}), got {:?}",
-                    self.deadline, self.attempt_timeout
-                ),
-            ));
+        if let Some(attempt) = self.attempt_timeout {
+            within("attempt_timeout", attempt, MILLI, DAY)?;
+            if attempt > self.deadline {
+                return Err(ConfigError::new(
+                    "attempt_timeout",
+                    format!(
+                        "must not exceed deadline ({:?}), got {:?} (leave attempt_timeout unset \
+                         to follow the deadline)",
+                        self.deadline, attempt
+                    ),
+                ));
+            }
         }
         let retry = &self.retry;
         if !(1..=backstop_retry::MAX_ATTEMPTS_LIMIT).contains(&retry.max_attempts) {
@@ -319,7 +383,176 @@ impl Policy {
                 ),
             ));
         }
-        Ok(())
+        if breaker.enabled && !breaker.single_call_may_trip {
+            // The breaker counts attempts: a call allowed as many attempts as a rule needs
+            // failures could open the breaker for every caller on its own.
+            let rules = [
+                ("breaker.consecutive_failures", breaker.consecutive_failures),
+                ("breaker.minimum_calls", breaker.minimum_calls),
+            ];
+            for (field, threshold) in rules {
+                if threshold > 0 && retry.max_attempts >= threshold {
+                    return Err(ConfigError::new(
+                        "retry.max_attempts",
+                        format!(
+                            "must be below {field} ({threshold}), got {}: the breaker counts \
+                             attempts, so one call's own retries would open it for every caller; \
+                             lower one of them, or set breaker.single_call_may_trip = true",
+                            retry.max_attempts
+                        ),
+                    ));
+                }
+            }
+        }
+        self.propagation.to_propagation().map(drop)
+    }
+
+    /// The bound on one attempt: the one set, or 10 s, or the deadline when that is shorter.
+    pub fn effective_attempt_timeout(&self) -> Duration {
+        self.attempt_timeout
+            .unwrap_or(DEFAULT_ATTEMPT_TIMEOUT.min(self.deadline))
+    }
+
+    /// Applies `over` on top of this policy: every field `over` sets to something other than its
+    /// default replaces this one's; the fields it leaves at their defaults keep what this policy
+    /// has. So a builder's setters and `policy()` compose in call order, whichever comes first.
+    pub(crate) fn overlay(&mut self, over: Policy) {
+        // Destructured field by field, so a field added to `Policy` cannot be forgotten here.
+        let Policy {
+            deadline,
+            deadline_covers_body,
+            attempt_timeout,
+            connect_timeout,
+            idle_timeout,
+            retry,
+            breaker,
+            propagation,
+        } = over;
+        let d = Policy::default();
+        set(&mut self.deadline, deadline, d.deadline);
+        set(
+            &mut self.deadline_covers_body,
+            deadline_covers_body,
+            d.deadline_covers_body,
+        );
+        set(
+            &mut self.attempt_timeout,
+            attempt_timeout,
+            d.attempt_timeout,
+        );
+        set(
+            &mut self.connect_timeout,
+            connect_timeout,
+            d.connect_timeout,
+        );
+        set(&mut self.idle_timeout, idle_timeout, d.idle_timeout);
+
+        let RetryPolicy {
+            max_attempts,
+            base_delay,
+            max_delay,
+            jitter,
+            retry_after_max,
+            replay_limit,
+            attach_idempotency_key,
+            retry_conflict,
+            budget,
+        } = retry;
+        let (r, dr) = (&mut self.retry, d.retry);
+        set(&mut r.max_attempts, max_attempts, dr.max_attempts);
+        set(&mut r.base_delay, base_delay, dr.base_delay);
+        set(&mut r.max_delay, max_delay, dr.max_delay);
+        set(&mut r.jitter, jitter, dr.jitter);
+        set(&mut r.retry_after_max, retry_after_max, dr.retry_after_max);
+        set(&mut r.replay_limit, replay_limit, dr.replay_limit);
+        set(
+            &mut r.attach_idempotency_key,
+            attach_idempotency_key,
+            dr.attach_idempotency_key,
+        );
+        set(&mut r.retry_conflict, retry_conflict, dr.retry_conflict);
+        let BudgetPolicy {
+            enabled,
+            ratio,
+            min_per_second,
+            window,
+        } = budget;
+        let (b, db) = (&mut r.budget, dr.budget);
+        set(&mut b.enabled, enabled, db.enabled);
+        set(&mut b.ratio, ratio, db.ratio);
+        set(&mut b.min_per_second, min_per_second, db.min_per_second);
+        set(&mut b.window, window, db.window);
+
+        let BreakerPolicy {
+            enabled,
+            consecutive_failures,
+            failure_rate,
+            window_calls,
+            minimum_calls,
+            open_for,
+            max_open_for,
+            half_open_probes,
+            single_call_may_trip,
+        } = breaker;
+        let (b, db) = (&mut self.breaker, d.breaker);
+        set(&mut b.enabled, enabled, db.enabled);
+        set(
+            &mut b.consecutive_failures,
+            consecutive_failures,
+            db.consecutive_failures,
+        );
+        set(&mut b.failure_rate, failure_rate, db.failure_rate);
+        set(&mut b.window_calls, window_calls, db.window_calls);
+        set(&mut b.minimum_calls, minimum_calls, db.minimum_calls);
+        set(&mut b.open_for, open_for, db.open_for);
+        set(&mut b.max_open_for, max_open_for, db.max_open_for);
+        set(
+            &mut b.half_open_probes,
+            half_open_probes,
+            db.half_open_probes,
+        );
+        set(
+            &mut b.single_call_may_trip,
+            single_call_may_trip,
+            db.single_call_may_trip,
+        );
+
+        let PropagationPolicy {
+            http,
+            header,
+            only_to,
+            grpc,
+        } = propagation;
+        let (p, dp) = (&mut self.propagation, d.propagation);
+        set(&mut p.http, http, dp.http);
+        set(&mut p.header, header, dp.header);
+        set(&mut p.only_to, only_to, dp.only_to);
+        set(&mut p.grpc, grpc, dp.grpc);
+    }
+}
+
+/// Replaces `dst` with `value` unless `value` is the default.
+fn set<T: PartialEq>(dst: &mut T, value: T, default: T) {
+    if value != default {
+        *dst = value;
+    }
+}
+
+impl PropagationPolicy {
+    /// The deadline layer's propagation rule, or the field that is invalid.
+    pub(crate) fn to_propagation(&self) -> Result<backstop_deadline::Propagation, ConfigError> {
+        let name = http::HeaderName::from_bytes(self.header.as_bytes()).map_err(|_| {
+            ConfigError::new(
+                "propagation.header",
+                format!("must be a valid header name, got {:?}", self.header),
+            )
+        })?;
+        let propagation = backstop_deadline::Propagation::new().grpc(self.grpc);
+        Ok(if self.http {
+            propagation.header(name)
+        } else {
+            propagation.no_header()
+        })
     }
 }
 
@@ -370,7 +603,7 @@ mod tests {
     #[test]
     fn cross_field_rules_name_the_field() {
         let policy = Policy {
-            attempt_timeout: Duration::from_secs(60),
+            attempt_timeout: Some(Duration::from_secs(60)),
             ..Policy::default()
         };
         assert_eq!(
@@ -424,5 +657,73 @@ mod tests {
             r#"{"deadline": "250ms", "attempt_timeout": "100ms", "connect_timeout": "50ms"}"#,
         );
         assert_eq!(ok.map(|p| p.deadline), Ok(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn a_deadline_alone_is_valid_and_the_attempt_timeout_follows_it() {
+        let policy = Policy::from_toml("deadline = \"300ms\"").unwrap();
+        assert_eq!(policy.attempt_timeout, None);
+        assert_eq!(
+            policy.effective_attempt_timeout(),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            Policy::default().effective_attempt_timeout(),
+            DEFAULT_ATTEMPT_TIMEOUT
+        );
+
+        // One the user set and that contradicts the deadline is still an error naming both.
+        let err = Policy::from_toml("deadline = \"300ms\"\nattempt_timeout = \"10s\"").unwrap_err();
+        assert_eq!(err.field(), "attempt_timeout");
+        assert!(err.rule().contains("deadline"), "{}", err.rule());
+    }
+
+    #[test]
+    fn one_calls_retries_cannot_trip_the_breaker_unless_allowed() {
+        let mut policy = Policy::default();
+        policy.retry.max_attempts = 5;
+        let err = policy.validate().unwrap_err();
+        assert_eq!(err.field(), "retry.max_attempts");
+        assert!(
+            err.rule().contains("breaker.consecutive_failures (5)"),
+            "{}",
+            err.rule()
+        );
+
+        let mut policy = Policy::default();
+        policy.retry.max_attempts = 4;
+        policy.breaker.minimum_calls = 4;
+        let err = policy.validate().unwrap_err();
+        assert!(
+            err.rule().contains("breaker.minimum_calls (4)"),
+            "{}",
+            err.rule()
+        );
+
+        policy.breaker.single_call_may_trip = true;
+        assert_eq!(policy.validate(), Ok(()));
+        policy.breaker.single_call_may_trip = false;
+        policy.breaker.enabled = false;
+        assert_eq!(policy.validate(), Ok(()));
+    }
+
+    #[test]
+    fn an_invalid_propagation_header_names_the_field() {
+        let err =
+            Policy::from_toml("[propagation]\nhttp = true\nheader = \"bad header\"").unwrap_err();
+        assert_eq!(err.field(), "propagation.header");
+    }
+
+    #[test]
+    fn overlay_keeps_what_the_overlay_leaves_at_its_default() {
+        let mut base = Policy::default();
+        base.retry.max_attempts = 1;
+        base.connect_timeout = Duration::from_millis(200);
+        let over = Policy::from_toml("deadline = \"2s\"\n[retry]\njitter = \"equal\"").unwrap();
+        base.overlay(over);
+        assert_eq!(base.retry.max_attempts, 1);
+        assert_eq!(base.connect_timeout, Duration::from_millis(200));
+        assert_eq!(base.deadline, Duration::from_secs(2));
+        assert_eq!(base.retry.jitter, JitterMode::Equal);
     }
 }
