@@ -42,6 +42,7 @@ mod gateway;
 mod policy;
 mod server_stack;
 mod timed;
+mod tls;
 
 pub use client::{
     CallInfo, Client, ClientBuilder, ConnectTimings, FnResolver, RequestBody, ResponseBody,
