@@ -174,14 +174,20 @@ async fn part1() -> Result<(), BoxError> {
         )
         .await,
     );
+    let untrusting = trusting_nothing()?;
     run(
         "TLS: untrusted self-signed cert",
-        send(&tls_client(None), Method::GET, &chaos_tls.url("/")).await,
+        send(
+            &tls_client(untrusting.clone()),
+            Method::GET,
+            &chaos_tls.url("/"),
+        )
+        .await,
     );
     run(
         "TLS: handshake never answered",
         send(
-            &tls_client(None),
+            &tls_client(untrusting),
             Method::GET,
             &format!("https://{}/", tls_stall.addr()),
         )
@@ -192,7 +198,7 @@ async fn part1() -> Result<(), BoxError> {
         .ok_or("the TLS server has a certificate")??;
     run(
         "TLS: trusted, healthy",
-        send(&tls_client(Some(trusted)), Method::GET, &chaos_tls.url("/")).await,
+        send(&tls_client(trusted), Method::GET, &chaos_tls.url("/")).await,
     );
     run("healthy", send(&plain, Method::GET, &chaos.url("/")).await);
 
@@ -291,14 +297,22 @@ fn nxdomain_client() -> Client<HttpConnector<NxDomain>, Body> {
     Client::builder(TokioExecutor::new()).build(HttpConnector::new_with_resolver(NxDomain))
 }
 
+/// A TLS config trusting no certificate at all. The provider is named: `ClientConfig::builder()`
+/// panics when an application compiles in both of rustls' providers (`ring` and `aws-lc-rs`).
+fn trusting_nothing() -> Result<rustls::ClientConfig, rustls::Error> {
+    Ok(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth(),
+    )
+}
+
 fn tls_client(
-    config: Option<rustls::ClientConfig>,
+    config: rustls::ClientConfig,
 ) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, Body> {
-    let config = config.unwrap_or_else(|| {
-        rustls::ClientConfig::builder()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth()
-    });
     let https = HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_only()

@@ -268,9 +268,7 @@ async fn statuses_and_retry_after_forms() {
 async fn untrusted_self_signed_certificate_is_a_certificate_failure() {
     let chaos = ChaosServer::builder().tls(true).start().await.unwrap();
     // Trusts nothing: the chaos CA is unknown to it.
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
+    let config = trusting_nothing();
     let https = HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_only()
@@ -301,9 +299,7 @@ async fn untrusted_self_signed_certificate_is_a_certificate_failure() {
 #[tokio::test]
 async fn tls_stall_ends_with_our_timer() {
     let listener = ConnectionFault::TlsStall.start().await.unwrap();
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
+    let config = trusting_nothing();
     let https = HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_only()
@@ -356,4 +352,16 @@ async fn echo_round_trips_and_is_counted_with_its_digest() {
         backstop_chaos::digest(b"payload")
     );
     assert_eq!(chaos.count_key("k-1"), 1);
+}
+
+/// A TLS config trusting no certificate. The provider is named: this test binary compiles in both
+/// of rustls' providers, so `ClientConfig::builder()` would panic.
+fn trusting_nothing() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth()
 }

@@ -349,7 +349,19 @@ impl ClientBuilder {
     }
 
     /// The TLS configuration (default: the Mozilla root certificates, TLS 1.2 and 1.3, ring).
-    /// Do not set ALPN protocols: the client offers `h2` and `http/1.1` itself.
+    ///
+    /// Build it with the crypto provider named, e.g.
+    /// `rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))`:
+    /// `rustls::ClientConfig::builder()` panics when the application compiles in both of
+    /// rustls' providers (`ring` and `aws-lc-rs`) and none was installed as the process default.
+    ///
+    /// ALPN: leave `alpn_protocols` empty and the client offers `h2` then `http/1.1`, speaking
+    /// whichever the server picks. A non-empty list is honoured as given — exactly those
+    /// protocols, in that order — so `vec![b"h2".to_vec()]` offers HTTP/2 alone and
+    /// `vec![b"http/1.1".to_vec()]` HTTP/1.1 alone (a server that picks none is spoken to in
+    /// HTTP/1.1, as TLS allows). Any entry other than `h2` and `http/1.1`, or one listed twice,
+    /// makes [`build`](ClientBuilder::build) return a [`ConfigError`] naming
+    /// `tls.alpn_protocols`: the client could not speak it if the server chose it.
     #[must_use]
     pub fn tls(mut self, config: rustls::ClientConfig) -> Self {
         self.tls = Some(config);
@@ -371,12 +383,15 @@ impl ClientBuilder {
     }
 
     /// Validates every setting and builds the client.
+    ///
+    /// Never panics: a setting that breaks a rule, the TLS configuration included (see
+    /// [`tls`](ClientBuilder::tls)), is a [`ConfigError`] naming it.
     pub fn build(self) -> Result<Client, ConfigError> {
         let policy = self.policy;
         policy.validate()?;
         let tls = match self.tls {
             Some(tls) => tls,
-            None => default_tls(),
+            None => default_tls()?,
         };
         match self.resolver {
             Some(resolver) => Client::assemble(&policy, tls, resolver, self.seed),
@@ -385,13 +400,9 @@ impl ClientBuilder {
     }
 }
 
-fn default_tls() -> rustls::ClientConfig {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth()
+/// The default TLS configuration, its crypto provider (ring) named so that it cannot panic.
+fn default_tls() -> Result<rustls::ClientConfig, ConfigError> {
+    crate::tls::default_config()
 }
 
 /// A ready HTTP client with every resilience rule, in this order from the outside in:
@@ -457,12 +468,7 @@ impl Client {
         R::Future: Send,
     {
         let tcp = TcpConnector::builder().resolver(resolver).build()?;
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(tcp);
+        let https = crate::tls::https_connector(tls, tcp)?;
         let idle = IdleTimeoutLayer::new(policy.idle_timeout)
             .map_err(|e| ConfigError::new("idle_timeout", e.rule().to_owned()))?;
         let connector = ServiceBuilder::new()

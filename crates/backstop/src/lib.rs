@@ -42,6 +42,7 @@ mod gateway;
 mod policy;
 mod server_stack;
 mod timed;
+mod tls;
 
 pub use client::{
     CallInfo, CallInfoExt, Client, ClientBuilder, ConnectTimings, FnResolver, RequestBody,

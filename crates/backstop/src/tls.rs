@@ -1,0 +1,140 @@
+//! The client's TLS: the default configuration and the HTTPS connector, built without a panic.
+//!
+//! Two things in the usual way of building these panic at run time, and `build()` must not:
+//!
+//! - `rustls::ClientConfig::builder()` uses the process-default crypto provider, and when none
+//!   was installed it picks one from rustls' crate features; when another crate of the
+//!   application enables rustls' `aws-lc-rs` provider next to `ring`, the choice is ambiguous and
+//!   it panics. The default configuration therefore names its provider (ring).
+//! - `hyper_rustls::HttpsConnectorBuilder::with_tls_config` asserts that the configuration has
+//!   no ALPN protocols. A user's ALPN list is therefore checked here and, when the client can
+//!   speak every protocol in it, honoured as given (see [`https_connector`]).
+
+use std::sync::Arc;
+
+use hyper_rustls::HttpsConnector;
+
+use crate::policy::ConfigError;
+
+/// The ALPN identifier of HTTP/2.
+const H2: &[u8] = b"h2";
+/// The ALPN identifier of HTTP/1.1.
+const HTTP_1_1: &[u8] = b"http/1.1";
+
+/// The default TLS configuration: the Mozilla root certificates (webpki-roots), the safe
+/// default protocol versions (TLS 1.2 and 1.3) and ring, named explicitly so that another
+/// provider compiled into the application cannot make the choice ambiguous.
+pub(crate) fn default_config() -> Result<rustls::ClientConfig, ConfigError> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| {
+        ConfigError::new(
+            "tls",
+            format!("the ring provider supports no safe protocol version: {e}"),
+        )
+    })?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(config)
+}
+
+/// Wraps `tcp` in an HTTPS connector (plain `http://` URLs pass through to `tcp`).
+///
+/// With no ALPN protocols in `config`, the client offers `h2` then `http/1.1`, and speaks
+/// whichever the server picks. A non-empty list is honoured as given — its protocols, in its
+/// order — when every entry is `h2` or `http/1.1`, each at most once; anything else is a
+/// [`ConfigError`] naming `tls.alpn_protocols`, since the client could not speak a protocol it
+/// offered, and a server choosing one would be answered in the wrong protocol.
+pub(crate) fn https_connector<H>(
+    mut config: rustls::ClientConfig,
+    tcp: H,
+) -> Result<HttpsConnector<H>, ConfigError> {
+    if config.alpn_protocols.is_empty() {
+        config.alpn_protocols = vec![H2.to_vec(), HTTP_1_1.to_vec()];
+    } else {
+        check_alpn(&config.alpn_protocols)?;
+    }
+    // Not `HttpsConnectorBuilder::with_tls_config`: it asserts an empty ALPN list, then sets its
+    // own. This is what the builder makes with `https_or_http()` and the ALPN list above: the
+    // default server-name resolver (the URL's host), `http://` allowed.
+    Ok(HttpsConnector::from((tcp, Arc::new(config))))
+}
+
+/// Accepts an ALPN list of `h2` and `http/1.1` only, none twice.
+fn check_alpn(protocols: &[Vec<u8>]) -> Result<(), ConfigError> {
+    for (i, protocol) in protocols.iter().enumerate() {
+        if protocol.as_slice() != H2 && protocol.as_slice() != HTTP_1_1 {
+            return Err(ConfigError::new(
+                "tls.alpn_protocols",
+                format!(
+                    "may list only \"h2\" and \"http/1.1\" (the protocols the client speaks), \
+                     not {:?}; leave it empty to offer both",
+                    String::from_utf8_lossy(protocol)
+                ),
+            ));
+        }
+        if protocols[..i].contains(protocol) {
+            return Err(ConfigError::new(
+                "tls.alpn_protocols",
+                format!("lists {:?} twice", String::from_utf8_lossy(protocol)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn config_with(alpn: &[&[u8]]) -> rustls::ClientConfig {
+        let mut config = default_config().unwrap();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config
+    }
+
+    #[test]
+    fn the_default_config_has_no_alpn_and_ring() {
+        let config = default_config().unwrap();
+        assert!(config.alpn_protocols.is_empty());
+        assert!(!config.crypto_provider().cipher_suites.is_empty());
+    }
+
+    #[test]
+    fn an_empty_list_offers_h2_then_http_1_1() {
+        assert!(https_connector(config_with(&[]), ()).is_ok());
+    }
+
+    #[test]
+    fn h2_and_http_1_1_in_any_order_are_accepted() {
+        for alpn in [
+            &[H2][..],
+            &[HTTP_1_1][..],
+            &[H2, HTTP_1_1][..],
+            &[HTTP_1_1, H2][..],
+        ] {
+            assert!(https_connector(config_with(alpn), ()).is_ok(), "{alpn:?}");
+        }
+    }
+
+    #[test]
+    fn another_protocol_or_a_repeat_is_a_config_error_naming_the_field() {
+        for alpn in [
+            &[b"h3".as_slice()][..],
+            &[H2, b"spdy/3".as_slice()][..],
+            &[b"".as_slice()][..],
+            &[H2, H2][..],
+        ] {
+            let Err(err) = https_connector(config_with(alpn), ()) else {
+                panic!("{alpn:?} is rejected");
+            };
+            assert_eq!(err.field(), "tls.alpn_protocols", "{alpn:?}");
+        }
+    }
+}
