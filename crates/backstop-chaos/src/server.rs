@@ -48,6 +48,8 @@ pub struct Delivery {
     pub idempotency_key: Option<String>,
     /// The `x-request-id` header, if present and valid UTF-8.
     pub request_id: Option<String>,
+    /// Every request header as received, e.g. to check which deadline header a client sent.
+    pub headers: http::HeaderMap,
     /// Number of body bytes received.
     pub body_len: u64,
     /// [`digest`] of the body bytes received.
@@ -624,6 +626,7 @@ async fn handle(
         query: parts.uri.query().map(str::to_string),
         idempotency_key: header_string(&parts, "idempotency-key"),
         request_id: header_string(&parts, "x-request-id"),
+        headers: parts.headers.clone(),
         body_len: read.len,
         body_digest: read.digest,
         body_complete: read.complete,
