@@ -757,7 +757,7 @@ fn attempts(retries: &Option<Box<Retries>>) -> u32 {
 #[cold]
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
-fn next_attempt<P, B, R>(
+fn next_attempt<P, B: Body, R>(
     config: &Config<P>,
     parts: Option<&Parts>,
     replay: &Replay<B>,

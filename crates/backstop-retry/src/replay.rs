@@ -3,16 +3,26 @@
 //! The first attempt streams the caller's body; each chunk is kept (up to a limit) as it passes,
 //! so a retry replays the same bytes and then continues from the inner body where the previous
 //! attempt stopped. Nothing is read ahead of the transport, and nothing is buffered for requests
-//! that may only be retried if their body was never touched.
+//! that may only be retried if their body was never touched, nor for bodies that declare (by
+//! their size hint) more bytes than the limit.
+//!
+//! The state shared between attempts (the caller's body and the kept chunks) waits in a slot.
+//! The attempt body being polled takes it out, owns it while it polls the caller's body, and puts
+//! it back before its poll returns: no lock is held while the caller's code runs, and whichever
+//! attempt comes next finds the state where the last one left it. An attempt body answers
+//! `is_end_stream` and `size_hint` from what it noted at its last poll, without the state.
 //!
 //! Only the newest attempt may read. An older attempt still streaming (HTTP/2 can answer before
 //! the request body is done) gets an error on its next read, so the transport resets that
-//! stream: it neither panics nor steals bytes from the replay.
+//! stream: it neither panics nor steals bytes from the replay. If the older attempt is in the
+//! middle of a poll on another thread when the newest one wants the state, the newest waits for
+//! it to be put back (its waker is woken then); a poll never blocks.
 
 use std::fmt;
+use std::mem;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 
 use backstop_classify::{BoxError, Error, Kind, Phase};
 use bytes::{Buf, Bytes};
@@ -22,6 +32,14 @@ use pin_project_lite::pin_project;
 
 /// The default replay limit: 64 KiB, as linkerd. Larger bodies are sent once and not retried.
 pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
+
+/// Why a body that outgrew (or declared more than) a non-zero limit cannot be replayed.
+const TOO_LARGE: &str = "the request body is larger than the replay limit";
+/// Why a body kept under a zero limit (a request retried only if never sent) cannot be replayed.
+const READ_UNKEPT: &str =
+    "the request may be retried only if it was never sent, and its body was read";
+/// Why a handle of a request that may not be retried gives no further body.
+const NEVER: &str = "the request was marked never to be retried";
 
 pin_project! {
     /// The request body each attempt sends: the caller's body on the first attempt, the buffered
@@ -44,37 +62,61 @@ pin_project! {
     }
 }
 
+/// One attempt's view of the shared body.
 struct Reader<B> {
-    shared: Arc<Mutex<State<B>>>,
-    generation: u64,
-    /// Index of the next buffered chunk this reader replays.
-    position: usize,
-    /// Bytes of the buffer this reader has replayed.
-    replayed: usize,
-    trailers_sent: bool,
+    slot: Arc<Mutex<Slot<B>>>,
+    cursor: Cursor,
 }
 
-pub(crate) struct State<B> {
+/// Where one attempt is in the shared body, and what it answers without the state.
+struct Cursor {
+    generation: u64,
+    /// Index of the next kept chunk this reader replays.
+    position: usize,
+    /// Bytes this reader has sent, replayed or read; equal to `State::read` once it caught up.
+    sent: u64,
+    trailers_sent: bool,
+    /// `is_end_stream` and `size_hint` as of this reader's last poll (or its creation), so that
+    /// the transport's frequent queries need neither the lock nor the state.
+    end: bool,
+    hint: SizeHint,
+}
+
+/// Where the shared state waits between polls, with what the retry needs to know without it.
+pub(crate) struct Slot<B> {
+    /// `None` while an attempt body is polling with it.
+    state: Option<State<B>>,
+    /// Only the reader of this generation may read; older attempts are superseded.
+    generation: u64,
+    /// Why the body cannot be replayed, as of the last time the state was put back.
+    refusal: Option<&'static str>,
+    /// The newest attempt, waiting for an older one's poll to put the state back.
+    waiter: Option<Waker>,
+}
+
+struct State<B> {
     /// The rest of the caller's body; `None` once it ended or failed.
     body: Option<Pin<Box<B>>>,
     chunks: Vec<Bytes>,
-    buffered: usize,
+    /// Bytes taken from the caller's body so far (all of them kept while replayable).
+    read: u64,
     limit: usize,
-    trailers: Option<HeaderMap>,
+    /// What a refusal for outgrowing `limit` says.
+    too_large: &'static str,
+    // Boxed: trailers are rare, and the state moves in and out of its slot at every poll.
+    trailers: Option<Box<HeaderMap>>,
     ended: bool,
-    /// Cleared for good when the body outgrows the limit or fails.
-    replayable: bool,
-    /// Why `replayable` was cleared.
+    /// The caller's body failed (or panicked): it is not polled again.
+    broken: bool,
+    /// Set for good when the body outgrows the limit or fails.
     refusal: Option<&'static str>,
-    /// Only the reader of this generation may read; older attempts are superseded.
-    generation: u64,
 }
 
 /// The retry future's handle on a request body, from which each retry's body is made.
 pub(crate) enum Replay<B> {
     Empty,
     Never,
-    Shared(Arc<Mutex<State<B>>>),
+    Shared(Arc<Mutex<Slot<B>>>),
 }
 
 impl<B> fmt::Debug for ReplayBody<B> {
@@ -89,14 +131,16 @@ impl<B> fmt::Debug for ReplayBody<B> {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves the state consistent (every update is one step).
+    // Nothing but moves of plain data happen under the lock: a poisoned slot is consistent.
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl<B: Body> ReplayBody<B> {
     /// Wraps `body` for a request that may be retried, keeping up to `limit` bytes for replay.
     /// A limit of zero keeps nothing: the body can then be replayed only if no attempt read any
-    /// data from it (a connection refused before the write).
+    /// data from it (a connection refused before the write). A body whose size hint says it is
+    /// larger than the limit is treated the same way from the start, rather than buffered up to
+    /// the limit only to be dropped: it is replayable only while untouched.
     ///
     /// `limit` is asked only when the body has something in it.
     #[inline]
@@ -104,27 +148,45 @@ impl<B: Body> ReplayBody<B> {
         if body.is_end_stream() {
             return (ReplayBody { repr: Repr::Empty }, Replay::Empty);
         }
-        Self::shared(body, limit())
-    }
-
-    fn shared(body: B, limit: usize) -> (ReplayBody<B>, Replay<B>) {
-        let shared = Arc::new(Mutex::new(State {
+        let hint = body.size_hint();
+        let limit = limit();
+        let (limit, too_large) = if limit == 0 {
+            (0, READ_UNKEPT)
+        } else if hint.lower() > limit as u64 {
+            (0, TOO_LARGE)
+        } else {
+            (limit, TOO_LARGE)
+        };
+        let state = State {
             body: Some(Box::pin(body)),
             chunks: Vec::new(),
-            buffered: 0,
+            read: 0,
             limit,
+            too_large,
             trailers: None,
             ended: false,
-            replayable: true,
+            broken: false,
             refusal: None,
+        };
+        let slot = Arc::new(Mutex::new(Slot {
+            state: Some(state),
             generation: 0,
+            refusal: None,
+            waiter: None,
         }));
-        let reader = Reader::new(shared.clone(), 0);
+        let mut cursor = Cursor::new(0);
+        // Not at its end: checked above. The hint is the caller's, nothing being kept yet.
+        cursor.hint = hint;
         (
             ReplayBody {
-                repr: Repr::Shared { reader },
+                repr: Repr::Shared {
+                    reader: Reader {
+                        slot: slot.clone(),
+                        cursor,
+                    },
+                },
             },
-            Replay::Shared(shared),
+            Replay::Shared(slot),
         )
     }
 
@@ -140,59 +202,214 @@ impl<B: Body> ReplayBody<B> {
     }
 }
 
-impl<B> Replay<B> {
-    /// The body for the next attempt, or why there is none.
+impl<B: Body> Replay<B> {
+    /// The body for the next attempt, or why there is none. From now on older attempts' bodies
+    /// are superseded: their next poll fails.
     pub(crate) fn next(&self) -> Result<ReplayBody<B>, &'static str> {
         match self {
             Replay::Empty => Ok(ReplayBody { repr: Repr::Empty }),
-            Replay::Never => Err("the request was marked never to be retried"),
-            Replay::Shared(shared) => {
-                let mut state = lock(shared);
-                if !state.replayable {
-                    return Err(state
-                        .refusal
-                        .unwrap_or("the request body cannot be replayed"));
+            Replay::Never => Err(NEVER),
+            Replay::Shared(slot) => {
+                let (generation, state) = {
+                    let mut slot = lock(slot);
+                    if let Some(why) = slot.refusal {
+                        return Err(why);
+                    }
+                    slot.generation += 1;
+                    (slot.generation, slot.state.take())
+                };
+                let mut cursor = Cursor::new(generation);
+                // The new body's first answers to `is_end_stream` and `size_hint`, worked out on
+                // the owned state (they ask the caller's body) with the lock released. If an
+                // older attempt is polling with the state right now, the defaults (not at the
+                // end, size unknown) are true, if vaguer; the first poll refines them.
+                if let Some(state) = state {
+                    let mut held = Held {
+                        slot,
+                        state,
+                        finished: false,
+                    };
+                    cursor.note(&held.state);
+                    held.finished = true;
                 }
-                state.generation += 1;
-                let generation = state.generation;
-                drop(state);
                 Ok(ReplayBody {
                     repr: Repr::Shared {
-                        reader: Reader::new(shared.clone(), generation),
+                        reader: Reader {
+                            slot: slot.clone(),
+                            cursor,
+                        },
                     },
                 })
             }
         }
     }
+}
 
+impl<B> Replay<B> {
     /// Whether [`next`](Replay::next) would succeed now.
     pub(crate) fn can_replay(&self) -> Result<(), &'static str> {
         match self {
             Replay::Empty => Ok(()),
-            Replay::Never => Err("the request was marked never to be retried"),
-            Replay::Shared(shared) => {
-                let state = lock(shared);
-                if state.replayable {
-                    Ok(())
-                } else {
-                    Err(state
-                        .refusal
-                        .unwrap_or("the request body cannot be replayed"))
-                }
-            }
+            Replay::Never => Err(NEVER),
+            Replay::Shared(slot) => match lock(slot).refusal {
+                None => Ok(()),
+                Some(why) => Err(why),
+            },
         }
     }
 }
 
-impl<B> Reader<B> {
-    fn new(shared: Arc<Mutex<State<B>>>, generation: u64) -> Reader<B> {
-        Reader {
-            shared,
+/// Puts `state` back in its slot and wakes the attempt that waited for it, if any.
+fn put<B>(slot: &Mutex<Slot<B>>, state: State<B>) {
+    let waiter = {
+        let mut slot = lock(slot);
+        slot.refusal = state.refusal;
+        slot.state = Some(state);
+        slot.waiter.take()
+    };
+    // Woken outside the lock: waking runs the executor's code.
+    if let Some(waiter) = waiter {
+        waiter.wake();
+    }
+}
+
+/// What an attempt gets when it asks the slot for the state.
+enum Take<'a, B> {
+    Owned(Held<'a, B>),
+    /// A newer attempt exists.
+    Superseded,
+    /// An older attempt is polling with it; the waker will be woken when it is back.
+    Busy,
+}
+
+/// The state, owned by the attempt polling with it; put back when dropped, even by a panic of
+/// the caller's body, so a waiting attempt is never stranded.
+struct Held<'a, B> {
+    slot: &'a Mutex<Slot<B>>,
+    state: State<B>,
+    /// Set once the caller's code (its poll, its hints) returned: if it is still unset when the
+    /// state is put back, that code panicked.
+    finished: bool,
+}
+
+impl<B> Drop for Held<'_, B> {
+    fn drop(&mut self) {
+        let mut state = mem::replace(&mut self.state, State::vacant());
+        if !self.finished {
+            // The caller's body panicked: it is in no state to be polled again.
+            // It is dropped later with the rest, not here during the unwinding.
+            state.broken = true;
+            state.refuse("the request body panicked while it was being sent");
+        }
+        put(self.slot, state);
+    }
+}
+
+impl<B> State<B> {
+    /// A state with nothing in it, standing in for the real one while that is being put back.
+    /// It allocates nothing.
+    fn vacant() -> State<B> {
+        State {
+            body: None,
+            chunks: Vec::new(),
+            read: 0,
+            limit: 0,
+            too_large: TOO_LARGE,
+            trailers: None,
+            ended: true,
+            broken: false,
+            refusal: None,
+        }
+    }
+
+    fn keep(&mut self, bytes: &Bytes) {
+        let len = bytes.len() as u64;
+        self.read = self.read.saturating_add(len);
+        if self.refusal.is_some() || bytes.is_empty() {
+            return;
+        }
+        if self.read > self.limit as u64 {
+            self.refuse(self.too_large);
+            return;
+        }
+        self.chunks.push(bytes.clone());
+    }
+
+    fn refuse(&mut self, why: &'static str) {
+        self.refusal.get_or_insert(why);
+        self.chunks = Vec::new();
+    }
+}
+
+/// Takes the state out of `slot` for the attempt of `generation`, or registers `waker` to be
+/// woken when an older attempt's poll puts it back.
+fn take<'a, B>(slot: &'a Mutex<Slot<B>>, generation: u64, waker: &Waker) -> Take<'a, B> {
+    let (take, replaced) = {
+        let mut guard = lock(slot);
+        if guard.generation != generation {
+            return Take::Superseded;
+        }
+        match guard.state.take() {
+            Some(state) => (
+                Take::Owned(Held {
+                    slot,
+                    state,
+                    finished: false,
+                }),
+                None,
+            ),
+            None => {
+                let replaced = match &guard.waiter {
+                    Some(waiter) if waiter.will_wake(waker) => None,
+                    _ => guard.waiter.replace(waker.clone()),
+                };
+                (Take::Busy, replaced)
+            }
+        }
+    };
+    // Dropped outside the lock: dropping a waker runs the executor's code.
+    drop(replaced);
+    take
+}
+
+impl Cursor {
+    fn new(generation: u64) -> Cursor {
+        Cursor {
             generation,
             position: 0,
-            replayed: 0,
+            sent: 0,
             trailers_sent: false,
+            end: false,
+            hint: SizeHint::default(),
         }
+    }
+
+    /// Notes what `is_end_stream` and `size_hint` answer until the next poll.
+    fn note<B: Body>(&mut self, state: &State<B>) {
+        let caught_up = self.position >= state.chunks.len() && self.sent == state.read;
+        let inner_done = state.ended
+            || (!state.broken && state.body.as_ref().is_some_and(|b| b.is_end_stream()));
+        self.end = inner_done && caught_up && (self.trailers_sent || state.trailers.is_none());
+        // What this reader has still to replay: nothing once the kept chunks were dropped.
+        let unreplayed = if state.refusal.is_none() {
+            state.read.saturating_sub(self.sent)
+        } else {
+            0
+        };
+        if state.ended {
+            self.hint = SizeHint::with_exact(unreplayed);
+            return;
+        }
+        let inner = match &state.body {
+            Some(body) if !state.broken => body.size_hint(),
+            _ => SizeHint::default(),
+        };
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower().saturating_add(unreplayed));
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper.saturating_add(unreplayed));
+        }
+        self.hint = hint;
     }
 }
 
@@ -202,26 +419,51 @@ where
     B::Error: Into<BoxError>,
 {
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        let mut state = lock(&self.shared);
-        if state.generation != self.generation {
-            return Poll::Ready(Some(Err(superseded())));
-        }
+        let cursor = &mut self.cursor;
+        let mut held = match take(&self.slot, cursor.generation, cx.waker()) {
+            Take::Owned(held) => held,
+            Take::Superseded => return Poll::Ready(Some(Err(superseded()))),
+            Take::Busy => return Poll::Pending,
+        };
+        // The lock is released: the caller's body is polled on the owned state.
+        let polled = cursor.step(&mut held.state, cx);
+        cursor.note(&held.state);
+        held.finished = true;
+        // Put back here, before the frame goes to the transport.
+        drop(held);
+        polled
+    }
+}
+
+impl Cursor {
+    fn step<B>(
+        &mut self,
+        state: &mut State<B>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>>
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
         if let Some(chunk) = state.chunks.get(self.position) {
             let chunk = chunk.clone();
             self.position += 1;
-            self.replayed += chunk.len();
+            self.sent = self.sent.saturating_add(chunk.len() as u64);
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
-        if state.ended {
-            if self.trailers_sent {
-                return Poll::Ready(None);
-            }
-            self.trailers_sent = true;
-            return Poll::Ready(state.trailers.clone().map(|t| Ok(Frame::trailers(t))));
+        if self.sent != state.read {
+            // Bytes this attempt has not sent were dropped from the buffer (an older attempt,
+            // polling when this one was made, outgrew the limit): it cannot be completed.
+            return Poll::Ready(Some(Err(Error::new(Kind::BodyNotReplayable, Phase::Send)
+                .with_source(state.refusal.unwrap_or(TOO_LARGE)))));
         }
-        let Some(body) = state.body.as_mut() else {
-            // Not ended and no body: it failed, and the failure was already reported.
-            return Poll::Ready(Some(Err(Error::new(Kind::Other, Phase::Send))));
+        if state.ended {
+            return Poll::Ready(self.trailers(state).map(Ok));
+        }
+        let body = match &mut state.body {
+            Some(body) if !state.broken => body,
+            // It failed, and the failure was already reported.
+            _ => return Poll::Ready(Some(Err(Error::new(Kind::Other, Phase::Send)))),
         };
         match ready!(body.as_mut().poll_frame(cx)) {
             None => {
@@ -229,27 +471,19 @@ where
                 state.body = None;
                 // A replay can reach the end where the first attempt saw trailers but not yet
                 // the end of the stream.
-                if !self.trailers_sent {
-                    self.trailers_sent = true;
-                    if let Some(trailers) = state.trailers.clone() {
-                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                    }
-                }
-                Poll::Ready(None)
+                Poll::Ready(self.trailers(state).map(Ok))
             }
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(mut data) => {
                     let bytes = data.copy_to_bytes(data.remaining());
                     state.keep(&bytes);
-                    if state.replayable {
-                        self.position += 1;
-                        self.replayed += bytes.len();
-                    }
+                    self.position = state.chunks.len();
+                    self.sent = state.read;
                     Poll::Ready(Some(Ok(Frame::data(bytes))))
                 }
                 Err(frame) => match frame.into_trailers() {
                     Ok(trailers) => {
-                        state.trailers = Some(trailers.clone());
+                        state.trailers = Some(Box::new(trailers.clone()));
                         self.trailers_sent = true;
                         Poll::Ready(Some(Ok(Frame::trailers(trailers))))
                     }
@@ -262,6 +496,7 @@ where
             },
             Some(Err(err)) => {
                 state.body = None;
+                state.broken = true;
                 state.refuse("the request body failed while it was being sent");
                 Poll::Ready(Some(Err(
                     Error::new(Kind::Other, Phase::Send).with_source(err.into())
@@ -270,59 +505,15 @@ where
         }
     }
 
-    fn is_end_stream(&self) -> bool {
-        let state = lock(&self.shared);
-        state.generation == self.generation
-            && state.ended
-            && self.position >= state.chunks.len()
-            && (self.trailers_sent || state.trailers.is_none())
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        let state = lock(&self.shared);
-        let unreplayed = if state.replayable {
-            state.buffered.saturating_sub(self.replayed) as u64
-        } else {
-            0
-        };
-        if state.ended {
-            return SizeHint::with_exact(unreplayed);
+    /// The trailers, if this reader has yet to send them.
+    fn trailers<B>(&mut self, state: &State<B>) -> Option<Frame<Bytes>> {
+        if mem::replace(&mut self.trailers_sent, true) {
+            return None;
         }
-        let inner = state
-            .body
-            .as_ref()
-            .map_or_else(SizeHint::default, |body| body.size_hint());
-        let mut hint = SizeHint::new();
-        hint.set_lower(inner.lower().saturating_add(unreplayed));
-        if let Some(upper) = inner.upper() {
-            hint.set_upper(upper.saturating_add(unreplayed));
-        }
-        hint
-    }
-}
-
-impl<B> State<B> {
-    fn keep(&mut self, bytes: &Bytes) {
-        if !self.replayable {
-            return;
-        }
-        if self.buffered.saturating_add(bytes.len()) > self.limit {
-            self.refuse(if self.limit == 0 {
-                "the request may be retried only if it was never sent, and its body was read"
-            } else {
-                "the request body is larger than the replay limit"
-            });
-            return;
-        }
-        self.buffered += bytes.len();
-        self.chunks.push(bytes.clone());
-    }
-
-    fn refuse(&mut self, why: &'static str) {
-        self.replayable = false;
-        self.refusal.get_or_insert(why);
-        self.chunks = Vec::new();
-        self.buffered = 0;
+        state
+            .trailers
+            .as_deref()
+            .map(|trailers| Frame::trailers(trailers.clone()))
     }
 }
 
@@ -362,7 +553,7 @@ where
         match &self.repr {
             Repr::Empty => true,
             Repr::Once { body } => body.is_end_stream(),
-            Repr::Shared { reader } => reader.is_end_stream(),
+            Repr::Shared { reader } => reader.cursor.end,
         }
     }
 
@@ -370,7 +561,7 @@ where
         match &self.repr {
             Repr::Empty => SizeHint::with_exact(0),
             Repr::Once { body } => body.size_hint(),
-            Repr::Shared { reader } => reader.size_hint(),
+            Repr::Shared { reader } => reader.cursor.hint,
         }
     }
 }
