@@ -78,8 +78,10 @@
 //! [`ReplayBody`] keeps the bytes of the body as the first attempt streams them (up to 64 KiB by
 //! default) and replays them. A larger body is sent once and not retried (the failure comes back
 //! with [`StopReason::BodyNotReplayable`] in its [`RetryInfo`]). A body that declares a size above
-//! the limit is known unreplayable before it is sent and is not buffered at all. Requests that may
-//! only be retried if never sent keep no bytes at all.
+//! the limit is not buffered at all: it is sent again only if no byte of it was read (a refused
+//! connection). Requests that may only be retried if never sent keep no bytes at all. No lock is
+//! held while the caller's body is polled: the attempt that reads owns the buffer and hands it
+//! on.
 //!
 //! # What the caller sees
 //! [`RetryInfo`] in the response extensions, or in the error's
