@@ -15,6 +15,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use backstop::CallInfoExt;
 use backstop_chaos::{BlackHole, ChaosServer, ConnectionFault, Fault, RetryAfter};
 use backstop_classify::{BoxError, ClassifyLayer, Error, Failure, Outcome, Phase};
 use bytes::Bytes;
@@ -387,31 +388,31 @@ async fn walk(scenario: &'static str, client: &backstop::Client, req: Request<Bo
                 .map(|(_, snapshot)| format!("{:?}", snapshot.state).to_lowercase())
         })
         .unwrap_or_else(|| "-".into());
-    match result {
-        Ok(res) => {
-            let info = backstop::CallInfo::of(&res).cloned();
-            Walk {
-                scenario,
-                attempts: info.as_ref().map(|i| i.attempts),
-                delays: info.map(|i| i.delays).unwrap_or_default(),
-                breaker,
-                outcome: format!("{}", res.status()),
-                elapsed,
-            }
-        }
-        Err(err) => Walk {
-            scenario,
-            attempts: err.attempts().or(Some(1)),
-            delays: Vec::new(),
-            breaker,
-            outcome: format!(
+    // A failed call carries the same record as a successful one: attempts, the delays slept,
+    // and why retrying stopped.
+    let (info, outcome) = match &result {
+        Ok(res) => (res.call_info(), format!("{}", res.status())),
+        Err(err) => (
+            err.call_info(),
+            format!(
                 "{} ({}, retry {})",
                 err.kind(),
                 err.phase(),
                 err.retryable()
             ),
-            elapsed,
-        },
+        ),
+    };
+    let outcome = match info.and_then(|info| info.retry_stopped) {
+        Some(why) => format!("{outcome}; {}", why.name()),
+        None => outcome,
+    };
+    Walk {
+        scenario,
+        attempts: info.map(|i| i.attempts),
+        delays: info.map(|i| i.delays.clone()).unwrap_or_default(),
+        breaker,
+        outcome,
+        elapsed,
     }
 }
 
@@ -556,10 +557,10 @@ async fn part2() -> Result<(), BoxError> {
     );
 
     println!(
-        "{:<38} {:>8} {:<24} {:<8} {:<56} {:>8}",
+        "{:<38} {:>8} {:<24} {:<8} {:<72} {:>8}",
         "scenario", "attempts", "delays", "breaker", "outcome", "elapsed"
     );
-    println!("{}", "-".repeat(146));
+    println!("{}", "-".repeat(162));
     for w in &walks {
         let delays = if w.delays.is_empty() {
             "-".to_owned()
@@ -571,7 +572,7 @@ async fn part2() -> Result<(), BoxError> {
                 .join(",")
         };
         println!(
-            "{:<38} {:>8} {:<24} {:<8} {:<56} {:>6}ms",
+            "{:<38} {:>8} {:<24} {:<8} {:<72} {:>6}ms",
             w.scenario,
             w.attempts.map_or("-".into(), |a| a.to_string()),
             delays,
