@@ -26,8 +26,10 @@ const MAX_ATTEMPT: Duration = Duration::from_secs(86_400);
 /// [`Deadline`] in the request extensions or the [ambient](mod@crate::ambient) one. When the attempt
 /// timeout is the shorter, its expiry fails with timed out (attempt), which retry may repeat if the
 /// request is idempotent; when the deadline is, it fails with timed out (deadline), which is never
-/// retried. The time this attempt has is written into the outgoing request ([`Propagation`]), so
-/// the callee stops when this attempt is given up.
+/// retried — also when the two bounds are equal, since nothing of the call's budget is left
+/// after it. Where it is wanted ([`Propagation`]: gRPC requests by default, plain HTTP ones when
+/// turned on), the time this attempt has is written into the outgoing request, so the callee
+/// stops when this attempt is given up.
 ///
 /// ```
 /// use std::time::Duration;
@@ -58,7 +60,8 @@ pub struct AttemptTimeoutLayer {
 }
 
 impl AttemptTimeoutLayer {
-    /// Attempts bounded by `timeout`, with the default [`Propagation`].
+    /// Attempts bounded by `timeout`, with the default [`Propagation`]: `grpc-timeout` on gRPC
+    /// requests, nothing on plain HTTP ones.
     pub fn new(timeout: Duration) -> Result<AttemptTimeoutLayer, ConfigError> {
         AttemptTimeoutLayer::builder().timeout(timeout).build()
     }
@@ -87,7 +90,8 @@ impl AttemptTimeoutLayerBuilder {
         self
     }
 
-    /// How the time this attempt has is written into the outgoing request.
+    /// How the time this attempt has is written into the outgoing request (default
+    /// [`Propagation::new`]: `grpc-timeout` on gRPC requests only).
     #[must_use]
     pub fn propagation(mut self, propagation: Propagation) -> Self {
         self.propagation = propagation;
@@ -185,36 +189,48 @@ impl<S> AttemptTimeout<S> {
     #[inline]
     fn plan<B>(&self, req: &mut Request<B>) -> Result<(Budget, Timer), Failure> {
         let timeout = self.layer.timeout;
-        // Our own timeout is the earlier bound when nothing else applies, or when the only other
-        // is a deadline that has not started and is longer: it will start no earlier than ours
-        // (nobody has asked for it yet, and ours starts at our first wait, inside its scope). The
-        // clock is then read only if the attempt has to wait.
-        let own_is_earliest = Deadline::of(req).is_none()
-            && match ambient::peek() {
-                None => true,
-                Some(Budget::NotStarted(outer)) => timeout < outer,
-                Some(Budget::At(_)) => false,
+        // With no deadline on the request and none ambient, or only an ambient one whose clock
+        // has not started, the attempt's clock is read only if it has to wait. A deadline that
+        // has not started starts no earlier than this call, so the timeouts compare as their
+        // instants would: a shorter attempt timeout is the earlier bound; an equal one ends with
+        // the call's budget (whichever timer fires first, the deadline layer's or ours).
+        if Deadline::of(req).is_none() {
+            let timer = match ambient::peek() {
+                None => Some(Timer::Attempt),
+                Some(Budget::NotStarted(outer)) if timeout < outer => Some(Timer::Attempt),
+                // Nothing would be left of the call's budget when this attempt ends: its expiry
+                // is the deadline's, and must not be retried.
+                Some(Budget::NotStarted(outer)) if timeout == outer => Some(Timer::Deadline),
+                _ => None,
             };
-        if own_is_earliest {
-            if let Some(prepared) = &self.layer.prepared {
-                self.layer.propagation.write_prepared(req, prepared);
+            if let Some(timer) = timer {
+                if let Some(prepared) = &self.layer.prepared {
+                    self.layer.propagation.write_prepared(req, prepared);
+                }
+                return Ok((Budget::NotStarted(timeout), timer));
             }
-            return Ok((Budget::NotStarted(timeout), Timer::Attempt));
         }
+        // Reading the deadline may start its clock; reading ours only afterwards means a
+        // deadline starting with this attempt never looks later than an equal bound of ours
+        // (time passes between two readings of a real clock). Both bounds are then instants
+        // compared against this one `now`.
+        let deadline = Deadline::current(req);
         let now = Instant::now();
-        let mut until = now + timeout;
-        let mut timer = Timer::Attempt;
-        if let Some(deadline) = Deadline::current(req)
-            && deadline.instant() <= until
-        {
-            if deadline.instant() <= now {
-                return Err(deadline_failure(Phase::Local));
+        let own = now + timeout;
+        match deadline {
+            // Equal counts as the deadline: nothing of the call's budget is left after it.
+            Some(deadline) if deadline.instant() <= own => {
+                if deadline.instant() <= now {
+                    return Err(deadline_failure(Phase::Local));
+                }
+                self.layer.propagation.write(req, deadline.instant(), now)?;
+                Ok((Budget::At(deadline), Timer::Deadline))
             }
-            until = deadline.instant();
-            timer = Timer::Deadline;
+            _ => {
+                self.layer.propagation.write(req, own, now)?;
+                Ok((Budget::At(Deadline::at(own)), Timer::Attempt))
+            }
         }
-        self.layer.propagation.write(req, until, now)?;
-        Ok((Budget::At(Deadline::at(until)), timer))
     }
 }
 

@@ -55,8 +55,9 @@ pub enum Carry {
 /// the request, and the [ambient](mod@crate::ambient) deadline of the server handler the call is
 /// made from. The layers inside read it with [`Deadline::current`] (retry clamps its backoff to
 /// it; [`AttemptTimeout`](crate::AttemptTimeout) bounds each attempt by it): it is
-/// [carried](Carry) as their ambient deadline, and optionally in the request extensions. It is
-/// also written into the outgoing headers ([`Propagation`]). At the deadline the inner future is
+/// [carried](Carry) as their ambient deadline, and optionally in the request extensions. Where
+/// it is wanted it is also written into the outgoing headers ([`Propagation`]: gRPC requests by
+/// default, plain HTTP ones when turned on). At the deadline the inner future is
 /// dropped and the call fails with timed out (deadline), which is never retried.
 ///
 /// # When the clock starts
@@ -112,7 +113,7 @@ impl DeadlineLayer {
 
     /// A layer with no timeout of its own: it enforces and propagates only the deadline it
     /// inherits (from the request or the ambient server handler), covering the body, with the
-    /// default [`Propagation`].
+    /// default [`Propagation`] (`grpc-timeout` on gRPC requests, nothing on plain HTTP ones).
     pub fn inherit() -> DeadlineLayer {
         DeadlineLayer {
             timeout: None,
@@ -153,7 +154,8 @@ impl DeadlineLayerBuilder {
         self
     }
 
-    /// How the time left is written into the outgoing request (default [`Propagation::new`]).
+    /// How the time left is written into the outgoing request (default [`Propagation::new`]:
+    /// `grpc-timeout` on gRPC requests only).
     ///
     /// When an [`AttemptTimeout`](crate::AttemptTimeout) sits inside, it rewrites the headers for
     /// every attempt; [`Propagation::disabled`] here then saves one header write per call.

@@ -1,10 +1,9 @@
 //! Deadlines for backstop: one ceiling over the whole call, per-attempt timeouts, and deadlines
-//! that travel across hops.
+//! that travel across hops — to the services that are told about them.
 //!
 //! ```
 //! use std::time::Duration;
-//! use backstop_classify::{Error, Kind, Timer};
-//! use backstop_deadline::{AttemptTimeoutLayer, DeadlineLayer, ServerDeadlineLayer};
+//! use backstop_deadline::{AttemptTimeoutLayer, DeadlineLayer, Propagation, ServerDeadlineLayer};
 //! use http::{Request, Response};
 //! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 //!
@@ -16,20 +15,33 @@
 //!     .layer(ServerDeadlineLayer::new())
 //!     .service(service_fn(|req: Request<String>| async move {
 //!         // What the caller told us it still waits for, minus the safety margin.
-//!         let budget = req.headers()["request-timeout-ms"].to_str().unwrap_or("").to_owned();
+//!         let budget = req.headers().get("request-timeout-ms");
+//!         let budget = budget.and_then(|v| v.to_str().ok()).unwrap_or("none").to_owned();
 //!         tokio::time::sleep(Duration::from_millis(200)).await;
 //!         Ok::<_, std::convert::Infallible>(Response::new(budget))
 //!     }));
 //!
-//! // Client: a 1 s ceiling over everything, 300 ms per attempt.
+//! // Client: a 1 s ceiling over everything, 300 ms per attempt, and the time left told to our
+//! // own services only.
 //! let mut client = ServiceBuilder::new()
 //!     .layer(DeadlineLayer::builder().timeout(Duration::from_secs(1)).build()?)
-//!     .layer(AttemptTimeoutLayer::new(Duration::from_millis(300))?)
+//!     .layer(
+//!         AttemptTimeoutLayer::builder()
+//!             .timeout(Duration::from_millis(300))
+//!             .propagation(Propagation::new().only_to(["*.internal"])?)
+//!             .build()?,
+//!     )
 //!     .service(server_b);
 //!
-//! let res = client.ready().await?.call(Request::new(String::new())).await?;
+//! let to_b = Request::get("http://b.internal/").body(String::new())?;
+//! let res = client.ready().await?.call(to_b).await?;
 //! // The attempt's 300 ms minus the 10 ms default margin travelled in the header.
 //! assert_eq!(res.into_body().into_inner(), "290");
+//!
+//! // Anywhere else, plain HTTP requests are not told (gRPC ones get `grpc-timeout`).
+//! let elsewhere = Request::get("https://api.example.com/").body(String::new())?;
+//! let res = client.ready().await?.call(elsewhere).await?;
+//! assert_eq!(res.into_body().into_inner(), "none");
 //! # Ok(())
 //! # }
 //! ```
@@ -45,9 +57,11 @@
 //!   `min(attempt timeout, time left)`.
 //! - [`AttemptTimeoutLayer`] (placed inside retry): bounds one attempt; its expiry is timed out
 //!   (attempt), which retry repeats only for idempotent requests.
-//! - [Propagation](propagate): each outgoing request carries the time left minus a safety margin
-//!   as a relative duration — `grpc-timeout` for gRPC, `request-timeout-ms` (configurable) for
-//!   everything else.
+//! - [Propagation](propagate): outgoing requests carry the time left minus a safety margin as a
+//!   relative duration where it is wanted — `grpc-timeout` on every gRPC request by default;
+//!   `request-timeout-ms` (configurable) on plain HTTP requests only when turned on, for every
+//!   destination ([`Propagation::header`]), for listed ones ([`Propagation::only_to`]) or for one
+//!   request ([`PropagateDeadline`]).
 //!
 //! # Server side
 //! - [`ServerDeadlineLayer`] reads those headers (untrusted: malformed ignored, zero or negative
@@ -72,9 +86,13 @@
 //! a call that completes at once reads no clock either (see
 //! [when the clock starts](DeadlineLayer#when-the-clock-starts)), and allocates nothing — header
 //! propagation included, since the value for a deadline that has not started is formatted once
-//! when the layer is built. A header value is formatted (one allocation) when the budget is
-//! shorter than the layer's own, e.g. under a server handler's deadline; [`Carry::Extensions`]
-//! costs what `http` charges for a request extension (up to 3 allocations).
+//! when the layer is built. Deciding whether a request gets a header costs one `content-type`
+//! lookup (none with gRPC propagation off), a look for [`PropagateDeadline`] in the extensions
+//! (a null check when there are none), and, with a destination list, a case-insensitive
+//! comparison of the authority against it. A header value is formatted (one allocation) when the
+//! budget is shorter than the layer's own, e.g. under a server handler's deadline;
+//! [`Carry::Extensions`] costs what `http` charges for a request extension (up to 3
+//! allocations).
 //!
 //! # What the deadline does not cover
 //! The client deadline starts when the call is made: waiting in `poll_ready` (e.g. for a
@@ -98,7 +116,7 @@ pub use client::{
     Carry, Covers, DeadlineBody, DeadlineLayer, DeadlineLayerBuilder, DeadlineService,
 };
 pub use config::ConfigError;
-pub use propagate::{DEFAULT_TIMEOUT_HEADER, Propagation};
+pub use propagate::{DEFAULT_TIMEOUT_HEADER, PropagateDeadline, Propagation};
 pub use server::DeadlineLayer as ServerDeadlineLayer;
 
 use backstop_classify::{Error, Failure, Kind, Phase, Timer};
@@ -155,6 +173,22 @@ mod sizes {
         let ours = size_of::<crate::attempt::ResponseFuture<Inner>>();
         let towers = size_of::<tower::timeout::future::ResponseFuture<Inner>>();
         assert!(ours <= towers + 8, "{ours} bytes against tower's {towers}");
+    }
+
+    #[test]
+    fn the_layers_do_not_grow_with_the_propagation_settings() {
+        // A layer is cloned into every service it makes. Before destination lists existed, on
+        // 64-bit targets: `Propagation` 64 bytes, `AttemptTimeoutLayer` 208, `DeadlineLayer`
+        // 216. Now the milliseconds header's settings sit behind one pointer, however many
+        // destinations are listed.
+        let propagation = size_of::<crate::Propagation>();
+        let attempt = size_of::<crate::AttemptTimeoutLayer>();
+        let deadline = size_of::<crate::DeadlineLayer>();
+        if size_of::<usize>() == 8 {
+            assert!(propagation <= 32, "Propagation: {propagation} bytes");
+            assert!(attempt <= 144, "AttemptTimeoutLayer: {attempt} bytes");
+            assert!(deadline <= 152, "DeadlineLayer: {deadline} bytes");
+        }
     }
 
     #[test]

@@ -5,25 +5,37 @@
 //! need not agree on the clock. Two encodings:
 //!
 //! - `grpc-timeout` for gRPC requests (`content-type: application/grpc…`): at most 8 ASCII digits
-//!   then a unit, `H` hours, `M` minutes, `S` seconds, `m` millis, `u` micros, `n` nanos.
+//!   then a unit, `H` hours, `M` minutes, `S` seconds, `m` millis, `u` micros, `n` nanos. gRPC
+//!   servers expect it, so it is written by default.
 //! - [`DEFAULT_TIMEOUT_HEADER`], `request-timeout-ms`, for every other request: the time left in
 //!   whole milliseconds, ASCII digits only, e.g. `request-timeout-ms: 1490`. The name carries its
 //!   unit so nobody reads it as seconds, has no `x-` prefix (RFC 6648), and says what it is: the
 //!   sender gives up on this request after that many milliseconds. Any name can be configured,
 //!   e.g. Envoy's `x-envoy-expected-rq-timeout-ms`, which has the same encoding.
 //!
+//! Plain HTTP requests carry nothing unless asked: the header tells whoever receives it how long
+//! the caller waits, which is nobody's business outside the services that read it, and costs a
+//! header on every call. Turn it on for every destination ([`Propagation::header`]), for some
+//! ([`Propagation::only_to`]), or for one request ([`PropagateDeadline`]).
+//!
 //! Incoming values are untrusted: parsing never panics, never allocates, and tells malformed
 //! values (ignored) apart from zero or negative ones (the caller has already given up).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use backstop_classify::{Error, Failure, Kind, Phase, Timer};
-use http::header::CONTENT_TYPE;
+use http::header::{CONTENT_TYPE, HOST};
+use http::uri::Scheme;
 use http::{HeaderName, HeaderValue, Request};
 use tokio::time::Instant;
 
-/// The default header for the time left on non-gRPC requests: `request-timeout-ms`, whole
-/// milliseconds as ASCII digits.
+use crate::ConfigError;
+
+/// The header for the time left on non-gRPC requests unless another is configured:
+/// `request-timeout-ms`, whole milliseconds as ASCII digits. Written only where propagation to
+/// plain HTTP is turned on ([`Propagation::header`], [`Propagation::only_to`],
+/// [`PropagateDeadline::Always`]); the server layer reads it by default.
 pub const DEFAULT_TIMEOUT_HEADER: HeaderName = HeaderName::from_static("request-timeout-ms");
 
 /// gRPC's deadline header.
@@ -166,28 +178,109 @@ pub fn is_grpc<B>(req: &Request<B>) -> bool {
         .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// How the time left is written into outgoing requests.
+/// Forces, for one request, whether the layers write its deadline into it, whatever the
+/// [`Propagation`]'s destinations say: a caller, or a layer in front of the client (e.g. a
+/// gateway route's), inserts it in the request extensions.
 ///
-/// By default: `grpc-timeout` on gRPC requests, [`DEFAULT_TIMEOUT_HEADER`] on all others, each
-/// carrying the time left minus [`DEFAULT_MARGIN`]. A value already on the request that is
-/// shorter is kept: propagation never extends a budget.
+/// It decides only where a header would go; it adds no header a layer is not configured to
+/// write at all ([`Propagation::disabled`], [`Propagation::no_header`]), and it removes nothing
+/// already on the request.
 ///
 /// ```
 /// use std::time::Duration;
-/// use backstop_deadline::propagate::Propagation;
+/// use backstop_deadline::{AttemptTimeoutLayer, PropagateDeadline};
+/// use http::{Request, Response};
+/// use tower::{Layer, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // Answers with the milliseconds header it was sent, if any.
+/// let echo = service_fn(|req: Request<()>| async move {
+///     let sent = req.headers().get("request-timeout-ms").cloned();
+///     Ok::<_, std::convert::Infallible>(Response::new(sent))
+/// });
+/// // The default: no header on plain HTTP requests...
+/// let svc = AttemptTimeoutLayer::new(Duration::from_millis(300))?.layer(echo);
+/// assert_eq!(svc.clone().oneshot(Request::new(())).await?.into_body(), None);
+/// // ...unless this request asks for it.
+/// let mut req = Request::new(());
+/// req.extensions_mut().insert(PropagateDeadline::Always);
+/// assert_eq!(svc.oneshot(req).await?.into_body().unwrap(), "290");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PropagateDeadline {
+    /// Write the milliseconds header into this request (a gRPC one gets `grpc-timeout`, as
+    /// always), even to a destination the propagation does not list.
+    Always,
+    /// Write no deadline header into this request, neither the milliseconds header nor
+    /// `grpc-timeout`, even to a destination the propagation lists.
+    Never,
+}
+
+/// How the time left is written into outgoing requests.
+///
+/// By default ([`Propagation::new`]): `grpc-timeout` on gRPC requests (`content-type:
+/// application/grpc…`), whose servers expect it, and **nothing** on plain HTTP requests. The
+/// milliseconds header ([`DEFAULT_TIMEOUT_HEADER`] unless renamed) is opt-in:
+///
+/// - for every destination: [`header`](Propagation::header), e.g.
+///   `Propagation::new().header(DEFAULT_TIMEOUT_HEADER)`;
+/// - for some destinations: [`only_to`](Propagation::only_to), matched against each request's
+///   authority;
+/// - for one request: [`PropagateDeadline`] in its extensions, which overrides both.
+///
+/// Each header carries the time left minus [`DEFAULT_MARGIN`]. A value already on the request
+/// that is shorter is kept: propagation never extends a budget.
+///
+/// ```
+/// use std::time::Duration;
+/// use backstop_deadline::propagate::{DEFAULT_TIMEOUT_HEADER, Propagation};
 /// use http::HeaderName;
 ///
+/// // Our own services only, under their usual names.
+/// let internal = Propagation::new().only_to(["*.internal", "127.0.0.1:8080"])?;
+/// # let _ = internal;
+/// // Everywhere, under Envoy's name.
 /// let envoy = Propagation::new()
 ///     .header(HeaderName::from_static("x-envoy-expected-rq-timeout-ms"))
 ///     .margin(Duration::from_millis(5));
 /// assert_eq!(envoy.margin_value(), Duration::from_millis(5));
+/// assert_eq!(envoy.header_name(), Some(&HeaderName::from_static("x-envoy-expected-rq-timeout-ms")));
 /// assert!(!Propagation::disabled().is_enabled());
+/// # Ok::<(), backstop_deadline::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Propagation {
-    header: Option<HeaderName>,
+    // The milliseconds header, `None` when it is never written. Behind a pointer: the layers
+    // (which hold a `Propagation` and are cloned into every service) stay the same size however
+    // many destinations are listed, and the default path never looks behind it.
+    ms: Option<Arc<MsHeader>>,
     grpc: bool,
     margin: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MsHeader {
+    name: HeaderName,
+    to: Destinations,
+}
+
+/// Where the milliseconds header goes, short of a [`PropagateDeadline`] on the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Destinations {
+    /// Nowhere: only requests marked [`PropagateDeadline::Always`] get it.
+    Marked,
+    Everywhere,
+    /// Requests whose authority matches one of these.
+    Only(Box<[HostPattern]>),
+}
+
+/// Which header one request gets.
+enum Target<'a> {
+    Grpc,
+    Ms(&'a HeaderName),
 }
 
 impl Default for Propagation {
@@ -197,40 +290,118 @@ impl Default for Propagation {
 }
 
 impl Propagation {
-    /// The default: `grpc-timeout` for gRPC, `request-timeout-ms` otherwise, 10 ms margin.
+    /// The default: `grpc-timeout` on gRPC requests, nothing on plain HTTP ones unless they are
+    /// marked [`PropagateDeadline::Always`] (then [`DEFAULT_TIMEOUT_HEADER`]), 10 ms margin.
     pub fn new() -> Propagation {
         Propagation {
-            header: Some(DEFAULT_TIMEOUT_HEADER),
+            ms: Some(Arc::new(MsHeader {
+                name: DEFAULT_TIMEOUT_HEADER,
+                to: Destinations::Marked,
+            })),
             grpc: true,
             margin: DEFAULT_MARGIN,
         }
     }
 
-    /// Writes nothing.
+    /// Writes nothing, whatever the request says ([`PropagateDeadline`] included): for a layer
+    /// that leaves propagation to another, e.g. a deadline layer with an attempt timeout inside.
     pub fn disabled() -> Propagation {
         Propagation {
-            header: None,
+            ms: None,
             grpc: false,
             margin: Duration::ZERO,
         }
     }
 
-    /// The milliseconds header for non-gRPC requests (and for gRPC ones when
-    /// [`grpc`](Propagation::grpc) is off).
+    /// Writes the milliseconds header `name` into plain HTTP requests (and gRPC ones when
+    /// [`grpc`](Propagation::grpc) is off): to every destination, or to those of
+    /// [`only_to`](Propagation::only_to) if it was called.
+    ///
+    /// `Propagation::new().header(DEFAULT_TIMEOUT_HEADER)` turns `request-timeout-ms` on for
+    /// every request.
     #[must_use]
     pub fn header(mut self, name: HeaderName) -> Propagation {
-        self.header = Some(name);
+        let to = match self.ms.as_deref() {
+            Some(MsHeader {
+                to: to @ Destinations::Only(_),
+                ..
+            }) => to.clone(),
+            _ => Destinations::Everywhere,
+        };
+        self.ms = Some(Arc::new(MsHeader { name, to }));
         self
     }
 
-    /// Writes no milliseconds header.
+    /// Writes the milliseconds header ([`DEFAULT_TIMEOUT_HEADER`] unless
+    /// [renamed](Propagation::header)) only into requests whose authority — the URI's, or the
+    /// `Host` header's for a request without one — matches one of `hosts`:
+    ///
+    /// - `payments.internal`: that host, on any port;
+    /// - `127.0.0.1:8080`, `payments.internal:443`: that host on that port (a URI without a port
+    ///   has its scheme's: 80 for `http`, 443 for `https`);
+    /// - `*.internal`: any host ending in `.internal` (not `internal` itself), optionally with a
+    ///   port, `*.internal:8443`;
+    /// - IPv6 addresses in brackets: `[::1]`, `[::1]:8080`.
+    ///
+    /// Host names match case-insensitively. gRPC requests are not filtered: they get
+    /// `grpc-timeout` wherever they go, as gRPC servers expect (turn it off with
+    /// [`grpc(false)`](Propagation::grpc)). A [`PropagateDeadline`] on a request overrides the
+    /// list either way.
+    ///
+    /// An empty list, or a pattern that is none of the above, is rejected naming the field
+    /// `propagation.only_to`.
+    ///
+    /// ```
+    /// use backstop_deadline::propagate::Propagation;
+    ///
+    /// assert!(Propagation::new().only_to(["*.internal", "10.0.0.7:8080"]).is_ok());
+    /// let err = Propagation::new().only_to(["https://payments.internal/"]).unwrap_err();
+    /// assert_eq!(err.field(), "propagation.only_to");
+    /// ```
+    pub fn only_to<I>(mut self, hosts: I) -> Result<Propagation, ConfigError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let patterns = hosts
+            .into_iter()
+            .map(|host| {
+                let host = host.as_ref();
+                HostPattern::parse(host).ok_or_else(|| {
+                    ConfigError::new(
+                        "propagation.only_to",
+                        format!("`{host}` is not a host, host:port, *.suffix or [IPv6] pattern"),
+                    )
+                })
+            })
+            .collect::<Result<Box<[HostPattern]>, ConfigError>>()?;
+        if patterns.is_empty() {
+            return Err(ConfigError::new(
+                "propagation.only_to",
+                "must list at least one host (use `header` for every destination)",
+            ));
+        }
+        let name = self
+            .ms
+            .as_ref()
+            .map_or(DEFAULT_TIMEOUT_HEADER, |ms| ms.name.clone());
+        self.ms = Some(Arc::new(MsHeader {
+            name,
+            to: Destinations::Only(patterns),
+        }));
+        Ok(self)
+    }
+
+    /// Never writes the milliseconds header, not even into a request marked
+    /// [`PropagateDeadline::Always`].
     #[must_use]
     pub fn no_header(mut self) -> Propagation {
-        self.header = None;
+        self.ms = None;
         self
     }
 
-    /// Whether gRPC requests get `grpc-timeout` (default `true`).
+    /// Whether gRPC requests get `grpc-timeout` (default `true`). When off, they are treated as
+    /// plain HTTP requests, and no `content-type` is looked up.
     #[must_use]
     pub fn grpc(mut self, enabled: bool) -> Propagation {
         self.grpc = enabled;
@@ -249,10 +420,17 @@ impl Propagation {
         self.margin
     }
 
-    /// Whether anything is written at all.
+    /// The milliseconds header's name, unless it is never written ([`no_header`](Self::no_header),
+    /// [`disabled`](Self::disabled)). Whether a given request gets it depends on its destination
+    /// and its [`PropagateDeadline`].
+    pub fn header_name(&self) -> Option<&HeaderName> {
+        self.ms.as_deref().map(|ms| &ms.name)
+    }
+
+    /// Whether anything may be written at all.
     #[inline]
     pub fn is_enabled(&self) -> bool {
-        self.header.is_some() || self.grpc
+        self.ms.is_some() || self.grpc
     }
 
     /// Rejects a margin that leaves no budget under `timeout`.
@@ -267,11 +445,11 @@ impl Propagation {
         Ok(())
     }
 
-    /// Writes `time_left` minus the margin into `req`.
+    /// Writes `time_left` minus the margin into `req`, if this request is to get a header at all.
     ///
-    /// Fails with timed out (deadline) in phase [`Local`](Phase::Local) when less than
-    /// [`MIN_PROPAGATED`] would be left: the callee could not finish in time, so the request is
-    /// not sent.
+    /// Fails with timed out (deadline) in phase [`Local`](Phase::Local) when a header is to be
+    /// written and less than [`MIN_PROPAGATED`] would be left: the callee could not finish in
+    /// time, so the request is not sent.
     pub fn apply<B>(&self, req: &mut Request<B>, time_left: Duration) -> Result<(), Error> {
         let now = Instant::now();
         self.write(req, now + time_left, now)
@@ -287,35 +465,51 @@ impl Propagation {
         until: Instant,
         now: Instant,
     ) -> Result<(), Failure> {
-        if self.is_enabled() {
-            self.write_enabled(req, until, now)
-        } else {
-            Ok(())
+        if !self.is_enabled() {
+            return Ok(());
         }
-    }
-
-    fn write_enabled<B>(
-        &self,
-        req: &mut Request<B>,
-        until: Instant,
-        now: Instant,
-    ) -> Result<(), Failure> {
+        let Some(target) = self.target(req) else {
+            return Ok(());
+        };
         let budget = until
             .saturating_duration_since(now)
             .saturating_sub(self.margin);
         if budget < MIN_PROPAGATED {
             return Err(Failure::new(Kind::TimedOut(Timer::Deadline), Phase::Local));
         }
-        if self.grpc && is_grpc(req) {
-            write_if_shorter(req, GRPC_TIMEOUT, budget, parse_grpc_timeout, || {
+        match target {
+            Target::Grpc => write_if_shorter(req, GRPC_TIMEOUT, budget, parse_grpc_timeout, || {
                 format_grpc_timeout(budget)
-            });
-        } else if let Some(name) = &self.header {
-            write_if_shorter(req, name.clone(), budget, parse_timeout_ms, || {
-                format_timeout_ms(budget)
-            });
+            }),
+            Target::Ms(name) => {
+                write_if_shorter(req, name.clone(), budget, parse_timeout_ms, || {
+                    format_timeout_ms(budget)
+                })
+            }
         }
         Ok(())
+    }
+
+    /// Which header `req` gets, if any. At most one header lookup (`content-type`, and only with
+    /// gRPC on) and one extension lookup (free when the request has no extensions); the
+    /// destination is matched only when a list is configured.
+    #[inline]
+    fn target<B>(&self, req: &Request<B>) -> Option<Target<'_>> {
+        let forced = || req.extensions().get::<PropagateDeadline>().copied();
+        if self.grpc && is_grpc(req) {
+            return (forced() != Some(PropagateDeadline::Never)).then_some(Target::Grpc);
+        }
+        let ms = self.ms.as_deref()?;
+        let wanted = match forced() {
+            Some(PropagateDeadline::Always) => true,
+            Some(PropagateDeadline::Never) => false,
+            None => match &ms.to {
+                Destinations::Marked => false,
+                Destinations::Everywhere => true,
+                Destinations::Only(patterns) => matches_destination(patterns, req),
+            },
+        };
+        wanted.then_some(Target::Ms(&ms.name))
     }
 
     /// The header values for a whole `timeout` left, formatted once when a layer is built (`None`
@@ -328,10 +522,10 @@ impl Propagation {
         }
         // The builders reject a margin leaving less than `MIN_PROPAGATED` under the timeout.
         let budget = timeout.saturating_sub(self.margin).max(MIN_PROPAGATED);
-        let ms = self.header.as_ref().map(|name| {
+        let ms = self.ms.is_some().then(|| {
             let mut value = format_timeout_ms(budget);
             shareable(&mut value);
-            (name.clone(), value)
+            value
         });
         let grpc = self.grpc.then(|| {
             let mut value = format_grpc_timeout(budget);
@@ -341,23 +535,175 @@ impl Propagation {
         Some(Prepared { budget, ms, grpc })
     }
 
-    /// Writes the prepared values (the whole timeout left) into `req`.
+    /// Writes the prepared values (the whole timeout left) into `req`, if it is to get a header.
     #[inline]
     pub(crate) fn write_prepared<B>(&self, req: &mut Request<B>, prepared: &Prepared) {
-        if let Some(grpc) = &prepared.grpc
-            && is_grpc(req)
-        {
-            write_if_shorter(
+        match (self.target(req), &prepared.grpc, &prepared.ms) {
+            (Some(Target::Grpc), Some(grpc), _) => write_if_shorter(
                 req,
                 GRPC_TIMEOUT,
                 prepared.budget,
                 parse_grpc_timeout,
                 || grpc.clone(),
-            );
-        } else if let Some((name, value)) = &prepared.ms {
-            write_if_shorter(req, name.clone(), prepared.budget, parse_timeout_ms, || {
-                value.clone()
-            });
+            ),
+            (Some(Target::Ms(name)), _, Some(value)) => {
+                write_if_shorter(req, name.clone(), prepared.budget, parse_timeout_ms, || {
+                    value.clone()
+                });
+            }
+            // Prepared from this same configuration: whatever the target, its value is there.
+            _ => {}
+        }
+    }
+}
+
+/// One destination of [`Propagation::only_to`], lowercased when parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HostPattern {
+    host: HostMatch,
+    port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostMatch {
+    Exact(Box<str>),
+    /// The suffix with its leading dot, `.internal` for `*.internal`.
+    Suffix(Box<str>),
+}
+
+impl HostPattern {
+    fn parse(pattern: &str) -> Option<HostPattern> {
+        let (host, port) = split_port(pattern)?;
+        let port = match port {
+            None => None,
+            Some(digits) => Some(parse_port(digits)?),
+        };
+        let host = if let Some(suffix) = host.strip_prefix("*.") {
+            valid_name(suffix).then(|| HostMatch::Suffix(format!(".{suffix}").into()))?
+        } else if host.starts_with('[') {
+            valid_ipv6(host).then(|| HostMatch::Exact(host.into()))?
+        } else {
+            // A fully qualified name's trailing dot names the same host.
+            let host = host.strip_suffix('.').unwrap_or(host);
+            valid_name(host).then(|| HostMatch::Exact(host.into()))?
+        };
+        let host = match host {
+            HostMatch::Exact(h) => HostMatch::Exact(h.to_ascii_lowercase().into()),
+            HostMatch::Suffix(s) => HostMatch::Suffix(s.to_ascii_lowercase().into()),
+        };
+        Some(HostPattern { host, port })
+    }
+
+    /// Whether `destination` is this one: byte comparisons, no allocation.
+    #[inline]
+    fn matches(&self, destination: &Destination<'_>) -> bool {
+        let host = destination.host;
+        let host_matches = match &self.host {
+            HostMatch::Exact(exact) => host.eq_ignore_ascii_case(exact),
+            HostMatch::Suffix(suffix) => {
+                let (host, suffix) = (host.as_bytes(), suffix.as_bytes());
+                host.len() > suffix.len()
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            }
+        };
+        host_matches && (self.port.is_none() || self.port == destination.port())
+    }
+}
+
+/// Splits `host:port` (`[v6]:port` for IPv6) into its host and, if present, its port digits;
+/// `None` for an unbracketed IPv6 address or an empty host.
+fn split_port(authority: &str) -> Option<(&str, Option<&str>)> {
+    let (host, port) = if authority.starts_with('[') {
+        let end = authority.find(']')?;
+        let (host, rest) = authority.split_at(end + 1);
+        match rest {
+            "" => (host, None),
+            _ => (host, Some(rest.strip_prefix(':')?)),
+        }
+    } else {
+        match authority.split_once(':') {
+            None => (authority, None),
+            Some((host, port)) => (host, Some(port)),
+        }
+    };
+    (!host.is_empty()).then_some((host, port))
+}
+
+fn parse_port(digits: &str) -> Option<u16> {
+    if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|&port| port != 0)
+}
+
+/// A DNS name or an IPv4 address: dot-separated labels of letters, digits, `-` and `_`.
+fn valid_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// `[` hex digits, `:` and `.` (an embedded IPv4) `]`, as `http` writes an IPv6 host.
+fn valid_ipv6(host: &str) -> bool {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .is_some_and(|inner| {
+            inner.contains(':')
+                && inner
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        })
+}
+
+/// Whether the request's authority matches one of `patterns`. No allocation, and the port is
+/// parsed only for a pattern that names one whose host matches.
+fn matches_destination<B>(patterns: &[HostPattern], req: &Request<B>) -> bool {
+    let Some(destination) = Destination::of(req) else {
+        return false;
+    };
+    patterns.iter().any(|pattern| pattern.matches(&destination))
+}
+
+/// Where a request goes, as slices of its URI's authority or of its `Host` header.
+struct Destination<'a> {
+    /// Without a trailing dot.
+    host: &'a str,
+    port: Option<&'a str>,
+    scheme: Option<&'a Scheme>,
+}
+
+impl<'a> Destination<'a> {
+    /// The URI's authority, or else the `Host` header (a request in origin form).
+    fn of<B>(req: &'a Request<B>) -> Option<Destination<'a>> {
+        let uri = req.uri();
+        let authority = match uri.authority() {
+            Some(authority) => authority.as_str(),
+            None => req.headers().get(HOST)?.to_str().ok()?,
+        };
+        // Userinfo is no part of the destination (and `@` cannot appear after it).
+        let authority = authority.rsplit('@').next().unwrap_or(authority);
+        let (host, port) = split_port(authority)?;
+        Some(Destination {
+            host: host.strip_suffix('.').unwrap_or(host),
+            port,
+            scheme: uri.scheme(),
+        })
+    }
+
+    /// The explicit port, or the scheme's default one.
+    fn port(&self) -> Option<u16> {
+        match self.port {
+            Some(digits) => parse_port(digits),
+            None => match self.scheme {
+                Some(scheme) if *scheme == Scheme::HTTP => Some(80),
+                Some(scheme) if *scheme == Scheme::HTTPS => Some(443),
+                _ => None,
+            },
         }
     }
 }
@@ -366,7 +712,7 @@ impl Propagation {
 #[derive(Debug, Clone)]
 pub(crate) struct Prepared {
     budget: Duration,
-    ms: Option<(HeaderName, HeaderValue)>,
+    ms: Option<HeaderValue>,
     grpc: Option<HeaderValue>,
 }
 

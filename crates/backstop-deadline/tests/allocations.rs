@@ -8,7 +8,7 @@ use std::future::{Ready, ready};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use backstop_deadline::propagate::Propagation;
+use backstop_deadline::propagate::{DEFAULT_TIMEOUT_HEADER, Propagation};
 use backstop_deadline::{
     AttemptTimeoutLayer, Carry, Deadline, DeadlineLayer, ServerDeadlineLayer, ambient,
 };
@@ -124,6 +124,28 @@ fn the_success_path_allocates_nothing_in_the_default_configuration() {
         .build()
         .unwrap();
     let default_attempt = AttemptTimeoutLayer::new(Duration::from_secs(1)).unwrap();
+    // Told to every destination, and to a list that matches the request's authority.
+    let propagated = |propagation: Propagation| {
+        (
+            DeadlineLayer::builder()
+                .timeout(Duration::from_secs(5))
+                .propagation(propagation.clone())
+                .build()
+                .unwrap(),
+            AttemptTimeoutLayer::builder()
+                .timeout(Duration::from_secs(1))
+                .propagation(propagation)
+                .build()
+                .unwrap(),
+        )
+    };
+    let (everywhere_deadline, everywhere_attempt) =
+        propagated(Propagation::new().header(DEFAULT_TIMEOUT_HEADER));
+    let (listed_deadline, listed_attempt) = propagated(
+        Propagation::new()
+            .only_to(["*.internal", "127.0.0.1"])
+            .unwrap(),
+    );
     let extensions_deadline = DeadlineLayer::builder()
         .timeout(Duration::from_secs(5))
         .carry(Carry::Extensions)
@@ -132,7 +154,7 @@ fn the_success_path_allocates_nothing_in_the_default_configuration() {
         .unwrap();
 
     let measure = |name: &str, per_call: f64, make_name: &str| {
-        eprintln!("{name:<58} {make_name:<13} {per_call:>5.2} allocations/call");
+        eprintln!("{name:<66} {make_name:<13} {per_call:>5.2} allocations/call");
         per_call
     };
     let bare_noop = measure("bare no-op", allocations_per_call(&rt, NoOp, bare), "bare");
@@ -172,15 +194,35 @@ fn the_success_path_allocates_nothing_in_the_default_configuration() {
         ),
         0.0
     );
-    // With propagation too (the default, as the facade uses them): while the deadline has not
-    // started, the header values are the ones prepared when the layers were built, shared by
-    // reference count, so writing them allocates nothing either.
+    // The default (as the facade uses them): a plain HTTP request gets no header.
     let stack = default_deadline
         .clone()
         .layer(default_attempt.clone().layer(NoOp));
     assert_eq!(
         measure(
             "DeadlineLayer + AttemptTimeout default",
+            allocations_per_call(&rt, stack, with_headers),
+            "3 headers",
+        ) - headers_noop,
+        0.0
+    );
+    // With the header turned on, for every destination or a list matched against the
+    // request's authority: while the deadline has not started, the header values are the ones
+    // prepared when the layers were built, shared by reference count, so writing them
+    // allocates nothing either; nor does matching the host.
+    let stack = everywhere_deadline.layer(everywhere_attempt.clone().layer(NoOp));
+    assert_eq!(
+        measure(
+            "DeadlineLayer + AttemptTimeout, header everywhere",
+            allocations_per_call(&rt, stack, with_headers),
+            "3 headers",
+        ) - headers_noop,
+        0.0
+    );
+    let stack = listed_deadline.layer(listed_attempt.layer(NoOp));
+    assert_eq!(
+        measure(
+            "DeadlineLayer + AttemptTimeout, header to a list",
             allocations_per_call(&rt, stack, with_headers),
             "3 headers",
         ) - headers_noop,
@@ -212,8 +254,23 @@ fn the_success_path_allocates_nothing_in_the_default_configuration() {
         Duration::from_secs(3),
         default_deadline.layer(default_attempt.layer(NoOp)),
     );
-    let formatted = measure(
+    let not_formatted = measure(
         "ambient(3 s) > DeadlineLayer + AttemptTimeout default",
+        allocations_per_call(&rt, inherited, with_headers),
+        "3 headers",
+    ) - headers_noop;
+    assert_eq!(not_formatted, 0.0, "no header, nothing formatted");
+    let inherited = InScope(
+        Duration::from_secs(3),
+        DeadlineLayer::builder()
+            .timeout(Duration::from_secs(5))
+            .propagation(Propagation::new().header(DEFAULT_TIMEOUT_HEADER))
+            .build()
+            .unwrap()
+            .layer(everywhere_attempt.layer(NoOp)),
+    );
+    let formatted = measure(
+        "ambient(3 s) > DeadlineLayer + AttemptTimeout, header everywhere",
         allocations_per_call(&rt, inherited, with_headers),
         "3 headers",
     ) - headers_noop;

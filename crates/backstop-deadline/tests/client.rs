@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use backstop_classify::{Deadline, Error, Kind, Phase, Retryable, Timer};
-use backstop_deadline::propagate::Propagation;
+use backstop_deadline::propagate::{DEFAULT_TIMEOUT_HEADER, Propagation};
 use backstop_deadline::{AttemptTimeoutLayer, Carry, Covers, DeadlineLayer, ambient};
 use http::{HeaderValue, Method, Request, Response};
 use http_body_util::BodyExt;
@@ -19,6 +19,28 @@ const MS: fn(u64) -> Duration = Duration::from_millis;
 
 fn deadline(timeout: Duration) -> DeadlineLayer {
     DeadlineLayer::builder().timeout(timeout).build().unwrap()
+}
+
+/// `request-timeout-ms` on every plain HTTP request, turned on explicitly (the default writes
+/// none).
+fn everywhere() -> Propagation {
+    Propagation::new().header(DEFAULT_TIMEOUT_HEADER)
+}
+
+fn propagating_attempt(timeout: Duration) -> AttemptTimeoutLayer {
+    AttemptTimeoutLayer::builder()
+        .timeout(timeout)
+        .propagation(everywhere())
+        .build()
+        .unwrap()
+}
+
+fn propagating_deadline(timeout: Duration) -> DeadlineLayer {
+    DeadlineLayer::builder()
+        .timeout(timeout)
+        .propagation(everywhere())
+        .build()
+        .unwrap()
 }
 
 fn get() -> Request<()> {
@@ -162,7 +184,7 @@ async fn the_attempt_timeout_is_the_smaller_of_its_own_and_the_time_left() {
     let recorder = Recorder::default();
     let svc = ServiceBuilder::new()
         .layer(deadline(Duration::from_secs(1)))
-        .layer(AttemptTimeoutLayer::new(Duration::from_secs(5)).unwrap())
+        .layer(propagating_attempt(Duration::from_secs(5)))
         .service(upstream(recorder.clone(), Behaviour::Stall));
 
     let start = Instant::now();
@@ -234,6 +256,7 @@ async fn the_effective_deadline_is_the_earliest_of_own_request_and_ambient() {
             };
             let svc = layer
                 .carry(carry)
+                .propagation(everywhere())
                 .build()
                 .unwrap()
                 .layer(upstream(recorder.clone(), Behaviour::Ok));
@@ -311,17 +334,26 @@ async fn an_expired_deadline_fails_fast_without_calling_inner() {
 #[tokio::test(start_paused = true)]
 async fn less_time_left_than_the_margin_fails_locally() {
     let recorder = Recorder::default();
-    let svc = DeadlineLayer::builder()
-        .propagation(Propagation::new().margin(MS(50)))
-        .build()
-        .unwrap()
-        .layer(upstream(recorder.clone(), Behaviour::Ok));
-    let mut req = get();
-    Deadline::after(MS(50)).apply(&mut req);
-    let err = svc.oneshot(req).await.unwrap_err();
+    let layer = |propagation: Propagation| {
+        DeadlineLayer::builder()
+            .propagation(propagation.margin(MS(50)))
+            .build()
+            .unwrap()
+            .layer(upstream(recorder.clone(), Behaviour::Ok))
+    };
+    let request = || {
+        let mut req = get();
+        Deadline::after(MS(50)).apply(&mut req);
+        req
+    };
+    let err = layer(everywhere()).oneshot(request()).await.unwrap_err();
     assert_eq!(err.kind(), Kind::TimedOut(Timer::Deadline));
     assert_eq!(err.phase(), Phase::Local);
     assert_eq!(recorder.count(), 0);
+    // The margin is for a callee that is told: a request that gets no header goes out with the
+    // 50 ms it has.
+    assert!(layer(Propagation::new()).oneshot(request()).await.is_ok());
+    assert_eq!(recorder.count(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -329,7 +361,7 @@ async fn every_attempt_carries_the_time_left_minus_the_margin() {
     let recorder = Recorder::default();
     let attempt = AttemptTimeoutLayer::builder()
         .timeout(Duration::from_secs(10))
-        .propagation(Propagation::new().margin(MS(25)))
+        .propagation(everywhere().margin(MS(25)))
         .build()
         .unwrap();
     let retry = LocalRetry::new(
@@ -380,7 +412,8 @@ async fn grpc_requests_carry_grpc_timeout_and_a_custom_header_name_is_used() {
 #[tokio::test(start_paused = true)]
 async fn a_shorter_budget_already_on_the_request_is_kept() {
     let recorder = Recorder::default();
-    let svc = deadline(Duration::from_secs(2)).layer(upstream(recorder.clone(), Behaviour::Ok));
+    let svc = propagating_deadline(Duration::from_secs(2))
+        .layer(upstream(recorder.clone(), Behaviour::Ok));
     let mut req = get();
     req.headers_mut()
         .insert("request-timeout-ms", HeaderValue::from_static("300"));
@@ -466,7 +499,7 @@ async fn the_task_local_carry_reaches_the_attempt_timeout_without_extensions() {
                 .build()
                 .unwrap(),
         )
-        .layer(AttemptTimeoutLayer::new(Duration::from_secs(5)).unwrap())
+        .layer(propagating_attempt(Duration::from_secs(5)))
         .service(upstream(recorder.clone(), Behaviour::Stall));
     let start = Instant::now();
     let err = svc.oneshot(get()).await.unwrap_err();
@@ -517,4 +550,153 @@ fn invalid_configurations_are_rejected_naming_field_and_rule() {
     assert_eq!(err.rule(), "must be at most one day");
     let err = AttemptTimeoutLayer::new(MS(5)).unwrap_err();
     assert_eq!(err.field(), "propagation.margin");
+}
+
+/// How the deadline reaches the attempt timeout in the bound tests.
+#[derive(Debug, Clone, Copy)]
+enum DeadlineFrom {
+    /// A client `DeadlineLayer` outside, carrying it ambiently (its clock not yet started).
+    LayerTaskLocal,
+    /// A client `DeadlineLayer` outside, also in the extensions (its clock started in `call`).
+    LayerExtensions,
+    /// A server handler's ambient deadline.
+    Ambient,
+    /// A deadline put on the request by the caller.
+    Request,
+}
+
+const DEADLINE_SOURCES: [DeadlineFrom; 4] = [
+    DeadlineFrom::LayerTaskLocal,
+    DeadlineFrom::LayerExtensions,
+    DeadlineFrom::Ambient,
+    DeadlineFrom::Request,
+];
+
+/// What a GET under a `deadline` (from `from`) and an `attempt` timeout, through a retry loop of
+/// up to 3 attempts with no backoff, against a service that never answers, fails with; how long
+/// it took; and each attempt's failure.
+async fn bounded(
+    from: DeadlineFrom,
+    deadline: Duration,
+    attempt: Duration,
+) -> (Error, Duration, Vec<Kind>) {
+    let attempt = AttemptTimeoutLayer::new(attempt).unwrap();
+    let retry = LocalRetry::new(
+        attempt.layer(upstream(Recorder::default(), Behaviour::Stall)),
+        3,
+        Duration::ZERO,
+    );
+    let failures = retry.failures.clone();
+    let start = Instant::now();
+    let err = match from {
+        DeadlineFrom::LayerTaskLocal | DeadlineFrom::LayerExtensions => {
+            let carry = match from {
+                DeadlineFrom::LayerTaskLocal => Carry::TaskLocal,
+                _ => Carry::Extensions,
+            };
+            let layer = DeadlineLayer::builder()
+                .timeout(deadline)
+                .carry(carry)
+                .build()
+                .unwrap();
+            layer.layer(retry).oneshot(get()).await.unwrap_err()
+        }
+        DeadlineFrom::Ambient => ambient::scope(Deadline::after(deadline), retry.oneshot(get()))
+            .await
+            .unwrap_err(),
+        DeadlineFrom::Request => {
+            let mut req = get();
+            Deadline::after(deadline).apply(&mut req);
+            retry.oneshot(req).await.unwrap_err()
+        }
+    };
+    let kinds = failures.lock().unwrap().iter().map(kind_of).collect();
+    (err, start.elapsed(), kinds)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_bound_equal_to_the_deadline_times_out_as_the_deadline() {
+    for from in DEADLINE_SOURCES {
+        let (err, elapsed, failures) = bounded(from, MS(300), MS(300)).await;
+        assert_eq!(err.kind(), Kind::TimedOut(Timer::Deadline), "{from:?}");
+        assert_eq!(err.retryable(), Retryable::Never, "{from:?}");
+        assert_eq!(elapsed, MS(300), "{from:?}");
+        assert_eq!(
+            failures,
+            [Kind::TimedOut(Timer::Deadline)],
+            "nothing is left to retry with: {from:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_bound_earlier_than_the_deadline_times_out_as_the_attempt() {
+    for from in DEADLINE_SOURCES {
+        let (err, elapsed, failures) = bounded(from, MS(300), MS(100)).await;
+        // The attempts at 0 and 100 ms end at their own bound, and are retried; the one at 200 ms
+        // ends at the deadline, exactly where its own bound lies too.
+        assert_eq!(
+            failures,
+            [
+                Kind::TimedOut(Timer::Attempt),
+                Kind::TimedOut(Timer::Attempt),
+                Kind::TimedOut(Timer::Deadline),
+            ],
+            "{from:?}"
+        );
+        assert_eq!(err.kind(), Kind::TimedOut(Timer::Deadline), "{from:?}");
+        assert_eq!(elapsed, MS(300), "{from:?}");
+    }
+    // Alone, the first attempt's failure is the attempt's, and retryable if idempotent.
+    let err = AttemptTimeoutLayer::new(MS(100))
+        .unwrap()
+        .layer(upstream(Recorder::default(), Behaviour::Stall));
+    let err = ambient::scope(Deadline::after(MS(300)), err.oneshot(get()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::TimedOut(Timer::Attempt));
+    assert_eq!(err.retryable(), Retryable::IfIdempotent);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_bound_later_than_the_deadline_times_out_as_the_deadline() {
+    for from in DEADLINE_SOURCES {
+        let (err, elapsed, failures) = bounded(from, MS(300), MS(500)).await;
+        assert_eq!(err.kind(), Kind::TimedOut(Timer::Deadline), "{from:?}");
+        assert_eq!(err.retryable(), Retryable::Never, "{from:?}");
+        assert_eq!(elapsed, MS(300), "{from:?}");
+        assert_eq!(failures, [Kind::TimedOut(Timer::Deadline)], "{from:?}");
+    }
+}
+
+/// On the real clock, time passes between any two readings of it: the deadline that starts with
+/// the attempt must still count as the earlier bound when the two are equal.
+#[tokio::test]
+async fn an_equal_bound_is_the_deadline_on_the_real_clock_too() {
+    for _ in 0..5 {
+        for from in DEADLINE_SOURCES {
+            let (err, _, failures) = bounded(from, MS(20), MS(20)).await;
+            assert_eq!(err.kind(), Kind::TimedOut(Timer::Deadline), "{from:?}");
+            assert_eq!(failures, [Kind::TimedOut(Timer::Deadline)], "{from:?}");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_attempt_timeout_alone_and_the_deadline_layer_alone_name_their_own_timer() {
+    let stall = || upstream(Recorder::default(), Behaviour::Stall);
+    let err = AttemptTimeoutLayer::new(MS(300))
+        .unwrap()
+        .layer(stall())
+        .oneshot(get())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::TimedOut(Timer::Attempt));
+    let err = deadline(MS(300))
+        .layer(stall())
+        .oneshot(get())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::TimedOut(Timer::Deadline));
+    assert_eq!(err.retryable(), Retryable::Never);
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backstop_classify::{Deadline, Kind, Timer};
-use backstop_deadline::{DeadlineLayer, ServerDeadlineLayer};
+use backstop_deadline::{DeadlineLayer, Propagation, ServerDeadlineLayer};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{Empty, Full};
@@ -89,7 +89,12 @@ async fn three_hops() {
 
     // A: an ordinary handler calling B through a backstop client built once at start-up; no
     // deadline code in the handler.
-    let a_client = DeadlineLayer::inherit().layer(http_client());
+    // Told to B (ours, on loopback), as it would not be to a third party.
+    let a_client = DeadlineLayer::builder()
+        .propagation(Propagation::new().only_to(["127.0.0.1"]).unwrap())
+        .build()
+        .unwrap()
+        .layer(http_client());
     let (a_seen, a_events) = (seen.clone(), events.clone());
     let a = ServerDeadlineLayer::new().layer(tower::service_fn(move |req: Request<Incoming>| {
         let left = Deadline::of(&req).map(|d| d.remaining());
@@ -113,9 +118,10 @@ async fn three_hops() {
     }));
     let a_addr = serve(a).await;
 
-    // The client: one second for everything.
+    // The client: one second for everything, told to A (by host and port).
     let client = DeadlineLayer::builder()
         .timeout(Duration::from_secs(1))
+        .propagation(Propagation::new().only_to([a_addr.to_string()]).unwrap())
         .build()
         .unwrap()
         .layer(http_client());

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use backstop_classify::Deadline;
-use backstop_deadline::{Carry, DeadlineLayer, ServerDeadlineLayer, ambient};
+use backstop_deadline::{
+    Carry, DEFAULT_TIMEOUT_HEADER, DeadlineLayer, Propagation, ServerDeadlineLayer, ambient,
+};
 use http::{HeaderName, Request, Response, StatusCode};
 use support::{Behaviour, Recorder, upstream};
 use tokio::time::Instant;
@@ -260,7 +262,11 @@ async fn a_client_called_inside_the_handler_inherits_the_time_left() {
     // Server A's handler calls B through a client stack with no deadline of its own and no
     // deadline code in the handler.
     let b = Recorder::default();
-    let client = DeadlineLayer::inherit().layer(upstream(b.clone(), Behaviour::Ok));
+    let client = DeadlineLayer::builder()
+        .propagation(Propagation::new().header(DEFAULT_TIMEOUT_HEADER))
+        .build()
+        .unwrap()
+        .layer(upstream(b.clone(), Behaviour::Ok));
     let a = ServerDeadlineLayer::new().layer(tower::service_fn(move |_req: Request<()>| {
         let client = client.clone();
         async move {

@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use backstop_deadline::propagate::Propagation;
+use backstop_deadline::propagate::{DEFAULT_TIMEOUT_HEADER, Propagation};
 use backstop_deadline::{AttemptTimeoutLayer, Carry, DeadlineLayer, ServerDeadlineLayer};
 use bytes::Bytes;
 use http::{Request, Response};
@@ -122,6 +122,29 @@ pub fn cases() -> Vec<Case> {
         .propagation(quiet())
         .build()
         .unwrap();
+    // The header turned on for plain HTTP: for every destination, or for a list the request's
+    // authority (127.0.0.1) matches last.
+    let everywhere = || Propagation::new().header(DEFAULT_TIMEOUT_HEADER);
+    let listed = || {
+        Propagation::new()
+            .only_to(["*.internal", "payments.example.com", "127.0.0.1"])
+            .unwrap()
+    };
+    let deadline_everywhere = DeadlineLayer::builder()
+        .timeout(secs(5))
+        .propagation(everywhere())
+        .build()
+        .unwrap();
+    let attempt_everywhere = AttemptTimeoutLayer::builder()
+        .timeout(secs(1))
+        .propagation(everywhere())
+        .build()
+        .unwrap();
+    let attempt_listed = AttemptTimeoutLayer::builder()
+        .timeout(secs(1))
+        .propagation(listed())
+        .build()
+        .unwrap();
     let tower_timeout = tower::timeout::TimeoutLayer::new(secs(1));
     let server_lean = ServerDeadlineLayer::builder()
         .carry(Carry::TaskLocal)
@@ -144,6 +167,16 @@ pub fn cases() -> Vec<Case> {
         case(
             "AttemptTimeout default",
             attempt_default.layer(NoOp),
+            request,
+        ),
+        case(
+            "AttemptTimeout, header everywhere",
+            attempt_everywhere.layer(NoOp),
+            request,
+        ),
+        case(
+            "AttemptTimeout, header to a list",
+            attempt_listed.layer(NoOp),
             request,
         ),
         case(
@@ -171,10 +204,21 @@ pub fn cases() -> Vec<Case> {
             deadline_default.layer(attempt_default.layer(NoOp)),
             request,
         ),
-        // As the facade composes them: only the attempt layer writes the header.
+        case(
+            "DeadlineLayer + AttemptTimeout, header everywhere",
+            deadline_everywhere.layer(attempt_everywhere.layer(NoOp)),
+            request,
+        ),
+        // As the facade composes them: only the attempt layer would write a header (for plain
+        // HTTP, none by default).
         case(
             "DeadlineLayer (no propagation) + AttemptTimeout default",
             deadline_quiet.layer(attempt_default.layer(NoOp)),
+            request,
+        ),
+        case(
+            "DeadlineLayer (no propagation) + AttemptTimeout, header everywhere",
+            deadline_quiet.layer(attempt_everywhere.layer(NoOp)),
             request,
         ),
         case("bare no-op, body", NoOpBody, request),
