@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use backstop::breaker::State;
+use backstop::deadline::PropagateDeadline;
 use backstop::retry::StopReason;
 use backstop::{CallInfoExt, Client, Kind, PropagationPolicy, Retryable, Timer};
 use backstop_chaos::{ChaosServer, Fault, RetryAfter, Script};
@@ -178,6 +179,47 @@ async fn the_deadline_is_propagated_only_where_it_is_wanted() {
         .parse()
         .unwrap();
     assert!(ms > 9_000 && ms <= 10_000, "the attempt's bound: {ms}");
+
+    // Per destination: only the listed ones get it…
+    let only_internal = Client::builder()
+        .propagation(PropagationPolicy {
+            http: true,
+            only_to: vec!["*.internal".into()],
+            ..PropagationPolicy::default()
+        })
+        .build()
+        .unwrap();
+    bounded(only_internal.get(&chaos.url("/elsewhere")))
+        .await
+        .unwrap();
+    let this_host = Client::builder()
+        .propagation(PropagationPolicy {
+            http: true,
+            only_to: vec![chaos.addr().to_string()],
+            ..PropagationPolicy::default()
+        })
+        .build()
+        .unwrap();
+    bounded(this_host.get(&chaos.url("/listed"))).await.unwrap();
+    // …and a request may ask for it, or refuse it, itself.
+    let mut asked = request(Method::GET, &chaos.url("/asked"));
+    asked.extensions_mut().insert(PropagateDeadline::Always);
+    bounded(only_internal.send(asked)).await.unwrap();
+    let mut refused = request(Method::GET, &chaos.url("/refused"));
+    refused.extensions_mut().insert(PropagateDeadline::Never);
+    bounded(this_host.send(refused)).await.unwrap();
+
+    let deliveries = chaos.deliveries();
+    let carries = |path: &str| {
+        deliveries
+            .iter()
+            .find(|d| d.path == path)
+            .map(|d| d.headers.contains_key("request-timeout-ms"))
+    };
+    assert_eq!(carries("/elsewhere"), Some(false));
+    assert_eq!(carries("/listed"), Some(true));
+    assert_eq!(carries("/asked"), Some(true));
+    assert_eq!(carries("/refused"), Some(false));
 }
 
 /// Points 4 and 5: a deadline alone builds (the attempt timeout follows it), and when the

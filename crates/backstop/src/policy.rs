@@ -548,11 +548,15 @@ impl PropagationPolicy {
             )
         })?;
         let propagation = backstop_deadline::Propagation::new().grpc(self.grpc);
-        Ok(if self.http {
-            propagation.header(name)
+        if !self.http {
+            return Ok(propagation.no_header());
+        }
+        let propagation = propagation.header(name);
+        if self.only_to.is_empty() {
+            Ok(propagation)
         } else {
-            propagation.no_header()
-        })
+            propagation.only_to(&self.only_to)
+        }
     }
 }
 
@@ -712,6 +716,27 @@ mod tests {
         let err =
             Policy::from_toml("[propagation]\nhttp = true\nheader = \"bad header\"").unwrap_err();
         assert_eq!(err.field(), "propagation.header");
+        let err = Policy::from_toml("[propagation]\nhttp = true\nonly_to = [\"a b\"]").unwrap_err();
+        assert_eq!(err.field(), "propagation.only_to");
+    }
+
+    /// The configuration shown in README.md.
+    #[test]
+    fn the_readme_example_loads() {
+        let policy = Policy::from_toml(
+            r#"
+deadline = "2s"
+attempt_timeout = "500ms"
+[retry]
+max_attempts = 1
+[propagation]
+http = true
+only_to = ["*.internal"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(policy.propagation.only_to, ["*.internal"]);
+        assert!(policy.propagation.http);
     }
 
     #[test]
