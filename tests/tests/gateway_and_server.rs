@@ -252,3 +252,39 @@ async fn a_handler_past_the_callers_deadline_is_cancelled_with_504() {
     assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+/// The deadline reaches an upstream as `request-timeout-ms` only on the routes that opt in.
+#[tokio::test]
+async fn deadline_propagation_is_chosen_per_route() {
+    let internal = ChaosServer::start().await.unwrap();
+    let partner = ChaosServer::start().await.unwrap();
+    let table = format!(
+        r#"
+[[route]]
+prefix = "/internal"
+upstream = "http://{internal}"
+[route.policy]
+deadline = "2s"
+[route.policy.propagation]
+http = true
+
+[[route]]
+prefix = "/partner"
+upstream = "http://{partner}"
+[route.policy]
+deadline = "2s"
+"#,
+        internal = internal.addr(),
+        partner = partner.addr(),
+    );
+    let (addr, _stop) = serve(Gateway::from_toml(&table).unwrap()).await;
+    assert_eq!(call(addr, "GET", "/internal/a").await.0, StatusCode::OK);
+    assert_eq!(call(addr, "GET", "/partner/a").await.0, StatusCode::OK);
+
+    let sent = &internal.deliveries()[0].headers;
+    let ms: u64 = sent["request-timeout-ms"].to_str().unwrap().parse().unwrap();
+    assert!(ms > 1_000 && ms <= 2_000, "the route's 2 s deadline: {ms}");
+    let sent = &partner.deliveries()[0].headers;
+    assert!(!sent.contains_key("request-timeout-ms"), "{sent:?}");
+}
+
