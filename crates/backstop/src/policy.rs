@@ -596,6 +596,7 @@ pub(crate) fn path_error<E: fmt::Display>(err: serde_path_to_error::Error<E>) ->
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
