@@ -1,0 +1,110 @@
+//! Allocations per successful call of the default `Client`, over a real loopback connection,
+//! against a bare hyper-util client in the same process: the resilience rules may add a fixed,
+//! small number of allocations per request, and that number is pinned here so a change that adds
+//! one shows.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
+
+const CALLS: usize = 500;
+
+/// What the default client allocates per request beyond a bare hyper-util client: the stack's
+/// futures and response body boxed behind the client's type-erased service, the retained
+/// request head, and the `CallInfo` in the response. Measured 2026-12-01.
+const ADDED_PER_REQUEST: f64 = 9.0;
+
+async fn serve() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service = service_fn(|_req| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok\n"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Allocations per call, the quietest of three rounds (the counter is process-wide).
+async fn per_call<F, Fut>(mut call: F) -> f64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for _ in 0..50 {
+        call().await; // warm the pool and lazily initialised state
+    }
+    let mut quietest = usize::MAX;
+    for _ in 0..3 {
+        let region = Region::new(GLOBAL);
+        for _ in 0..CALLS {
+            call().await;
+        }
+        quietest = quietest.min(region.change().allocations);
+    }
+    quietest as f64 / CALLS as f64
+}
+
+#[test]
+fn the_default_client_adds_a_fixed_number_of_allocations_per_request() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let addr = serve().await;
+        let url = format!("http://{addr}/");
+
+        let bare: HyperClient<_, Full<Bytes>> =
+            HyperClient::builder(TokioExecutor::new()).build_http();
+        let bare = per_call(|| {
+            let req = Request::get(url.as_str()).body(Full::default()).unwrap();
+            let bare = bare.clone();
+            async move {
+                let res = bare.request(req).await.unwrap();
+                res.into_body().collect().await.unwrap();
+            }
+        })
+        .await;
+
+        let client = backstop::Client::new().unwrap();
+        let ours = per_call(|| {
+            let client = &client;
+            let url = url.as_str();
+            async move {
+                let res = client.get(url).await.unwrap();
+                assert_eq!(res.status(), 200);
+                res.into_body().collect().await.unwrap();
+            }
+        })
+        .await;
+
+        let added = ours - bare;
+        println!("allocations per request: bare {bare:.2}, backstop {ours:.2}, +{added:.2}");
+        assert!(
+            added <= ADDED_PER_REQUEST + 0.05,
+            "the default client now adds {added:.2} allocations per request (pinned at \
+             {ADDED_PER_REQUEST})"
+        );
+    });
+}
