@@ -412,8 +412,15 @@ fn default_tls() -> Result<rustls::ClientConfig, ConfigError> {
 /// connector is `ConnectTimeout(IdleTimeout(HTTPS(TCP with happy eyeballs)))` and whose response
 /// bodies fail when idle.
 ///
-/// Every error is a [`backstop_classify::Error`] (what failed, where, whether a retry was safe);
-/// every response carries a [`CallInfo`].
+/// Every error is a [`backstop_classify::Error`] (what failed, where, whether a retry was safe):
+/// always the last real failure, never the reason retrying stopped. Every response and every
+/// error carries a [`CallInfo`] ([`CallInfoExt::call_info`]): attempts, delays, breaker state,
+/// timings, and why retrying stopped.
+///
+/// The breaker sits inside the retry, so it counts attempts; a policy whose single call could
+/// open it is rejected at build (see [`crate::BreakerPolicy`]). A call rejected locally (an open
+/// breaker) ends at once, with no delay and no retry budget spent. Only gRPC requests carry the
+/// time left (`grpc-timeout`) unless [`ClientBuilder::propagation`] opts plain HTTP in.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
