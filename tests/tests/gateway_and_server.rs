@@ -282,9 +282,12 @@ deadline = "2s"
     assert_eq!(call(addr, "GET", "/partner/a").await.0, StatusCode::OK);
 
     let sent = &internal.deliveries()[0].headers;
-    let ms: u64 = sent["request-timeout-ms"].to_str().unwrap().parse().unwrap();
+    let ms: u64 = sent["request-timeout-ms"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(ms > 1_000 && ms <= 2_000, "the route's 2 s deadline: {ms}");
     let sent = &partner.deliveries()[0].headers;
     assert!(!sent.contains_key("request-timeout-ms"), "{sent:?}");
 }
-
