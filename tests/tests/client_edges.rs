@@ -4,6 +4,8 @@
 //! and an exhausted budget. Real loopback sockets; deliveries counted at the upstream.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::Duration;
 
 use backstop::breaker::State;
@@ -11,24 +13,9 @@ use backstop::deadline::PropagateDeadline;
 use backstop::retry::StopReason;
 use backstop::{CallInfoExt, Client, Kind, PropagationPolicy, Retryable, Timer};
 use backstop_chaos::{ChaosServer, Fault, RetryAfter, Script};
-use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::Full;
-use tokio::time::{Instant, timeout};
-
-async fn bounded<F: std::future::Future>(fut: F) -> F::Output {
-    timeout(Duration::from_secs(40), fut)
-        .await
-        .expect("every call ends on its own")
-}
-
-fn request(method: Method, url: &str) -> Request<Full<Bytes>> {
-    Request::builder()
-        .method(method)
-        .uri(url)
-        .body(Full::new(Bytes::from_static(b"{\"amount\": 42}")))
-        .unwrap()
-}
+use common::{bounded, request};
+use http::{Method, StatusCode};
+use tokio::time::Instant;
 
 /// Point 1: with the defaults (3 attempts, 5 consecutive failures open a host's breaker), the
 /// second call against a sick host trips its breaker; from then on every call is rejected at

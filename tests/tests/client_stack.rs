@@ -2,15 +2,18 @@
 //! method-dependent outcomes the documentation promises.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use backstop::{CallInfo, Client, FnResolver, Kind, Phase, ProtocolFailure, Retryable, Timer};
 use backstop_chaos::{BlackHole, ChaosServer, Fault, Script, closed_port_addr};
 use bytes::Bytes;
-use http::{Method, Request, StatusCode};
+use common::{bounded, request};
+use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
-use tokio::time::{Instant, timeout};
+use tokio::time::Instant;
 
 /// A client with short bounds so faults resolve in well under a second of real time.
 fn client() -> backstop::ClientBuilder {
@@ -21,20 +24,6 @@ fn client() -> backstop::ClientBuilder {
         .idle_timeout(Duration::from_millis(400))
         .backoff(Duration::from_millis(10), Duration::from_millis(50))
         .seed(7)
-}
-
-async fn bounded<F: std::future::Future>(fut: F) -> F::Output {
-    timeout(Duration::from_secs(20), fut)
-        .await
-        .expect("every call ends on its own")
-}
-
-fn request(method: Method, url: &str) -> Request<Full<Bytes>> {
-    Request::builder()
-        .method(method)
-        .uri(url)
-        .body(Full::new(Bytes::from_static(b"{\"amount\": 42}")))
-        .unwrap()
 }
 
 #[tokio::test]
