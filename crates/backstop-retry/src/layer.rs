@@ -848,7 +848,11 @@ fn decide<P, B>(
     // retrying it only sleeps and spends budget, and hides the rejection behind whatever the
     // last attempt says.
     if failure.phase() == Phase::Local {
-        return Verdict::Stop(StopReason::RejectedLocally);
+        return Verdict::Stop(match failure.kind() {
+            // Too little time was left to send the request at all.
+            Kind::TimedOut(backstop_classify::Timer::Deadline) => StopReason::Deadline,
+            _ => StopReason::RejectedLocally,
+        });
     }
     let retryable = match failure.kind() {
         Kind::Status(StatusCode::CONFLICT) if config.retry_conflict => Retryable::IfIdempotent,

@@ -535,6 +535,19 @@ async fn a_local_rejection_ends_the_call_at_once_and_spends_no_budget() {
         assert_eq!(info.stopped(), Some(StopReason::RejectedLocally));
         assert!(budget.try_withdraw(), "{kind:?}: the budget was spent");
     }
+
+    // Too little time left to send at all: stopped for the deadline, not as a rejection.
+    let upstream = Upstream::new([Reply::Fail(
+        Kind::TimedOut(backstop_classify::Timer::Deadline),
+        Phase::Local,
+    )]);
+    let err = send(builder().build().unwrap(), &upstream, request(Method::GET))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        RetryInfo::of_error(&err).and_then(|info| info.stopped()),
+        Some(StopReason::Deadline)
+    );
 }
 
 #[tokio::test(start_paused = true)]
