@@ -59,13 +59,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 .body(Full::new(Bytes::from_static(b"{}")))?;
             let res = client.request(req).await?;
             let status = res.status();
+            // The gateway's own answers say why in a short code (`NR`: no route, `UO`: breaker
+            // open, …); the upstream's answers carry none.
+            let reason = res
+                .headers()
+                .get(backstop::REASON_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map_or_else(String::new, |code| format!(" [{code}]"));
             let body = res.into_body().collect().await?.to_bytes();
             let first_line = String::from_utf8_lossy(&body)
                 .lines()
                 .next()
                 .unwrap_or("")
                 .to_owned();
-            println!("{method:<5} {path:<18} -> {status}  {first_line}");
+            println!("{method:<5} {path:<18} -> {status}{reason}  {first_line}");
         }
         println!(
             "\nupstream deliveries: payments {} (POST, no retries), catalog {} (GET, retried until it answered)",

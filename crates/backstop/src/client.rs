@@ -170,6 +170,7 @@ pub struct ClientBuilder {
     tls: Option<rustls::ClientConfig>,
     resolver: Option<FnResolver>,
     seed: Option<u64>,
+    judge: Option<backstop_breaker::Judge>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -178,6 +179,7 @@ impl fmt::Debug for ClientBuilder {
             .field("policy", &self.policy)
             .field("custom_tls", &self.tls.is_some())
             .field("custom_resolver", &self.resolver.is_some())
+            .field("custom_breaker_judge", &self.judge.is_some())
             .finish()
     }
 }
@@ -375,6 +377,15 @@ impl ClientBuilder {
         self
     }
 
+    /// How the breakers judge an outcome: what counts as a failure of the destination. Default
+    /// [`backstop_breaker::default_verdict`] (every `5xx`, timeouts, connect failures…). The
+    /// [`Gateway`](crate::Gateway) uses it for a route's `breaker_counts`.
+    #[must_use]
+    pub fn breaker_judge(mut self, judge: backstop_breaker::Judge) -> Self {
+        self.judge = Some(judge);
+        self
+    }
+
     /// Seeds the jitter and the breakers' randomness, for reproducible tests and demos.
     #[must_use]
     pub fn seed(mut self, seed: u64) -> Self {
@@ -394,8 +405,8 @@ impl ClientBuilder {
             None => default_tls()?,
         };
         match self.resolver {
-            Some(resolver) => Client::assemble(&policy, tls, resolver, self.seed),
-            None => Client::assemble(&policy, tls, GaiResolver::new(), self.seed),
+            Some(resolver) => Client::assemble(&policy, tls, resolver, self.seed, self.judge),
+            None => Client::assemble(&policy, tls, GaiResolver::new(), self.seed, self.judge),
         }
     }
 }
@@ -454,6 +465,7 @@ impl Client {
             tls: None,
             resolver: None,
             seed: None,
+            judge: None,
         }
     }
 
@@ -467,6 +479,7 @@ impl Client {
         tls: rustls::ClientConfig,
         resolver: R,
         seed: Option<u64>,
+        judge: Option<backstop_breaker::Judge>,
     ) -> Result<Client, ConfigError>
     where
         R: Service<Name> + Clone + Send + Sync + 'static,
@@ -519,7 +532,7 @@ impl Client {
             .service(hyper_client);
 
         let (service, breakers) = if policy.breaker.enabled {
-            let breaker = breaker_layer(policy, seed)?;
+            let breaker = breaker_layer(policy, seed, judge)?;
             let breakers = breaker.breakers();
             let service = ServiceBuilder::new()
                 .layer(deadline)
@@ -742,6 +755,7 @@ fn retry_layer(policy: &Policy, seed: Option<u64>) -> Result<RetryLayer, ConfigE
 fn breaker_layer(
     policy: &Policy,
     seed: Option<u64>,
+    judge: Option<backstop_breaker::Judge>,
 ) -> Result<CircuitBreakerLayer<PerAuthority>, ConfigError> {
     let b = &policy.breaker;
     let mut builder = CircuitBreakerLayer::builder()
@@ -754,6 +768,9 @@ fn breaker_layer(
         .half_open_probes(b.half_open_probes);
     if let Some(seed) = seed {
         builder = builder.seed(seed);
+    }
+    if let Some(judge) = judge {
+        builder = builder.judge(judge);
     }
     builder.build().map_err(|e| e.within("breaker"))
 }

@@ -3,9 +3,10 @@
 //! - [`Client`]: a ready HTTP client — deadline, safe retries with budget and backoff, a circuit
 //!   breaker per host, classified errors, attempt/connect/idle timeouts — built from a validated
 //!   [`Policy`].
-//! - [`Gateway`]: per-route policies from configuration (path prefix and methods → upstream +
-//!   [`Policy`]), e.g. no retries and a tight deadline for `/payments`, three retries for
-//!   `/catalog`.
+//! - [`Gateway`]: a reverse proxy with per-route policies from configuration (path prefix and
+//!   methods → upstream + [`Policy`]), e.g. no retries and a tight deadline for `/payments`,
+//!   three retries for `/catalog`; paths normalised before routing, hop-by-hop headers removed,
+//!   forwarding headers written, and its own answers marked with a [`GatewayReason`] code.
 //! - [`ServerStack`]: the server-side rules for axum and hyper (incoming deadline, load
 //!   shedding with `503` + `Retry-After`, panic → `500`, response classification), to serve
 //!   with [`server::Server`] (an accept loop that survives accept errors, drops idle streams and
@@ -49,7 +50,10 @@ pub use client::{
     ResponseBody,
 };
 pub use ext::ServiceBuilderExt;
-pub use gateway::{Gateway, GatewayBody, MAX_FORWARDED_BODY, RouteConfig};
+pub use gateway::{
+    BreakerCounts, ForwardedHeaders, Gateway, GatewayBody, GatewayReason, GatewayRoute,
+    MAX_FORWARDED_BODY, REASON_HEADER, RouteConfig,
+};
 pub use policy::{
     BreakerPolicy, BudgetPolicy, ConfigError, DEFAULT_ATTEMPT_TIMEOUT, JitterMode, Policy,
     PropagationPolicy, RetryPolicy,

@@ -1,0 +1,164 @@
+//! [`RouteConfig`]: one route as written in the configuration, and its per-route choices
+//! ([`ForwardedHeaders`], [`BreakerCounts`]).
+
+use backstop_breaker::{Verdict, default_verdict};
+use backstop_classify::{Kind, Outcome};
+use serde::Deserialize;
+
+use crate::policy::Policy;
+
+/// One route as written in the configuration.
+///
+/// ```toml
+/// [[route]]
+/// prefix = "/payments"            # matched at a segment boundary, after path normalisation
+/// methods = ["POST"]              # empty or absent: every method
+/// upstream = "http://127.0.0.1:9001/api/v2"   # a base path is put before the forwarded path
+/// strip_prefix = false            # true: /payments/charge is forwarded as /api/v2/charge
+/// forwarded = "x-forwarded"       # or "rfc7239" (a `Forwarded` header), or "none"
+/// trust_forwarded = false         # true: the previous hop is a trusted proxy; append to its headers
+/// breaker_counts = "gateway-errors"  # or "5xx"
+/// [route.policy]
+/// deadline = "2s"
+/// attempt_timeout = "1s"
+/// retry = { max_attempts = 1 }
+/// ```
+///
+/// Rejected at load, naming the route and the field (e.g. `route /payments.upstream`): a prefix
+/// not in normal form (it could never match a normalised path), two routes with the same prefix
+/// and overlapping methods, an upstream that is not an absolute `http`/`https` URL, or one that
+/// carries credentials (`user:pass@`) or a query.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The path prefix it serves, starting with `/`; the longest matching prefix wins. It
+    /// matches at a segment boundary: `/catalog` serves `/catalog`, `/catalog/` and
+    /// `/catalog/x`, not `/catalogue-admin`. A trailing `/` is ignored.
+    pub prefix: String,
+    /// The methods it serves; empty means all.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// The upstream's base URL (`http://host:port` or `https://…`, optionally with a base path
+    /// such as `/api/v2`): the base path, then the request's normalised path (without the
+    /// prefix when `strip_prefix`), then its query are forwarded.
+    pub upstream: String,
+    /// Remove the route's prefix from the forwarded path. Default `false`.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Which forwarding headers the gateway writes. Default `x-forwarded`.
+    #[serde(default)]
+    pub forwarded: ForwardedHeaders,
+    /// Whether the previous hop is a trusted proxy. Default `false`: forwarding headers a
+    /// client sent (`X-Forwarded-*`, `Forwarded`) are dropped and replaced, since anyone can
+    /// write them. `true`: they are kept and the gateway's hop is appended.
+    #[serde(default)]
+    pub trust_forwarded: bool,
+    /// What the route's circuit breaker counts as the upstream being sick. Default
+    /// `gateway-errors`.
+    #[serde(default)]
+    pub breaker_counts: BreakerCounts,
+    /// The route's client policy; every field defaults as in [`Policy`].
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+impl RouteConfig {
+    /// A route serving `prefix` (every method) from `upstream`, with every other setting at
+    /// its default.
+    pub fn new(prefix: impl Into<String>, upstream: impl Into<String>) -> RouteConfig {
+        RouteConfig {
+            prefix: prefix.into(),
+            methods: Vec::new(),
+            upstream: upstream.into(),
+            strip_prefix: false,
+            forwarded: ForwardedHeaders::default(),
+            trust_forwarded: false,
+            breaker_counts: BreakerCounts::default(),
+            policy: Policy::default(),
+        }
+    }
+}
+
+/// The forwarding headers a route writes, telling the upstream who the client was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeaders {
+    /// `X-Forwarded-For` (the client's IP), `X-Forwarded-Proto` (`http`, or the scheme of an
+    /// absolute request URI) and `X-Forwarded-Host` (the `Host` the client asked for). The
+    /// default: what most frameworks read.
+    #[default]
+    XForwarded,
+    /// RFC 7239 `Forwarded: for=…;proto=…;host=…` (`for=unknown` when the client's address is
+    /// not known).
+    Rfc7239,
+    /// Neither (a client's own are still dropped unless `trust_forwarded`).
+    None,
+}
+
+/// What a route's circuit breaker counts as a failure of its upstream.
+///
+/// A gateway's upstream that answers `500` for one bad request is not down; one that cannot be
+/// reached, times out, or answers `502`/`503`/`504` (itself a proxy saying *its* upstream is
+/// down, or an overloaded server) is. Envoy's outlier detection keeps the same two counts apart
+/// ("consecutive gateway errors" and "consecutive 5xx").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BreakerCounts {
+    /// Connect failures, timeouts, resets and `502`/`503`/`504` (and what the breaker counts
+    /// by default beside HTTP statuses: gRPC `UNAVAILABLE`…, `429` toward the rate); other
+    /// `5xx` are answers. The default.
+    #[default]
+    GatewayErrors,
+    /// Every `5xx` too, as a plain [`Client`](crate::Client) counts.
+    #[serde(rename = "5xx")]
+    ServerErrors,
+}
+
+impl BreakerCounts {
+    /// The breaker's judgement for this choice.
+    pub(crate) fn judge(self) -> backstop_breaker::Judge {
+        match self {
+            BreakerCounts::GatewayErrors => gateway_errors,
+            BreakerCounts::ServerErrors => default_verdict,
+        }
+    }
+}
+
+/// [`default_verdict`], except that a `5xx` other than `502`/`503`/`504` is an answer.
+fn gateway_errors(outcome: &Outcome) -> Verdict {
+    if let Outcome::Failure(failure) = outcome
+        && let Kind::Status(status) = failure.kind()
+        && status.is_server_error()
+        && !matches!(status.as_u16(), 502..=504)
+    {
+        return Verdict::Success;
+    }
+    default_verdict(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backstop_classify::{Failure, Phase};
+    use http::StatusCode;
+
+    #[test]
+    fn gateway_errors_count_502_to_504_and_transport_failures_only() {
+        let status = |code| {
+            Outcome::Failure(Failure::new(
+                Kind::Status(StatusCode::from_u16(code).unwrap_or(StatusCode::OK)),
+                Phase::AwaitHeaders,
+            ))
+        };
+        for code in [500, 501, 505, 599] {
+            assert_eq!(gateway_errors(&status(code)), Verdict::Success, "{code}");
+            assert_eq!(default_verdict(&status(code)), Verdict::Failure, "{code}");
+        }
+        for code in [502, 503, 504] {
+            assert_eq!(gateway_errors(&status(code)), Verdict::Failure, "{code}");
+        }
+        let refused = Outcome::Failure(Failure::new(Kind::Refused, Phase::Connect));
+        assert_eq!(gateway_errors(&refused), Verdict::Failure);
+        assert_eq!(gateway_errors(&Outcome::Success), Verdict::Success);
+    }
+}

@@ -1,0 +1,202 @@
+//! Request-path normalisation before routing (RFC 3986 §5.2.4 and §6.2.2), and the refusal of
+//! paths whose meaning depends on who decodes them.
+//!
+//! A prefix check on the raw path is the classic way past a proxy's routing:
+//! `/catalog/../payments/charge` passes a `/catalog` check and then reaches `/payments` at an
+//! upstream that resolves dot segments; `/catalog/%2e%2e/payments` does the same at an upstream
+//! that decodes before resolving; `/c%61talog` misses a `/catalog` rule and then is `/catalog`
+//! upstream. So the gateway routes — and forwards — the normalised path, and refuses the forms
+//! that different servers read differently.
+
+use std::fmt;
+
+/// Why a request path was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PathError {
+    /// Not an absolute path (`*`, empty) or a malformed percent-escape.
+    Invalid,
+    /// `%2F` or `%5C` (or a literal `\`): a separator or data, depending on the server.
+    EncodedSeparator,
+    /// A dot segment spelled with escapes (`%2e%2e`) or with path parameters (`..;x`): resolved
+    /// by some servers after decoding, by others never.
+    AmbiguousDotSegment,
+}
+
+impl fmt::Display for PathError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PathError::Invalid => "not an absolute path, or a malformed percent-escape",
+            PathError::EncodedSeparator => "an encoded slash or backslash",
+            PathError::AmbiguousDotSegment => "an encoded or parameterised dot segment",
+        })
+    }
+}
+
+/// The normal form of an absolute request path (no query):
+///
+/// - percent-escapes of unreserved characters (`A-Z a-z 0-9 - . _ ~`) are decoded, the others
+///   kept with upper-case hex (RFC 3986 §6.2.2.1–2);
+/// - empty segments (`//`) are dropped, a trailing `/` kept;
+/// - `.` and `..` segments are removed (§5.2.4), `..` never climbing above the root.
+///
+/// Refused ([`PathError`]): escaped separators (`%2F`, `%5C`) and backslashes, dot segments
+/// written with escapes (`%2e%2e`, `.%2E`) or followed by path parameters (`..;`), malformed
+/// escapes, and anything not starting with `/`.
+pub(crate) fn normalise(raw: &str) -> Result<String, PathError> {
+    let rest = raw.strip_prefix('/').ok_or(PathError::Invalid)?;
+    let mut out: Vec<String> = Vec::new();
+    let mut trailing_slash = false;
+    let mut segments = rest.split('/').peekable();
+    while let Some(raw_segment) = segments.next() {
+        let last = segments.peek().is_none();
+        let segment = decode_unreserved(raw_segment)?;
+        let dot_part = segment.split(';').next().unwrap_or("");
+        let is_dot = matches!(dot_part, "." | "..");
+        // `..;x` is `..` to servlet containers and a plain name to others; `%2e%2e` is `..`
+        // to servers that decode before resolving.
+        if is_dot && (segment != raw_segment || segment.len() != dot_part.len()) {
+            return Err(PathError::AmbiguousDotSegment);
+        }
+        match segment.as_str() {
+            "" => trailing_slash = last,
+            "." => trailing_slash = last,
+            ".." => {
+                out.pop();
+                trailing_slash = last;
+            }
+            _ => {
+                out.push(segment);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut path = String::with_capacity(raw.len());
+    for segment in &out {
+        path.push('/');
+        path.push_str(segment);
+    }
+    if out.is_empty() || trailing_slash {
+        path.push('/');
+    }
+    Ok(path)
+}
+
+/// One segment with its unreserved escapes decoded and the others upper-cased.
+fn decode_unreserved(segment: &str) -> Result<String, PathError> {
+    if segment.contains('\\') {
+        return Err(PathError::EncodedSeparator);
+    }
+    if !segment.contains('%') {
+        return Ok(segment.to_owned());
+    }
+    let bytes = segment.as_bytes();
+    let mut out = String::with_capacity(segment.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'%' {
+            // Everything outside escapes is ASCII in a URI path (http::Uri enforces it), so the
+            // byte is a whole character.
+            out.push(char::from(bytes[i]));
+            i += 1;
+            continue;
+        }
+        let (Some(&hi), Some(&lo)) = (bytes.get(i + 1), bytes.get(i + 2)) else {
+            return Err(PathError::Invalid);
+        };
+        let (Some(h), Some(l)) = (hex(hi), hex(lo)) else {
+            return Err(PathError::Invalid);
+        };
+        let byte = h << 4 | l;
+        match byte {
+            b'/' | b'\\' => return Err(PathError::EncodedSeparator),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(char::from(byte));
+            }
+            _ => {
+                out.push('%');
+                out.push(char::from(hi.to_ascii_uppercase()));
+                out.push(char::from(lo.to_ascii_uppercase()));
+            }
+        }
+        i += 3;
+    }
+    Ok(out)
+}
+
+fn hex(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Whether `path` (normalised) lies under `prefix` (normalised, no trailing `/` unless it is
+/// the root): at a segment boundary, so `/catalog` covers `/catalog`, `/catalog/` and
+/// `/catalog/x` but not `/catalogue-admin`.
+pub(crate) fn under(path: &str, prefix: &str) -> bool {
+    prefix == "/"
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normal_forms() {
+        let cases = [
+            ("/", "/"),
+            ("/catalog", "/catalog"),
+            ("/catalog/", "/catalog/"),
+            ("//catalog//items", "/catalog/items"),
+            ("/catalog/../payments/charge", "/payments/charge"),
+            ("/catalog/./items/.", "/catalog/items/"),
+            ("/a/b/..", "/a/"),
+            ("/../../etc", "/etc"),
+            ("/c%61talog/x", "/catalog/x"),
+            ("/file%2ejson", "/file.json"),
+            ("/a%20b%c3%a9", "/a%20b%C3%A9"),
+            ("/..x/.y", "/..x/.y"),
+            ("/a;b", "/a;b"),
+        ];
+        for (raw, normal) in cases {
+            assert_eq!(normalise(raw).as_deref(), Ok(normal), "{raw}");
+        }
+    }
+
+    #[test]
+    fn ambiguous_forms_are_refused() {
+        let cases = [
+            ("/catalog/%2e%2e/payments", PathError::AmbiguousDotSegment),
+            ("/catalog/.%2E/payments", PathError::AmbiguousDotSegment),
+            ("/catalog/%2E", PathError::AmbiguousDotSegment),
+            ("/catalog/..;x/payments", PathError::AmbiguousDotSegment),
+            ("/catalog%2F..%2Fpayments", PathError::EncodedSeparator),
+            ("/catalog%2fx", PathError::EncodedSeparator),
+            ("/catalog%5cx", PathError::EncodedSeparator),
+            ("/catalog\\..\\x", PathError::EncodedSeparator),
+            ("/bad%zz", PathError::Invalid),
+            ("/bad%2", PathError::Invalid),
+            ("*", PathError::Invalid),
+            ("", PathError::Invalid),
+        ];
+        for (raw, err) in cases {
+            assert_eq!(normalise(raw), Err(err), "{raw}");
+        }
+    }
+
+    #[test]
+    fn prefixes_match_at_segment_boundaries() {
+        assert!(under("/catalog", "/catalog"));
+        assert!(under("/catalog/", "/catalog"));
+        assert!(under("/catalog/x", "/catalog"));
+        assert!(!under("/catalogue-admin", "/catalog"));
+        assert!(!under("/catalo", "/catalog"));
+        assert!(under("/anything", "/"));
+    }
+}

@@ -1,0 +1,311 @@
+//! A validated route ([`Route`]), and [`GatewayRoute`]: the routes of one prefix as a service of
+//! their own, to mount in a router.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::HeaderName;
+use http::{Method, Request, Response, Uri};
+use http_body::Body;
+
+use super::body::GatewayBody;
+use super::config::{ForwardedHeaders, RouteConfig};
+use super::path;
+use super::reason::GatewayReason;
+use crate::client::Client;
+use crate::policy::ConfigError;
+
+/// A route, validated and ready.
+pub(crate) struct Route {
+    /// The prefix in normal form, without a trailing `/` unless it is the root.
+    pub(crate) prefix: String,
+    /// Empty: every method.
+    pub(crate) methods: Vec<Method>,
+    /// The upstream's scheme and authority.
+    pub(crate) upstream: Uri,
+    /// The upstream's base path in normal form, without a trailing `/` (empty for none).
+    pub(crate) base_path: String,
+    pub(crate) strip_prefix: bool,
+    pub(crate) forwarded: ForwardedHeaders,
+    pub(crate) trust_forwarded: bool,
+    /// The header the route's client writes the deadline into on plain HTTP requests.
+    pub(crate) timing_header: HeaderName,
+    pub(crate) client: Client,
+}
+
+impl fmt::Debug for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Route")
+            .field("prefix", &self.prefix)
+            .field("methods", &self.methods)
+            .field("upstream", &self.upstream)
+            .field("base_path", &self.base_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Route {
+    /// Validates `config` and builds its client; an error names the field (not yet the route).
+    pub(crate) fn build(
+        config: RouteConfig,
+        customize: &impl Fn(crate::ClientBuilder) -> crate::ClientBuilder,
+    ) -> Result<Route, ConfigError> {
+        let prefix = canonical_prefix(&config.prefix)?;
+        let (upstream, base_path) = parse_upstream(&config.upstream)?;
+        let methods = config
+            .methods
+            .iter()
+            .map(|m| {
+                Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                    ConfigError::new("methods", format!("{m:?} is not an HTTP method"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let timing_header = HeaderName::from_bytes(config.policy.propagation.header.as_bytes())
+            .map_err(|_| {
+                ConfigError::new(
+                    "policy.propagation.header",
+                    "must be a valid header name".to_owned(),
+                )
+            })?;
+        let builder = Client::builder()
+            .policy(config.policy)
+            .breaker_judge(config.breaker_counts.judge());
+        let client = customize(builder).build()?;
+        Ok(Route {
+            prefix,
+            methods,
+            upstream,
+            base_path,
+            strip_prefix: config.strip_prefix,
+            forwarded: config.forwarded,
+            trust_forwarded: config.trust_forwarded,
+            timing_header,
+            client,
+        })
+    }
+
+    pub(crate) fn serves(&self, method: &Method) -> bool {
+        self.methods.is_empty() || self.methods.contains(method)
+    }
+
+    /// Whether this route and `other` could both serve one request: same prefix, a method in
+    /// common.
+    pub(crate) fn overlaps(&self, other: &Route) -> bool {
+        self.prefix == other.prefix
+            && (self.methods.is_empty()
+                || other.methods.is_empty()
+                || self.methods.iter().any(|m| other.methods.contains(m)))
+    }
+}
+
+/// The prefix in the form requests are matched in: normalised, without a trailing `/`.
+fn canonical_prefix(prefix: &str) -> Result<String, ConfigError> {
+    if !prefix.starts_with('/') {
+        return Err(ConfigError::new(
+            "prefix",
+            format!("must start with '/', got {prefix:?}"),
+        ));
+    }
+    let trimmed = match prefix.trim_end_matches('/') {
+        "" => "/",
+        trimmed => trimmed,
+    };
+    // Paths are normalised before matching, so a prefix that is not in normal form would be
+    // shadowed by its normal form: it could never match.
+    let normal = path::normalise(trimmed).ok();
+    if normal.as_deref() != Some(trimmed) || trimmed.contains(['%', '?', '#']) {
+        return Err(ConfigError::new(
+            "prefix",
+            format!(
+                "must be a normalised path (no '.', '..' or empty segments, no '%', '?' or \
+                 '#'): request paths are normalised before matching, so {prefix:?} could never \
+                 match"
+            ),
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// The upstream's scheme and authority, and its base path.
+fn parse_upstream(text: &str) -> Result<(Uri, String), ConfigError> {
+    // Checked before anything echoes the URL back: credentials must not reach an error
+    // message (or a log).
+    let authority_part = text.split_once("://").map_or(text, |(_, rest)| rest);
+    let authority_part = authority_part.split(['/', '?', '#']).next().unwrap_or("");
+    if authority_part.contains('@') {
+        return Err(ConfigError::new(
+            "upstream",
+            "must not carry credentials (user:password@): they would be logged and sent on \
+             every request; set an Authorization header instead"
+                .to_owned(),
+        ));
+    }
+    let uri: Uri = text
+        .parse()
+        .map_err(|e| ConfigError::new("upstream", format!("{text:?} is not a URL: {e}")))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(ConfigError::new(
+            "upstream",
+            format!("must be an absolute http:// or https:// URL, got {text:?}"),
+        ));
+    }
+    if uri.query().is_some() {
+        return Err(ConfigError::new(
+            "upstream",
+            format!("must not have a query, got {text:?}"),
+        ));
+    }
+    let base_path = uri.path().trim_end_matches('/');
+    if !base_path.is_empty() && path::normalise(base_path).ok().as_deref() != Some(base_path) {
+        return Err(ConfigError::new(
+            "upstream",
+            format!(
+                "its base path must be normalised (no '.', '..' or empty segments), got {text:?}"
+            ),
+        ));
+    }
+    let base_path = base_path.to_owned();
+    let mut parts = uri.into_parts();
+    // Scheme and authority only: a Uri with a scheme needs a path to be built, so "/" stands
+    // for it; the forwarded path replaces it.
+    parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    let upstream = Uri::from_parts(parts)
+        .map_err(|e| ConfigError::new("upstream", format!("{text:?} is not a URL: {e}")))?;
+    Ok((upstream, base_path))
+}
+
+/// The routes of one prefix as a service of their own, for mounting routes one by one in a
+/// router (e.g. axum's `Router::route_service`) with layers of their own.
+///
+/// Mount it at its prefix and below it (`"/catalog"` and `"/catalog/{*rest}"`), with
+/// `route_service`, not `nest_service` (which strips the prefix from the path the route sees).
+/// It normalises the path as the [`Gateway`](super::Gateway) does and answers `400` (`DP`) when
+/// the normalised path is no longer under its prefix (the router matched the raw path:
+/// `/catalog/../payments` is not the catalog's), `404` (`NR`) for a method it does not serve.
+///
+/// ```
+/// use std::time::Duration;
+/// use backstop::Gateway;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let gateway = Gateway::from_toml(r#"
+///     [[route]]
+///     prefix = "/catalog"
+///     upstream = "http://127.0.0.1:9002"
+/// "#)?;
+/// let catalog = gateway.route_service("/catalog").ok_or("no /catalog route")?;
+/// // A layer for this route alone: here, a header the upstream sees.
+/// let catalog = tower::ServiceBuilder::new()
+///     .map_request(|mut req: http::Request<axum::body::Body>| {
+///         req.headers_mut().insert("x-route", http::HeaderValue::from_static("catalog"));
+///         req
+///     })
+///     .service(catalog);
+/// let app: axum::Router = axum::Router::new()
+///     .route_service("/catalog", catalog.clone())
+///     .route_service("/catalog/{*rest}", catalog);
+/// # let _ = app;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct GatewayRoute {
+    prefix: Arc<str>,
+    routes: Arc<[Arc<Route>]>,
+}
+
+impl fmt::Debug for GatewayRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatewayRoute")
+            .field("prefix", &self.prefix)
+            .field("routes", &self.routes)
+            .finish()
+    }
+}
+
+impl GatewayRoute {
+    /// Builds a single route from its configuration.
+    pub fn new(config: RouteConfig) -> Result<GatewayRoute, ConfigError> {
+        GatewayRoute::with(config, |builder| builder)
+    }
+
+    /// Like [`new`](GatewayRoute::new), letting `customize` adjust the route's client builder.
+    pub fn with(
+        config: RouteConfig,
+        customize: impl Fn(crate::ClientBuilder) -> crate::ClientBuilder,
+    ) -> Result<GatewayRoute, ConfigError> {
+        let name = format!("route {}", config.prefix);
+        let route = Route::build(config, &customize).map_err(|e| e.within(&name))?;
+        Ok(GatewayRoute::of(vec![Arc::new(route)]))
+    }
+
+    /// The routes given, all of one prefix.
+    pub(crate) fn of(routes: Vec<Arc<Route>>) -> GatewayRoute {
+        let prefix = routes
+            .first()
+            .map_or_else(|| Arc::from("/"), |r| Arc::from(r.prefix.as_str()));
+        GatewayRoute {
+            prefix,
+            routes: Arc::from(routes),
+        }
+    }
+
+    /// The prefix it serves, normalised.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The route's client (of the first route, when several methods share the prefix), e.g. to
+    /// watch its breakers.
+    pub fn client(&self) -> Option<&Client> {
+        self.routes.first().map(|route| &route.client)
+    }
+
+    async fn handle<B>(self, req: Request<B>) -> Response<GatewayBody>
+    where
+        B: Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let normal = match path::normalise(req.uri().path()) {
+            Ok(normal) => normal,
+            Err(err) => return super::forward::denied(req.uri().path(), err),
+        };
+        if !path::under(&normal, &self.prefix) {
+            tracing::warn!(
+                route = %self.prefix,
+                path = %normal,
+                "gateway: refused a path that leaves its route once normalised"
+            );
+            return GatewayReason::DeniedPath.respond();
+        }
+        let Some(route) = self.routes.iter().find(|r| r.serves(req.method())) else {
+            return GatewayReason::NoRoute.respond();
+        };
+        super::forward::forward(route, req, &normal).await
+    }
+}
+
+impl<B> tower::Service<Request<B>> for GatewayRoute
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response<GatewayBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<GatewayBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let route = self.clone();
+        Box::pin(async move { Ok(route.handle(req).await) })
+    }
+}
