@@ -1,5 +1,6 @@
 //! [`Client`]: a ready resilient HTTP client.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,7 +16,8 @@ use backstop_retry::{ReplayBody, RetryBudget, RetryInfo, RetryLayer, StopReason}
 use backstop_timeout::{ConnectTimeoutLayer, IdleTimeoutLayer, TcpConnector};
 use bytes::Bytes;
 use http::{Method, Request, Response};
-use http_body_util::combinators::BoxBody;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::rt::TokioExecutor;
@@ -29,8 +31,141 @@ pub use crate::timed::ConnectTimings;
 /// The response body of a [`Client`]: the bytes, with every error classified.
 pub type ResponseBody = BoxBody<Bytes, Error>;
 
-/// The request body a [`Client`] sends: bytes held in memory, replayable for retries.
-pub type RequestBody = Full<Bytes>;
+/// The request body a [`Client`] sends: bytes held in memory, or a stream.
+///
+/// Bytes in memory ([`Full`], [`Bytes`], made with `.into()` or [`RequestBody::full`]) cost
+/// nothing beyond themselves: they are not boxed. A stream ([`RequestBody::stream`]) is boxed
+/// once and sent as it is read; a retry replays the bytes the retry layer kept of it (up to the
+/// policy's `replay_limit`, see [`crate::RetryPolicy`]), so a stream larger than that is sent
+/// once and not retried after any of it was sent.
+///
+/// ```no_run
+/// use backstop::{Client, RequestBody};
+/// use bytes::Bytes;
+///
+/// # async fn demo(client: Client, upload: axum::body::Body) -> Result<(), backstop::Error> {
+/// // In memory: a `Full<Bytes>` or `Bytes` body is sent as it is.
+/// let req = http::Request::put("http://127.0.0.1:3000/small")
+///     .body(Bytes::from_static(b"{}"))
+///     .map_err(|e| backstop::Error::new(backstop::Kind::Other, backstop::Phase::Local).with_source(e))?;
+/// client.send(req).await?;
+///
+/// // Streamed: here, the body an axum handler received, passed on as it arrives.
+/// let req = http::Request::put("http://127.0.0.1:3000/large")
+///     .body(RequestBody::stream(upload))
+///     .map_err(|e| backstop::Error::new(backstop::Kind::Other, backstop::Phase::Local).with_source(e))?;
+/// client.send(req).await?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct RequestBody {
+    kind: BodyKind,
+}
+
+enum BodyKind {
+    Full(Full<Bytes>),
+    Stream(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+impl RequestBody {
+    /// A body of `bytes`, held in memory.
+    pub fn full(bytes: impl Into<Bytes>) -> RequestBody {
+        RequestBody {
+            kind: BodyKind::Full(Full::new(bytes.into())),
+        }
+    }
+
+    /// An empty body.
+    pub fn empty() -> RequestBody {
+        RequestBody::full(Bytes::new())
+    }
+
+    /// A streamed body: sent as `body` yields it. Its `size_hint` is passed on, so one that
+    /// declares more bytes than the retry's `replay_limit` is never buffered for replay.
+    pub fn stream<B>(body: B) -> RequestBody
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        RequestBody {
+            kind: BodyKind::Stream(body.map_err(Into::into).boxed_unsync()),
+        }
+    }
+}
+
+impl fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            BodyKind::Full(_) => "full",
+            BodyKind::Stream(_) => "stream",
+        };
+        f.debug_struct("RequestBody")
+            .field("kind", &kind)
+            .field("size_hint", &self.size_hint())
+            .finish()
+    }
+}
+
+impl Default for RequestBody {
+    fn default() -> RequestBody {
+        RequestBody::empty()
+    }
+}
+
+impl From<Full<Bytes>> for RequestBody {
+    fn from(body: Full<Bytes>) -> RequestBody {
+        RequestBody {
+            kind: BodyKind::Full(body),
+        }
+    }
+}
+
+impl From<Bytes> for RequestBody {
+    fn from(bytes: Bytes) -> RequestBody {
+        RequestBody::full(bytes)
+    }
+}
+
+impl From<http_body_util::Empty<Bytes>> for RequestBody {
+    fn from(_: http_body_util::Empty<Bytes>) -> RequestBody {
+        RequestBody::empty()
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        // Both variants are `Unpin` (`Full` holds plain bytes, the stream is boxed).
+        match &mut self.get_mut().kind {
+            BodyKind::Full(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|never: Infallible| match never {}),
+            BodyKind::Stream(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Full(body) => body.is_end_stream(),
+            BodyKind::Stream(body) => body.is_end_stream(),
+        }
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            BodyKind::Full(body) => body.size_hint(),
+            BodyKind::Stream(body) => body.size_hint(),
+        }
+    }
+}
 
 /// What happened during a call, in the response's extensions.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,6 +306,8 @@ pub struct ClientBuilder {
     resolver: Option<FnResolver>,
     seed: Option<u64>,
     judge: Option<backstop_breaker::Judge>,
+    /// hyper's HTTP/1 buffer bound, when not its default (about 400 KiB).
+    http1_max_buf_size: Option<usize>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -180,6 +317,7 @@ impl fmt::Debug for ClientBuilder {
             .field("custom_tls", &self.tls.is_some())
             .field("custom_resolver", &self.resolver.is_some())
             .field("custom_breaker_judge", &self.judge.is_some())
+            .field("http1_max_buf_size", &self.http1_max_buf_size)
             .finish()
     }
 }
@@ -393,6 +531,22 @@ impl ClientBuilder {
         self
     }
 
+    /// Bounds hyper's HTTP/1 read buffer and write queue per connection (at least 8 KiB).
+    ///
+    /// The gateway streams request bodies through its route clients: each chunk queued for the
+    /// upstream is a slice of the client connection's read buffer, and keeps that whole buffer
+    /// allocated while it waits. A short queue bounds what each upload pins.
+    pub(crate) fn http1_max_buf_size(mut self, bytes: usize) -> Self {
+        self.http1_max_buf_size = Some(bytes.max(8 * 1024));
+        self
+    }
+
+    /// The policy as set so far (the gateway reads the retry rules that decide what a route
+    /// keeps for replay).
+    pub(crate) fn current_policy(&self) -> &Policy {
+        &self.policy
+    }
+
     /// Validates every setting and builds the client.
     ///
     /// Never panics: a setting that breaks a rule, the TLS configuration included (see
@@ -400,13 +554,14 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client, ConfigError> {
         let policy = self.policy;
         policy.validate()?;
+        let buf = self.http1_max_buf_size;
         let tls = match self.tls {
             Some(tls) => tls,
             None => default_tls()?,
         };
         match self.resolver {
-            Some(resolver) => Client::assemble(&policy, tls, resolver, self.seed, self.judge),
-            None => Client::assemble(&policy, tls, GaiResolver::new(), self.seed, self.judge),
+            Some(resolver) => Client::assemble(&policy, tls, resolver, self.seed, self.judge, buf),
+            None => Client::assemble(&policy, tls, GaiResolver::new(), self.seed, self.judge, buf),
         }
     }
 }
@@ -466,6 +621,7 @@ impl Client {
             resolver: None,
             seed: None,
             judge: None,
+            http1_max_buf_size: None,
         }
     }
 
@@ -480,6 +636,7 @@ impl Client {
         resolver: R,
         seed: Option<u64>,
         judge: Option<backstop_breaker::Judge>,
+        http1_max_buf_size: Option<usize>,
     ) -> Result<Client, ConfigError>
     where
         R: Service<Name> + Clone + Send + Sync + 'static,
@@ -502,6 +659,9 @@ impl Client {
         let mut builder = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
         builder.pool_timer(hyper_util::rt::TokioTimer::new());
         builder.pool_idle_timeout(Duration::from_secs(90));
+        if let Some(bytes) = http1_max_buf_size {
+            builder.http1_max_buf_size(bytes);
+        }
         idle.http2_keep_alive().apply_to_client(&mut builder);
         let hyper_client = builder.build::<_, ReplayBody<RequestBody>>(connector);
 
@@ -556,11 +716,19 @@ impl Client {
         })
     }
 
-    /// Sends `req` through every layer.
+    /// Sends `req` through every layer. Its body is anything that makes a [`RequestBody`]:
+    /// bytes in memory ([`Full`], [`Bytes`]) or a stream ([`RequestBody::stream`]).
     ///
     /// A response carries a [`CallInfo`]; so does an error ([`CallInfo::of_error`]), whose kind
     /// is the last real failure and whose call info says why retrying stopped.
-    pub async fn send(&self, req: Request<RequestBody>) -> Result<Response<ResponseBody>, Error> {
+    pub async fn send<B>(&self, req: Request<B>) -> Result<Response<ResponseBody>, Error>
+    where
+        B: Into<RequestBody>,
+    {
+        self.send_body(req.map(Into::into)).await
+    }
+
+    async fn send_body(&self, req: Request<RequestBody>) -> Result<Response<ResponseBody>, Error> {
         let started = Instant::now();
         // Kept to find the destination's breaker afterwards; a `Uri` clone shares its bytes.
         let uri = self.breakers.is_some().then(|| req.uri().clone());
@@ -720,7 +888,7 @@ fn request(method: Method, url: &str, body: Bytes) -> Result<Request<RequestBody
     Request::builder()
         .method(method)
         .uri(url)
-        .body(Full::new(body))
+        .body(RequestBody::full(body))
         .map_err(|err| Error::new(Kind::Other, Phase::Local).with_source(err))
 }
 

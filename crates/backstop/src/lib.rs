@@ -51,8 +51,8 @@ pub use client::{
 };
 pub use ext::ServiceBuilderExt;
 pub use gateway::{
-    BreakerCounts, ForwardedHeaders, Gateway, GatewayBody, GatewayReason, GatewayRoute,
-    MAX_FORWARDED_BODY, REASON_HEADER, RouteConfig,
+    BreakerCounts, DEFAULT_BODY_LIMIT, DEFAULT_BUFFER_BUDGET, ForwardedHeaders, Gateway,
+    GatewayBody, GatewayReason, GatewayRoute, REASON_HEADER, RouteConfig,
 };
 pub use policy::{
     BreakerPolicy, BudgetPolicy, ConfigError, DEFAULT_ATTEMPT_TIMEOUT, JitterMode, Policy,

@@ -18,6 +18,7 @@ use crate::policy::Policy;
 /// forwarded = "x-forwarded"       # or "rfc7239" (a `Forwarded` header), or "none"
 /// trust_forwarded = false         # true: the previous hop is a trusted proxy; append to its headers
 /// breaker_counts = "gateway-errors"  # or "5xx"
+/// body_limit = "1MiB"             # largest request body accepted (bytes, or "64KiB", "64MiB"…)
 /// [route.policy]
 /// deadline = "2s"
 /// attempt_timeout = "1s"
@@ -27,7 +28,13 @@ use crate::policy::Policy;
 /// Rejected at load, naming the route and the field (e.g. `route /payments.upstream`): a prefix
 /// not in normal form (it could never match a normalised path), two routes with the same prefix
 /// and overlapping methods, an upstream that is not an absolute `http`/`https` URL, or one that
-/// carries credentials (`user:pass@`) or a query.
+/// carries credentials (`user:pass@`) or a query, a `body_limit` that is not a size.
+///
+/// Request bodies are streamed to the upstream, never collected first. A request the route may
+/// retry (more than one attempt, an idempotent method or an `Idempotency-Key`) keeps the first
+/// `policy.retry.replay_limit` bytes of its body (default 64 KiB) for replay, reserved from the
+/// gateway's buffer budget (see [`Gateway`](super::Gateway)); a larger body is sent once, without
+/// replay. Note that the route's deadline and attempt timeout then also bound the upload.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
@@ -57,9 +64,96 @@ pub struct RouteConfig {
     /// `gateway-errors`.
     #[serde(default)]
     pub breaker_counts: BreakerCounts,
+    /// The largest request body the route accepts, in bytes (inclusive); in TOML a number or a
+    /// string with a unit: `"512KiB"`, `"64MiB"`, `"1GiB"` (`B`, `KiB`, `MiB`, `GiB`). Default
+    /// [`DEFAULT_BODY_LIMIT`] (64 MiB). Counted on the bytes received, as they stream: a
+    /// `Content-Length` above it is answered `413` (`RB`) before the body is read; a body that
+    /// grows past it makes the forward fail, answered `413` unless the upstream already answered
+    /// (which may then have seen part of the body, as behind nginx).
+    #[serde(default = "default_body_limit", deserialize_with = "size::deserialize")]
+    pub body_limit: u64,
     /// The route's client policy; every field defaults as in [`Policy`].
     #[serde(default)]
     pub policy: Policy,
+}
+
+/// A route's default [`RouteConfig::body_limit`]: 64 MiB.
+pub const DEFAULT_BODY_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// The gateway's default budget of request-body bytes held for replay, across all requests:
+/// 256 MiB (4096 replay buffers of the default 64 KiB). See
+/// [`Gateway::with_buffer_budget`](super::Gateway::with_buffer_budget).
+pub const DEFAULT_BUFFER_BUDGET: u64 = 256 * 1024 * 1024;
+
+fn default_body_limit() -> u64 {
+    DEFAULT_BODY_LIMIT
+}
+
+/// Sizes in bytes as configuration writes them: a number, or a string with an IEC unit.
+pub(crate) mod size {
+    use std::fmt;
+
+    use serde::Deserializer;
+    use serde::de::{self, Visitor};
+
+    /// Parses `"64MiB"`, `"512 KiB"`, `"1024"`, `"10B"`. Decimal units (`MB`, `KB`) are refused
+    /// rather than guessed: they mean powers of ten to some readers and of two to others.
+    pub(crate) fn parse(text: &str) -> Result<u64, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let multiplier: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            other => {
+                return Err(format!(
+                    "{other:?} is not a size unit: write bytes, or use B, KiB, MiB or GiB                      (e.g. \"64MiB\")"
+                ));
+            }
+        };
+        let number: u64 = digits
+            .parse()
+            .map_err(|_| format!("{text:?} is not a size (e.g. 65536 or \"64MiB\")"))?;
+        number
+            .checked_mul(multiplier)
+            .ok_or_else(|| format!("{text:?} is too large"))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<u64, D::Error> {
+        de.deserialize_any(SizeVisitor)
+    }
+
+    pub(crate) fn deserialize_option<'de, D: Deserializer<'de>>(
+        de: D,
+    ) -> Result<Option<u64>, D::Error> {
+        de.deserialize_any(SizeVisitor).map(Some)
+    }
+
+    struct SizeVisitor;
+
+    impl Visitor<'_> for SizeVisitor {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a size: a number of bytes, or a string such as \"64MiB\"")
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v).map_err(|_| E::custom(format!("{v} is negative: not a size")))
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+            parse(v).map_err(E::custom)
+        }
+    }
 }
 
 impl RouteConfig {
@@ -74,6 +168,7 @@ impl RouteConfig {
             forwarded: ForwardedHeaders::default(),
             trust_forwarded: false,
             breaker_counts: BreakerCounts::default(),
+            body_limit: DEFAULT_BODY_LIMIT,
             policy: Policy::default(),
         }
     }
@@ -141,6 +236,26 @@ mod tests {
     use super::*;
     use backstop_classify::{Failure, Phase};
     use http::StatusCode;
+
+    #[test]
+    fn sizes_are_bytes_or_iec_units() {
+        assert_eq!(size::parse("1024"), Ok(1024));
+        assert_eq!(size::parse("10B"), Ok(10));
+        assert_eq!(size::parse("64KiB"), Ok(64 * 1024));
+        assert_eq!(size::parse(" 64 MiB "), Ok(64 * 1024 * 1024));
+        assert_eq!(size::parse("2GiB"), Ok(2 << 30));
+        for bad in [
+            "64MB",
+            "64k",
+            "MiB",
+            "",
+            "-1",
+            "1.5MiB",
+            "99999999999999999999GiB",
+        ] {
+            assert!(size::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn gateway_errors_count_502_to_504_and_transport_failures_only() {

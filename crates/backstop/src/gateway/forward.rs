@@ -1,20 +1,22 @@
 //! Forwarding one request through a route: the upstream URL (base path, prefix, query), the
-//! buffered body, the headers both ways, and the answer when the upstream cannot give one.
+//! streamed body (its limit, its share of the buffer budget), the headers both ways, and the
+//! answer when the upstream cannot give one.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Uri};
 use http_body::Body;
-use http_body_util::{BodyExt, Full, Limited};
 
-use super::MAX_FORWARDED_BODY;
 use super::body::GatewayBody;
+use super::budget::BufferBudget;
 use super::headers::{self, Forwarding, Hop};
+use super::inbound::{Fate, Inbound, Watch};
 use super::path::PathError;
 use super::reason::GatewayReason;
 use super::route::Route;
-use crate::Kind;
+use crate::{Kind, RequestBody};
 
 /// The `400` for a path refused before routing; the detail goes to the log only.
 pub(crate) fn denied(raw: &str, err: PathError) -> Response<GatewayBody> {
@@ -22,16 +24,33 @@ pub(crate) fn denied(raw: &str, err: PathError) -> Response<GatewayBody> {
     GatewayReason::DeniedPath.respond()
 }
 
-/// Forwards `req`, whose normalised path is `path`, through `route`.
-pub(crate) async fn forward<B>(route: &Route, req: Request<B>, path: &str) -> Response<GatewayBody>
+/// Forwards `req`, whose normalised path is `path`, through `route`, its body streamed.
+pub(crate) async fn forward<B>(
+    route: &Route,
+    budget: &Arc<BufferBudget>,
+    req: Request<B>,
+    path: &str,
+) -> Response<GatewayBody>
 where
-    B: Body<Data = Bytes> + Send,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let Some(uri) = upstream_uri(route, path, req.uri().query()) else {
         tracing::warn!(route = %route.prefix, %path, "gateway: cannot build the upstream URL");
         return GatewayReason::DeniedPath.respond();
     };
+    // A declared length (`Content-Length`, or HTTP/2's) above the limit is refused before a
+    // byte of the body is read or anything is sent upstream.
+    let hint = req.body().size_hint();
+    if hint.lower() > route.body_limit {
+        tracing::warn!(
+            route = %route.prefix,
+            declared = hint.lower(),
+            limit = route.body_limit,
+            "gateway: request body larger than the route's body_limit"
+        );
+        return GatewayReason::RequestBody.respond();
+    }
     let hop = Hop {
         peer: headers::peer_addr(req.extensions()),
         proto: match req.uri().scheme_str() {
@@ -46,13 +65,6 @@ where
         version: req.version(),
     };
     let (mut parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_FORWARDED_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) => {
-            tracing::warn!(route = %route.prefix, error = %err, "gateway: request body refused");
-            return GatewayReason::RequestBody.respond();
-        }
-    };
     headers::prepare_request(
         &mut parts.headers,
         &hop,
@@ -67,9 +79,43 @@ where
     parts.extensions = http::Extensions::new();
     // The route's client picks the upstream's protocol (ALPN); this one is a default.
     parts.version = http::Version::HTTP_11;
-    let outgoing = Request::from_parts(parts, Full::new(body));
+
+    // An empty body is sent as one: nothing to stream, watch or keep (and nothing boxed).
+    let (body, watch, reservation) = if body.is_end_stream() {
+        (RequestBody::empty(), None, None)
+    } else {
+        let kept = route.replay.kept(&parts.method, &parts.headers, &hint);
+        let reservation = if kept == 0 {
+            None
+        } else if let Some(reservation) = budget.try_reserve(kept) {
+            Some(Arc::new(reservation))
+        } else {
+            tracing::warn!(
+                route = %route.prefix,
+                wanted = kept,
+                budget = budget.total(),
+                reserved = budget.reserved(),
+                "gateway: buffer budget exhausted, request refused"
+            );
+            return GatewayReason::BufferBudget.respond_retry_after(Duration::from_secs(1));
+        };
+        let watch = Arc::new(Watch::default());
+        let inbound = Inbound::new(
+            body,
+            route.body_limit,
+            watch.clone(),
+            kept,
+            reservation.clone(),
+        );
+        (RequestBody::stream(inbound), Some(watch), reservation)
+    };
+    let outgoing = Request::from_parts(parts, body);
     let target = outgoing.uri().clone();
-    match route.client.send(outgoing).await {
+    let sent = route.client.send(outgoing).await;
+    // The retry layer's hold on the replay buffer ended with the call; the body's own share is
+    // given back when the body ends (it may still be streaming under an early answer).
+    drop(reservation);
+    match sent {
         Ok(res) => {
             let version = res.version();
             let mut res = res.map(GatewayBody::Upstream);
@@ -77,6 +123,23 @@ where
             res
         }
         Err(err) => {
+            // The client's body, not the upstream, may be why the call failed.
+            let blame = match watch.map(|watch| watch.fate()) {
+                Some(Fate::TooLarge) => Some(GatewayReason::RequestBody),
+                Some(Fate::Broken) => Some(GatewayReason::BrokenRequestBody),
+                Some(Fate::Fine) | None => None,
+            };
+            if let Some(reason) = blame {
+                tracing::warn!(
+                    route = %route.prefix,
+                    upstream = %target,
+                    reason = %reason,
+                    status = reason.status().as_u16(),
+                    error = %err,
+                    "gateway: request body refused"
+                );
+                return reason.respond();
+            }
             let retry_after = if err.kind() == Kind::BreakerOpen {
                 Some(until_probe(route, &target))
             } else {

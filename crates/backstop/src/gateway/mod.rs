@@ -5,8 +5,10 @@
 //! One concept per file: `config` (what a route says: [`RouteConfig`], [`ForwardedHeaders`],
 //! [`BreakerCounts`]), `route` (a validated route, and [`GatewayRoute`] to mount one in a
 //! router), `path` (normalising the request path before routing), `headers` (hop-by-hop,
-//! forwarding and timing headers), `forward` (forwarding one request), `reason` (the gateway's
-//! own answers and their [`GatewayReason`] codes), `body` ([`GatewayBody`]).
+//! forwarding and timing headers), `forward` (forwarding one request), `inbound` (the client's
+//! body as forwarded: streamed, limited, watched), `budget` (the gateway-wide budget of bytes
+//! kept for replay), `reason` (the gateway's own answers and their [`GatewayReason`] codes),
+//! `body` ([`GatewayBody`]).
 
 use std::convert::Infallible;
 use std::fmt;
@@ -23,21 +25,23 @@ use serde::Deserialize;
 use crate::policy::{ConfigError, path_error};
 
 mod body;
+mod budget;
 mod config;
 mod forward;
 mod headers;
+mod inbound;
 mod path;
 mod reason;
 mod route;
 
 pub use body::GatewayBody;
-pub use config::{BreakerCounts, ForwardedHeaders, RouteConfig};
+use budget::BufferBudget;
+pub use config::{
+    BreakerCounts, DEFAULT_BODY_LIMIT, DEFAULT_BUFFER_BUDGET, ForwardedHeaders, RouteConfig,
+};
 pub use reason::{GatewayReason, REASON_HEADER};
 pub use route::GatewayRoute;
 use route::Route;
-
-/// The largest request body the gateway buffers to forward (and replay): 16 MiB.
-pub const MAX_FORWARDED_BODY: usize = 16 * 1024 * 1024;
 
 /// A route table, served as a reverse proxy.
 ///
@@ -61,7 +65,15 @@ pub const MAX_FORWARDED_BODY: usize = 16 * 1024 * 1024;
 ///    own only with `trust_forwarded`); a client's `grpc-timeout` and `request-timeout-ms` (and
 ///    the route's propagation header) are removed, the route's client writing its own per its
 ///    `propagation` policy.
-/// 4. **The upstream's answer** is relayed as it is, `5xx` included. When there is none, the
+/// 4. **The body is streamed**, never collected first: counted against the route's
+///    `body_limit` (default 64 MiB; a larger `Content-Length` is `413` (`RB`) before anything
+///    is read or sent, a body growing past it fails the forward, `413` too), and kept for replay
+///    only when the route may retry the request, up to its `replay_limit` (default 64 KiB;
+///    beyond, it is sent once). The bytes kept for replay across all requests are bounded by the
+///    gateway's buffer budget (top-level `buffer_budget`, default 256 MiB): a request that the
+///    budget cannot cover now is answered `503` (`BB`) with `Retry-After: 1` at once. A
+///    malformed or interrupted client body is `400` (`DPE`), not blamed on the upstream.
+/// 5. **The upstream's answer** is relayed as it is, `5xx` included. When there is none, the
 ///    gateway answers with a status and a [`GatewayReason`] code in `x-backstop-reason`
 ///    (`503 UF`, `503 UO` with `Retry-After` when the breaker is open, `504 UT`, `502 UC`…),
 ///    with a one-line body; the full error goes to the log (`tracing::warn!`).
@@ -88,10 +100,13 @@ pub const MAX_FORWARDED_BODY: usize = 16 * 1024 * 1024;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let gateway = Gateway::from_toml(r#"
+///     buffer_budget = "64MiB"      # request-body bytes kept for replay, all requests together
+///
 ///     [[route]]
 ///     prefix = "/catalog"
 ///     upstream = "http://127.0.0.1:9002/api"
 ///     strip_prefix = true          # /catalog/items?page=2 -> /api/items?page=2
+///     body_limit = "1MiB"
 /// "#)?;
 ///
 /// // No route serves /catalogue-admin: a prefix matches at a segment boundary only.
@@ -111,6 +126,8 @@ pub const MAX_FORWARDED_BODY: usize = 16 * 1024 * 1024;
 pub struct Gateway {
     /// Longest prefix first, so the first match is the most specific.
     routes: Arc<[Arc<Route>]>,
+    /// Request-body bytes kept for replay, over all routes.
+    budget: Arc<BufferBudget>,
 }
 
 impl fmt::Debug for Gateway {
@@ -127,13 +144,20 @@ impl fmt::Debug for Gateway {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GatewayFile {
+    /// See [`Gateway::with_buffer_budget`].
+    #[serde(default, deserialize_with = "config::size::deserialize_option")]
+    buffer_budget: Option<u64>,
     #[serde(default, rename = "route")]
     routes: Vec<toml::Value>,
 }
 
 impl Gateway {
-    /// Loads a route table from TOML (`[[route]]` tables, see [`RouteConfig`]). Any error names
-    /// the route (by its prefix) and the field, e.g. `route /payments.upstream`.
+    /// Loads a route table from TOML (`[[route]]` tables, see [`RouteConfig`]), with an
+    /// optional top-level `buffer_budget` (see [`with_buffer_budget`]). Any error names the
+    /// route (by its prefix) and the field, e.g. `route /payments.upstream`, or
+    /// `buffer_budget`.
+    ///
+    /// [`with_buffer_budget`]: Gateway::with_buffer_budget
     pub fn from_toml(text: &str) -> Result<Gateway, ConfigError> {
         Gateway::from_toml_with(text, |builder| builder)
     }
@@ -156,7 +180,11 @@ impl Gateway {
                 serde_path_to_error::deserialize(value).map_err(|e| path_error(e).within(&name))?;
             configs.push(config);
         }
-        Gateway::from_routes(configs, customize)
+        let gateway = Gateway::from_routes(configs, customize)?;
+        match file.buffer_budget {
+            Some(bytes) => gateway.with_buffer_budget(bytes),
+            None => Ok(gateway),
+        }
     }
 
     /// Builds a gateway from route configurations.
@@ -188,9 +216,66 @@ impl Gateway {
             routes.push(Arc::new(route));
         }
         routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
+        // No check needed: the default budget is far above the largest replay limit (16 MiB).
         Ok(Gateway {
             routes: Arc::from(routes),
+            budget: BufferBudget::new(DEFAULT_BUFFER_BUDGET),
         })
+    }
+
+    /// Sets the budget of request-body bytes kept in memory for replay, over all requests
+    /// together (in TOML, the top-level `buffer_budget`, a number of bytes or a size such as
+    /// `"256MiB"`). Default [`DEFAULT_BUFFER_BUDGET`] (256 MiB).
+    ///
+    /// A request that its route may retry (see [`RouteConfig`]) reserves, before it is
+    /// forwarded, the most of its body the route keeps for replay: its declared length up to the
+    /// route's `replay_limit`, the whole limit when the length is not declared, nothing when it
+    /// declares more (such a body is sent once, never kept). The reservation is given back when
+    /// the body has been sent and the upstream's answer (or failure) came back. A request the
+    /// budget cannot cover now is answered `503` with `Retry-After: 1` and reason `BB` at once;
+    /// requests that keep nothing are never refused for it.
+    ///
+    /// Rejected (naming `buffer_budget`): zero, or less than a route's `replay_limit` when that
+    /// route may retry, since its requests of undeclared length would always be refused. Routes
+    /// taken with [`route_service`](Gateway::route_service) before the call keep the budget
+    /// they were taken with.
+    pub fn with_buffer_budget(self, bytes: u64) -> Result<Gateway, ConfigError> {
+        if bytes == 0 {
+            return Err(ConfigError::new(
+                "buffer_budget",
+                "must be at least 1 byte (and at least every retried route's replay_limit)",
+            ));
+        }
+        if let Some((route, limit)) = self
+            .routes
+            .iter()
+            .filter_map(|r| r.replay.buffers().map(|limit| (r, limit)))
+            .find(|(_, limit)| *limit > bytes)
+        {
+            return Err(ConfigError::new(
+                "buffer_budget",
+                format!(
+                    "{bytes} bytes is less than route {}'s replay_limit ({limit} bytes): its \
+                     retried requests of undeclared length would always be refused",
+                    route.prefix
+                ),
+            ));
+        }
+        Ok(Gateway {
+            routes: self.routes,
+            budget: BufferBudget::new(bytes),
+        })
+    }
+
+    /// The budget of request-body bytes kept for replay (see
+    /// [`with_buffer_budget`](Gateway::with_buffer_budget)).
+    pub fn buffer_budget(&self) -> u64 {
+        self.budget.total()
+    }
+
+    /// The bytes of the buffer budget reserved right now by requests in flight.
+    pub fn buffer_reserved(&self) -> u64 {
+        self.budget.reserved()
     }
 
     /// The routes' prefixes (normalised), most specific first.
@@ -212,7 +297,7 @@ impl Gateway {
             .filter(|r| r.prefix == prefix)
             .cloned()
             .collect();
-        (!routes.is_empty()).then(|| GatewayRoute::of(routes))
+        (!routes.is_empty()).then(|| GatewayRoute::of(routes, self.budget.clone()))
     }
 
     fn route(&self, method: &Method, path: &str) -> Option<&Route> {
@@ -224,7 +309,7 @@ impl Gateway {
 
     async fn handle<B>(self, req: Request<B>) -> Response<GatewayBody>
     where
-        B: Body<Data = Bytes> + Send,
+        B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let normal = match path::normalise(req.uri().path()) {
@@ -234,7 +319,7 @@ impl Gateway {
         let Some(route) = self.route(req.method(), &normal) else {
             return GatewayReason::NoRoute.respond();
         };
-        forward::forward(route, req, &normal).await
+        forward::forward(route, &self.budget, req, &normal).await
     }
 }
 

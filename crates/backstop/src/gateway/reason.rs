@@ -25,7 +25,9 @@ pub const REASON_HEADER: &str = "x-backstop-reason";
 /// |---|---|---|
 /// | `NR` | 404 | no route for this path and method |
 /// | `DP` | 400 | denied path: ambiguous once decoded (`%2F`, `%2e%2e`, `..;`), malformed, or leaving the route it was sent to |
-/// | `RB` | 413 | request body too large to forward, or broken while read |
+/// | `RB` | 413 | request body larger than the route's `body_limit` (declared, or as it streamed) |
+/// | `DPE` | 400 | downstream protocol error: the client's request body was malformed or broken off while forwarded |
+/// | `BB` | 503 | buffer budget: the gateway cannot keep this request's body for replay now (with `Retry-After: 1`) |
 /// | `UF` | 503 | upstream connection failure: refused, unreachable, DNS, TLS, connect timeout |
 /// | `UO` | 503 | overflow: the route's circuit breaker is open (with `Retry-After`), or its retry budget or capacity is spent |
 /// | `UT` | 504 | upstream timeout: no answer within the attempt timeout or the deadline |
@@ -46,8 +48,13 @@ pub enum GatewayReason {
     NoRoute,
     /// `DP`, 400: the path was refused before routing.
     DeniedPath,
-    /// `RB`, 413: the request body could not be buffered to forward.
+    /// `RB`, 413: the request body is larger than the route's `body_limit`.
     RequestBody,
+    /// `DPE`, 400: the client's request body was malformed, or ended early, while forwarded.
+    BrokenRequestBody,
+    /// `BB`, 503: the gateway-wide buffer budget cannot cover keeping this request's body for
+    /// replay right now.
+    BufferBudget,
     /// `UF`, 503: the upstream could not be connected to.
     UpstreamConnectFailure,
     /// `UO`, 503: the route's breaker is open, or its retry budget or capacity is spent.
@@ -62,10 +69,12 @@ pub enum GatewayReason {
     UpstreamError,
 }
 
-const ALL: [GatewayReason; 9] = [
+const ALL: [GatewayReason; 11] = [
     GatewayReason::NoRoute,
     GatewayReason::DeniedPath,
     GatewayReason::RequestBody,
+    GatewayReason::BrokenRequestBody,
+    GatewayReason::BufferBudget,
     GatewayReason::UpstreamConnectFailure,
     GatewayReason::BreakerOpen,
     GatewayReason::UpstreamTimeout,
@@ -81,6 +90,8 @@ impl GatewayReason {
             GatewayReason::NoRoute => "NR",
             GatewayReason::DeniedPath => "DP",
             GatewayReason::RequestBody => "RB",
+            GatewayReason::BrokenRequestBody => "DPE",
+            GatewayReason::BufferBudget => "BB",
             GatewayReason::UpstreamConnectFailure => "UF",
             GatewayReason::BreakerOpen => "UO",
             GatewayReason::UpstreamTimeout => "UT",
@@ -99,11 +110,11 @@ impl GatewayReason {
     pub const fn status(self) -> StatusCode {
         match self {
             GatewayReason::NoRoute => StatusCode::NOT_FOUND,
-            GatewayReason::DeniedPath => StatusCode::BAD_REQUEST,
+            GatewayReason::DeniedPath | GatewayReason::BrokenRequestBody => StatusCode::BAD_REQUEST,
             GatewayReason::RequestBody => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayReason::UpstreamConnectFailure | GatewayReason::BreakerOpen => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            GatewayReason::UpstreamConnectFailure
+            | GatewayReason::BreakerOpen
+            | GatewayReason::BufferBudget => StatusCode::SERVICE_UNAVAILABLE,
             GatewayReason::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayReason::ConnectionTerminated
             | GatewayReason::ProtocolError
@@ -116,7 +127,9 @@ impl GatewayReason {
         match self {
             GatewayReason::NoRoute => "no route\n",
             GatewayReason::DeniedPath => "bad request path\n",
-            GatewayReason::RequestBody => "request body too large or broken\n",
+            GatewayReason::RequestBody => "request body too large\n",
+            GatewayReason::BrokenRequestBody => "malformed request body\n",
+            GatewayReason::BufferBudget => "gateway busy, retry later\n",
             GatewayReason::UpstreamConnectFailure => "upstream unavailable\n",
             GatewayReason::BreakerOpen => "upstream unavailable, retry later\n",
             GatewayReason::UpstreamTimeout => "upstream timed out\n",
@@ -176,15 +189,23 @@ impl GatewayReason {
         retry_after: Option<Duration>,
     ) -> Response<GatewayBody> {
         let reason = GatewayReason::of_error(err);
-        let mut res = reason.respond();
-        if let Some(wait) = retry_after {
-            // Whole seconds, rounded up, and at least 1: `Retry-After: 0` invites a retry that
-            // the breaker would refuse again.
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            res.headers_mut()
-                .insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-        }
+        let mut res = match retry_after {
+            Some(wait) => reason.respond_retry_after(wait),
+            None => reason.respond(),
+        };
         res.extensions_mut().insert(err.failure());
+        res
+    }
+
+    /// The gateway's answer for this reason, asking the client to wait `wait` before trying
+    /// again.
+    pub(crate) fn respond_retry_after(self, wait: Duration) -> Response<GatewayBody> {
+        let mut res = self.respond();
+        // Whole seconds, rounded up, and at least 1: `Retry-After: 0` invites a retry that
+        // would be refused again.
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        res.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         res
     }
 }
