@@ -43,7 +43,7 @@ max_delay = "20ms"
 
 async fn serve<S, B>(app: S) -> (std::net::SocketAddr, oneshot::Sender<()>)
 where
-    S: tower::Service<Request<hyper::body::Incoming>, Response = Response<B>>
+    S: tower::Service<Request<backstop::server::RequestBody>, Response = Response<B>>
         + Clone
         + Send
         + 'static,
@@ -233,7 +233,7 @@ async fn a_handler_past_the_callers_deadline_is_cancelled_with_504() {
     let app = tower::ServiceBuilder::new()
         .layer(stack)
         .service(tower::service_fn(
-            |_req: Request<hyper::body::Incoming>| async {
+            |_req: Request<backstop::server::RequestBody>| async {
                 tokio::time::sleep(Duration::from_secs(30)).await;
                 Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"late\n"))))
             },
@@ -282,9 +282,12 @@ deadline = "2s"
     assert_eq!(call(addr, "GET", "/partner/a").await.0, StatusCode::OK);
 
     let sent = &internal.deliveries()[0].headers;
-    let ms: u64 = sent["request-timeout-ms"].to_str().unwrap().parse().unwrap();
+    let ms: u64 = sent["request-timeout-ms"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(ms > 1_000 && ms <= 2_000, "the route's 2 s deadline: {ms}");
     let sent = &partner.deliveries()[0].headers;
     assert!(!sent.contains_key("request-timeout-ms"), "{sent:?}");
 }
-
