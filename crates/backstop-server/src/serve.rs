@@ -101,9 +101,9 @@ impl Drop for OpenConnection {
 /// An HTTP/1.1 + HTTP/2 server over a [`TcpListener`] (optionally TLS) that stays up.
 ///
 /// - **Accept errors** (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`…) are logged at warn and backed
-///   off (exponentially, from [`ServeConfig::accept_backoff`] up to one second) instead of ending
-///   the loop or spinning; errors that concern only the one connection (`ECONNABORTED`, reset
-///   during the handshake) are skipped at once.
+///   off (exponentially, from [`accept_backoff`](crate::ServeConfigBuilder::accept_backoff) up
+///   to one second) instead of ending the loop or spinning; errors that concern only the one
+///   connection (`ECONNABORTED`, reset during the handshake) are skipped at once.
 /// - **Every connection** runs in its own task; its errors are logged at debug and counted, never
 ///   fatal.
 /// - **Silent clients** are dropped: every stream is wrapped in backstop's idle timeout from its
