@@ -1,14 +1,15 @@
 //! An axum app behind backstop's server stack: incoming deadlines, load shedding, panic → 500,
 //! response classification, and an accept loop that drops silent clients and drains on shutdown.
 //!
-//! `cargo run --example axum_server` runs a short demo and exits; `-- --serve` keeps it up.
+//! `cargo run --example axum_server` runs a short demo and exits; `-- --serve` keeps it up until
+//! SIGTERM or Ctrl-C, then drains in-flight requests and exits.
 
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
 use backstop::ServerStack;
-use backstop::server::{ServeConfig, Server};
+use backstop::server::{ServeConfig, Server, shutdown_signal};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -45,17 +46,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .build()?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    // Serving: stop on SIGTERM or Ctrl-C (handlers installed now, before the first request).
+    // The demo: stop when it is done.
+    let signal = serve.then(shutdown_signal);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(
-        Server::new(listener, config).serve_with_shutdown(app, async {
-            let _ = stopped.await;
-        }),
-    );
+    let running = tokio::spawn(Server::new(listener, config).serve_with_shutdown(
+        app,
+        async move {
+            match signal {
+                Some(signal) => signal.await,
+                None => {
+                    let _ = stopped.await;
+                }
+            }
+        },
+    ));
     println!("listening on http://{addr}");
 
     if serve {
         println!("try: curl -v http://{addr}/slow -H 'request-timeout-ms: 500'   (504)");
-        tokio::signal::ctrl_c().await?;
+        println!("stop with Ctrl-C or `kill -TERM {}`", std::process::id());
+        // The server returns once the signal came and the drain is over.
+        let summary = running.await??;
+        println!("stopped: {summary:?}");
+        return Ok(());
     } else {
         let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         for (path, deadline) in [("/", None), ("/buggy", None), ("/slow", Some("500"))] {

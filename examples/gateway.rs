@@ -2,11 +2,11 @@
 //! upstreams on loopback.
 //!
 //! `cargo run --example gateway` runs a short demo and exits; `-- --serve` keeps the gateway up
-//! (Ctrl-C to stop) so you can `curl` it.
+//! (SIGTERM or Ctrl-C drains and stops it) so you can `curl` it.
 
 use std::time::Duration;
 
-use backstop::server::{ServeConfig, Server};
+use backstop::server::{ServeConfig, Server, shutdown_signal};
 use backstop::{Gateway, ServerStack};
 use backstop_chaos::{ChaosServer, Fault, Script};
 use bytes::Bytes;
@@ -36,16 +36,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = Server::new(listener, ServeConfig::default());
+    // Serving: stop on SIGTERM or Ctrl-C; the demo: stop when it is done.
+    let signal = serve.then(shutdown_signal);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(server.serve_with_shutdown(app, async {
-        let _ = stopped.await;
+    let running = tokio::spawn(server.serve_with_shutdown(app, async move {
+        match signal {
+            Some(signal) => signal.await,
+            None => {
+                let _ = stopped.await;
+            }
+        }
     }));
     println!("gateway listening on http://{addr}");
 
     if serve {
         println!("try: curl -v -X POST http://{addr}/payments/charge   (no retries: 503)");
         println!("     curl -v http://{addr}/catalog/items             (retried: 200)");
-        tokio::signal::ctrl_c().await?;
+        let summary = running.await??;
+        println!("gateway stopped: {summary:?}");
+        return Ok(());
     } else {
         let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         for (method, path) in [

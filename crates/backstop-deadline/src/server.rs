@@ -24,16 +24,22 @@ use crate::{Carry, ConfigError, ambient};
 /// The server's default deadline when the caller sends none: 30 s.
 pub const DEFAULT_SERVER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The longest deadline a caller may ask for by default: 2 min. Longer requests are clamped.
+/// The longest deadline allowed by default: 2 min. It bounds the server's own deadline, and what
+/// a caller may ask for when the server sets none of its own
+/// ([`no_default_timeout`](DeadlineLayerBuilder::no_default_timeout)).
 pub const DEFAULT_SERVER_MAX: Duration = Duration::from_secs(120);
 
 /// Enforces the caller's deadline on a server handler.
 ///
 /// For each request it reads `grpc-timeout` and the milliseconds header(s) (by default
-/// [`request-timeout-ms`](DEFAULT_TIMEOUT_HEADER)), takes the shortest valid value, clamps it to
-/// the server maximum, and applies the server default when none is sent. Incoming headers are
-/// untrusted: malformed values are ignored (logged at debug), zero or negative ones are answered
-/// at once without calling the handler, absurd ones are clamped.
+/// [`request-timeout-ms`](DEFAULT_TIMEOUT_HEADER)) and takes the shortest valid value. The server
+/// has a deadline of its own — the default timeout (30 s unless set), or with
+/// [`no_default_timeout`](DeadlineLayerBuilder::no_default_timeout) the maximum — and a caller
+/// can only ever *shorten* it, never extend it: a client sending `request-timeout-ms: 120000` or
+/// `grpc-timeout: 99999S` gets the server's own deadline, not two minutes or a day, so it cannot
+/// hold a handler (and its load-shed slot) longer than the server would on its own. Incoming
+/// headers are untrusted: malformed values are ignored (logged at debug), zero or negative ones
+/// are answered at once without calling the handler, absurd ones are clamped.
 ///
 /// The handler then runs with the deadline in its request extensions and as the
 /// [ambient](mod@crate::ambient) deadline, so any backstop client it calls inherits the time left. At
@@ -64,8 +70,11 @@ pub const DEFAULT_SERVER_MAX: Duration = Duration::from_secs(120);
 ///
 /// let req = Request::builder().header("request-timeout-ms", "1500").body(())?;
 /// assert_eq!(svc.clone().oneshot(req).await?.into_body(), "1500");
+/// // A caller cannot extend the server's own 10 s.
+/// let longer = Request::builder().header("request-timeout-ms", "30000").body(())?;
+/// assert_eq!(svc.clone().oneshot(longer).await?.into_body(), "10000");
 /// let absurd = Request::builder().header("grpc-timeout", "99999999H").body(())?;
-/// assert_eq!(svc.clone().oneshot(absurd).await?.into_body(), "60000");
+/// assert_eq!(svc.clone().oneshot(absurd).await?.into_body(), "10000");
 /// let zero = Request::builder().header("request-timeout-ms", "0").body(())?;
 /// assert_eq!(svc.oneshot(zero).await?.status(), 504);
 /// # Ok(())
@@ -80,6 +89,9 @@ pub struct DeadlineLayer {
 struct Config {
     default: Option<Duration>,
     max: Duration,
+    /// The server's own deadline, which a caller may only shorten: the default, or the maximum
+    /// when there is no default. Set by `build`.
+    ceiling: Duration,
     read_grpc_timeout: bool,
     headers: Vec<HeaderName>,
     expired_status: StatusCode,
@@ -100,6 +112,7 @@ impl Default for Config {
         Config {
             default: Some(DEFAULT_SERVER_TIMEOUT),
             max: DEFAULT_SERVER_MAX,
+            ceiling: DEFAULT_SERVER_TIMEOUT,
             read_grpc_timeout: true,
             headers: vec![DEFAULT_TIMEOUT_HEADER],
             expired_status: StatusCode::GATEWAY_TIMEOUT,
@@ -133,7 +146,8 @@ pub struct DeadlineLayerBuilder {
 }
 
 impl DeadlineLayerBuilder {
-    /// The deadline when the caller sends none; must not exceed the maximum. Left unset, it is
+    /// The server's own deadline: applied when the caller sends none, and the longest a caller
+    /// may ask for (callers can only shorten it). Must not exceed the maximum. Left unset, it is
     /// 30 s or the maximum if that is shorter.
     #[must_use]
     pub fn default_timeout(mut self, timeout: Duration) -> Self {
@@ -142,7 +156,8 @@ impl DeadlineLayerBuilder {
         self
     }
 
-    /// No deadline at all when the caller sends none.
+    /// No deadline at all when the caller sends none; a caller's deadline is then clamped to the
+    /// maximum.
     #[must_use]
     pub fn no_default_timeout(mut self) -> Self {
         self.config.default = None;
@@ -150,7 +165,8 @@ impl DeadlineLayerBuilder {
         self
     }
 
-    /// The longest deadline a caller may ask for (default 2 min); longer ones are clamped.
+    /// The longest deadline allowed (default 2 min): the default timeout must not exceed it, and
+    /// without a default it is the longest a caller may ask for; longer ones are clamped.
     #[must_use]
     pub fn max_timeout(mut self, max: Duration) -> Self {
         self.config.max = max;
@@ -229,6 +245,7 @@ impl DeadlineLayerBuilder {
                 ));
             }
         }
+        config.ceiling = config.default.unwrap_or(config.max);
         if !(config.expired_status.is_client_error() || config.expired_status.is_server_error()) {
             return Err(ConfigError::new(
                 "expired_status",
@@ -328,7 +345,8 @@ where
                 tracing::debug!("caller's deadline already expired; not calling the handler");
                 return ResponseFuture::expired(config.expired_response(grpc));
             }
-            Asked::Timeout(asked) => Some(asked.min(config.max)),
+            // Only ever shorter than the server's own deadline, whatever the caller asks.
+            Asked::Timeout(asked) => Some(asked.min(config.ceiling)),
             Asked::Nothing => config.default,
         };
         let now = Instant::now();

@@ -164,6 +164,73 @@ async fn absurd_values_are_clamped_to_the_server_maximum() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_caller_can_shorten_the_server_deadline_but_never_extend_it() {
+    // Server maximum 2 s (the default follows it down): nothing a caller sends goes beyond.
+    let capped = ServerDeadlineLayer::builder()
+        .max_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    // Server default 2 s under a 120 s maximum: the default is the server's own deadline, and a
+    // caller asking for the maximum or more still gets 2 s.
+    let defaulted = ServerDeadlineLayer::builder()
+        .default_timeout(Duration::from_secs(2))
+        .max_timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    for layer in [&capped, &defaulted] {
+        for longer in [
+            ("request-timeout-ms", "120000"),
+            ("request-timeout-ms", "2001"),
+            ("grpc-timeout", "99999S"),
+            ("grpc-timeout", "120S"),
+            ("grpc-timeout", "3000m"),
+            ("grpc-timeout", "99999999H"),
+        ] {
+            assert_eq!(
+                serve(layer, request(&[longer])).await.0,
+                Some(Duration::from_secs(2)),
+                "{longer:?}"
+            );
+        }
+        // Shorter is honoured, from either header.
+        assert_eq!(
+            serve(layer, request(&[("request-timeout-ms", "500")]))
+                .await
+                .0,
+            Some(MS(500))
+        );
+        assert_eq!(
+            serve(layer, request(&[("grpc-timeout", "700m")])).await.0,
+            Some(MS(700))
+        );
+        assert_eq!(
+            serve(layer, request(&[])).await.0,
+            Some(Duration::from_secs(2))
+        );
+    }
+    // The default server: 30 s of its own, so 120 s asked is 30 s given.
+    let default = ServerDeadlineLayer::new();
+    for longer in [("request-timeout-ms", "120000"), ("grpc-timeout", "120S")] {
+        assert_eq!(
+            serve(&default, request(&[longer])).await.0,
+            Some(Duration::from_secs(30)),
+            "{longer:?}"
+        );
+    }
+    // No deadline of its own: the maximum is the ceiling.
+    let open = ServerDeadlineLayer::builder()
+        .no_default_timeout()
+        .max_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    assert_eq!(serve(&open, request(&[])).await.0, None);
+    assert_eq!(
+        serve(&open, request(&[("grpc-timeout", "99999S")])).await.0,
+        Some(Duration::from_secs(5))
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn zero_or_negative_fails_fast_without_calling_the_handler() {
     let layer = ServerDeadlineLayer::new();
     for expired in [

@@ -19,6 +19,17 @@ pub use backstop_classify::ConfigError;
 /// | `accept_backoff` (first pause after a failed accept; doubles up to 1 s) | 5 ms | 1 ms ..= 1 s |
 /// | `http2_max_concurrent_streams` | 200 | 1 ..= 10 000 |
 /// | `http2_keep_alive` | off | see `Http2KeepAlive` |
+/// | `max_connections` (open connections; at the cap the server stops accepting) | 10 000 | 1 ..= 1 000 000 |
+///
+/// The idle timeout covers request bodies too, like nginx's `client_body_timeout`: a handler
+/// waiting longer than the period for the next piece of its request body gets an error instead of
+/// being held by a client that sends a byte now and then (see [`RequestBody`](crate::RequestBody)).
+///
+/// Why 10 000 connections: far above what one instance serves well at once, so it never limits
+/// normal traffic, yet a bound on what a flood of idle or slow connections can pin (each holds a
+/// file descriptor and some tens of KiB of buffers: about half a GiB at the cap). With the common
+/// soft file limit of 1 024 the process runs out of descriptors first, which the accept loop
+/// survives by backing off; raise `RLIMIT_NOFILE` above the cap to let the cap decide.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub(crate) header_read_timeout: Duration,
@@ -27,7 +38,14 @@ pub struct ServeConfig {
     pub(crate) accept_backoff: Duration,
     pub(crate) http2_max_concurrent_streams: u32,
     pub(crate) http2_keep_alive: Option<Http2KeepAlive>,
+    pub(crate) max_connections: usize,
 }
+
+/// The default cap on open connections (see [`ServeConfig`] for why).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// The highest cap on open connections accepted.
+const MAX_MAX_CONNECTIONS: usize = 1_000_000;
 
 impl Default for ServeConfig {
     fn default() -> Self {
@@ -40,6 +58,7 @@ impl Default for ServeConfig {
             accept_backoff: Duration::from_millis(5),
             http2_max_concurrent_streams: 200,
             http2_keep_alive: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -54,6 +73,7 @@ impl ServeConfig {
             accept_backoff: Duration::from_millis(5),
             http2_max_concurrent_streams: 200,
             http2_keep_alive: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 
@@ -71,6 +91,11 @@ impl ServeConfig {
     pub fn drain_timeout(&self) -> Duration {
         self.drain_timeout
     }
+
+    /// The most connections open at once.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
 }
 
 /// Builds a [`ServeConfig`], checking every value in [`build`](ServeConfigBuilder::build).
@@ -82,6 +107,7 @@ pub struct ServeConfigBuilder {
     accept_backoff: Duration,
     http2_max_concurrent_streams: u32,
     http2_keep_alive: Option<Http2KeepAlive>,
+    max_connections: usize,
 }
 
 impl ServeConfigBuilder {
@@ -92,8 +118,10 @@ impl ServeConfigBuilder {
         self
     }
 
-    /// Drop a connection when no byte moves for this long while one is awaited; `None` turns it
-    /// off (not recommended: a silent client then holds its connection forever).
+    /// Drop a connection when no byte moves for this long while one is awaited, and fail a
+    /// request body read that waits this long for the next bytes; `None` turns both off (not
+    /// recommended: a silent client then holds its connection, and a trickling one its handler,
+    /// until the request deadline or forever).
     #[must_use]
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle_timeout = timeout;
@@ -128,6 +156,15 @@ impl ServeConfigBuilder {
         self
     }
 
+    /// The most connections open at once (default 10 000). At the cap the server stops
+    /// accepting — new connections wait in the listen backlog, they are neither accepted and
+    /// closed nor refused — until an open connection ends.
+    #[must_use]
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max;
+        self
+    }
+
     /// Checks every setting.
     pub fn build(self) -> Result<ServeConfig, ConfigError> {
         ConfigError::check_between(
@@ -157,6 +194,15 @@ impl ServeConfigBuilder {
                 ),
             ));
         }
+        if !(1..=MAX_MAX_CONNECTIONS).contains(&self.max_connections) {
+            return Err(ConfigError::new(
+                "max_connections",
+                format!(
+                    "must be between 1 and {MAX_MAX_CONNECTIONS}, got {}",
+                    self.max_connections
+                ),
+            ));
+        }
         let idle = match self.idle_timeout {
             Some(period) => Some(
                 IdleTimeoutLayer::new(period)
@@ -171,6 +217,7 @@ impl ServeConfigBuilder {
             accept_backoff: self.accept_backoff,
             http2_max_concurrent_streams: self.http2_max_concurrent_streams,
             http2_keep_alive: self.http2_keep_alive,
+            max_connections: self.max_connections,
         })
     }
 }
@@ -213,6 +260,14 @@ mod tests {
         assert_eq!(
             err.as_ref().map(|e| e.field()),
             Some("http2_max_concurrent_streams")
+        );
+        for bad in [0, 1_000_001] {
+            let err = ServeConfig::builder().max_connections(bad).build().err();
+            assert_eq!(err.as_ref().map(|e| e.field()), Some("max_connections"));
+        }
+        assert_eq!(
+            ServeConfig::default().max_connections(),
+            DEFAULT_MAX_CONNECTIONS
         );
     }
 }

@@ -1,15 +1,14 @@
-//! backstop's server side: an accept loop that stays up and drains on shutdown ([`Server`]), and
-//! overload shedding that answers `503` + `Retry-After` at once instead of queueing
-//! ([`LoadShedLayer`]).
+//! backstop's server side: an accept loop that stays up under hostile clients and drains on
+//! shutdown ([`Server`]), and overload shedding that answers `503` + `Retry-After` at once
+//! instead of queueing ([`LoadShedLayer`]).
 //!
 //! ```
 //! use std::convert::Infallible;
 //! use std::time::Duration;
-//! use backstop_server::{LoadShedLayer, Server, ServeConfig};
+//! use backstop_server::{LoadShedLayer, RequestBody, Server, ServeConfig};
 //! use bytes::Bytes;
 //! use http::{Request, Response};
 //! use http_body_util::Full;
-//! use hyper::body::Incoming;
 //! use tower::ServiceBuilder;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -17,18 +16,40 @@
 //! let config = ServeConfig::builder()
 //!     .idle_timeout(Some(Duration::from_secs(30)))
 //!     .drain_timeout(Duration::from_secs(10))
+//!     .max_connections(5_000)
 //!     .build()?;
 //! let app = ServiceBuilder::new()
 //!     .layer(LoadShedLayer::new(512)?.retry_after(Duration::from_secs(2))?)
-//!     .service_fn(|_req: Request<Incoming>| async {
+//!     .service_fn(|_req: Request<RequestBody>| async {
 //!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hello\n"))))
 //!     });
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let server = Server::new(listener, config);
-//! // Serve until the shutdown future completes (here: at once), then drain.
+//! // Serve until the shutdown future completes (here: at once), then drain. A real server
+//! // passes `backstop_server::shutdown_signal()`: SIGTERM or Ctrl-C.
 //! let summary = server.serve_with_shutdown(app, async {}).await?;
 //! assert!(summary.drained);
 //! # Ok(())
+//! # }
+//! ```
+//!
+//! Handlers receive a `Request<`[`RequestBody`]`>`: hyper's body under the idle timeout, so a
+//! client trickling its body is dropped at the idle bound. axum routers take it as they are.
+//! The client's address is in every request's extensions as [`PeerAddr`], and — with the `axum`
+//! feature, on by default — as axum's `ConnectInfo<SocketAddr>`, so the `ConnectInfo` extractor
+//! works:
+//!
+//! ```
+//! # #[cfg(feature = "axum")] {
+//! use std::net::SocketAddr;
+//! use axum::{Router, extract::ConnectInfo, routing::get};
+//!
+//! let app: Router = Router::new().route(
+//!     "/",
+//!     get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { format!("hello {peer}\n") }),
+//! );
+//! // `Server::new(listener, config).serve(app)` fills in `peer` for every request.
+//! # drop(app);
 //! # }
 //! ```
 //!
@@ -37,13 +58,17 @@
 
 mod config;
 mod outcome;
+mod request;
 mod serve;
 mod shed;
+mod signal;
 
-pub use config::{ConfigError, ServeConfig, ServeConfigBuilder};
+pub use config::{ConfigError, DEFAULT_MAX_CONNECTIONS, ServeConfig, ServeConfigBuilder};
 pub use outcome::{OutcomeCounts, OutcomeFuture, OutcomeLayer, OutcomeService};
+pub use request::{PeerAddr, RequestBody};
 pub use serve::{BoxError, ServeSummary, Server, ServerStats};
 pub use shed::{LoadShed, LoadShedLayer, MAX_IN_FLIGHT, ShedFuture};
+pub use signal::shutdown_signal;
 /// Answers a handler panic with `500 Internal Server Error` instead of dropping the connection
 /// (tower-http's layer, re-exported).
 pub use tower_http::catch_panic::CatchPanicLayer;

@@ -8,22 +8,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use backstop_timeout::IdleTimeoutLayer;
+use backstop_timeout::{IdleTimeoutLayer, ServerActivity};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::{sleep, timeout};
 use tokio_rustls::TlsAcceptor;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::config::ServeConfig;
+use crate::request::{Prepare, RequestBody};
 
 /// A boxed error, as hyper and tower pass them around.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -48,6 +49,7 @@ struct Counters {
     accepted: AtomicU64,
     accept_errors: AtomicU64,
     connection_errors: AtomicU64,
+    open: AtomicU64,
 }
 
 /// A live view of a running server's counters, for health pages and tests.
@@ -69,37 +71,78 @@ impl ServerStats {
     pub fn connection_errors(&self) -> u64 {
         self.0.connection_errors.load(Ordering::Relaxed)
     }
+
+    /// Connections open now (at most [`ServeConfig::max_connections`]).
+    pub fn open_connections(&self) -> u64 {
+        self.0.open.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts a connection open from its acceptance until its task ends, and holds its place under
+/// the connection cap.
+struct OpenConnection {
+    stats: ServerStats,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl OpenConnection {
+    fn new(stats: ServerStats, slot: OwnedSemaphorePermit) -> OpenConnection {
+        stats.0.open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection { stats, _slot: slot }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.stats.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// An HTTP/1.1 + HTTP/2 server over a [`TcpListener`] (optionally TLS) that stays up.
 ///
 /// - **Accept errors** (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`…) are logged at warn and backed
-///   off (exponentially, from [`ServeConfig::accept_backoff`] up to one second) instead of ending
-///   the loop or spinning; errors that concern only the one connection (`ECONNABORTED`, reset
-///   during the handshake) are skipped at once.
+///   off (exponentially, from [`accept_backoff`](crate::ServeConfigBuilder::accept_backoff) up
+///   to one second) instead of ending the loop or spinning; errors that concern only the one
+///   connection (`ECONNABORTED`, reset during the handshake) are skipped at once.
 /// - **Every connection** runs in its own task; its errors are logged at debug and counted, never
 ///   fatal.
 /// - **Silent clients** are dropped: every stream is wrapped in backstop's idle timeout from its
 ///   very first read (hyper's own header read timeout does not cover the first read of a new
 ///   connection), and the header read timeout bounds a slow request head.
-/// - **Shutdown** stops accepting, asks every connection to finish its in-flight requests (HTTP/1
-///   stops keep-alive, HTTP/2 sends GOAWAY), and waits up to the drain timeout.
+/// - **Trickling clients** are dropped too: a handler waiting longer than the idle period for the
+///   next bytes of its request body gets an error ([`RequestBody`]), answers, and the connection
+///   closes — the client does not hold the handler and its load-shed slot until the deadline.
+/// - **Connections are capped** ([`ServeConfig::max_connections`]): at the cap the loop stops
+///   accepting until a connection ends; new clients wait in the listen backlog.
+/// - **Every request** carries the client's address in its extensions: [`PeerAddr`], and with the
+///   `axum` feature (on by default) axum's `ConnectInfo<SocketAddr>`.
+/// - **Shutdown** stops accepting and closes at once every connection with no request in
+///   progress (idle keep-alive, a request head still arriving, a TLS handshake); the others
+///   finish their in-flight requests (HTTP/1 stops keep-alive, HTTP/2 sends GOAWAY) for up to
+///   the drain timeout. The drain thus ends when the last real request does. A request whose
+///   head is still in the kernel's buffers when its connection is closed was never seen, and a
+///   client may send it again, as after any keep-alive close. [`shutdown_signal`] is the usual
+///   trigger: it completes on `SIGTERM` or `SIGINT`.
 ///
-/// Works with any `tower::Service<Request<Incoming>>` that is `Clone`: an axum `Router`, a
+/// Works with any `tower::Service<Request<RequestBody>>` that is `Clone`: an axum `Router`, a
 /// `ServiceBuilder` stack, or a `service_fn`.
+///
+/// [`PeerAddr`]: crate::PeerAddr
+/// [`shutdown_signal`]: crate::shutdown_signal
 ///
 /// ```
 /// use std::convert::Infallible;
-/// use backstop_server::{Server, ServeConfig};
+/// use backstop_server::{PeerAddr, RequestBody, Server, ServeConfig};
 /// use bytes::Bytes;
 /// use http::{Request, Response};
 /// use http_body_util::Full;
-/// use hyper::body::Incoming;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-/// let service = tower::service_fn(|_req: Request<Incoming>| async {
+/// let service = tower::service_fn(|req: Request<RequestBody>| async move {
+///     let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
+///     assert!(peer.is_some_and(|addr| addr.ip().is_loopback()));
 ///     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hello\n"))))
 /// });
 /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -168,7 +211,7 @@ impl Server {
     /// Serves until the process ends.
     pub async fn serve<S, B>(self, service: S) -> io::Result<ServeSummary>
     where
-        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
         B: Body<Data = Bytes> + Send + 'static,
@@ -186,7 +229,7 @@ impl Server {
         signal: F,
     ) -> io::Result<ServeSummary>
     where
-        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
         B: Body<Data = Bytes> + Send + 'static,
@@ -201,11 +244,29 @@ impl Server {
         } = self;
         let http = Arc::new(http_builder(&config));
         let idle = config.idle;
-        let graceful = GracefulShutdown::new();
+        // Every connection holds a receiver; the sender says "shut down", and its `closed()`
+        // tells when the last connection has ended.
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let slots = Arc::new(Semaphore::new(config.max_connections));
         let mut backoff = config.accept_backoff;
         tokio::pin!(signal);
 
         loop {
+            // A slot first, then accept: at the cap the connection waits in the listen backlog
+            // (the kernel's queue) instead of being accepted only to be closed.
+            if slots.available_permits() == 0 {
+                tracing::debug!(
+                    max_connections = config.max_connections,
+                    "at the connection cap; not accepting until a connection ends"
+                );
+            }
+            let slot = tokio::select! {
+                biased;
+                () = &mut signal => break,
+                slot = Arc::clone(&slots).acquire_owned() => slot,
+            };
+            // The semaphore is never closed; should it be, serving stops like on a signal.
+            let Ok(slot) = slot else { break };
             let accepted = tokio::select! {
                 biased;
                 () = &mut signal => break,
@@ -241,19 +302,22 @@ impl Server {
             let _ = stream.set_nodelay(true);
             let conn = Connection {
                 http: Arc::clone(&http),
-                service: TowerToHyperService::new(service.clone()),
+                service: service.clone(),
                 tls: tls.clone(),
                 idle,
                 handshake_timeout: config.header_read_timeout,
                 stats: stats.clone(),
                 peer,
+                shutdown: shutdown_rx.clone(),
+                open: OpenConnection::new(stats.clone(), slot),
             };
-            let watcher = graceful.watcher();
-            tokio::spawn(conn.run(stream, watcher));
+            tokio::spawn(conn.run(stream));
         }
 
         drop(listener);
-        let drained = timeout(config.drain_timeout, graceful.shutdown())
+        drop(shutdown_rx);
+        shutdown.send_replace(true);
+        let drained = timeout(config.drain_timeout, shutdown.closed())
             .await
             .is_ok();
         if !drained {
@@ -305,51 +369,36 @@ fn http_builder(config: &ServeConfig) -> auto::Builder<TokioExecutor> {
 
 struct Connection<S> {
     http: Arc<auto::Builder<TokioExecutor>>,
-    service: TowerToHyperService<S>,
+    service: S,
     tls: Option<TlsAcceptor>,
     idle: Option<IdleTimeoutLayer>,
     handshake_timeout: Duration,
     stats: ServerStats,
     peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+    open: OpenConnection,
 }
 
 impl<S, B> Connection<S>
 where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    async fn run(self, stream: TcpStream, watcher: hyper_util::server::graceful::Watcher) {
-        let Connection {
-            http,
-            service,
-            tls,
-            idle,
-            handshake_timeout,
-            stats,
-            peer,
-        } = self;
+    async fn run(self, stream: TcpStream) {
+        let stats = self.stats.clone();
+        let peer = self.peer;
         // With an idle timeout, the stream is tracked: a request being handled pauses the read
-        // timer, so a handler that thinks longer than the period is not cut off.
-        let result = match (idle, tls) {
-            (Some(idle), Some(tls)) => {
+        // timer, so a handler that thinks longer than the period is not cut off. Without one, the
+        // activity still tells shutdown whether the connection has a request in progress.
+        let result = match self.idle {
+            Some(idle) => {
                 let (io, activity) = idle.wrap_server_tracked(stream);
-                match handshake(&tls, io, handshake_timeout).await {
-                    Ok(stream) => serve_http(&http, stream, activity.layer(service), watcher).await,
-                    Err(err) => Err(err),
-                }
+                self.serve(io, activity).await
             }
-            (Some(idle), None) => {
-                let (io, activity) = idle.wrap_server_tracked(stream);
-                serve_http(&http, io, activity.layer(service), watcher).await
-            }
-            (None, Some(tls)) => match handshake(&tls, stream, handshake_timeout).await {
-                Ok(stream) => serve_http(&http, stream, service, watcher).await,
-                Err(err) => Err(err),
-            },
-            (None, None) => serve_http(&http, stream, service, watcher).await,
+            None => self.serve(stream, ServerActivity::new()).await,
         };
         if let Err(err) = result {
             stats.0.connection_errors.fetch_add(1, Ordering::Relaxed);
@@ -357,6 +406,46 @@ where
             tracing::debug!(%peer, kind = %err.kind(), error = %err, "connection ended with an error");
         }
     }
+
+    async fn serve<I>(self, io: I, activity: ServerActivity) -> Result<(), BoxError>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            http,
+            service,
+            tls,
+            idle,
+            handshake_timeout,
+            stats: _,
+            peer,
+            mut shutdown,
+            open,
+        } = self;
+        let service = TowerToHyperService::new(activity.clone().layer(Prepare {
+            inner: service,
+            peer,
+            body_idle: idle.map(|idle| idle.period()),
+        }));
+        let result = match tls {
+            Some(tls) => {
+                // No request can be in progress during the handshake: shutdown ends it at once.
+                let stream = tokio::select! {
+                    stream = handshake(&tls, io, handshake_timeout) => stream?,
+                    () = shutting_down(&mut shutdown) => return Ok(()),
+                };
+                serve_http(&http, stream, service, &activity, shutdown).await
+            }
+            None => serve_http(&http, io, service, &activity, shutdown).await,
+        };
+        drop(open);
+        result
+    }
+}
+
+/// Completes when the server shuts down (or is dropped).
+async fn shutting_down(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// The TLS handshake, bounded: a client that opens TCP and never finishes TLS is dropped.
@@ -366,7 +455,7 @@ async fn handshake<I>(
     bound: Duration,
 ) -> Result<tokio_rustls::server::TlsStream<I>, BoxError>
 where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    I: AsyncRead + AsyncWrite + Unpin,
 {
     match timeout(bound, tls.accept(stream)).await {
         Ok(Ok(stream)) => Ok(stream),
@@ -378,20 +467,39 @@ where
     }
 }
 
+/// Serves one connection until it ends; on shutdown, closes it at once if no request is in
+/// progress, or lets its in-flight requests finish.
 async fn serve_http<I, S, B>(
     http: &auto::Builder<TokioExecutor>,
     io: I,
     service: S,
-    watcher: hyper_util::server::graceful::Watcher,
+    activity: &ServerActivity,
+    mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), BoxError>
 where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<hyper::body::Incoming>, Response = Response<B>>
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     let conn = http.serve_connection_with_upgrades(TokioIo::new(io), service);
-    watcher.watch(conn).await
+    tokio::pin!(conn);
+    tokio::select! {
+        // The connection first: bytes that arrived with the shutdown are still read, so a
+        // request head already complete reaches the service and counts as in progress.
+        biased;
+        result = conn.as_mut() => return result,
+        () = shutting_down(&mut shutdown) => {}
+    }
+    if !activity.is_busy() {
+        // Idle keep-alive, a half-sent head, a silent client: nothing to drain. Waiting for
+        // them (up to the header read or idle timeout) would hold the whole shutdown.
+        return Ok(());
+    }
+    conn.as_mut().graceful_shutdown();
+    conn.await
 }

@@ -7,11 +7,10 @@ use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use backstop_server::{ServeConfig, Server};
+use backstop_server::{RequestBody, ServeConfig, Server};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use rlimit::Resource;
 use tokio::time::{Instant, timeout};
 
@@ -54,7 +53,7 @@ async fn accept_survives_emfile_and_serves_once_descriptors_are_free() {
         .unwrap();
     let server = Server::new(listener, config);
     let stats = server.stats();
-    let service = tower::service_fn(|_req: Request<Incoming>| async {
+    let service = tower::service_fn(|_req: Request<RequestBody>| async {
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
             b"still here\n",
         ))))

@@ -122,7 +122,7 @@ impl IdleTimeoutLayer {
     pub fn wrap_server_tracked<S>(&self, stream: S) -> (IdleIo<S>, ServerActivity) {
         let activity = Arc::new(Activity::default());
         let io = IdleIo::new(stream, self.period, Side::Server).with_activity(activity.clone());
-        (io, ServerActivity::new(activity))
+        (io, ServerActivity::shared(activity))
     }
 
     /// HTTP/2 keep-alive PING settings that fit this period: a PING every third of the period,

@@ -38,8 +38,21 @@ pub struct ServerActivity {
     activity: Arc<Activity>,
 }
 
+impl Default for ServerActivity {
+    fn default() -> Self {
+        ServerActivity::new()
+    }
+}
+
 impl ServerActivity {
-    pub(crate) fn new(activity: Arc<Activity>) -> Self {
+    /// An activity attached to no IO: layered around a connection's service it still tells
+    /// whether the connection has a request in progress, e.g. so a server shutting down can close
+    /// idle connections at once and drain only the busy ones.
+    pub fn new() -> Self {
+        ServerActivity::shared(Arc::new(Activity::default()))
+    }
+
+    pub(crate) fn shared(activity: Arc<Activity>) -> Self {
         ServerActivity { activity }
     }
 

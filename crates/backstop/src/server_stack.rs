@@ -25,14 +25,19 @@ pub type ServerStackService<S> = backstop_server::OutcomeService<
 /// The server-side rules, outermost first:
 ///
 /// 1. classification of every response, counted in [`OutcomeCounts`] (for metrics) and logged;
-/// 2. the incoming deadline (`request-timeout-ms` or `grpc-timeout`), clamped to a maximum, a
-///    default when absent; on expiry the handler is dropped and the caller gets `504` — and any
-///    backstop [`Client`](crate::Client) called inside the handler inherits the time left;
+/// 2. the incoming deadline (`request-timeout-ms` or `grpc-timeout`): the server's own
+///    `default_deadline` applies, and a caller may only shorten it, never extend it (a client
+///    sending `request-timeout-ms: 120000` cannot hold a handler and its load-shed slot longer
+///    than the server would on its own); on expiry the handler is dropped and the caller gets
+///    `504` — and any backstop [`Client`](crate::Client) called inside the handler inherits the
+///    time left;
 /// 3. overload shedding: beyond `max_in_flight` requests, `503` + `Retry-After` at once;
 /// 4. a handler panic answered with `500` instead of a dropped connection.
 ///
 /// Pair it with [`backstop::server::Server`](crate::server::Server), whose accept loop adds the
-/// idle stream timeout, the header read timeout and graceful draining.
+/// idle stream and request body timeouts, the header read timeout, the connection cap and
+/// graceful draining (on [`shutdown_signal`](crate::server::shutdown_signal): SIGTERM or
+/// Ctrl-C).
 ///
 /// ```
 /// use std::time::Duration;
@@ -65,8 +70,8 @@ impl fmt::Debug for ServerStack {
 }
 
 impl ServerStack {
-    /// A builder with the defaults: 1 024 requests in flight, shed with `Retry-After: 1`,
-    /// deadline 30 s when the caller sends none, at most 2 min.
+    /// A builder with the defaults: 1 024 requests in flight, shed with `Retry-After: 1`, a
+    /// deadline of 30 s that callers may shorten (at most 2 min may be configured).
     pub fn builder() -> ServerStackBuilder {
         ServerStackBuilder {
             max_in_flight: 1024,
@@ -121,14 +126,16 @@ impl ServerStackBuilder {
         self
     }
 
-    /// The deadline when the caller sends none.
+    /// The server's own deadline: applied when the caller sends none, and the longest a caller
+    /// gets whatever it asks (callers can only shorten it).
     #[must_use]
     pub fn default_deadline(mut self, deadline: Duration) -> Self {
         self.default_deadline = deadline;
         self
     }
 
-    /// The longest deadline a caller may ask for; longer ones are clamped.
+    /// The bound on `default_deadline` (which must not exceed it). Callers never get more than
+    /// `default_deadline` anyway: their deadline headers only shorten it.
     #[must_use]
     pub fn max_deadline(mut self, deadline: Duration) -> Self {
         self.max_deadline = deadline;
