@@ -43,7 +43,7 @@ max_delay = "20ms"
 
 async fn serve<S, B>(app: S) -> (std::net::SocketAddr, oneshot::Sender<()>)
 where
-    S: tower::Service<Request<backstop::server::RequestBody>, Response = Response<B>>
+    S: tower::Service<Request<backstop::server::IncomingBody>, Response = Response<B>>
         + Clone
         + Send
         + 'static,
@@ -235,7 +235,7 @@ async fn a_handler_past_the_callers_deadline_is_cancelled_with_504() {
     let app = tower::ServiceBuilder::new()
         .layer(stack)
         .service(tower::service_fn(
-            |_req: Request<backstop::server::RequestBody>| async {
+            |_req: Request<backstop::server::IncomingBody>| async {
                 tokio::time::sleep(Duration::from_secs(30)).await;
                 Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"late\n"))))
             },

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use backstop::ServerStack;
 use backstop::classify::Deadline;
-use backstop::server::{RequestBody, ServeConfig, Server};
+use backstop::server::{IncomingBody, ServeConfig, Server};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
@@ -24,7 +24,7 @@ const BOUND: Duration = Duration::from_secs(10);
 
 async fn serve<S, B>(config: ServeConfig, app: S) -> (SocketAddr, oneshot::Sender<()>)
 where
-    S: tower::Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + 'static,
+    S: tower::Service<Request<IncomingBody>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<backstop::server::BoxError>,
     B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -64,7 +64,7 @@ async fn deadline_headers_only_shorten_the_servers_own_deadline() {
         .build()
         .unwrap();
     // The handler answers with the milliseconds its deadline leaves it.
-    let app = stack.layer(tower::service_fn(|req: Request<RequestBody>| async move {
+    let app = stack.layer(tower::service_fn(|req: Request<IncomingBody>| async move {
         let left = Deadline::of(&req).map_or(0, |d| d.remaining().as_millis());
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(left.to_string()))))
     }));

@@ -23,7 +23,7 @@ pub use backstop_classify::ConfigError;
 ///
 /// The idle timeout covers request bodies too, like nginx's `client_body_timeout`: a handler
 /// waiting longer than the period for the next piece of its request body gets an error instead of
-/// being held by a client that sends a byte now and then (see [`RequestBody`](crate::RequestBody)).
+/// being held by a client that sends a byte now and then (see [`IncomingBody`](crate::IncomingBody)).
 ///
 /// Why 10 000 connections: far above what one instance serves well at once, so it never limits
 /// normal traffic, yet a bound on what a flood of idle or slow connections can pin (each holds a

@@ -5,7 +5,7 @@
 //! ```
 //! use std::convert::Infallible;
 //! use std::time::Duration;
-//! use backstop_server::{LoadShedLayer, RequestBody, Server, ServeConfig};
+//! use backstop_server::{LoadShedLayer, IncomingBody, Server, ServeConfig};
 //! use bytes::Bytes;
 //! use http::{Request, Response};
 //! use http_body_util::Full;
@@ -20,7 +20,7 @@
 //!     .build()?;
 //! let app = ServiceBuilder::new()
 //!     .layer(LoadShedLayer::new(512)?.retry_after(Duration::from_secs(2))?)
-//!     .service_fn(|_req: Request<RequestBody>| async {
+//!     .service_fn(|_req: Request<IncomingBody>| async {
 //!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hello\n"))))
 //!     });
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -33,7 +33,7 @@
 //! # }
 //! ```
 //!
-//! Handlers receive a `Request<`[`RequestBody`]`>`: hyper's body under the idle timeout, so a
+//! Handlers receive a `Request<`[`IncomingBody`]`>`: hyper's body under the idle timeout, so a
 //! client trickling its body is dropped at the idle bound. axum routers take it as they are.
 //! The client's address is in every request's extensions as [`PeerAddr`], and — with the `axum`
 //! feature, on by default — as axum's `ConnectInfo<SocketAddr>`, so the `ConnectInfo` extractor
@@ -65,7 +65,7 @@ mod signal;
 
 pub use config::{ConfigError, DEFAULT_MAX_CONNECTIONS, ServeConfig, ServeConfigBuilder};
 pub use outcome::{OutcomeCounts, OutcomeFuture, OutcomeLayer, OutcomeService};
-pub use request::{PeerAddr, RequestBody};
+pub use request::{IncomingBody, PeerAddr};
 pub use serve::{BoxError, ServeSummary, Server, ServerStats};
 pub use shed::{LoadShed, LoadShedLayer, MAX_IN_FLIGHT, ShedFuture};
 pub use signal::shutdown_signal;

@@ -26,9 +26,9 @@ use tower_service::Service;
 /// never blamed on the client.
 ///
 /// It is a plain [`http_body::Body`] of [`Bytes`], so axum extractors and `BodyExt` work on it
-/// unchanged; a service written for `Request<Incoming>` takes `Request<RequestBody>` instead.
+/// unchanged; a service written for `Request<Incoming>` takes `Request<IncomingBody>` instead.
 #[derive(Debug)]
-pub struct RequestBody {
+pub struct IncomingBody {
     inner: Inner,
 }
 
@@ -39,17 +39,17 @@ enum Inner {
     Plain(Incoming),
 }
 
-impl RequestBody {
-    pub(crate) fn new(body: Incoming, idle: Option<Duration>) -> RequestBody {
+impl IncomingBody {
+    pub(crate) fn new(body: Incoming, idle: Option<Duration>) -> IncomingBody {
         let inner = match idle {
             Some(period) => Inner::Timed(IdleBody::new(body, period)),
             None => Inner::Plain(body),
         };
-        RequestBody { inner }
+        IncomingBody { inner }
     }
 }
 
-impl Body for RequestBody {
+impl Body for IncomingBody {
     type Data = Bytes;
     type Error = backstop_classify::Error;
 
@@ -105,7 +105,7 @@ pub(crate) struct Prepare<S> {
 
 impl<S> Service<Request<Incoming>> for Prepare<S>
 where
-    S: Service<Request<RequestBody>>,
+    S: Service<Request<IncomingBody>>,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -122,7 +122,7 @@ where
         parts
             .extensions
             .insert(axum::extract::ConnectInfo(self.peer));
-        let body = RequestBody::new(body, self.body_idle);
+        let body = IncomingBody::new(body, self.body_idle);
         self.inner.call(Request::from_parts(parts, body))
     }
 }

@@ -24,7 +24,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::config::ServeConfig;
-use crate::request::{Prepare, RequestBody};
+use crate::request::{IncomingBody, Prepare};
 
 /// A boxed error, as hyper and tower pass them around.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -110,7 +110,7 @@ impl Drop for OpenConnection {
 ///   very first read (hyper's own header read timeout does not cover the first read of a new
 ///   connection), and the header read timeout bounds a slow request head.
 /// - **Trickling clients** are dropped too: a handler waiting longer than the idle period for the
-///   next bytes of its request body gets an error ([`RequestBody`]), answers, and the connection
+///   next bytes of its request body gets an error ([`IncomingBody`]), answers, and the connection
 ///   closes — the client does not hold the handler and its load-shed slot until the deadline.
 /// - **Connections are capped** ([`ServeConfig::max_connections`]): at the cap the loop stops
 ///   accepting until a connection ends; new clients wait in the listen backlog.
@@ -124,7 +124,7 @@ impl Drop for OpenConnection {
 ///   client may send it again, as after any keep-alive close. [`shutdown_signal`] is the usual
 ///   trigger: it completes on `SIGTERM` or `SIGINT`.
 ///
-/// Works with any `tower::Service<Request<RequestBody>>` that is `Clone`: an axum `Router`, a
+/// Works with any `tower::Service<Request<IncomingBody>>` that is `Clone`: an axum `Router`, a
 /// `ServiceBuilder` stack, or a `service_fn`.
 ///
 /// [`PeerAddr`]: crate::PeerAddr
@@ -132,7 +132,7 @@ impl Drop for OpenConnection {
 ///
 /// ```
 /// use std::convert::Infallible;
-/// use backstop_server::{PeerAddr, RequestBody, Server, ServeConfig};
+/// use backstop_server::{PeerAddr, IncomingBody, Server, ServeConfig};
 /// use bytes::Bytes;
 /// use http::{Request, Response};
 /// use http_body_util::Full;
@@ -140,7 +140,7 @@ impl Drop for OpenConnection {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-/// let service = tower::service_fn(|req: Request<RequestBody>| async move {
+/// let service = tower::service_fn(|req: Request<IncomingBody>| async move {
 ///     let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
 ///     assert!(peer.is_some_and(|addr| addr.ip().is_loopback()));
 ///     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hello\n"))))
@@ -211,7 +211,7 @@ impl Server {
     /// Serves until the process ends.
     pub async fn serve<S, B>(self, service: S) -> io::Result<ServeSummary>
     where
-        S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + 'static,
+        S: Service<Request<IncomingBody>, Response = Response<B>> + Clone + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
         B: Body<Data = Bytes> + Send + 'static,
@@ -229,7 +229,7 @@ impl Server {
         signal: F,
     ) -> io::Result<ServeSummary>
     where
-        S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + 'static,
+        S: Service<Request<IncomingBody>, Response = Response<B>> + Clone + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
         B: Body<Data = Bytes> + Send + 'static,
@@ -381,7 +381,7 @@ struct Connection<S> {
 
 impl<S, B> Connection<S>
 where
-    S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + 'static,
+    S: Service<Request<IncomingBody>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Body<Data = Bytes> + Send + 'static,

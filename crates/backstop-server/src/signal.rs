@@ -16,11 +16,11 @@ use std::future::Future;
 /// use backstop_server::{Server, ServeConfig, shutdown_signal};
 /// # use std::convert::Infallible;
 /// # use http::{Request, Response};
-/// # use backstop_server::RequestBody;
+/// # use backstop_server::IncomingBody;
 ///
 /// # #[tokio::main]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let app = tower::service_fn(|_req: Request<RequestBody>| async {
+/// # let app = tower::service_fn(|_req: Request<IncomingBody>| async {
 /// #     Ok::<_, Infallible>(Response::new(String::from("hello\n")))
 /// # });
 /// let server = Server::bind("127.0.0.1:8080".parse()?, ServeConfig::default()).await?;

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use backstop_server::{RequestBody, ServeConfig, Server};
+use backstop_server::{IncomingBody, ServeConfig, Server};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
@@ -53,7 +53,7 @@ async fn accept_survives_emfile_and_serves_once_descriptors_are_free() {
         .unwrap();
     let server = Server::new(listener, config);
     let stats = server.stats();
-    let service = tower::service_fn(|_req: Request<RequestBody>| async {
+    let service = tower::service_fn(|_req: Request<IncomingBody>| async {
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
             b"still here\n",
         ))))

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use backstop_server::{
-    LoadShedLayer, PeerAddr, RequestBody, ServeConfig, ServeSummary, Server, ServerStats,
+    IncomingBody, LoadShedLayer, PeerAddr, ServeConfig, ServeSummary, Server, ServerStats,
 };
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -49,7 +49,7 @@ impl Running {
 
 async fn start<S, B>(config: ServeConfig, service: S) -> Running
 where
-    S: tower::Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + 'static,
+    S: tower::Service<Request<IncomingBody>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<backstop_server::BoxError>,
     B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -143,7 +143,7 @@ async fn a_trickled_request_body_is_dropped_at_the_idle_bound_and_frees_its_shed
     let service = {
         let body_errors = Arc::clone(&body_errors);
         let hold = Arc::clone(&hold);
-        tower::service_fn(move |req: Request<RequestBody>| {
+        tower::service_fn(move |req: Request<IncomingBody>| {
             let body_errors = Arc::clone(&body_errors);
             let hold = Arc::clone(&hold);
             async move {
@@ -261,7 +261,7 @@ async fn a_trickled_request_body_is_dropped_at_the_idle_bound_and_frees_its_shed
 #[tokio::test]
 async fn a_steady_request_body_slower_than_one_idle_period_overall_is_not_cut() {
     const IDLE: Duration = Duration::from_millis(300);
-    let service = tower::service_fn(|req: Request<RequestBody>| async move {
+    let service = tower::service_fn(|req: Request<IncomingBody>| async move {
         let len = match req.into_body().collect().await {
             Ok(body) => body.to_bytes().len(),
             Err(_) => 0,
@@ -295,7 +295,9 @@ async fn at_the_connection_cap_the_server_stops_accepting_until_one_ends() {
     let config = ServeConfig::builder().max_connections(CAP).build().unwrap();
     let server = start(
         config,
-        tower::service_fn(|_req: Request<RequestBody>| async { Ok::<_, Infallible>(text("ok\n")) }),
+        tower::service_fn(|_req: Request<IncomingBody>| async {
+            Ok::<_, Infallible>(text("ok\n"))
+        }),
     )
     .await;
     let request = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n";
@@ -380,7 +382,7 @@ async fn shutdown_closes_idle_and_half_sent_connections_at_once_and_drains_real_
     let entered = Arc::new(Notify::new());
     let service = {
         let entered = Arc::clone(&entered);
-        tower::service_fn(move |req: Request<RequestBody>| {
+        tower::service_fn(move |req: Request<IncomingBody>| {
             let entered = Arc::clone(&entered);
             async move {
                 if req.uri().path() == "/slow" {

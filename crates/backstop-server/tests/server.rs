@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use backstop_server::{
-    CatchPanicLayer, LoadShedLayer, RequestBody, ServeConfig, ServeSummary, Server, ServerStats,
+    CatchPanicLayer, IncomingBody, LoadShedLayer, ServeConfig, ServeSummary, Server, ServerStats,
 };
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -48,7 +48,7 @@ impl Running {
 
 async fn start<S, B>(config: ServeConfig, service: S) -> Running
 where
-    S: tower::Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + 'static,
+    S: tower::Service<Request<IncomingBody>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<backstop_server::BoxError>,
     B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -71,12 +71,12 @@ where
 }
 
 fn hello() -> impl tower::Service<
-    Request<RequestBody>,
+    Request<IncomingBody>,
     Response = Response<Body>,
     Error = Infallible,
     Future = impl Send,
 > + Clone {
-    tower::service_fn(|_req: Request<RequestBody>| async {
+    tower::service_fn(|_req: Request<IncomingBody>| async {
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hello\n"))))
     })
 }
@@ -152,7 +152,7 @@ async fn an_active_long_download_is_not_cut_by_the_idle_timeout() {
         .build()
         .unwrap();
     // 20 chunks, one every 50 ms: a second in all, five idle periods long, never idle.
-    let service = tower::service_fn(|_req: Request<RequestBody>| async {
+    let service = tower::service_fn(|_req: Request<IncomingBody>| async {
         let stream = futures_stream(20, Duration::from_millis(50));
         Ok::<_, Infallible>(Response::new(stream))
     });
@@ -210,7 +210,7 @@ async fn overload_is_shed_with_503_and_retry_after_while_admitted_requests_compl
     let service = {
         let gate = Arc::clone(&gate);
         let entered = Arc::clone(&entered);
-        tower::service_fn(move |_req: Request<RequestBody>| {
+        tower::service_fn(move |_req: Request<IncomingBody>| {
             let gate = Arc::clone(&gate);
             let entered = Arc::clone(&entered);
             async move {
@@ -271,7 +271,7 @@ async fn overload_is_shed_with_503_and_retry_after_while_admitted_requests_compl
 
 #[tokio::test]
 async fn a_panicking_handler_yields_500_and_the_server_keeps_serving() {
-    let service = tower::service_fn(|req: Request<RequestBody>| async move {
+    let service = tower::service_fn(|req: Request<IncomingBody>| async move {
         if req.uri().path() == "/panic" {
             panic!("handler bug");
         }
@@ -298,7 +298,7 @@ async fn shutdown_drains_in_flight_requests() {
     let service = {
         let gate = Arc::clone(&gate);
         let entered = Arc::clone(&entered);
-        tower::service_fn(move |_req: Request<RequestBody>| {
+        tower::service_fn(move |_req: Request<IncomingBody>| {
             let gate = Arc::clone(&gate);
             let entered = Arc::clone(&entered);
             async move {
@@ -354,7 +354,7 @@ async fn shutdown_drains_in_flight_requests() {
 
 #[tokio::test]
 async fn a_drain_that_outlives_its_timeout_is_abandoned() {
-    let service = tower::service_fn(|_req: Request<RequestBody>| async {
+    let service = tower::service_fn(|_req: Request<IncomingBody>| async {
         std::future::pending::<()>().await;
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
     });
@@ -408,7 +408,7 @@ async fn a_handler_thinking_longer_than_the_idle_period_is_not_cut() {
         .idle_timeout(Some(Duration::from_millis(150)))
         .build()
         .unwrap();
-    let service = tower::service_fn(|_req: Request<RequestBody>| async {
+    let service = tower::service_fn(|_req: Request<IncomingBody>| async {
         tokio::time::sleep(Duration::from_millis(500)).await;
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"thought\n"))))
     });

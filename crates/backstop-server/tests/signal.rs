@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use backstop_server::{RequestBody, ServeConfig, Server, shutdown_signal};
+use backstop_server::{IncomingBody, ServeConfig, Server, shutdown_signal};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
@@ -32,7 +32,7 @@ async fn child_server() {
     let signal = shutdown_signal();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     println!("ADDR {}", listener.local_addr().unwrap());
-    let service = tower::service_fn(|_req: Request<RequestBody>| async {
+    let service = tower::service_fn(|_req: Request<IncomingBody>| async {
         println!("HANDLING");
         // Still running when the signal comes.
         tokio::time::sleep(Duration::from_millis(500)).await;
