@@ -4,72 +4,28 @@
 //! address; shutdown closes idle and half-sent connections at once and drains only real requests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use backstop_server::{
-    IncomingBody, LoadShedLayer, PeerAddr, ServeConfig, ServeSummary, Server, ServerStats,
-};
+use backstop_server::{IncomingBody, LoadShedLayer, PeerAddr, ServeConfig};
 use bytes::Bytes;
+use common::start;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Barrier, Notify, oneshot};
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
+use tokio::sync::{Barrier, Notify};
 use tokio::time::{Instant, timeout};
 use tower::ServiceBuilder;
 
 /// Every wait in these tests is bounded by this.
 const BOUND: Duration = Duration::from_secs(10);
-
-struct Running {
-    addr: SocketAddr,
-    stats: ServerStats,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<std::io::Result<ServeSummary>>,
-}
-
-impl Running {
-    /// Signals shutdown and waits (bounded) for the summary.
-    async fn stop(self) -> ServeSummary {
-        let _ = self.stop.send(());
-        timeout(BOUND, self.task)
-            .await
-            .expect("the server stops in time")
-            .unwrap()
-            .unwrap()
-    }
-}
-
-async fn start<S, B>(config: ServeConfig, service: S) -> Running
-where
-    S: tower::Service<Request<IncomingBody>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<backstop_server::BoxError>,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<backstop_server::BoxError>,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = Server::new(listener, config);
-    let stats = server.stats();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.serve_with_shutdown(service, async {
-        let _ = stopped.await;
-    }));
-    Running {
-        addr,
-        stats,
-        stop,
-        task,
-    }
-}
 
 fn text(body: &'static str) -> Response<Full<Bytes>> {
     Response::new(Full::new(Bytes::from_static(body.as_bytes())))

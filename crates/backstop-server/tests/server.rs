@@ -3,72 +3,27 @@
 //! shutdown drains in-flight requests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use backstop_server::{
-    CatchPanicLayer, IncomingBody, LoadShedLayer, ServeConfig, ServeSummary, Server, ServerStats,
-};
+use backstop_server::{CatchPanicLayer, IncomingBody, LoadShedLayer, ServeConfig};
 use bytes::Bytes;
+use common::{Running, start};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, oneshot};
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout};
 use tower::ServiceBuilder;
 
 type Body = Full<Bytes>;
-
-struct Running {
-    addr: SocketAddr,
-    stats: ServerStats,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<ServeSummary>>,
-}
-
-impl Running {
-    async fn stop(mut self) -> ServeSummary {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("the server stops within the drain timeout")
-            .unwrap()
-            .unwrap()
-    }
-}
-
-async fn start<S, B>(config: ServeConfig, service: S) -> Running
-where
-    S: tower::Service<Request<IncomingBody>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<backstop_server::BoxError>,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<backstop_server::BoxError>,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = Server::new(listener, config);
-    let stats = server.stats();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.serve_with_shutdown(service, async {
-        let _ = stopped.await;
-    }));
-    Running {
-        addr,
-        stats,
-        stop: Some(stop),
-        task,
-    }
-}
 
 fn hello() -> impl tower::Service<
     Request<IncomingBody>,
