@@ -7,6 +7,9 @@
 //! both): these tests never skip.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::serve_axum;
 use std::collections::HashMap;
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -313,17 +316,7 @@ upstream = "http://127.0.0.1:{payments}"
         payments = nginx.payments
     );
     let gateway = Gateway::from_toml(&table).unwrap();
-    let app = axum::Router::new().fallback_service(gateway);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await;
-    });
-    addr
+    serve_axum(axum::Router::new().fallback_service(gateway)).await
 }
 
 /// What curl got.

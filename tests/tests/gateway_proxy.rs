@@ -6,6 +6,9 @@
 //! loopback, counted at the upstream.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::serve_axum;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -19,23 +22,8 @@ use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
-/// Serves `app` with axum, which puts the client's address in the request's extensions
-/// (`ConnectInfo<SocketAddr>`), where the gateway reads it.
-async fn serve(app: axum::Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await;
-    });
-    addr
-}
-
 async fn serve_gateway(gateway: Gateway) -> SocketAddr {
-    serve(axum::Router::new().fallback_service(gateway)).await
+    serve_axum(axum::Router::new().fallback_service(gateway)).await
 }
 
 struct Answer {
@@ -662,7 +650,7 @@ async fn routes_mount_one_by_one_in_an_axum_router_with_their_own_layers() {
         .route_service("/catalog", catalog_route.clone())
         .route_service("/catalog/{*rest}", catalog_route)
         .route_service("/payments/{*rest}", payments_route);
-    let addr = serve(app).await;
+    let addr = serve_axum(app).await;
 
     assert_eq!(
         get(addr, "/catalog/items?page=3").await.status,

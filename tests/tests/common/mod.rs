@@ -22,3 +22,18 @@ pub fn request(method: Method, url: &str) -> Request<Full<Bytes>> {
         .body(Full::new(Bytes::from_static(b"{\"amount\": 42}")))
         .unwrap()
 }
+
+/// Serves `app` with `axum::serve` on a free loopback port; axum puts the client's address in
+/// each request's extensions (`ConnectInfo<SocketAddr>`), where the gateway reads it.
+pub async fn serve_axum(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await;
+    });
+    addr
+}
