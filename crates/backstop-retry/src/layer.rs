@@ -451,8 +451,10 @@ impl<S, P> RetryService<S, P> {
     }
 }
 
-/// RFC 9110 §9.2.2.
-fn is_idempotent_method(method: &Method) -> bool {
+/// Whether `method` is idempotent by RFC 9110 §9.2.2 (GET, HEAD, OPTIONS, TRACE, PUT, DELETE):
+/// the rule this layer uses to decide what may be sent twice, for code that must agree with it
+/// (e.g. a gateway reserving memory for the bodies this layer will keep).
+pub fn is_idempotent_method(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE

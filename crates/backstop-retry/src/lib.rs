@@ -103,5 +103,8 @@ pub use backoff::{Backoff, Jitter, MAX_BACKOFF_CAP};
 pub use budget::{RetryBudget, RetryBudgetBuilder};
 pub use config_error::ConfigError;
 pub use info::{MAX_ATTEMPTS_LIMIT, RetryInfo, RetryOverride, StopReason};
-pub use layer::{MAX_REPLAY_LIMIT, ResponseFuture, RetryLayer, RetryLayerBuilder, RetryService};
+pub use layer::{
+    MAX_REPLAY_LIMIT, ResponseFuture, RetryLayer, RetryLayerBuilder, RetryService,
+    is_idempotent_method,
+};
 pub use replay::{DEFAULT_REPLAY_LIMIT, ReplayBody};

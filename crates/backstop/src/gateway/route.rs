@@ -89,15 +89,8 @@ impl ReplayRule {
     /// to answer less than the layer keeps, the budget would undercount; the tests of this
     /// module pin each case.
     pub(crate) fn kept(&self, method: &Method, headers: &HeaderMap, hint: &SizeHint) -> u64 {
-        let idempotent = matches!(
-            *method,
-            Method::GET
-                | Method::HEAD
-                | Method::OPTIONS
-                | Method::TRACE
-                | Method::PUT
-                | Method::DELETE
-        ) || self.keyed
+        let idempotent = backstop_retry::is_idempotent_method(method)
+            || self.keyed
             || headers.contains_key(&IDEMPOTENCY_KEY);
         if !self.retries || !idempotent || self.limit == 0 || hint.lower() > self.limit {
             return 0;
