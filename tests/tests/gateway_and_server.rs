@@ -292,4 +292,6 @@ deadline = "2s"
     assert!(ms > 1_000 && ms <= 2_000, "the route's 2 s deadline: {ms}");
     let sent = &partner.deliveries()[0].headers;
     assert!(!sent.contains_key("request-timeout-ms"), "{sent:?}");
+    // Served by backstop's own `Server`, the gateway knows the client's address.
+    assert_eq!(sent["x-forwarded-for"], "127.0.0.1");
 }

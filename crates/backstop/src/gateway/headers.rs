@@ -66,6 +66,11 @@ pub(crate) fn peer_addr(extensions: &Extensions) -> Option<SocketAddr> {
     extensions
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map(|info| info.0)
+        .or_else(|| {
+            extensions
+                .get::<backstop_server::PeerAddr>()
+                .map(|peer| peer.0)
+        })
         .or_else(|| extensions.get::<SocketAddr>().copied())
 }
 

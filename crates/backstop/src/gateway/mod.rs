@@ -79,10 +79,11 @@ use route::Route;
 ///    with a one-line body; the full error goes to the log (`tracing::warn!`).
 ///
 /// The client's address (for `X-Forwarded-For` / `Forwarded: for=`) is read from the request's
-/// extensions: axum's `ConnectInfo<SocketAddr>` (`into_make_service_with_connect_info`), or a
-/// bare `std::net::SocketAddr`. Without either, `X-Forwarded-For` is not written and
-/// `Forwarded` says `for=unknown`. `X-Forwarded-Proto` is the scheme of an absolute request URI
-/// (HTTP/2's `:scheme`), else `http`.
+/// extensions: axum's `ConnectInfo<SocketAddr>` (`into_make_service_with_connect_info`, or
+/// [`Server`](crate::server::Server), which inserts it and its own
+/// [`PeerAddr`](crate::server::PeerAddr)), or a bare `std::net::SocketAddr`. Without any,
+/// `X-Forwarded-For` is not written and `Forwarded` says `for=unknown`. `X-Forwarded-Proto` is
+/// the scheme of an absolute request URI (HTTP/2's `:scheme`), else `http`.
 ///
 /// A route's breaker counts only what says its upstream is sick (`breaker_counts`, see
 /// [`BreakerCounts`]): connect failures, timeouts, `502`/`503`/`504` — not a `500`.
