@@ -90,13 +90,13 @@ fn decode_unreserved(segment: &str) -> Result<String, PathError> {
         return Ok(segment.to_owned());
     }
     let bytes = segment.as_bytes();
-    let mut out = String::with_capacity(segment.len());
+    // Bytes, not chars: a segment may hold UTF-8 beside its escapes (hyper passes it through),
+    // and only ASCII escapes are decoded, so the result is valid UTF-8 again.
+    let mut out = Vec::with_capacity(segment.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] != b'%' {
-            // Everything outside escapes is ASCII in a URI path (http::Uri enforces it), so the
-            // byte is a whole character.
-            out.push(char::from(bytes[i]));
+            out.push(bytes[i]);
             i += 1;
             continue;
         }
@@ -109,18 +109,12 @@ fn decode_unreserved(segment: &str) -> Result<String, PathError> {
         let byte = h << 4 | l;
         match byte {
             b'/' | b'\\' => return Err(PathError::EncodedSeparator),
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(char::from(byte));
-            }
-            _ => {
-                out.push('%');
-                out.push(char::from(hi.to_ascii_uppercase()));
-                out.push(char::from(lo.to_ascii_uppercase()));
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(byte),
+            _ => out.extend_from_slice(&[b'%', hi.to_ascii_uppercase(), lo.to_ascii_uppercase()]),
         }
         i += 3;
     }
-    Ok(out)
+    String::from_utf8(out).map_err(|_| PathError::Invalid)
 }
 
 fn hex(digit: u8) -> Option<u8> {
@@ -198,5 +192,38 @@ mod tests {
         assert!(!under("/catalogue-admin", "/catalog"));
         assert!(!under("/catalo", "/catalog"));
         assert!(under("/anything", "/"));
+    }
+
+    proptest::proptest! {
+        /// Whatever the network sends: no panic, and a path that is accepted comes out in a
+        /// normal form that normalises to itself, with no empty or dot segment left.
+        #[test]
+        fn normalisation_is_total_and_idempotent(raw in r"/?([a-zA-Z0-9._~;:@!$&'()*+,=-]|%[0-9a-fA-FgG]{0,2}|/|\\|é){0,40}") {
+            if let Ok(normal) = normalise(&raw) {
+                proptest::prop_assert!(normal.starts_with('/'));
+                proptest::prop_assert!(!normal.contains("//"), "{normal}");
+                for segment in normal.split('/') {
+                    proptest::prop_assert!(segment != "." && segment != "..", "{normal}");
+                }
+                proptest::prop_assert_eq!(normalise(&normal), Ok(normal.clone()));
+            }
+        }
+
+        /// Decoding touches escapes only: every other byte, UTF-8 included, comes through as is.
+        #[test]
+        fn bytes_outside_escapes_are_kept(name in "[a-zé€]{1,8}") {
+            proptest::prop_assert_eq!(normalise(&format!("/{name}%41")), Ok(format!("/{name}A")));
+        }
+
+        /// A path under a prefix stays under it however it is spelled, and one outside never
+        /// slips in through a dot segment.
+        #[test]
+        fn a_normalised_path_is_under_a_prefix_only_at_a_boundary(tail in "[a-z./]{0,12}") {
+            let raw = format!("/catalog{tail}");
+            if let Ok(normal) = normalise(&raw) {
+                let inside = normal == "/catalog" || normal.starts_with("/catalog/");
+                proptest::prop_assert_eq!(under(&normal, "/catalog"), inside, "{}", normal);
+            }
+        }
     }
 }
