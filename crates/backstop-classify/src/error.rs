@@ -444,6 +444,9 @@ fn tls_failure(err: &rustls::Error) -> TlsFailure {
 /// not name, with the phase each kind implies when nothing else says.
 pub(crate) fn classify_io(err: &io::Error) -> Option<(Kind, Phase)> {
     use io::ErrorKind as E;
+    if let Some(h2) = h2_connection_lost(err) {
+        return Some(h2);
+    }
     let by_kind = match err.kind() {
         E::ConnectionRefused => Some((Kind::Refused, Phase::Connect)),
         E::ConnectionReset | E::ConnectionAborted => Some((Kind::Reset, Phase::AwaitHeaders)),
@@ -461,6 +464,26 @@ pub(crate) fn classify_io(err: &io::Error) -> Option<(Kind, Phase)> {
         _ => None,
     };
     by_kind.or_else(|| err.raw_os_error().and_then(classify_errno))
+}
+
+/// h2 reports a connection lost under a stream as I/O errors whose kind says less than their
+/// message: `BrokenPipe` for every stream of a connection that closed (the request had been
+/// written; the answer never came) and `Other` for a connection that ended in the middle of a
+/// frame (the peer sent something that is not HTTP/2). Read as their kind, they would claim a
+/// failed write and an unknown error.
+fn h2_connection_lost(err: &io::Error) -> Option<(Kind, Phase)> {
+    let message = err.get_ref()?.to_string();
+    match message.as_str() {
+        "stream closed because of a broken pipe" => Some((
+            Kind::Protocol(ProtocolFailure::Incomplete),
+            Phase::AwaitHeaders,
+        )),
+        "bytes remaining on stream" => Some((
+            Kind::Protocol(ProtocolFailure::Malformed),
+            Phase::AwaitHeaders,
+        )),
+        _ => None,
+    }
 }
 
 /// The timer is "connect" only when a connector's own timeout says so; otherwise it is the OS's
@@ -547,5 +570,36 @@ fn connector_message(err: &(dyn StdError + 'static)) -> Option<ConnectorMessage>
         Some(ConnectorMessage::Overloaded)
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// h2's messages for a lost connection say what happened; their I/O kinds do not.
+    #[test]
+    fn h2_connection_losses_are_named_by_their_message() {
+        let closed = io::Error::new(
+            io::ErrorKind::BrokenPipe,
+            "stream closed because of a broken pipe",
+        );
+        let failure = classify_error(&closed, Phase::Send);
+        assert_eq!(
+            (failure.kind(), failure.phase()),
+            (
+                Kind::Protocol(ProtocolFailure::Incomplete),
+                Phase::AwaitHeaders
+            )
+        );
+        assert_eq!(failure.retryable(), Retryable::IfIdempotent);
+
+        let cut = io::Error::other("bytes remaining on stream");
+        let failure = classify_error(&cut, Phase::AwaitHeaders);
+        assert_eq!(failure.kind(), Kind::Protocol(ProtocolFailure::Malformed));
+
+        // A plain broken pipe is still one.
+        let pipe = io::Error::from(io::ErrorKind::BrokenPipe);
+        assert_eq!(classify_error(&pipe, Phase::Send).kind(), Kind::BrokenPipe);
     }
 }
