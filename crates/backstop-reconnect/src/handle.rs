@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use backstop_classify::Error;
 use futures_util::Stream;
 use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::state::{Event, State};
 
@@ -43,11 +43,13 @@ impl<M> fmt::Display for SendError<M> {
 impl<M: fmt::Debug> std::error::Error for SendError<M> {}
 
 /// Sends through, observes and stops a supervisor. Cheap to clone; dropping every handle shuts
-/// the supervisor down.
+/// the supervisor down as [`shutdown`](Handle::shutdown) does.
 pub struct Handle<M> {
     pub(crate) tx: mpsc::Sender<M>,
     pub(crate) state: watch::Receiver<State>,
     pub(crate) cancel: CancellationToken,
+    /// Cancels the supervisor when the last handle is dropped: nobody could send or stop it.
+    pub(crate) _last: Arc<DropGuard>,
 }
 
 impl<M> Clone for Handle<M> {
@@ -56,6 +58,7 @@ impl<M> Clone for Handle<M> {
             tx: self.tx.clone(),
             state: self.state.clone(),
             cancel: self.cancel.clone(),
+            _last: Arc::clone(&self._last),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! and [`Delivery`].
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use backstop_classify::{ConfigError, Error};
@@ -164,7 +165,8 @@ impl<C: Connector> SupervisorBuilder<C> {
     }
 
     /// How many incoming events wait for the application before the supervisor stops reading
-    /// (1 to 2²⁰).
+    /// (1 to 2²⁰): a slow application slows the peer down instead of growing memory. Time spent
+    /// waiting for the application does not count against the heartbeat.
     pub fn incoming_capacity(mut self, capacity: usize) -> Self {
         self.incoming_capacity = capacity;
         self
@@ -272,6 +274,7 @@ impl<C: Connector> SupervisorBuilder<C> {
             Handle {
                 tx,
                 state: state_rx,
+                _last: Arc::new(cancel.clone().drop_guard()),
                 cancel,
             },
             Events { rx: events_rx },

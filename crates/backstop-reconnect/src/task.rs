@@ -217,6 +217,10 @@ impl<C: Connector> Task<C> {
                             continue;
                         }
                         self.emit(Event::Message(msg)).await;
+                        // While the application was slow to take it we were not reading, so
+                        // the peer's silence meanwhile says nothing about its health.
+                        last_inbound = Instant::now();
+                        next_ping = heartbeat.as_ref().map(|h| last_inbound + h.interval());
                     }
                     Some(Err(error)) => return End::Failed(error),
                     None => {
@@ -277,18 +281,16 @@ impl<C: Connector> Task<C> {
         deadline: Option<Instant>,
     ) -> impl Future<Output = Result<(), Option<Error>>> + Send + 'a {
         let cancel = self.cancel.clone();
-        let late = self
-            .heartbeat
-            .as_ref()
-            .map(silent)
-            .unwrap_or_else(|| Error::new(Kind::TimedOut(Timer::Idle), Phase::Send));
+        let bound = self.heartbeat.as_ref().map(Heartbeat::bound);
         async move {
             let send = conn.send(msg);
             let bounded = async {
                 match deadline {
                     Some(at) => match timeout_at(at, send).await {
                         Ok(result) => result,
-                        Err(_) => Err(late),
+                        // Only the heartbeat sets a deadline: the peer stopped reading.
+                        Err(_) => Err(Error::new(Kind::TimedOut(Timer::Idle), Phase::Send)
+                            .with_source(Silent(bound.unwrap_or_default()))),
                     },
                     None => send.await,
                 }

@@ -621,3 +621,43 @@ fn spawning_outside_a_runtime_is_an_error_not_a_panic() {
         .unwrap_err();
     assert_eq!(err.field(), "runtime");
 }
+
+// === connectors and handles ===
+
+#[tokio::test(start_paused = true)]
+async fn a_tower_service_connects_and_dropping_every_handle_stops_the_supervisor() {
+    let (listener, addr) = listener().await;
+    let (mut lines, _close, say) = line_server(listener);
+    let service = tower::service_fn(|addr: String| {
+        let mut tcp = TcpLines::new(addr).unwrap();
+        async move { tcp.connect().await }
+    });
+    let (handle, mut events) =
+        Supervisor::builder(backstop_reconnect::ServiceConnector::new(service, addr))
+            .spawn()
+            .unwrap();
+    handle.send("up".into()).unwrap();
+    assert_eq!(
+        timeout(BOUND, lines.recv()).await.unwrap(),
+        Some((1, "up".into()))
+    );
+    say.send("down".into()).unwrap();
+    assert_eq!(events.next_message().await.as_deref(), Some("down"));
+
+    let state = handle.state();
+    drop(handle);
+    let last = timeout(BOUND, async {
+        let mut last = None;
+        while let Some(ev) = events.recv().await {
+            last = Some(ev);
+        }
+        last
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(last, Some(Event::Stopped { error: None })),
+        "{last:?}"
+    );
+    assert!(state.borrow().is_stopped());
+}
