@@ -119,7 +119,15 @@ async fn delays_grow_within_jitter_bounds_and_reset_after_a_healthy_connection()
 
     // 10 disconnects: 6 short, the healthy one, then short ones again.
     for _ in 0..10 {
-        wait_event(&mut events, |e| matches!(e, Event::Disconnected { .. })).await;
+        let ev = wait_event(&mut events, |e| matches!(e, Event::Disconnected { .. })).await;
+        // The server's close is classified as such, while reading.
+        let Event::Disconnected { error } = ev else {
+            unreachable!()
+        };
+        assert_eq!(
+            (error.kind(), error.phase()),
+            (Kind::Closed, Phase::ReadBody)
+        );
     }
     let mut state = handle.state();
     wait_state(&mut state, |s| {

@@ -4,9 +4,10 @@
 #![cfg(feature = "websocket")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use backstop_classify::{Kind, Timer};
+use backstop_classify::{Kind, Phase, Timer};
 use backstop_reconnect::{Event, Heartbeat, Supervisor, WebSocket, WsMessage};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
@@ -58,6 +59,51 @@ async fn a_websocket_peer_that_stops_answering_pings_is_detected_within_the_boun
     // The greeting arrived; the pongs were swallowed.
     assert_eq!(messages, vec![WsMessage::text("welcome")]);
     handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn wss_goes_through_the_given_rustls_config_and_a_bad_certificate_is_classified() {
+    let identity = backstop_chaos::TlsIdentity::generate().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(identity.server_config().unwrap()));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("wss://localhost:{}", listener.local_addr().unwrap().port());
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let mut ws = tokio_tungstenite::accept_async(tls).await.unwrap();
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() {
+                        ws.send(msg).await.unwrap();
+                    }
+                }
+            });
+        }
+    });
+
+    // Trusting the test CA: messages flow over TLS.
+    let tls = Arc::new(identity.client_config().unwrap());
+    let (handle, mut events) =
+        Supervisor::builder(WebSocket::new(url.clone()).unwrap().tls_config(tls))
+            .spawn()
+            .unwrap();
+    handle.send(WsMessage::text("over tls")).unwrap();
+    let echoed = timeout(BOUND, events.next_message()).await.unwrap();
+    assert_eq!(echoed, Some(WsMessage::text("over tls")));
+    handle.shutdown().await;
+
+    // With the default (webpki) roots the test CA is unknown: a classified TLS failure.
+    let (handle, mut events) = Supervisor::builder(WebSocket::new(url).unwrap())
+        .max_attempts(1)
+        .spawn()
+        .unwrap();
+    let error = timeout(BOUND, handle.stopped()).await.unwrap().unwrap();
+    assert!(matches!(error.kind(), Kind::Tls(_)), "{error:?}");
+    assert_eq!(error.phase(), Phase::Tls, "{error:?}");
+    while events.recv().await.is_some() {}
 }
 
 #[test]
