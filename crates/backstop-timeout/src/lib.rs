@@ -69,6 +69,9 @@ pub use connect::{ConnectFuture, ConnectTimeout, ConnectTimeoutLayer, MAX_CONNEC
 pub use idle::{IdleConnectFuture, IdleConnector, IdleTimeoutLayer, MAX_IDLE_TIMEOUT};
 pub use io::{IdleConnection, IdleIo, Side};
 pub use keepalive::{Http2KeepAlive, MAX_KEEP_ALIVE};
-pub use phase::{MarkConnecting, MarkFuture, MarkResolving, report_phase, track_phase};
+pub use phase::{
+    MarkConnecting, MarkFuture, MarkResolving, PhaseStamps, report_phase, track_phase,
+    track_phase_stamped,
+};
 pub use server::{ActiveBody, ActiveFuture, ServerActivity, TrackActivity};
 pub use tcp::{DEFAULT_ATTEMPT_DELAY, DEFAULT_ATTEMPT_TIMEOUT, TcpConnector, TcpConnectorBuilder};

@@ -15,10 +15,28 @@ use std::task::{Context, Poll, ready};
 
 use backstop_classify::Phase;
 use pin_project_lite::pin_project;
+use tokio::time::Instant;
 use tower_service::Service;
 
 thread_local! {
     static CURRENT: Cell<Option<Phase>> = const { Cell::new(None) };
+    // The moments a stamped scope's connect left resolving and TCP; `None` outside one.
+    static STAMPS: Cell<Option<PhaseStamps>> = const { Cell::new(None) };
+}
+
+/// When a connect was seen to finish resolving and to finish its TCP connection, stamped at the
+/// moment the connector reported the next phase — not at the end of the poll in which it did:
+/// a loopback connect and the start of a TLS handshake often happen in one poll, and stamping
+/// at its end would count the handshake's first flight as TCP time.
+///
+/// Filled by [`track_phase_stamped`]; `resolved` stays `None` when nothing was resolved (an IP
+/// address), `connected` when the connection needed no TLS (no phase after TCP was reported).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PhaseStamps {
+    /// When resolution ended (the connector moved on from [`Phase::Resolve`]).
+    pub resolved: Option<Instant>,
+    /// When the TCP connection was up (the connector reported [`Phase::Tls`]).
+    pub connected: Option<Instant>,
 }
 
 /// Tells the enclosing [`ConnectTimeout`](crate::ConnectTimeout) which phase the connect is in.
@@ -27,10 +45,57 @@ thread_local! {
 /// TCP connection is up and the handshake starts). Outside a `ConnectTimeout` it does nothing.
 pub fn report_phase(phase: Phase) {
     CURRENT.with(|current| {
-        if current.get().is_some() {
+        if let Some(previous) = current.get() {
+            if previous != phase {
+                stamp(previous, phase);
+            }
             current.set(Some(phase));
         }
     });
+}
+
+/// Records the moment of a transition in the enclosing stamped scope, if there is one.
+fn stamp(from: Phase, to: Phase) {
+    STAMPS.with(|stamps| {
+        if let Some(mut stamped) = stamps.get() {
+            if from == Phase::Resolve {
+                stamped.resolved.get_or_insert_with(Instant::now);
+            }
+            if to == Phase::Tls {
+                stamped.connected.get_or_insert_with(Instant::now);
+            }
+            stamps.set(Some(stamped));
+        }
+    });
+}
+
+/// [`track_phase`], also stamping in `stamps` the moments the connect left resolving and TCP
+/// ([`PhaseStamps`]), for a wrapper that times each phase of a new connection. Phases pass
+/// through nested scopes as with [`track_phase`]; stamps go to the innermost stamped scope.
+pub fn track_phase_stamped<T>(
+    phase: &mut Phase,
+    stamps: &mut PhaseStamps,
+    poll: impl FnOnce() -> T,
+) -> T {
+    struct Restore<'a> {
+        outer: Option<PhaseStamps>,
+        stamps: &'a mut PhaseStamps,
+    }
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            let mine = STAMPS.with(|cell| cell.replace(self.outer));
+            if let Some(mine) = mine {
+                *self.stamps = mine;
+            }
+        }
+    }
+    let restore = Restore {
+        outer: STAMPS.with(|cell| cell.replace(Some(*stamps))),
+        stamps,
+    };
+    let out = track_phase(phase, poll);
+    drop(restore);
+    out
 }
 
 /// Runs `poll` (a connector's `call`, or a poll of its future) with `phase` as the current phase,
@@ -192,6 +257,35 @@ mod tests {
         track_phase(&mut phase, || report_phase(Phase::Resolve));
         assert_eq!(phase, Phase::Resolve);
         assert_eq!(CURRENT.with(Cell::get), None);
+    }
+
+    #[test]
+    fn a_stamped_scope_stamps_each_transition_when_it_is_reported() {
+        let mut phase = Phase::Connect;
+        let mut stamps = PhaseStamps::default();
+        let before = Instant::now();
+        track_phase_stamped(&mut phase, &mut stamps, || {
+            // As a connector reports them within one poll, inside a connect timer's own scope.
+            let mut inner = Phase::Connect;
+            track_phase(&mut inner, || {
+                report_phase(Phase::Resolve);
+                report_phase(Phase::Connect);
+                report_phase(Phase::Tls);
+            });
+        });
+        assert_eq!(phase, Phase::Tls);
+        let (Some(resolved), Some(connected)) = (stamps.resolved, stamps.connected) else {
+            panic!("both transitions stamped: {stamps:?}");
+        };
+        assert!(before <= resolved && resolved <= connected);
+        assert_eq!(STAMPS.with(Cell::get), None, "the scope is gone");
+
+        // No resolution (an IP address) and no TLS: nothing stamped.
+        let mut stamps = PhaseStamps::default();
+        track_phase_stamped(&mut Phase::Connect, &mut stamps, || {
+            report_phase(Phase::Connect);
+        });
+        assert_eq!(stamps, PhaseStamps::default());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use backstop_classify::Phase;
-use backstop_timeout::track_phase;
+use backstop_timeout::{PhaseStamps, track_phase_stamped};
 use http::Uri;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
@@ -33,9 +33,9 @@ thread_local! {
 
 /// How long establishing a new connection took, phase by phase.
 ///
-/// The phases are those the connector reports ([`backstop_timeout::report_phase`]); each is
-/// timed from the poll in which it was seen to start to the poll in which the next one was, so
-/// a phase that began and ended within one poll counts as zero.
+/// The phases are those the connector reports ([`backstop_timeout::report_phase`]), each timed
+/// from the moment it was reported to the moment the next one was
+/// ([`backstop_timeout::PhaseStamps`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectTimings {
     /// The DNS lookup; `None` when the host was an IP address (nothing to resolve).
@@ -75,9 +75,7 @@ where
     fn call(&mut self, uri: Uri) -> Self::Future {
         let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
         let mut phases = Phases::start();
-        let mut phase = Phase::Connect;
-        let inner = track_phase(&mut phase, || self.inner.call(uri));
-        phases.note(phase);
+        let inner = phases.track(|| self.inner.call(uri));
         TimedFuture { inner, tls, phases }
     }
 }
@@ -91,12 +89,11 @@ pin_project! {
     }
 }
 
-/// When a connect started, and when it was seen to move past resolving and past TCP.
+/// When a connect started, the phase it is in, and the moments it left resolving and TCP.
 struct Phases {
     started: Instant,
     phase: Phase,
-    resolved_at: Option<Instant>,
-    connected_at: Option<Instant>,
+    stamps: PhaseStamps,
 }
 
 impl Phases {
@@ -104,38 +101,24 @@ impl Phases {
         Phases {
             started: Instant::now(),
             phase: Phase::Connect,
-            resolved_at: None,
-            connected_at: None,
+            stamps: PhaseStamps::default(),
         }
     }
 
-    /// Notes the phase the connector reported by the end of a poll (or of its `call`).
-    fn note(&mut self, now_in: Phase) {
-        if now_in == self.phase {
-            return;
-        }
-        let leaves_resolve =
-            self.phase == Phase::Resolve && matches!(now_in, Phase::Connect | Phase::Tls);
-        if leaves_resolve || now_in == Phase::Tls {
-            let now = Instant::now();
-            if leaves_resolve {
-                self.resolved_at = Some(now);
-            }
-            if now_in == Phase::Tls {
-                self.connected_at = Some(now);
-            }
-        }
-        self.phase = now_in;
+    /// Runs one poll (or the connector's `call`) in a stamped phase scope.
+    fn track<T>(&mut self, poll: impl FnOnce() -> T) -> T {
+        track_phase_stamped(&mut self.phase, &mut self.stamps, poll)
     }
 
     /// The timings of a connection ready now.
     fn timings(&self, tls: bool) -> ConnectTimings {
         let ready_at = Instant::now();
-        let tcp_from = self.resolved_at.unwrap_or(self.started);
-        let tcp_to = self.connected_at.unwrap_or(ready_at);
+        let tcp_from = self.stamps.resolved.unwrap_or(self.started);
+        let tcp_to = self.stamps.connected.unwrap_or(ready_at);
         ConnectTimings {
             resolve: self
-                .resolved_at
+                .stamps
+                .resolved
                 .map(|at| at.saturating_duration_since(self.started)),
             tcp: tcp_to.saturating_duration_since(tcp_from),
             tls: tls.then(|| ready_at.saturating_duration_since(tcp_to)),
@@ -152,10 +135,8 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut phase = this.phases.phase;
         let inner = this.inner;
-        let polled = track_phase(&mut phase, || inner.poll(cx));
-        this.phases.note(phase);
+        let polled = this.phases.track(|| inner.poll(cx));
         let io = ready!(polled)?;
         let timings = this.phases.timings(*this.tls);
         if IN_CALL.with(Cell::get) {
