@@ -777,8 +777,12 @@ fn next_attempt<P, B: Body, R>(
         None => &mut first,
     };
     let Some(parts) = parts else {
-        // Never retried: the judgement is still reported.
-        state.info.stop(StopReason::NotRetryable);
+        // Never retried: a single attempt was all it had, or an override said never.
+        state.info.stop(if config.max_attempts <= 1 {
+            StopReason::AttemptsExhausted
+        } else {
+            StopReason::NotRetryable
+        });
         return Err(stopped(result, &state.info));
     };
     let verdict = decide(

@@ -755,3 +755,31 @@ async fn a_failing_host_cannot_spend_the_retries_of_another() {
     let res = send(layer, &upstream, to("b.test")).await.unwrap();
     assert_eq!(res.status(), 200, "host b still has its own retries");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_single_attempt_stops_because_the_attempts_ran_out() {
+    let upstream = Upstream::new([Reply::Fail(Kind::Refused, Phase::Connect)]);
+    let err = send(
+        builder().max_attempts(1).build().unwrap(),
+        &upstream,
+        request(Method::GET),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        RetryInfo::of_error(&err).and_then(|info| info.stopped()),
+        Some(StopReason::AttemptsExhausted)
+    );
+
+    // An override that forbids retrying is a judgement, not a count.
+    let upstream = Upstream::new([Reply::Fail(Kind::Refused, Phase::Connect)]);
+    let mut req = request(Method::GET);
+    req.extensions_mut().insert(RetryOverride::NeverRetry);
+    let err = send(builder().build().unwrap(), &upstream, req)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        RetryInfo::of_error(&err).and_then(|info| info.stopped()),
+        Some(StopReason::NotRetryable)
+    );
+}
