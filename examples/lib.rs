@@ -1,1 +1,3 @@
 //! Shared helpers for the backstop examples.
+
+pub mod feed;

@@ -11,6 +11,11 @@
 //! Part 2 walks the full `backstop::Client` (deadline → retry → per-host breaker → classify →
 //! attempt timeout, with connect and idle timeouts) through the same faults and prints what it
 //! did about each: attempts, delays, breaker state, outcome, elapsed time.
+//!
+//! Part 3 keeps a WebSocket subscription alive with `backstop_reconnect::Supervisor` while its
+//! server restarts twice: reconnections, backoff delays, and proof that the replayed
+//! subscription left no gap in the feed's sequence numbers (`cargo run --example reconnect_ws`
+//! for the longer version).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -39,6 +44,7 @@ async fn main() -> Result<(), BoxError> {
     let started = Instant::now();
     part1().await?;
     part2().await?;
+    part3().await?;
     println!("\ntour finished in {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
 }
@@ -587,5 +593,35 @@ async fn part2() -> Result<(), BoxError> {
         posts.count("POST", "/fault/reset-after-read"),
         posts.count("POST", "/fault/status"),
     );
+    Ok(())
+}
+
+async fn part3() -> Result<(), BoxError> {
+    use backstop_examples::feed::{FeedConfig, FeedServer, FollowOptions, follow, print_change};
+
+    println!("\nPART 3 — a WebSocket feed kept alive through two server restarts\n");
+    let server = FeedServer::start(FeedConfig {
+        up: Duration::from_millis(600),
+        down: Duration::from_millis(250),
+        tick: Duration::from_millis(5),
+    })
+    .await?;
+    let report = follow(
+        &server.url(),
+        FollowOptions {
+            run_for: Duration::from_millis(2200),
+            seed: 7,
+        },
+        print_change,
+    )
+    .await?;
+    println!(
+        "\n{} server restart(s), {} reconnection(s), backoff: {}",
+        server.restarts(),
+        report.reconnections(),
+        report.delays_summary()
+    );
+    println!("{}", report.verdict());
+    report.check()?;
     Ok(())
 }
