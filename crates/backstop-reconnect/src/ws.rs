@@ -174,7 +174,15 @@ impl Sink<Message> for WsConn {
 fn classify_ws(err: tungstenite::Error, phase: Phase) -> Error {
     use tungstenite::Error as E;
     match err {
-        E::Io(io) => Error::from_io(io, phase),
+        E::Io(io) if phase == Phase::Connect => Error::from_io(io, phase),
+        E::Io(io) => {
+            // On an established connection the caller knows the phase; the I/O kind alone would
+            // guess from HTTP (a reset "while awaiting headers") on a WebSocket long past its
+            // handshake.
+            let err = Error::from_io(io, phase);
+            let failure = err.failure().with_phase(phase);
+            err.with_failure(failure)
+        }
         E::ConnectionClosed | E::AlreadyClosed => Error::new(Kind::Closed, phase).with_source(err),
         E::Http(ref response) => {
             // The server refused the upgrade with a status: it answered, so it is up.
