@@ -721,11 +721,16 @@ impl Client {
     ///
     /// A response carries a [`CallInfo`]; so does an error ([`CallInfo::of_error`]), whose kind
     /// is the last real failure and whose call info says why retrying stopped.
-    pub async fn send<B>(&self, req: Request<B>) -> Result<Response<ResponseBody>, Error>
+    pub fn send<B>(
+        &self,
+        req: Request<B>,
+    ) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send + '_
     where
         B: Into<RequestBody>,
     {
-        self.send_body(req.map(Into::into)).await
+        // Not an `async fn` of its own: the conversion happens now, and the caller awaits the
+        // one state machine that does the work instead of one wrapped in another.
+        self.send_body(req.map(Into::into))
     }
 
     async fn send_body(&self, req: Request<RequestBody>) -> Result<Response<ResponseBody>, Error> {
