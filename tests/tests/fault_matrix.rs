@@ -1,6 +1,7 @@
 //! Every fault of the chaos upstream × every kind of method × HTTP/1.1 and HTTP/2 × plain and TLS,
-//! through the default `backstop::Client` (only the trust of the chaos certificate added, and the
-//! ALPN list that picks the protocol over TLS), on tokio's paused clock over real loopback sockets.
+//! through the default `backstop::Client` (only the trust of the chaos certificate added, the ALPN
+//! list that picks HTTP/1.1 over TLS, and prior knowledge for plain HTTP/2), on tokio's paused
+//! clock over real loopback sockets.
 //!
 //! Every cell checks the invariants, whatever its outcome:
 //! - an unkeyed POST reaches the upstream at most once;
@@ -13,8 +14,8 @@
 //! from what it measured; `BACKSTOP_BLESS=1 cargo test -p backstop-tests --test fault_matrix`
 //! rewrites it.
 //!
-//! Plain HTTP/2 (h2c, prior knowledge) is not in the matrix: the client speaks HTTP/2 only where
-//! ALPN negotiates it.
+//! Plain HTTP/2 is h2c with prior knowledge (`ClientBuilder::http2_prior_knowledge`); over TLS
+//! the client's default ALPN list picks HTTP/2.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fmt::Write as _;
@@ -31,6 +32,7 @@ use tokio::time::{Instant, timeout};
 enum Wire {
     H1,
     H1Tls,
+    H2,
     H2Tls,
 }
 
@@ -39,6 +41,7 @@ impl Wire {
         match self {
             Wire::H1 => "HTTP/1.1",
             Wire::H1Tls => "HTTP/1.1 + TLS",
+            Wire::H2 => "HTTP/2 (h2c)",
             Wire::H2Tls => "HTTP/2 + TLS",
         }
     }
@@ -127,6 +130,7 @@ fn describe_error(err: &backstop::Error) -> String {
 async fn client_for(wire: Wire, chaos: Option<&ChaosServer>) -> Client {
     let builder = Client::builder();
     let builder = match (wire, chaos) {
+        (Wire::H2, _) => builder.http2_prior_knowledge(true),
         (Wire::H1, _) | (_, None) => builder,
         (Wire::H1Tls | Wire::H2Tls, Some(chaos)) => {
             let mut tls = chaos.client_tls_config().unwrap().unwrap();
@@ -142,7 +146,7 @@ async fn client_for(wire: Wire, chaos: Option<&ChaosServer>) -> Client {
 /// One cell: the outcome ("200", "503", "reset", "body: timed out (deadline)"…) and deliveries.
 async fn cell(wire: Wire, call: Call, fault: &Fault) -> (String, usize) {
     let chaos = ChaosServer::builder()
-        .tls(wire != Wire::H1)
+        .tls(matches!(wire, Wire::H1Tls | Wire::H2Tls))
         .start()
         .await
         .unwrap();
@@ -152,6 +156,9 @@ async fn cell(wire: Wire, call: Call, fault: &Fault) -> (String, usize) {
         match client.send(call.request(&chaos.fault_url(fault))).await {
             Err(err) => describe_error(&err),
             Ok(res) => {
+                // The wire is the one the cell names.
+                let http2 = matches!(wire, Wire::H2 | Wire::H2Tls);
+                assert_eq!(res.version() == http::Version::HTTP_2, http2, "{wire:?}");
                 let status = res.status().as_u16().to_string();
                 match res.into_body().collect().await {
                     Ok(_) => status,
@@ -199,7 +206,11 @@ async fn cell(wire: Wire, call: Call, fault: &Fault) -> (String, usize) {
 async fn connection_cells(wire: Wire, table: &mut String) {
     for call in CALLS {
         let closed = backstop_chaos::closed_port_addr().unwrap();
-        let scheme = if wire == Wire::H1 { "http" } else { "https" };
+        let scheme = if matches!(wire, Wire::H1 | Wire::H2) {
+            "http"
+        } else {
+            "https"
+        };
         let started = Instant::now();
         let client = client_for(wire, None).await;
         let err = client
@@ -254,7 +265,7 @@ async fn every_fault_every_method_every_wire_keeps_the_invariants() {
     let mut table = String::from(
         "| wire | fault | method | the caller gets | deliveries |\n|---|---|---|---|---:|\n",
     );
-    for wire in [Wire::H1, Wire::H1Tls, Wire::H2Tls] {
+    for wire in [Wire::H1, Wire::H1Tls, Wire::H2, Wire::H2Tls] {
         connection_cells(wire, &mut table).await;
         for (name, fault) in faults() {
             for call in CALLS {

@@ -105,7 +105,8 @@ pub(crate) struct HttpArgs {
     /// Offer only HTTP/1.1 in TLS ALPN.
     #[arg(long, conflicts_with = "http2")]
     pub(crate) http1: bool,
-    /// Offer only HTTP/2 in TLS ALPN (https only: the client has no HTTP/2 prior knowledge).
+    /// HTTP/2 only: the only protocol offered in TLS ALPN, or, for http://, HTTP/2 with prior
+    /// knowledge (h2c).
     #[arg(long)]
     pub(crate) http2: bool,
     /// Let the client retry up to N times, and show its retry decisions.

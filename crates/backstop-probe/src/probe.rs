@@ -304,11 +304,6 @@ fn setup(args: &HttpArgs) -> Result<Setup, String> {
         .iter()
         .map(|h| parse_header(h))
         .collect::<Result<Vec<_>, _>>()?;
-    if args.http2 && !https {
-        return Err(
-            "--http2 needs https://: the client speaks HTTP/2 only when TLS ALPN selects it".into(),
-        );
-    }
     let alpn = if args.http1 {
         Alpn::Http1
     } else if args.http2 {
@@ -380,6 +375,9 @@ fn build_client(args: &HttpArgs, s: &Setup, resolved: Resolved) -> Result<Client
     }
     if let Some(trust) = &s.trust {
         builder = builder.tls(tls::client_config(trust, s.alpn)?);
+    } else if args.http2 {
+        // Plain http:// has no ALPN to ask with: HTTP/2 with prior knowledge (h2c).
+        builder = builder.http2_prior_knowledge(true);
     }
     builder.build().map_err(|e| e.to_string())
 }

@@ -90,6 +90,17 @@ async fn a_503_shows_status_and_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_over_plain_http_is_h2c() {
+    let chaos = ChaosServer::start().await.unwrap();
+    let (code, out) = probe(&[&chaos.url("/"), "--http2"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("HTTP/2.0 200 OK"), "{out}");
+    let (code, out) = probe(&[&chaos.url("/")]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("HTTP/1.1 200 OK"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_is_a_protocol_failure() {
     let chaos = ChaosServer::start().await.unwrap();
     let (code, out) = probe(&[&chaos.fault_url(&Fault::Garbage)]).await;

@@ -308,6 +308,16 @@ pub struct ClientBuilder {
     judge: Option<backstop_breaker::Judge>,
     /// hyper's HTTP/1 buffer bound, when not its default (about 400 KiB).
     http1_max_buf_size: Option<usize>,
+    http2_prior_knowledge: bool,
+}
+
+/// The builder's settings that are not part of a [`Policy`]: they shape the transport, not the
+/// rules.
+struct Transport {
+    seed: Option<u64>,
+    judge: Option<backstop_breaker::Judge>,
+    http1_max_buf_size: Option<usize>,
+    http2_prior_knowledge: bool,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -318,6 +328,7 @@ impl fmt::Debug for ClientBuilder {
             .field("custom_resolver", &self.resolver.is_some())
             .field("custom_breaker_judge", &self.judge.is_some())
             .field("http1_max_buf_size", &self.http1_max_buf_size)
+            .field("http2_prior_knowledge", &self.http2_prior_knowledge)
             .finish()
     }
 }
@@ -531,6 +542,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Speak HTTP/2 on every connection, `http://` ones included (h2c with prior knowledge), as
+    /// gRPC servers and HTTP/2-only upstreams expect. Default off: HTTP/2 where TLS's ALPN
+    /// negotiates it, HTTP/1.1 otherwise.
+    #[must_use]
+    pub fn http2_prior_knowledge(mut self, enabled: bool) -> Self {
+        self.http2_prior_knowledge = enabled;
+        self
+    }
+
     /// Bounds hyper's HTTP/1 read buffer and write queue per connection (at least 8 KiB).
     ///
     /// The gateway streams request bodies through its route clients: each chunk queued for the
@@ -554,14 +574,19 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client, ConfigError> {
         let policy = self.policy;
         policy.validate()?;
-        let buf = self.http1_max_buf_size;
+        let transport = Transport {
+            seed: self.seed,
+            judge: self.judge,
+            http1_max_buf_size: self.http1_max_buf_size,
+            http2_prior_knowledge: self.http2_prior_knowledge,
+        };
         let tls = match self.tls {
             Some(tls) => tls,
             None => default_tls()?,
         };
         match self.resolver {
-            Some(resolver) => Client::assemble(&policy, tls, resolver, self.seed, self.judge, buf),
-            None => Client::assemble(&policy, tls, GaiResolver::new(), self.seed, self.judge, buf),
+            Some(resolver) => Client::assemble(&policy, tls, resolver, transport),
+            None => Client::assemble(&policy, tls, GaiResolver::new(), transport),
         }
     }
 }
@@ -622,6 +647,7 @@ impl Client {
             seed: None,
             judge: None,
             http1_max_buf_size: None,
+            http2_prior_knowledge: false,
         }
     }
 
@@ -634,9 +660,7 @@ impl Client {
         policy: &Policy,
         tls: rustls::ClientConfig,
         resolver: R,
-        seed: Option<u64>,
-        judge: Option<backstop_breaker::Judge>,
-        http1_max_buf_size: Option<usize>,
+        transport: Transport,
     ) -> Result<Client, ConfigError>
     where
         R: Service<Name> + Clone + Send + Sync + 'static,
@@ -659,9 +683,10 @@ impl Client {
         let mut builder = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
         builder.pool_timer(hyper_util::rt::TokioTimer::new());
         builder.pool_idle_timeout(Duration::from_secs(90));
-        if let Some(bytes) = http1_max_buf_size {
+        if let Some(bytes) = transport.http1_max_buf_size {
             builder.http1_max_buf_size(bytes);
         }
+        builder.http2_only(transport.http2_prior_knowledge);
         idle.http2_keep_alive().apply_to_client(&mut builder);
         let hyper_client = builder.build::<_, ReplayBody<RequestBody>>(connector);
 
@@ -683,7 +708,7 @@ impl Client {
             .propagation(policy.propagation.to_propagation()?)
             .build()
             .map_err(|e| ConfigError::new("attempt_timeout", e.rule().to_owned()))?;
-        let retry = retry_layer(policy, seed)?;
+        let retry = retry_layer(policy, transport.seed)?;
 
         let inner = ServiceBuilder::new()
             .layer(ClassifyLayer::new())
@@ -692,7 +717,7 @@ impl Client {
             .service(hyper_client);
 
         let (service, breakers) = if policy.breaker.enabled {
-            let breaker = breaker_layer(policy, seed, judge)?;
+            let breaker = breaker_layer(policy, transport.seed, transport.judge)?;
             let breakers = breaker.breakers();
             let service = ServiceBuilder::new()
                 .layer(deadline)
