@@ -39,6 +39,8 @@ pub struct Authority {
     port: Option<u16>,
 }
 
+// === impl Authority ===
+
 impl Authority {
     /// The scheme.
     pub fn scheme(&self) -> &SchemeKey {
@@ -166,6 +168,8 @@ impl Hash for Authority {
     }
 }
 
+// === impl PerAuthority ===
+
 impl BreakerKey for PerAuthority {
     type Key = Authority;
 
@@ -203,6 +207,8 @@ fn matches_parsed(head: &RequestHead<'_>, key: &Authority) -> bool {
     };
     scheme_matches && key.port == parts.port && key.host().eq_ignore_ascii_case(parts.host)
 }
+
+// === impl Parts: a request's authority, read in place ===
 
 #[derive(Clone, Copy)]
 enum SchemeRef<'a> {

@@ -40,6 +40,8 @@ struct Cached<Key> {
     open: Option<OpenSeen>,
 }
 
+// === impl Cached ===
+
 impl<Key> Clone for Cached<Key> {
     fn clone(&self) -> Self {
         Cached {
@@ -63,6 +65,8 @@ struct ReadyState<Key> {
     wait: Option<ReusableBoxFuture<'static, ()>>,
 }
 
+// === impl ReadyState ===
+
 impl<Key> Default for ReadyState<Key> {
     fn default() -> Self {
         ReadyState {
@@ -76,6 +80,8 @@ enum Reserved<Key> {
     Ticket(Ticket<Key>),
     Unrecorded,
 }
+
+// === impl CircuitBreaker ===
 
 impl<S: Clone, K: BreakerKey> Clone for CircuitBreaker<S, K> {
     fn clone(&self) -> Self {

@@ -28,6 +28,8 @@ pub enum Window {
     },
 }
 
+// === impl Window ===
+
 impl Window {
     /// The last `n` calls.
     pub const fn count(n: u32) -> Window {
@@ -39,6 +41,8 @@ impl Window {
         Window::Time { span, buckets: 10 }
     }
 }
+
+// === impl SlidingWindow ===
 
 /// What a window holds: calls, failures among them, slow calls among them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -104,6 +108,8 @@ impl SlidingWindow {
 const PRESENT: u8 = 1;
 const FAILED: u8 = 2;
 const SLOW: u8 = 4;
+
+// === impl CountWindow ===
 
 pub(crate) struct CountWindow {
     slots: Box<[AtomicU8]>,
@@ -189,6 +195,8 @@ impl CountWindow {
         }
     }
 }
+
+// === impl TimeWindow ===
 
 /// One time bucket; each counter is `epoch << 32 | count`.
 #[derive(Default)]

@@ -90,6 +90,8 @@ struct Inner {
     window: Duration,
 }
 
+// === impl RetryBudget ===
+
 impl fmt::Debug for RetryBudget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryBudget")
@@ -280,6 +282,8 @@ fn unpack(word: u64) -> (u64, i64) {
     let value = (word & VALUE_MASK) as i64 - VALUE_BIAS;
     (tag, value)
 }
+
+// === impl RetryBudgetBuilder ===
 
 /// Builds a [`RetryBudget`]; invalid values are rejected by [`build`](RetryBudgetBuilder::build).
 #[derive(Debug, Clone)]

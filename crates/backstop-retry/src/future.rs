@@ -55,6 +55,8 @@ pin_project! {
     }
 }
 
+// === impl ResponseFuture ===
+
 impl<S, B, P, ResBody> Future for ResponseFuture<S, B, P>
 where
     S: Service<Request<ReplayBody<B>>, Response = Response<ResBody>> + Clone,
@@ -143,6 +145,8 @@ where
         }
     }
 }
+
+// === after a failed attempt: the next one, or the caller's result ===
 
 /// The failure a response stands for: the [`Outcome`] a classifier left in it, or the policy's
 /// verdict when there is none.

@@ -127,6 +127,8 @@ pub(crate) enum Replay<B> {
     Shared(Arc<Mutex<Slot<B>>>),
 }
 
+// === impl ReplayBody ===
+
 impl<B> fmt::Debug for ReplayBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.repr {
@@ -210,6 +212,8 @@ impl<B: Body> ReplayBody<B> {
     }
 }
 
+// === impl Replay ===
+
 impl<B: Body> Replay<B> {
     /// The body for the next attempt, or why there is none. From now on older attempts' bodies
     /// are superseded: their next poll fails.
@@ -266,6 +270,8 @@ impl<B> Replay<B> {
         }
     }
 }
+
+// === impl Reader ===
 
 impl<B> Reader<B>
 where
