@@ -102,18 +102,34 @@
 //! ([`Builder::cool_down_timer`]), one load and one clock read otherwise, and allocates nothing.
 //! See the repository's `BENCHMARKS.md`.
 
+mod authority;
+mod bounds;
 mod breaker;
-mod config;
+mod breakers;
+mod builder;
+mod clock;
+mod future;
 mod key;
 mod layer;
 mod registry;
+mod service;
+mod settings;
 mod state;
+mod ticket;
 mod verdict;
 mod window;
 
-pub use config::{Builder, ConfigError, Readiness, Window};
-pub use key::{Authority, BreakerKey, FnKey, PerAuthority, RequestHead, SchemeKey, Single};
-pub use layer::{CircuitBreaker, CircuitBreakerLayer, ResponseFuture};
-pub use registry::Breakers;
+pub use authority::{Authority, PerAuthority, SchemeKey};
+pub use bounds::{
+    COUNT_WINDOW_RANGE, ConfigError, HALF_OPEN_PROBES_RANGE, MAX_DURATION, MIN_BUCKET_WIDTH,
+    MIN_OPEN_MULTIPLIER, OPEN_JITTER_RANGE, TIME_WINDOW_BUCKETS_RANGE, is_valid_rate,
+};
+pub use breakers::Breakers;
+pub use builder::Builder;
+pub use future::ResponseFuture;
+pub use key::{BreakerKey, FnKey, RequestHead, Single};
+pub use layer::{CircuitBreakerLayer, Readiness};
+pub use service::CircuitBreaker;
 pub use state::{Mode, Reason, Snapshot, State, StateChange};
 pub use verdict::{Judge, Verdict, default_verdict};
+pub use window::Window;

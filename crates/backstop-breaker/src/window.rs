@@ -1,4 +1,5 @@
-//! Lock-free sliding windows: the last N calls, or the calls of the last T.
+//! The sliding [`Window`] the rate rules use — the last N calls, or the calls of the last T — and
+//! its lock-free implementation.
 //!
 //! Both are exact and O(1) per call. The count window is a ring of one byte per call: recording
 //! a call overwrites the oldest slot and adjusts the totals by the difference, so old results
@@ -7,8 +8,41 @@
 //! stale count in the same compare-and-swap, so no update is lost when a bucket is reused.
 
 use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 
-use crate::config::Window;
+/// The sliding window the rate rules (failure rate, slow-call rate) are computed over.
+///
+/// Both windows really slide: every call costs O(1) (the time window touches one bucket), and
+/// results older than the window stop counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// The last `n` calls, exactly.
+    Count(u32),
+    /// The calls of the last `span`, in `buckets` buckets of `span / buckets` each: a result
+    /// leaves the window when its bucket does, so the window is exact to one bucket width.
+    Time {
+        /// How far back the window reaches.
+        span: Duration,
+        /// How many buckets the span is cut into (1 to 600).
+        buckets: u32,
+    },
+}
+
+// === impl Window ===
+
+impl Window {
+    /// The last `n` calls.
+    pub const fn count(n: u32) -> Window {
+        Window::Count(n)
+    }
+
+    /// The calls of the last `span`, in ten buckets.
+    pub const fn time(span: Duration) -> Window {
+        Window::Time { span, buckets: 10 }
+    }
+}
+
+// === impl SlidingWindow ===
 
 /// What a window holds: calls, failures among them, slow calls among them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -74,6 +108,8 @@ impl SlidingWindow {
 const PRESENT: u8 = 1;
 const FAILED: u8 = 2;
 const SLOW: u8 = 4;
+
+// === impl CountWindow ===
 
 pub(crate) struct CountWindow {
     slots: Box<[AtomicU8]>,
@@ -159,6 +195,8 @@ impl CountWindow {
         }
     }
 }
+
+// === impl TimeWindow ===
 
 /// One time bucket; each counter is `epoch << 32 | count`.
 #[derive(Default)]

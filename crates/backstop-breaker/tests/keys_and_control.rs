@@ -322,3 +322,95 @@ fn invalid_settings_are_rejected_naming_the_field() {
     );
     assert!(b().build().is_ok());
 }
+
+/// The exported bounds are the ones `build` enforces, ends included: code validating its own
+/// configuration with them (the facade's `Policy`) accepts exactly what the layer accepts.
+#[test]
+fn the_exported_bounds_are_the_ones_build_enforces() {
+    use backstop_breaker::{
+        COUNT_WINDOW_RANGE, HALF_OPEN_PROBES_RANGE, MAX_DURATION, MIN_BUCKET_WIDTH,
+        MIN_OPEN_MULTIPLIER, OPEN_JITTER_RANGE, TIME_WINDOW_BUCKETS_RANGE, is_valid_rate,
+    };
+    let field = |r: Result<CircuitBreakerLayer, backstop_breaker::ConfigError>| {
+        r.err().map(|e| e.field().to_owned())
+    };
+    let b = CircuitBreakerLayer::builder;
+    let probes = |n| field(b().half_open_probes(n).build());
+    assert_eq!(probes(*HALF_OPEN_PROBES_RANGE.start()), None);
+    assert_eq!(probes(*HALF_OPEN_PROBES_RANGE.end()), None);
+    assert_eq!(
+        probes(HALF_OPEN_PROBES_RANGE.start() - 1).as_deref(),
+        Some("half_open_probes")
+    );
+    assert_eq!(
+        probes(HALF_OPEN_PROBES_RANGE.end() + 1).as_deref(),
+        Some("half_open_probes")
+    );
+
+    let count = |n| field(b().window(Window::count(n)).minimum_calls(1).build());
+    assert_eq!(count(*COUNT_WINDOW_RANGE.start()), None);
+    assert_eq!(count(*COUNT_WINDOW_RANGE.end()), None);
+    assert_eq!(
+        count(COUNT_WINDOW_RANGE.end() + 1).as_deref(),
+        Some("window")
+    );
+
+    let time = |span, buckets| field(b().window(Window::Time { span, buckets }).build());
+    let span = Duration::from_secs(60);
+    assert_eq!(time(span, *TIME_WINDOW_BUCKETS_RANGE.start()), None);
+    assert_eq!(time(span, *TIME_WINDOW_BUCKETS_RANGE.end()), None);
+    assert_eq!(time(span, 0).as_deref(), Some("window"));
+    assert_eq!(
+        time(span, TIME_WINDOW_BUCKETS_RANGE.end() + 1).as_deref(),
+        Some("window")
+    );
+    assert_eq!(time(MIN_BUCKET_WIDTH * 10, 10), None);
+    assert_eq!(
+        time(MIN_BUCKET_WIDTH * 10 - Duration::from_nanos(1), 10).as_deref(),
+        Some("window")
+    );
+    assert_eq!(
+        time(MAX_DURATION + Duration::from_secs(1), 10).as_deref(),
+        Some("window")
+    );
+
+    let open_for = |d| field(b().open_for(d).max_open_for(MAX_DURATION).build());
+    assert_eq!(open_for(MAX_DURATION), None);
+    assert_eq!(
+        open_for(MAX_DURATION + Duration::from_secs(1)).as_deref(),
+        Some("open_for")
+    );
+    let idle = |d| field(b().idle_after(d).build());
+    assert_eq!(idle(MAX_DURATION), None);
+    assert_eq!(
+        idle(MAX_DURATION + Duration::from_secs(1)).as_deref(),
+        Some("idle_after")
+    );
+
+    let jitter = |j| field(b().open_jitter(j).build());
+    assert_eq!(jitter(OPEN_JITTER_RANGE.start), None);
+    assert_eq!(jitter(OPEN_JITTER_RANGE.end - 0.001), None);
+    assert_eq!(
+        jitter(OPEN_JITTER_RANGE.end).as_deref(),
+        Some("open_jitter")
+    );
+    let multiplier = |m| field(b().open_multiplier(m).build());
+    assert_eq!(multiplier(MIN_OPEN_MULTIPLIER), None);
+    assert_eq!(
+        multiplier(MIN_OPEN_MULTIPLIER - 0.001).as_deref(),
+        Some("open_multiplier")
+    );
+
+    for rate in [0.001, 0.5, 1.0] {
+        assert!(is_valid_rate(rate), "{rate}");
+        assert_eq!(field(b().failure_rate(rate).build()), None, "{rate}");
+    }
+    for rate in [0.0, -0.5, 1.001, f64::NAN, f64::INFINITY] {
+        assert!(!is_valid_rate(rate), "{rate}");
+        assert_eq!(
+            field(b().failure_rate(rate).build()).as_deref(),
+            Some("failure_rate"),
+            "{rate}"
+        );
+    }
+}

@@ -6,8 +6,10 @@ use rand::Rng;
 
 use crate::ConfigError;
 
-/// The longest cap a backoff accepts: waiting longer than this between attempts is a
-/// configuration mistake, not a policy.
+/// The longest cap a backoff accepts, and so the bound of
+/// [`RetryLayerBuilder::max_delay`](crate::RetryLayerBuilder::max_delay) and
+/// [`RetryLayerBuilder::retry_after_max`](crate::RetryLayerBuilder::retry_after_max): waiting
+/// longer than this between attempts is a configuration mistake, not a policy.
 pub const MAX_BACKOFF_CAP: Duration = Duration::from_secs(60 * 60);
 
 /// How randomness spreads the delays of clients that failed together.

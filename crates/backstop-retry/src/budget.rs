@@ -1,6 +1,7 @@
 //! [`RetryBudget`]: retries limited to a fraction of recent requests plus a small floor.
 
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -8,6 +9,16 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::ConfigError;
+
+/// The ratios [`RetryBudgetBuilder::ratio`] accepts.
+pub const BUDGET_RATIO_RANGE: RangeInclusive<f64> = 0.0..=10.0;
+
+/// The largest [`RetryBudgetBuilder::min_per_second`].
+pub const MAX_BUDGET_MIN_PER_SECOND: u32 = 100_000;
+
+/// The windows [`RetryBudgetBuilder::window`] accepts.
+pub const BUDGET_WINDOW_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(3600);
 
 /// One retry costs this many units; a request deposits `ratio × UNIT` units, so ratios are
 /// honoured to four decimal places with integer arithmetic (no truncation of `1 / ratio`).
@@ -78,6 +89,8 @@ struct Inner {
     min_per_second: u32,
     window: Duration,
 }
+
+// === impl RetryBudget ===
 
 impl fmt::Debug for RetryBudget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -270,6 +283,8 @@ fn unpack(word: u64) -> (u64, i64) {
     (tag, value)
 }
 
+// === impl RetryBudgetBuilder ===
+
 /// Builds a [`RetryBudget`]; invalid values are rejected by [`build`](RetryBudgetBuilder::build).
 #[derive(Debug, Clone)]
 pub struct RetryBudgetBuilder {
@@ -304,19 +319,19 @@ impl RetryBudgetBuilder {
 
     /// The budget, or the first rule broken.
     pub fn build(self) -> Result<RetryBudget, ConfigError> {
-        if !self.ratio.is_finite() || !(0.0..=10.0).contains(&self.ratio) {
+        if !self.ratio.is_finite() || !BUDGET_RATIO_RANGE.contains(&self.ratio) {
             return Err(ConfigError::new(
                 "budget.ratio",
                 "must be a finite number between 0 and 10",
             ));
         }
-        if self.min_per_second > 100_000 {
+        if self.min_per_second > MAX_BUDGET_MIN_PER_SECOND {
             return Err(ConfigError::new(
                 "budget.min_per_second",
                 "must be at most 100000",
             ));
         }
-        if self.window < Duration::from_millis(100) || self.window > Duration::from_secs(3600) {
+        if !BUDGET_WINDOW_RANGE.contains(&self.window) {
             return Err(ConfigError::new(
                 "budget.window",
                 "must be between 100 ms and one hour",

@@ -94,17 +94,28 @@
 
 mod backoff;
 mod budget;
+mod builder;
 mod config_error;
+mod decide;
+mod future;
+mod idempotency;
 mod info;
 mod layer;
+mod per_host;
+mod random;
 mod replay;
+mod service;
 
 pub use backoff::{Backoff, Jitter, MAX_BACKOFF_CAP};
-pub use budget::{RetryBudget, RetryBudgetBuilder};
-pub use config_error::ConfigError;
-pub use info::{MAX_ATTEMPTS_LIMIT, RetryInfo, RetryOverride, StopReason};
-pub use layer::{
-    MAX_REPLAY_LIMIT, ResponseFuture, RetryLayer, RetryLayerBuilder, RetryService,
-    is_idempotent_method,
+pub use budget::{
+    BUDGET_RATIO_RANGE, BUDGET_WINDOW_RANGE, MAX_BUDGET_MIN_PER_SECOND, RetryBudget,
+    RetryBudgetBuilder,
 };
+pub use builder::{MAX_ATTEMPTS_RANGE, MAX_REPLAY_LIMIT, RetryLayerBuilder};
+pub use config_error::ConfigError;
+pub use future::ResponseFuture;
+pub use idempotency::is_idempotent_method;
+pub use info::{MAX_ATTEMPTS_LIMIT, RetryInfo, RetryOverride, StopReason};
+pub use layer::RetryLayer;
 pub use replay::{DEFAULT_REPLAY_LIMIT, ReplayBody};
+pub use service::RetryService;

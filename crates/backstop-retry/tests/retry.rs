@@ -721,6 +721,75 @@ fn invalid_configurations_are_rejected_naming_the_field() {
     assert!(RetryLayer::builder().max_attempts(10).build().is_ok());
 }
 
+/// The exported bounds are the ones `build` enforces, ends included: code validating its own
+/// configuration with them (the facade's `Policy`) accepts exactly what the layer accepts.
+#[test]
+fn the_exported_bounds_are_the_ones_build_enforces() {
+    use backstop_retry::{
+        BUDGET_RATIO_RANGE, BUDGET_WINDOW_RANGE, MAX_ATTEMPTS_RANGE, MAX_BACKOFF_CAP,
+        MAX_BUDGET_MIN_PER_SECOND, MAX_REPLAY_LIMIT,
+    };
+    let field = |b: RetryLayerBuilder| b.build().err().map(|e| e.field().to_owned());
+    let attempts = |n| field(RetryLayer::builder().max_attempts(n));
+    assert_eq!(attempts(*MAX_ATTEMPTS_RANGE.start()), None);
+    assert_eq!(attempts(*MAX_ATTEMPTS_RANGE.end()), None);
+    assert_eq!(
+        attempts(MAX_ATTEMPTS_RANGE.start() - 1).as_deref(),
+        Some("max_attempts")
+    );
+    assert_eq!(
+        attempts(MAX_ATTEMPTS_RANGE.end() + 1).as_deref(),
+        Some("max_attempts")
+    );
+
+    let max_delay = |d| field(RetryLayer::builder().max_delay(d));
+    assert_eq!(max_delay(MAX_BACKOFF_CAP), None);
+    assert_eq!(
+        max_delay(MAX_BACKOFF_CAP + MS).as_deref(),
+        Some("max_delay")
+    );
+    let server_wait = |d| field(RetryLayer::builder().retry_after_max(d));
+    assert_eq!(server_wait(MAX_BACKOFF_CAP), None);
+    assert_eq!(
+        server_wait(MAX_BACKOFF_CAP + MS).as_deref(),
+        Some("retry_after_max")
+    );
+    let replay = |n| field(RetryLayer::builder().replay_limit(n));
+    assert_eq!(replay(MAX_REPLAY_LIMIT), None);
+    assert_eq!(
+        replay(MAX_REPLAY_LIMIT + 1).as_deref(),
+        Some("replay_limit")
+    );
+
+    let budget =
+        |b: backstop_retry::RetryBudgetBuilder| b.build().err().map(|e| e.field().to_owned());
+    let ratio = |r| budget(RetryBudget::builder().ratio(r));
+    assert_eq!(ratio(*BUDGET_RATIO_RANGE.start()), None);
+    assert_eq!(ratio(*BUDGET_RATIO_RANGE.end()), None);
+    assert_eq!(
+        ratio(BUDGET_RATIO_RANGE.end() + 0.001).as_deref(),
+        Some("budget.ratio")
+    );
+    assert_eq!(ratio(-0.001).as_deref(), Some("budget.ratio"));
+    let floor = |n| budget(RetryBudget::builder().min_per_second(n));
+    assert_eq!(floor(MAX_BUDGET_MIN_PER_SECOND), None);
+    assert_eq!(
+        floor(MAX_BUDGET_MIN_PER_SECOND + 1).as_deref(),
+        Some("budget.min_per_second")
+    );
+    let window = |d| budget(RetryBudget::builder().window(d));
+    assert_eq!(window(*BUDGET_WINDOW_RANGE.start()), None);
+    assert_eq!(window(*BUDGET_WINDOW_RANGE.end()), None);
+    assert_eq!(
+        window(*BUDGET_WINDOW_RANGE.start() - MS).as_deref(),
+        Some("budget.window")
+    );
+    assert_eq!(
+        window(*BUDGET_WINDOW_RANGE.end() + MS).as_deref(),
+        Some("budget.window")
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn poll_ready_errors_are_classified() {
     let mut svc = builder().build().unwrap().layer(tower::service_fn(

@@ -1,4 +1,5 @@
-//! Configuration: the [`Builder`], the sliding [`Window`], [`Readiness`] and [`ConfigError`].
+//! [`Builder`]: every setting of a [`CircuitBreakerLayer`], checked in one place by
+//! [`build`](Builder::build) against the bounds exported with it (`bounds.rs`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -6,135 +7,15 @@ use std::time::Duration;
 
 use backstop_classify::HttpPolicy;
 
-use crate::key::{BreakerKey, FnKey, PerAuthority, RequestHead, Single};
-use crate::layer::CircuitBreakerLayer;
+use crate::authority::PerAuthority;
+use crate::bounds::{ConfigError, validate};
+use crate::key::{BreakerKey, FnKey, RequestHead, Single};
+use crate::layer::{CircuitBreakerLayer, Readiness};
 use crate::registry::Registry;
+use crate::settings::{OnChange, Settings};
 use crate::state::{Mode, StateChange};
-use crate::verdict::{Judge, default_verdict};
-
-/// The sliding window the rate rules (failure rate, slow-call rate) are computed over.
-///
-/// Both windows really slide: every call costs O(1) (the time window touches one bucket), and
-/// results older than the window stop counting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Window {
-    /// The last `n` calls, exactly.
-    Count(u32),
-    /// The calls of the last `span`, in `buckets` buckets of `span / buckets` each: a result
-    /// leaves the window when its bucket does, so the window is exact to one bucket width.
-    Time {
-        /// How far back the window reaches.
-        span: Duration,
-        /// How many buckets the span is cut into (1 to 600).
-        buckets: u32,
-    },
-}
-
-impl Window {
-    /// The last `n` calls.
-    pub const fn count(n: u32) -> Window {
-        Window::Count(n)
-    }
-
-    /// The calls of the last `span`, in ten buckets.
-    pub const fn time(span: Duration) -> Window {
-        Window::Time { span, buckets: 10 }
-    }
-}
-
-/// What the service does while its circuit is open.
-///
-/// Only a layer with a [single breaker](CircuitBreakerLayer::single) can report not-ready: a
-/// keyed breaker does not know which key the next request will have until `call`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Readiness {
-    /// `poll_ready` follows the inner service; calls made while the circuit is open fail at once
-    /// with [`Kind::BreakerOpen`](backstop_classify::Kind::BreakerOpen). The right choice in
-    /// front of one client shared by many callers.
-    #[default]
-    FailCalls,
-    /// `poll_ready` returns `Pending` while the circuit is open (and while every half-open probe
-    /// permit is taken), and becomes ready when a probe may go — the permit is reserved by
-    /// `poll_ready` and used by the next `call`. The right choice for one endpoint inside a
-    /// tower balancer, which then routes around the sick endpoint instead of failing calls.
-    /// A caller using the service directly waits for the cool-down instead of failing.
-    NotReady,
-}
-
-/// The error of an invalid setting: which one, and the rule it broke (shared by every backstop
-/// crate).
-pub use backstop_classify::ConfigError;
-
-/// The validated settings shared by every breaker of one layer.
-#[derive(Clone)]
-pub(crate) struct Settings {
-    pub(crate) consecutive_failures: Option<u32>,
-    pub(crate) failure_rate: Option<f64>,
-    pub(crate) slow_call: Option<(Duration, f64)>,
-    pub(crate) window: Window,
-    pub(crate) minimum_calls: u32,
-    pub(crate) probes: u32,
-    pub(crate) open_base: Duration,
-    pub(crate) open_max: Duration,
-    pub(crate) open_multiplier: f64,
-    pub(crate) open_jitter: f64,
-    pub(crate) stable_after: Duration,
-    pub(crate) throttled_counts_consecutive: bool,
-    pub(crate) judge: Judge,
-    pub(crate) policy: HttpPolicy,
-    pub(crate) max_keys: usize,
-    pub(crate) idle_after: Duration,
-    pub(crate) seed: Option<u64>,
-    pub(crate) initial_mode: Mode,
-    pub(crate) cool_down_timer: bool,
-}
-
-impl Settings {
-    pub(crate) fn slow_threshold(&self) -> Option<Duration> {
-        self.slow_call.map(|(threshold, _)| threshold)
-    }
-
-    pub(crate) fn uses_window(&self) -> bool {
-        self.failure_rate.is_some() || self.slow_call.is_some()
-    }
-}
-
-impl Default for Settings {
-    fn default() -> Settings {
-        Settings {
-            consecutive_failures: Some(5),
-            failure_rate: Some(0.5),
-            slow_call: None,
-            window: Window::Count(100),
-            minimum_calls: 20,
-            probes: 1,
-            open_base: Duration::from_secs(5),
-            open_max: Duration::from_secs(300),
-            open_multiplier: 2.0,
-            open_jitter: 0.2,
-            cool_down_timer: true,
-            stable_after: Duration::from_secs(60),
-            throttled_counts_consecutive: false,
-            judge: default_verdict,
-            policy: HttpPolicy::new(),
-            max_keys: 1024,
-            idle_after: Duration::from_secs(600),
-            seed: None,
-            initial_mode: Mode::Automatic,
-        }
-    }
-}
-
-/// The most probes a half-open breaker may admit (the state word has 12 bits for them).
-pub(crate) const MAX_PROBES: u32 = 1000;
-const MAX_COUNT_WINDOW: u32 = 1_000_000;
-const MAX_BUCKETS: u32 = 600;
-const MIN_BUCKET_WIDTH: Duration = Duration::from_millis(1);
-/// About 30 years: longer durations are refused rather than risk instant overflow.
-const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
-
-/// The callback told of every state change.
-pub(crate) type OnChange<Key> = Arc<dyn Fn(&StateChange<Key>) + Send + Sync>;
+use crate::verdict::Judge;
+use crate::window::Window;
 
 /// Builds a [`CircuitBreakerLayer`]; every setting is checked by [`build`](Builder::build).
 ///
@@ -282,7 +163,7 @@ impl<K: BreakerKey> Builder<K> {
         self
     }
 
-    /// Replaces the judgement of what is a failure (default [`default_verdict`]).
+    /// Replaces the judgement of what is a failure (default [`default_verdict`](crate::default_verdict)).
     #[must_use]
     pub fn judge(mut self, judge: Judge) -> Self {
         self.settings.judge = judge;
@@ -399,107 +280,4 @@ impl Builder<PerAuthority> {
     {
         self.key(FnKey::new(f))
     }
-}
-
-fn unit_rate(rate: f64) -> bool {
-    rate.is_finite() && rate > 0.0 && rate <= 1.0
-}
-
-pub(crate) fn validate(s: &Settings) -> Result<(), ConfigError> {
-    if s.consecutive_failures == Some(0) {
-        return Err(ConfigError::new(
-            "consecutive_failures",
-            "must be at least 1 (use no_consecutive_failures to turn the rule off)",
-        ));
-    }
-    if s.failure_rate.is_some_and(|rate| !unit_rate(rate)) {
-        return Err(ConfigError::new("failure_rate", "must be in (0, 1]"));
-    }
-    if let Some((threshold, rate)) = s.slow_call {
-        if !unit_rate(rate) {
-            return Err(ConfigError::new("slow_calls", "rate must be in (0, 1]"));
-        }
-        if threshold.is_zero() || threshold > FAR_FUTURE {
-            return Err(ConfigError::new(
-                "slow_calls",
-                "threshold must be above zero and below 30 years",
-            ));
-        }
-    }
-    if s.consecutive_failures.is_none() && !s.uses_window() {
-        return Err(ConfigError::new(
-            "consecutive_failures",
-            "at least one trip rule (consecutive failures, failure rate, slow calls) must be on",
-        ));
-    }
-    match s.window {
-        Window::Count(n) => {
-            if n == 0 || n > MAX_COUNT_WINDOW {
-                return Err(ConfigError::new(
-                    "window",
-                    "a count window must hold 1 to 1,000,000 calls",
-                ));
-            }
-            if s.uses_window() && s.minimum_calls > n {
-                return Err(ConfigError::new(
-                    "minimum_calls",
-                    "must not exceed the size of the count window, or the rate rules never fire",
-                ));
-            }
-        }
-        Window::Time { span, buckets } => {
-            if buckets == 0 || buckets > MAX_BUCKETS {
-                return Err(ConfigError::new(
-                    "window",
-                    "a time window needs 1 to 600 buckets",
-                ));
-            }
-            if span > FAR_FUTURE || span / buckets < MIN_BUCKET_WIDTH {
-                return Err(ConfigError::new(
-                    "window",
-                    "a time window's buckets must be at least 1 ms wide and its span below 30 years",
-                ));
-            }
-        }
-    }
-    if s.minimum_calls == 0 {
-        return Err(ConfigError::new("minimum_calls", "must be at least 1"));
-    }
-    if s.probes == 0 || s.probes > MAX_PROBES {
-        return Err(ConfigError::new("half_open_probes", "must be 1 to 1000"));
-    }
-    if s.open_base.is_zero() || s.open_base > FAR_FUTURE {
-        return Err(ConfigError::new(
-            "open_for",
-            "must be above zero and below 30 years",
-        ));
-    }
-    if s.open_max < s.open_base || s.open_max > FAR_FUTURE {
-        return Err(ConfigError::new(
-            "max_open_for",
-            "must be at least open_for and below 30 years",
-        ));
-    }
-    if !(s.open_multiplier.is_finite() && s.open_multiplier >= 1.0) {
-        return Err(ConfigError::new(
-            "open_multiplier",
-            "must be finite and at least 1.0",
-        ));
-    }
-    if !(s.open_jitter.is_finite() && (0.0..1.0).contains(&s.open_jitter)) {
-        return Err(ConfigError::new("open_jitter", "must be in [0, 1)"));
-    }
-    if s.stable_after > FAR_FUTURE {
-        return Err(ConfigError::new("stable_after", "must be below 30 years"));
-    }
-    if s.max_keys == 0 {
-        return Err(ConfigError::new("max_keys", "must be at least 1"));
-    }
-    if s.idle_after.is_zero() || s.idle_after > FAR_FUTURE {
-        return Err(ConfigError::new(
-            "idle_after",
-            "must be above zero and below 30 years",
-        ));
-    }
-    Ok(())
 }

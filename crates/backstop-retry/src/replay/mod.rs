@@ -17,9 +17,15 @@
 //! stream: it neither panics nor steals bytes from the replay. If the older attempt is in the
 //! middle of a poll on another thread when the newest one wants the state, the newest waits for
 //! it to be put back (its waker is woken then); a poll never blocks.
+//!
+//! The files of this module: this one holds the types and the body's face to the transport;
+//! `slot` the hand-off of the shared state between attempts; `cursor` one attempt's reading of
+//! it (replaying kept chunks, then reading on).
+
+mod cursor;
+mod slot;
 
 use std::fmt;
-use std::mem;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker, ready};
@@ -29,6 +35,8 @@ use bytes::{Buf, Bytes};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+
+use slot::{Held, Take, take};
 
 /// The default replay limit: 64 KiB, as linkerd. Larger bodies are sent once and not retried.
 pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
@@ -119,6 +127,8 @@ pub(crate) enum Replay<B> {
     Shared(Arc<Mutex<Slot<B>>>),
 }
 
+// === impl ReplayBody ===
+
 impl<B> fmt::Debug for ReplayBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.repr {
@@ -202,6 +212,8 @@ impl<B: Body> ReplayBody<B> {
     }
 }
 
+// === impl Replay ===
+
 impl<B: Body> Replay<B> {
     /// The body for the next attempt, or why there is none. From now on older attempts' bodies
     /// are superseded: their next poll fails.
@@ -259,159 +271,7 @@ impl<B> Replay<B> {
     }
 }
 
-/// Puts `state` back in its slot and wakes the attempt that waited for it, if any.
-fn put<B>(slot: &Mutex<Slot<B>>, state: State<B>) {
-    let waiter = {
-        let mut slot = lock(slot);
-        slot.refusal = state.refusal;
-        slot.state = Some(state);
-        slot.waiter.take()
-    };
-    // Woken outside the lock: waking runs the executor's code.
-    if let Some(waiter) = waiter {
-        waiter.wake();
-    }
-}
-
-/// What an attempt gets when it asks the slot for the state.
-enum Take<'a, B> {
-    Owned(Held<'a, B>),
-    /// A newer attempt exists.
-    Superseded,
-    /// An older attempt is polling with it; the waker will be woken when it is back.
-    Busy,
-}
-
-/// The state, owned by the attempt polling with it; put back when dropped, even by a panic of
-/// the caller's body, so a waiting attempt is never stranded.
-struct Held<'a, B> {
-    slot: &'a Mutex<Slot<B>>,
-    state: State<B>,
-    /// Set once the caller's code (its poll, its hints) returned: if it is still unset when the
-    /// state is put back, that code panicked.
-    finished: bool,
-}
-
-impl<B> Drop for Held<'_, B> {
-    fn drop(&mut self) {
-        let mut state = mem::replace(&mut self.state, State::vacant());
-        if !self.finished {
-            // The caller's body panicked: it is in no state to be polled again.
-            // It is dropped later with the rest, not here during the unwinding.
-            state.broken = true;
-            state.refuse("the request body panicked while it was being sent");
-        }
-        put(self.slot, state);
-    }
-}
-
-impl<B> State<B> {
-    /// A state with nothing in it, standing in for the real one while that is being put back.
-    /// It allocates nothing.
-    fn vacant() -> State<B> {
-        State {
-            body: None,
-            chunks: Vec::new(),
-            read: 0,
-            limit: 0,
-            too_large: TOO_LARGE,
-            trailers: None,
-            ended: true,
-            broken: false,
-            refusal: None,
-        }
-    }
-
-    fn keep(&mut self, bytes: &Bytes) {
-        let len = bytes.len() as u64;
-        self.read = self.read.saturating_add(len);
-        if self.refusal.is_some() || bytes.is_empty() {
-            return;
-        }
-        if self.read > self.limit as u64 {
-            self.refuse(self.too_large);
-            return;
-        }
-        self.chunks.push(bytes.clone());
-    }
-
-    fn refuse(&mut self, why: &'static str) {
-        self.refusal.get_or_insert(why);
-        self.chunks = Vec::new();
-    }
-}
-
-/// Takes the state out of `slot` for the attempt of `generation`, or registers `waker` to be
-/// woken when an older attempt's poll puts it back.
-fn take<'a, B>(slot: &'a Mutex<Slot<B>>, generation: u64, waker: &Waker) -> Take<'a, B> {
-    let (take, replaced) = {
-        let mut guard = lock(slot);
-        if guard.generation != generation {
-            return Take::Superseded;
-        }
-        match guard.state.take() {
-            Some(state) => (
-                Take::Owned(Held {
-                    slot,
-                    state,
-                    finished: false,
-                }),
-                None,
-            ),
-            None => {
-                let replaced = match &guard.waiter {
-                    Some(waiter) if waiter.will_wake(waker) => None,
-                    _ => guard.waiter.replace(waker.clone()),
-                };
-                (Take::Busy, replaced)
-            }
-        }
-    };
-    // Dropped outside the lock: dropping a waker runs the executor's code.
-    drop(replaced);
-    take
-}
-
-impl Cursor {
-    fn new(generation: u64) -> Cursor {
-        Cursor {
-            generation,
-            position: 0,
-            sent: 0,
-            trailers_sent: false,
-            end: false,
-            hint: SizeHint::default(),
-        }
-    }
-
-    /// Notes what `is_end_stream` and `size_hint` answer until the next poll.
-    fn note<B: Body>(&mut self, state: &State<B>) {
-        let caught_up = self.position >= state.chunks.len() && self.sent == state.read;
-        let inner_done = state.ended
-            || (!state.broken && state.body.as_ref().is_some_and(|b| b.is_end_stream()));
-        self.end = inner_done && caught_up && (self.trailers_sent || state.trailers.is_none());
-        // What this reader has still to replay: nothing once the kept chunks were dropped.
-        let unreplayed = if state.refusal.is_none() {
-            state.read.saturating_sub(self.sent)
-        } else {
-            0
-        };
-        if state.ended {
-            self.hint = SizeHint::with_exact(unreplayed);
-            return;
-        }
-        let inner = match &state.body {
-            Some(body) if !state.broken => body.size_hint(),
-            _ => SizeHint::default(),
-        };
-        let mut hint = SizeHint::new();
-        hint.set_lower(inner.lower().saturating_add(unreplayed));
-        if let Some(upper) = inner.upper() {
-            hint.set_upper(upper.saturating_add(unreplayed));
-        }
-        self.hint = hint;
-    }
-}
+// === impl Reader ===
 
 impl<B> Reader<B>
 where
@@ -432,88 +292,6 @@ where
         // Put back here, before the frame goes to the transport.
         drop(held);
         polled
-    }
-}
-
-impl Cursor {
-    fn step<B>(
-        &mut self,
-        state: &mut State<B>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Error>>>
-    where
-        B: Body,
-        B::Error: Into<BoxError>,
-    {
-        if let Some(chunk) = state.chunks.get(self.position) {
-            let chunk = chunk.clone();
-            self.position += 1;
-            self.sent = self.sent.saturating_add(chunk.len() as u64);
-            return Poll::Ready(Some(Ok(Frame::data(chunk))));
-        }
-        if self.sent != state.read {
-            // Bytes this attempt has not sent were dropped from the buffer (an older attempt,
-            // polling when this one was made, outgrew the limit): it cannot be completed.
-            return Poll::Ready(Some(Err(Error::new(Kind::BodyNotReplayable, Phase::Send)
-                .with_source(state.refusal.unwrap_or(TOO_LARGE)))));
-        }
-        if state.ended {
-            return Poll::Ready(self.trailers(state).map(Ok));
-        }
-        let body = match &mut state.body {
-            Some(body) if !state.broken => body,
-            // It failed, and the failure was already reported.
-            _ => return Poll::Ready(Some(Err(Error::new(Kind::Other, Phase::Send)))),
-        };
-        match ready!(body.as_mut().poll_frame(cx)) {
-            None => {
-                state.ended = true;
-                state.body = None;
-                // A replay can reach the end where the first attempt saw trailers but not yet
-                // the end of the stream.
-                Poll::Ready(self.trailers(state).map(Ok))
-            }
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(mut data) => {
-                    let bytes = data.copy_to_bytes(data.remaining());
-                    state.keep(&bytes);
-                    self.position = state.chunks.len();
-                    self.sent = state.read;
-                    Poll::Ready(Some(Ok(Frame::data(bytes))))
-                }
-                Err(frame) => match frame.into_trailers() {
-                    Ok(trailers) => {
-                        state.trailers = Some(Box::new(trailers.clone()));
-                        self.trailers_sent = true;
-                        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
-                    }
-                    // A frame that is neither data nor trailers: nothing we can forward.
-                    Err(_) => {
-                        cx.waker().wake_by_ref();
-                        Poll::Pending
-                    }
-                },
-            },
-            Some(Err(err)) => {
-                state.body = None;
-                state.broken = true;
-                state.refuse("the request body failed while it was being sent");
-                Poll::Ready(Some(Err(
-                    Error::new(Kind::Other, Phase::Send).with_source(err.into())
-                )))
-            }
-        }
-    }
-
-    /// The trailers, if this reader has yet to send them.
-    fn trailers<B>(&mut self, state: &State<B>) -> Option<Frame<Bytes>> {
-        if mem::replace(&mut self.trailers_sent, true) {
-            return None;
-        }
-        state
-            .trailers
-            .as_deref()
-            .map(|trailers| Frame::trailers(trailers.clone()))
     }
 }
 

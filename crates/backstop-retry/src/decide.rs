@@ -1,0 +1,145 @@
+//! The retry decision: whether a failed attempt is tried again, after which delay, or why the
+//! layer stops — and the logs that say so.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use backstop_classify::{Deadline, Failure, Kind, Phase, Retryable};
+use http::StatusCode;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+
+use crate::budget::RetryBudget;
+use crate::info::{RetryInfo, StopReason};
+use crate::layer::Config;
+use crate::random::{NO_STREAM, mix};
+use crate::replay::Replay;
+
+/// What [`decide`] answers.
+pub(crate) enum Verdict {
+    /// Try again after this delay.
+    Retry(Duration),
+    /// Return the last failure, for this reason.
+    Stop(StopReason),
+}
+
+/// Whether the failed attempt recorded in `info` is tried again, and after which delay: the
+/// classification, the method, the attempt limit, the body, the server's wait, the deadline and
+/// the budgets, in that order.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn decide<P, B>(
+    config: &Config<P>,
+    failure: &Failure,
+    idempotent: bool,
+    deadline: Option<Deadline>,
+    info: &RetryInfo,
+    replay: &Replay<B>,
+    stream: &mut u64,
+    host_budget: Option<&RetryBudget>,
+) -> Verdict {
+    // A call rejected before any I/O (an open breaker, a load shedder) would be rejected again:
+    // retrying it only sleeps and spends budget, and hides the rejection behind whatever the
+    // last attempt says.
+    if failure.phase() == Phase::Local {
+        return Verdict::Stop(match failure.kind() {
+            // Too little time was left to send the request at all.
+            Kind::TimedOut(backstop_classify::Timer::Deadline) => StopReason::Deadline,
+            _ => StopReason::RejectedLocally,
+        });
+    }
+    let retryable = match failure.kind() {
+        Kind::Status(StatusCode::CONFLICT) if config.retry_conflict => Retryable::IfIdempotent,
+        _ => failure.retryable(),
+    };
+    let allowed = match retryable {
+        Retryable::Safe => true,
+        Retryable::IfIdempotent => idempotent,
+        Retryable::Never => false,
+    };
+    if !allowed {
+        return Verdict::Stop(StopReason::NotRetryable);
+    }
+    if info.attempts() >= config.max_attempts {
+        return Verdict::Stop(StopReason::AttemptsExhausted);
+    }
+    if replay.can_replay().is_err() {
+        return Verdict::Stop(StopReason::BodyNotReplayable);
+    }
+    let server_wait = failure.retry_after().filter(|_| match failure.kind() {
+        Kind::Status(status) => config.retry_after_statuses.contains(&status),
+        Kind::Grpc(_) => true,
+        _ => false,
+    });
+    let delay = match server_wait {
+        // Going back sooner than the server asked is what its `Retry-After` forbids; the caller
+        // gets the response with the header, to wait or give up as it sees fit.
+        Some(wait) if wait > config.retry_after_max => {
+            return Verdict::Stop(StopReason::ServerWaitTooLong);
+        }
+        Some(wait) => wait,
+        None => {
+            // Each request draws from its own stream, numbered at its first retry, so a seeded
+            // layer repeats its delays whatever the interleaving of successful requests.
+            if *stream == NO_STREAM {
+                *stream = config.sequence.fetch_add(1, Ordering::Relaxed) & !NO_STREAM;
+            }
+            let retry = u64::from(info.attempts() - 1);
+            let mut rng = SmallRng::seed_from_u64(mix(config.seed ^ mix(*stream) ^ mix(!retry)));
+            let delay = config
+                .backoff
+                .delay(info.attempts() - 1, info.last_delay(), &mut rng);
+            // tokio's timer ticks in whole milliseconds; a delay it can actually sleep is the
+            // one reported.
+            Duration::from_millis(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
+        }
+    };
+    // The deadline travels in the retained request head, read only when a retry is considered.
+    if let Some(deadline) = deadline {
+        // The next attempt must be able to start before the deadline, not merely wake at it.
+        if delay >= deadline.remaining() {
+            return Verdict::Stop(StopReason::Deadline);
+        }
+    }
+    let host_refuses = host_budget.filter(|budget| !budget.try_withdraw());
+    let refuses = host_refuses.or_else(|| {
+        config
+            .budget
+            .as_ref()
+            .filter(|budget| !budget.try_withdraw())
+    });
+    if let Some(budget) = refuses {
+        report_exhausted(budget, info, failure);
+        return Verdict::Stop(StopReason::BudgetExhausted);
+    }
+    Verdict::Retry(delay)
+}
+
+/// Says why a body could not be sent again: the caller's error keeps the real failure's kind, so
+/// the reason (too large, already read, failed) is told here and in the stop reason.
+#[cold]
+pub(crate) fn log_not_replayed(why: Option<&'static str>, failure: &Failure) {
+    tracing::debug!(
+        kind = %failure.kind(),
+        why = why.unwrap_or("the request body cannot be replayed"),
+        "not retried: the request body cannot be sent again"
+    );
+}
+
+/// Logs an exhausted budget: at warn level at most once a second per budget (an outage would
+/// otherwise log every failed request), counting the exhaustions logged at debug level since.
+fn report_exhausted(budget: &RetryBudget, info: &RetryInfo, failure: &Failure) {
+    match budget.warning_due() {
+        Some(suppressed) => tracing::warn!(
+            attempts = info.attempts(),
+            kind = %failure.kind(),
+            suppressed,
+            "retry budget exhausted; returning the failure ({suppressed} more since the last \
+             warning)"
+        ),
+        None => tracing::debug!(
+            attempts = info.attempts(),
+            kind = %failure.kind(),
+            "retry budget exhausted; returning the failure"
+        ),
+    }
+}

@@ -1,0 +1,278 @@
+//! [`ResponseFuture`]: one attempt, then perhaps a delay and another — the retry state machine.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use backstop_classify::{BoxError, Classify, Deadline, Error, Failure, Kind, Outcome, Phase};
+use http::request::Parts;
+use http::{Request, Response};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+use tower_service::Service;
+
+use crate::budget::RetryBudget;
+use crate::decide::{Verdict, decide, log_not_replayed};
+use crate::idempotency::is_idempotent;
+use crate::info::{RetryInfo, StopReason};
+use crate::layer::Config;
+use crate::random::NO_STREAM;
+use crate::replay::{Replay, ReplayBody};
+use crate::service::{Shared, attempt_value, classify};
+
+pin_project! {
+    #[project = AttemptProj]
+    pub(crate) enum AttemptState<F, B> {
+        Calling { #[pin] future: F },
+        // Boxed: a timer is only needed once a retry is due, and it would otherwise double the
+        // size of every request's future.
+        Waiting { sleep: Option<Pin<Box<Sleep>>>, body: Option<ReplayBody<B>> },
+    }
+}
+
+pin_project! {
+    /// The future of [`RetryService`](crate::RetryService): one attempt, then perhaps a delay and another.
+    pub struct ResponseFuture<S, B, P>
+    where
+        S: Service<Request<ReplayBody<B>>>,
+    {
+        // The retained request head, `None` when the request may not be retried.
+        pub(crate) parts: Option<Parts>,
+        #[pin]
+        pub(crate) state: AttemptState<S::Future, B>,
+        // The instance retries call, cloned from the spare at the first retry. Boxed: a whole
+        // stack instance is large, and most requests never retry, yet every request's future is
+        // built and moved with this field in it.
+        pub(crate) service: Option<Box<S>>,
+        pub(crate) shared: Arc<Shared<S, P>>,
+        pub(crate) replay: Replay<B>,
+        // Boxed, and made at the first retry: most requests never need it.
+        pub(crate) retries: Option<Box<Retries>>,
+        pub(crate) host_budget: Option<RetryBudget>,
+    }
+}
+
+// === impl ResponseFuture ===
+
+impl<S, B, P, ResBody> Future for ResponseFuture<S, B, P>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<ResBody>> + Clone,
+    S::Error: Into<BoxError>,
+    P: Classify,
+    B: Body,
+{
+    type Output = Result<Response<ResBody>, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut this = self.as_mut().project();
+            match this.state.as_mut().project() {
+                AttemptProj::Calling { future } => {
+                    let (result, failure) = match ready!(future.poll(cx)) {
+                        Ok(mut res) => match response_failure(&this.shared.config.policy, &res) {
+                            None => {
+                                if let Some(retries) = this.retries {
+                                    res.extensions_mut().insert(retries.info);
+                                }
+                                return Poll::Ready(Ok(res));
+                            }
+                            Some(failure) => (Ok(res), failure),
+                        },
+                        Err(err) => {
+                            let err = classify(
+                                &this.shared.config.policy,
+                                err.into(),
+                                Phase::AwaitHeaders,
+                            );
+                            let failure = err.failure();
+                            (Err(err), failure)
+                        }
+                    };
+                    let (body, delay) = match next_attempt(
+                        &this.shared.config,
+                        this.parts.as_ref(),
+                        this.replay,
+                        this.retries,
+                        this.host_budget.as_ref(),
+                        result,
+                        &failure,
+                    ) {
+                        Ok(next) => next,
+                        Err(output) => return Poll::Ready(output),
+                    };
+                    let sleep = (!delay.is_zero()).then(|| Box::pin(tokio::time::sleep(delay)));
+                    this.state.set(AttemptState::Waiting {
+                        sleep,
+                        body: Some(body),
+                    });
+                }
+                AttemptProj::Waiting { sleep, body } => {
+                    if let Some(timer) = sleep {
+                        ready!(timer.as_mut().poll(cx));
+                        *sleep = None;
+                    }
+                    if this.service.is_none() {
+                        let spare = match this.shared.spare.lock() {
+                            Ok(spare) => S::clone(&spare),
+                            Err(poisoned) => S::clone(&poisoned.into_inner()),
+                        };
+                        *this.service = Some(Box::new(spare));
+                    }
+                    let Some(service) = this.service.as_mut() else {
+                        return Poll::Ready(Err(Error::new(Kind::Other, Phase::Local)));
+                    };
+                    if let Err(err) = ready!(service.poll_ready(cx)) {
+                        let err = classify(&this.shared.config.policy, err.into(), Phase::Local);
+                        let info = this.retries.as_ref().map(|r| r.info).unwrap_or_default();
+                        return Poll::Ready(Err(record(err, &info)));
+                    }
+                    let (Some(parts), Some(body)) = (this.parts.as_ref(), body.take()) else {
+                        return Poll::Ready(Err(Error::new(Kind::Other, Phase::Local)));
+                    };
+                    let mut parts = parts.clone();
+                    if let Some(name) = &this.shared.config.attempt_header {
+                        parts
+                            .headers
+                            .insert(name.clone(), attempt_value(attempts(this.retries)));
+                    }
+                    let future = service.call(Request::from_parts(parts, body));
+                    this.state.set(AttemptState::Calling { future });
+                }
+            }
+        }
+    }
+}
+
+// === after a failed attempt: the next one, or the caller's result ===
+
+/// The failure a response stands for: the [`Outcome`] a classifier left in it, or the policy's
+/// verdict when there is none.
+#[inline]
+fn response_failure<P: Classify, R>(policy: &P, res: &Response<R>) -> Option<Failure> {
+    match res.extensions().get::<Outcome>() {
+        Some(Outcome::Success) => None,
+        Some(Outcome::Failure(failure)) => Some(*failure),
+        None => match policy.classify_response(res.status(), res.headers()) {
+            Outcome::Success => None,
+            Outcome::Failure(failure) => Some(failure),
+        },
+    }
+}
+
+/// The state of a request that has been retried.
+pub(crate) struct Retries {
+    info: RetryInfo,
+    /// The request's stream of randomness, drawn at its first backoff.
+    stream: u64,
+}
+
+fn attempts(retries: &Option<Box<Retries>>) -> u32 {
+    retries
+        .as_ref()
+        .map_or(1, |retries| retries.info.attempts())
+}
+
+/// After a failed attempt: the body of the next one and the delay before it, or what the caller
+/// gets.
+#[cold]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn next_attempt<P, B: Body, R>(
+    config: &Config<P>,
+    parts: Option<&Parts>,
+    replay: &Replay<B>,
+    retries: &mut Option<Box<Retries>>,
+    host_budget: Option<&RetryBudget>,
+    result: Result<Response<R>, Error>,
+    failure: &Failure,
+) -> Result<(ReplayBody<B>, Duration), Result<Response<R>, Error>> {
+    let mut first = Retries {
+        info: RetryInfo::default(),
+        stream: NO_STREAM,
+    };
+    let state = match retries.as_deref_mut() {
+        Some(state) => state,
+        None => &mut first,
+    };
+    let Some(parts) = parts else {
+        // Never retried: a single attempt was all it had, or an override said never.
+        state.info.stop(if config.max_attempts <= 1 {
+            StopReason::AttemptsExhausted
+        } else {
+            StopReason::NotRetryable
+        });
+        return Err(stopped(result, &state.info));
+    };
+    let verdict = decide(
+        config,
+        failure,
+        is_idempotent(parts, &config.idempotency_key),
+        // The deadline travels ambiently (set by the deadline layer around every poll) or in
+        // the retained request head; the earlier wins. Read only when a retry is considered.
+        Deadline::current_in(&parts.extensions),
+        &state.info,
+        replay,
+        &mut state.stream,
+        host_budget,
+    );
+    let delay = match verdict {
+        Verdict::Stop(reason) => {
+            if reason == StopReason::BodyNotReplayable {
+                log_not_replayed(replay.can_replay().err(), failure);
+            }
+            state.info.stop(reason);
+            return Err(stopped(result, &state.info));
+        }
+        Verdict::Retry(delay) => delay,
+    };
+    let body = match replay.next() {
+        Ok(body) => body,
+        Err(why) => {
+            log_not_replayed(Some(why), failure);
+            state.info.stop(StopReason::BodyNotReplayable);
+            return Err(stopped(result, &state.info));
+        }
+    };
+    // The failed response is dropped here, freeing its connection before the delay.
+    drop(result);
+    state.info.record_attempt(delay);
+    tracing::debug!(
+        attempt = state.info.attempts(),
+        delay_ms = delay.as_millis() as u64,
+        kind = %failure.kind(),
+        phase = %failure.phase(),
+        retry_after_ms = failure.retry_after().map(|d| d.as_millis() as u64),
+        "retrying request"
+    );
+    if retries.is_none() {
+        *retries = Some(Box::new(first));
+    }
+    Ok((body, delay))
+}
+
+fn finish<B>(mut res: Response<B>, info: &RetryInfo) -> Response<B> {
+    if info.attempts() > 1 || info.stopped().is_some() {
+        res.extensions_mut().insert(*info);
+    }
+    res
+}
+
+/// What the caller gets when the layer stops: the last response, or the last error with its
+/// kind untouched (the real failure, not the reason retrying stopped), both carrying the record
+/// of the call.
+fn stopped<R>(result: Result<Response<R>, Error>, info: &RetryInfo) -> Result<Response<R>, Error> {
+    match result {
+        Ok(res) => Ok(finish(res, info)),
+        Err(err) => Err(record(err, info)),
+    }
+}
+
+/// Records the call's attempts and delays, and why it stopped, in an error.
+#[cold]
+fn record(mut err: Error, info: &RetryInfo) -> Error {
+    err.extensions_mut().insert(*info);
+    err.with_attempts(info.attempts())
+}

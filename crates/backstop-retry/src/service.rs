@@ -1,0 +1,169 @@
+//! [`RetryService`]: the first attempt of every call, on the service's own inner instance.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use backstop_classify::{BoxError, Classify, Error, HttpPolicy, Phase};
+use http::{HeaderValue, Request, Response};
+use http_body::Body;
+use tower_service::Service;
+
+use crate::future::{AttemptState, ResponseFuture};
+use crate::idempotency::{attach_idempotency_key, is_idempotent};
+use crate::info::{MAX_ATTEMPTS_LIMIT, RetryOverride};
+use crate::layer::Config;
+use crate::replay::ReplayBody;
+
+/// The service made by [`RetryLayer`](crate::RetryLayer).
+pub struct RetryService<S, P = HttpPolicy> {
+    inner: S,
+    shared: Arc<Shared<S, P>>,
+}
+
+/// What a service and its futures share: one reference count per call for both.
+pub(crate) struct Shared<S, P> {
+    pub(crate) config: Arc<Config<P>>,
+    /// An instance of the inner service for retries, cloned from only when a retry happens: the
+    /// first attempt uses the service's own instance, so a call that needs no retry clones no
+    /// service (a whole client stack below costs a dozen reference counts and an allocation to
+    /// clone).
+    pub(crate) spare: Mutex<S>,
+}
+
+impl<S: Clone, P> Clone for RetryService<S, P> {
+    fn clone(&self) -> Self {
+        RetryService {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, P> fmt::Debug for RetryService<S, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryService")
+            .field("inner", &self.inner)
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}
+
+impl<S, P> RetryService<S, P> {
+    pub(crate) fn new(inner: S, config: Arc<Config<P>>) -> RetryService<S, P>
+    where
+        S: Clone,
+    {
+        RetryService {
+            shared: Arc::new(Shared {
+                config,
+                spare: Mutex::new(inner.clone()),
+            }),
+            inner,
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+const ATTEMPT_VALUES: [&str; MAX_ATTEMPTS_LIMIT as usize] =
+    ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"];
+
+/// The value of the attempt header for attempt `attempt` (from 1), without allocating.
+pub(crate) fn attempt_value(attempt: u32) -> HeaderValue {
+    let index = (attempt.max(1) as usize - 1).min(ATTEMPT_VALUES.len() - 1);
+    HeaderValue::from_static(ATTEMPT_VALUES[index])
+}
+
+impl<S, P, B, ResBody> Service<Request<B>> for RetryService<S, P>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<ResBody>> + Clone,
+    S::Error: Into<BoxError>,
+    P: Classify,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResBody>;
+    type Error = Error;
+    type Future = ResponseFuture<S, B, P>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|err| classify(&self.shared.config.policy, err.into(), Phase::Local))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let config = &*self.shared.config;
+        let (mut parts, body) = req.into_parts();
+        let may_retry = config.max_attempts > 1
+            && parts.extensions.get::<RetryOverride>() != Some(&RetryOverride::NeverRetry);
+        if may_retry && config.attach_idempotency_key {
+            attach_idempotency_key(config, &mut parts);
+        }
+        if let Some(name) = &config.attempt_header {
+            parts.headers.insert(name.clone(), attempt_value(1));
+        }
+        if let Some(budget) = &config.budget {
+            budget.deposit();
+        }
+        let host_budget = match &config.per_host {
+            Some(hosts) => {
+                let budget = hosts.budget_for(&parts);
+                budget.deposit();
+                Some(budget)
+            }
+            None => None,
+        };
+        let (body, replay) = if may_retry {
+            // A request that may be retried only if it was never sent keeps no bytes. Whether it
+            // is idempotent is asked only when there are bytes to keep.
+            ReplayBody::replayable(body, || {
+                if is_idempotent(&parts, &config.idempotency_key) {
+                    config.replay_limit
+                } else {
+                    0
+                }
+            })
+        } else {
+            ReplayBody::once(body)
+        };
+        // Call the service that was made ready; a retry clones the spare instance, later.
+        // The inner service gets the copy and the future keeps the original head. Each branch
+        // builds the future itself: one fewer move of the head than a shared `Option`.
+        macro_rules! future {
+            ($future:expr, $parts:expr) => {
+                ResponseFuture {
+                    parts: $parts,
+                    state: AttemptState::Calling { future: $future },
+                    service: None,
+                    shared: self.shared.clone(),
+                    replay,
+                    retries: None,
+                    host_budget,
+                }
+            };
+        }
+        if may_retry {
+            let future = self.inner.call(Request::from_parts(parts.clone(), body));
+            future!(future, Some(parts))
+        } else {
+            let future = self.inner.call(Request::from_parts(parts, body));
+            future!(future, None)
+        }
+    }
+}
+
+/// A failure of the inner service as a backstop [`Error`]: ours as it is, another judged by the
+/// layer's policy.
+pub(crate) fn classify<P: Classify>(policy: &P, err: BoxError, phase_hint: Phase) -> Error {
+    match err.downcast::<Error>() {
+        Ok(ours) => *ours,
+        Err(other) => {
+            Error::from_failure(policy.classify_error(&*other, phase_hint)).with_source(other)
+        }
+    }
+}
