@@ -107,11 +107,16 @@ enum Upstream {
 const FLAKY: &str = "/flaky";
 
 fn faults() -> Vec<(&'static str, Upstream)> {
-    let always = faults_always().into_iter().map(|(n, f)| (n, Upstream::Always(f)));
+    let always = faults_always()
+        .into_iter()
+        .map(|(n, f)| (n, Upstream::Always(f)));
     always
         .chain([
             // HTTP/2's "never processed" answers, transient: the retry (any method) succeeds.
-            ("refused stream, then ok", Upstream::Once(Fault::RefusedStream)),
+            (
+                "refused stream, then ok",
+                Upstream::Once(Fault::RefusedStream),
+            ),
             ("goaway, then ok", Upstream::Once(Fault::GoAway)),
         ])
         .collect()
@@ -232,7 +237,11 @@ async fn cell(wire: Wire, call: Call, upstream: &Upstream) -> (String, usize) {
     );
     if matches!(upstream, Upstream::Always(Fault::GoAwayGraceful)) {
         // The connection that said goodbye took no new request.
-        assert_eq!(chaos.connection_count(), 2, "{cell}: a new connection after GOAWAY");
+        assert_eq!(
+            chaos.connection_count(),
+            2,
+            "{cell}: a new connection after GOAWAY"
+        );
     }
     chaos.shutdown().await;
     (outcome, deliveries)
@@ -349,7 +358,10 @@ async fn never_processed_http2_failures_are_retried_for_a_post_with_a_replayable
 
     for wire in [Wire::H2, Wire::H2Tls] {
         for (fault, kind) in [
-            (Fault::RefusedStream, backstop::ProtocolFailure::RefusedStream),
+            (
+                Fault::RefusedStream,
+                backstop::ProtocolFailure::RefusedStream,
+            ),
             (Fault::GoAway, backstop::ProtocolFailure::GoAway),
         ] {
             let chaos = ChaosServer::builder()

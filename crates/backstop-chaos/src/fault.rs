@@ -25,10 +25,11 @@ pub enum RetryAfter {
 
 /// A request-level fault: what the chaos server does with one request.
 ///
-/// The request head and the complete request body are always read (and
-/// recorded as a [`Delivery`](crate::Delivery)) before the fault is applied,
-/// so a client can never tell a fault apart from a server that did the work
-/// and then failed.
+/// The request head and the complete request body are read (and recorded as a
+/// [`Delivery`](crate::Delivery)) before the fault is applied, so a client can
+/// never tell a fault apart from a server that did the work and then failed.
+/// The exceptions are [`Fault::RefusedStream`] and [`Fault::GoAway`], HTTP/2's
+/// ways of saying the request was never processed: they record nothing.
 ///
 /// Select a fault per request with the URL `/fault/<name>?<params>` or with the
 /// header `x-chaos-fault: <name>[?<params>]` (see the crate docs), or per path

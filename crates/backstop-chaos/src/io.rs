@@ -90,7 +90,9 @@ pub(crate) enum Action {
     Close,
     Garbage,
     /// Write an HTTP/2 `GOAWAY(NO_ERROR)` with this last-stream-id, then close.
-    GoAway { last_stream_id: u32 },
+    GoAway {
+        last_stream_id: u32,
+    },
 }
 
 /// The client's HTTP/2 connection preface (RFC 9113 §3.4).
@@ -469,7 +471,10 @@ mod tests {
         assert_eq!(lock(&ctl.h2).max_opened, 5);
         assert!(ctl.h2_begin_processing());
         assert_eq!(ctl.h2_decide_goaway(), Some(5));
-        assert!(!ctl.h2_begin_processing(), "nothing is delivered after a GOAWAY");
+        assert!(
+            !ctl.h2_begin_processing(),
+            "nothing is delivered after a GOAWAY"
+        );
         assert_eq!(ctl.h2_decide_goaway(), None);
 
         let mut http1 = Inbound::Preface(0);

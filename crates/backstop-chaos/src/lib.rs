@@ -38,7 +38,8 @@
 //! name is ever resolved.
 //!
 //! Every request's head and **complete body** are read before any fault is
-//! applied, and recorded as a [`Delivery`] (method, path, `idempotency-key`,
+//! applied (except `refused-stream` and `goaway`, which say the request was
+//! never processed), and recorded as a [`Delivery`] (method, path, `idempotency-key`,
 //! `x-request-id`, body length and [`digest()`]). Tests use
 //! [`ChaosServer::deliveries`], [`ChaosServer::count`],
 //! [`ChaosServer::count_key`] etc. to prove e.g. that a non-idempotent request

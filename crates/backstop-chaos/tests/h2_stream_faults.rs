@@ -98,7 +98,11 @@ async fn refused_stream_is_not_delivered_and_the_connection_stays() {
         let err = bounded(refused).await.unwrap_err();
         assert_eq!(err.reason(), Some(h2::Reason::REFUSED_STREAM), "{err}");
         assert!(err.is_reset() && err.is_remote(), "{err:?}");
-        assert_eq!(chaos.request_count(), 0, "a refused stream is not a delivery");
+        assert_eq!(
+            chaos.request_count(),
+            0,
+            "a refused stream is not a delivery"
+        );
 
         // The same connection serves the next stream.
         let ok = send(&mut client, &chaos, "POST", "/again", b"pay 42").await;
@@ -132,7 +136,11 @@ async fn goaway_puts_the_request_above_the_last_stream_id() {
         // h2 gives this error only to streams above the GOAWAY's last-stream-id.
         assert!(err.is_go_away() && err.is_remote(), "{err:?}");
         assert_eq!(err.reason(), Some(h2::Reason::NO_ERROR));
-        assert_eq!(chaos.request_count(), 1, "only the first stream was delivered");
+        assert_eq!(
+            chaos.request_count(),
+            1,
+            "only the first stream was delivered"
+        );
         assert_eq!(chaos.count_path("/first"), 1);
 
         // The server closes the connection after its GOAWAY; no new stream may open on it.
@@ -171,7 +179,10 @@ async fn goaway_covers_a_stream_already_delivered() {
         // Stream 1 is at or below the last-stream-id: it ends with the connection, not with the
         // GOAWAY's "not processed".
         let err = bounded(stalled).await.unwrap().unwrap_err();
-        assert!(!err.is_go_away(), "a delivered stream was disowned: {err:?}");
+        assert!(
+            !err.is_go_away(),
+            "a delivered stream was disowned: {err:?}"
+        );
         assert_eq!(chaos.request_count(), 1);
     })
     .await;

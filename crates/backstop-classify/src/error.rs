@@ -645,7 +645,9 @@ mod tests {
         }
 
         fn post() -> http::Request<()> {
-            http::Request::post("http://upstream.test/pay").body(()).unwrap()
+            http::Request::post("http://upstream.test/pay")
+                .body(())
+                .unwrap()
         }
 
         fn assert_safe(err: &(dyn StdError + 'static), kind: Kind) {
@@ -715,7 +717,10 @@ mod tests {
             // The body stays open, so the server's stream is still receiving when it goes away.
             let (response, _body) = client.send_request(post(), false).unwrap();
             let remote = response.await.unwrap_err();
-            assert!(!remote.is_go_away(), "a covered stream ends with the connection");
+            assert!(
+                !remote.is_go_away(),
+                "a covered stream ends with the connection"
+            );
             let failure = classify_error(&remote, Phase::AwaitHeaders);
             assert_eq!(failure.retryable(), Retryable::IfIdempotent, "{remote:?}");
 
