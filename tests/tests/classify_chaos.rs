@@ -365,3 +365,59 @@ fn trusting_nothing() -> rustls::ClientConfig {
     .with_root_certificates(rustls::RootCertStore::empty())
     .with_no_client_auth()
 }
+
+/// HTTP/2's "never processed" answers, through hyper-util's client (the h2 error nested in
+/// hyper's, nested in hyper-util's): safe to retry for any method, over h2c and TLS.
+#[tokio::test]
+async fn refused_stream_and_goaway_are_safe_for_a_post() {
+    for tls in [false, true] {
+        let chaos = ChaosServer::builder().tls(tls).start().await.unwrap();
+        let cases = [
+            (Fault::RefusedStream, ProtocolFailure::RefusedStream),
+            (Fault::GoAway, ProtocolFailure::GoAway),
+        ];
+        for (fault, expected) in cases {
+            let req = request(Method::POST, &chaos.fault_url(&fault));
+            let err = if tls {
+                let https = HttpsConnectorBuilder::new()
+                    .with_tls_config(chaos.client_tls_config().unwrap().unwrap())
+                    .https_only()
+                    .enable_http2()
+                    .build();
+                let client: Client<_, Body> = Client::builder(TokioExecutor::new()).build(https);
+                classified_err(client, req).await
+            } else {
+                classified_err(h2_client(), req).await
+            };
+            assert_eq!(err.kind(), Kind::Protocol(expected), "tls {tls}: {err:?}");
+            assert_eq!(err.retryable(), Retryable::Safe, "tls {tls}: {err:?}");
+        }
+        assert_eq!(chaos.request_count(), 0, "neither was delivered");
+
+        // A stream the GOAWAY covers is not claimed unprocessed: a POST in flight when another
+        // stream's GOAWAY closes the connection may have been processed.
+        if !tls {
+            let client = h2_client();
+            let stalled = tokio::spawn(client.request(request(
+                Method::POST,
+                &chaos.fault_url(&Fault::StallHeaders { duration: None }),
+            )));
+            while chaos.request_count() == 0 {
+                tokio::task::yield_now().await;
+            }
+            let err = classified_err(
+                client.clone(),
+                request(Method::POST, &chaos.fault_url(&Fault::GoAway)),
+            )
+            .await;
+            assert_eq!(err.retryable(), Retryable::Safe, "{err:?}");
+            let covered = tokio::time::timeout(Duration::from_secs(10), stalled)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap_err();
+            let covered = Error::classify(covered, Phase::AwaitHeaders);
+            assert_eq!(covered.retryable(), Retryable::IfIdempotent, "{covered:?}");
+        }
+    }
+}

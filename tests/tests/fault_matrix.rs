@@ -22,7 +22,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use backstop::{Client, Kind};
-use backstop_chaos::{ChaosServer, Fault};
+use backstop_chaos::{ChaosServer, Fault, Script};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -95,7 +95,34 @@ impl Call {
     }
 }
 
-fn faults() -> Vec<(&'static str, Fault)> {
+/// What the upstream does with the cell's request: always the fault, or the fault on the first
+/// request only (a transient fault, which a retry gets past).
+#[derive(Debug, Clone)]
+enum Upstream {
+    Always(Fault),
+    Once(Fault),
+}
+
+/// The path a scripted fault lives on.
+const FLAKY: &str = "/flaky";
+
+fn faults() -> Vec<(&'static str, Upstream)> {
+    let always = faults_always()
+        .into_iter()
+        .map(|(n, f)| (n, Upstream::Always(f)));
+    always
+        .chain([
+            // HTTP/2's "never processed" answers, transient: the retry (any method) succeeds.
+            (
+                "refused stream, then ok",
+                Upstream::Once(Fault::RefusedStream),
+            ),
+            ("goaway, then ok", Upstream::Once(Fault::GoAway)),
+        ])
+        .collect()
+}
+
+fn faults_always() -> Vec<(&'static str, Fault)> {
     vec![
         ("ok", Fault::Ok),
         ("reset after read", Fault::ResetAfterRead),
@@ -116,6 +143,9 @@ fn faults() -> Vec<(&'static str, Fault)> {
                 duration: None,
             },
         ),
+        ("refused stream", Fault::RefusedStream),
+        ("goaway", Fault::GoAway),
+        ("graceful goaway", Fault::GoAwayGraceful),
     ]
 }
 
@@ -144,16 +174,23 @@ async fn client_for(wire: Wire, chaos: Option<&ChaosServer>) -> Client {
 }
 
 /// One cell: the outcome ("200", "503", "reset", "body: timed out (deadline)"…) and deliveries.
-async fn cell(wire: Wire, call: Call, fault: &Fault) -> (String, usize) {
+async fn cell(wire: Wire, call: Call, upstream: &Upstream) -> (String, usize) {
     let chaos = ChaosServer::builder()
         .tls(matches!(wire, Wire::H1Tls | Wire::H2Tls))
         .start()
         .await
         .unwrap();
+    let url = match upstream {
+        Upstream::Always(fault) => chaos.fault_url(fault),
+        Upstream::Once(fault) => {
+            chaos.script(FLAKY, Script::fail_times(1, fault.clone()));
+            chaos.url(FLAKY)
+        }
+    };
     let client = client_for(wire, Some(&chaos)).await;
     let started = Instant::now();
     let outcome = timeout(Duration::from_secs(120), async {
-        match client.send(call.request(&chaos.fault_url(fault))).await {
+        match client.send(call.request(&url)).await {
             Err(err) => describe_error(&err),
             Ok(res) => {
                 // The wire is the one the cell names.
@@ -171,7 +208,7 @@ async fn cell(wire: Wire, call: Call, fault: &Fault) -> (String, usize) {
     .expect("every call ends on its own");
     let elapsed = started.elapsed();
     let deliveries = chaos.request_count();
-    let cell = format!("{} / {} / {:?}", wire.name(), call.name(), fault);
+    let cell = format!("{} / {} / {:?}", wire.name(), call.name(), upstream);
 
     assert!(
         elapsed <= Duration::from_secs(30) + Duration::from_millis(50),
@@ -198,6 +235,14 @@ async fn cell(wire: Wire, call: Call, fault: &Fault) -> (String, usize) {
         Some(StatusCode::OK),
         "{cell}: serving afterwards"
     );
+    if matches!(upstream, Upstream::Always(Fault::GoAwayGraceful)) {
+        // The connection that said goodbye took no new request.
+        assert_eq!(
+            chaos.connection_count(),
+            2,
+            "{cell}: a new connection after GOAWAY"
+        );
+    }
     chaos.shutdown().await;
     (outcome, deliveries)
 }
@@ -267,9 +312,9 @@ async fn every_fault_every_method_every_wire_keeps_the_invariants() {
     );
     for wire in [Wire::H1, Wire::H1Tls, Wire::H2, Wire::H2Tls] {
         connection_cells(wire, &mut table).await;
-        for (name, fault) in faults() {
+        for (name, upstream) in faults() {
             for call in CALLS {
-                let (outcome, deliveries) = cell(wire, call, &fault).await;
+                let (outcome, deliveries) = cell(wire, call, &upstream).await;
                 row(&mut table, wire, call, name, &outcome, deliveries);
             }
         }
@@ -298,4 +343,62 @@ async fn every_fault_every_method_every_wire_keeps_the_invariants() {
         "RELIABILITY.md's fault matrix differs from what this run measured; if the change is \
          intended, rerun with BACKSTOP_BLESS=1.\nmeasured:\n{generated}"
     );
+}
+
+/// `REFUSED_STREAM` and a `GOAWAY` above the request's stream are never-processed failures:
+/// retryable for any method. A plain POST is retried too when the client has its body to send
+/// again (an empty body), and ends with the upstream's answer, delivered once. A plain POST
+/// with a body is not: the client keeps no copy of a non-idempotent request's body (its
+/// replay is for requests that may be retried after being sent), so it gets the error, which
+/// still says "safe", after one attempt and no delivery.
+#[tokio::test(start_paused = true)]
+async fn never_processed_http2_failures_are_retried_for_a_post_with_a_replayable_body() {
+    use backstop::CallInfoExt;
+    use backstop::retry::StopReason;
+
+    for wire in [Wire::H2, Wire::H2Tls] {
+        for (fault, kind) in [
+            (
+                Fault::RefusedStream,
+                backstop::ProtocolFailure::RefusedStream,
+            ),
+            (Fault::GoAway, backstop::ProtocolFailure::GoAway),
+        ] {
+            let chaos = ChaosServer::builder()
+                .tls(wire == Wire::H2Tls)
+                .start()
+                .await
+                .unwrap();
+            let client = client_for(wire, Some(&chaos)).await;
+            let cell = format!("{} / {fault:?}", wire.name());
+
+            chaos.script(FLAKY, Script::fail_times(1, fault.clone()));
+            let empty = Request::post(chaos.url(FLAKY))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let res = client.send(empty).await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK, "{cell}");
+            assert_eq!(res.version(), http::Version::HTTP_2, "{cell}");
+            assert_eq!(res.call_info().unwrap().attempts, 2, "{cell}");
+            assert_eq!(chaos.count("POST", FLAKY), 1, "{cell}");
+
+            chaos.reset_counts();
+            chaos.script(FLAKY, Script::fail_times(1, fault.clone()));
+            let err = client
+                .send(Call::Post.request(&chaos.url(FLAKY)))
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), Kind::Protocol(kind), "{cell}: {err:?}");
+            assert_eq!(err.retryable(), backstop::Retryable::Safe, "{cell}");
+            let info = err.call_info().unwrap();
+            assert_eq!(info.attempts, 1, "{cell}");
+            assert_eq!(
+                info.retry_stopped,
+                Some(StopReason::BodyNotReplayable),
+                "{cell}"
+            );
+            assert_eq!(chaos.request_count(), 0, "{cell}");
+            chaos.shutdown().await;
+        }
+    }
 }

@@ -25,10 +25,11 @@ pub enum RetryAfter {
 
 /// A request-level fault: what the chaos server does with one request.
 ///
-/// The request head and the complete request body are always read (and
-/// recorded as a [`Delivery`](crate::Delivery)) before the fault is applied,
-/// so a client can never tell a fault apart from a server that did the work
-/// and then failed.
+/// The request head and the complete request body are read (and recorded as a
+/// [`Delivery`](crate::Delivery)) before the fault is applied, so a client can
+/// never tell a fault apart from a server that did the work and then failed.
+/// The exceptions are [`Fault::RefusedStream`] and [`Fault::GoAway`], HTTP/2's
+/// ways of saying the request was never processed: they record nothing.
 ///
 /// Select a fault per request with the URL `/fault/<name>?<params>` or with the
 /// header `x-chaos-fault: <name>[?<params>]` (see the crate docs), or per path
@@ -98,6 +99,25 @@ pub enum Fault {
     Garbage,
     /// `echo`: a `200 OK` whose body is the request body.
     Echo,
+    /// `refused-stream`: HTTP/2 `RST_STREAM(REFUSED_STREAM)` on the request's stream, before
+    /// the body is read. The request is **not** recorded as a [`Delivery`](crate::Delivery):
+    /// the server promises it did not process it (RFC 9113 §8.7), and the connection stays
+    /// usable. HTTP/1.1 has no such frame: there the server reads the request, does not record
+    /// it, and closes the connection without a response (as `close-after-read`).
+    RefusedStream,
+    /// `goaway`: HTTP/2 `GOAWAY(NO_ERROR)` whose last-stream-id is below the request's stream
+    /// (the highest stream of the connection already delivered, or 0), then the connection is
+    /// closed. The request is **not** recorded as a [`Delivery`](crate::Delivery): the GOAWAY
+    /// says the stream was never processed. If a later stream of the same connection was already
+    /// delivered, the last-stream-id must cover it, so this request's stream is covered too
+    /// ("might have been processed") and the client sees the connection close under it.
+    /// HTTP/1.1: as [`Fault::RefusedStream`].
+    GoAway,
+    /// `goaway-graceful`: a normal `200 OK` (the request is delivered), and the server starts a
+    /// graceful shutdown of the connection: on HTTP/2 `GOAWAY` with the maximal last-stream-id
+    /// and a `PING` before the response, then `GOAWAY` with the last processed stream; on
+    /// HTTP/1.1 the connection closes after the response. Later requests need a new connection.
+    GoAwayGraceful,
 }
 
 /// Every fault name understood in `/fault/<name>` and `x-chaos-fault`.
@@ -111,6 +131,9 @@ pub const FAULT_NAMES: &[&str] = &[
     "drip",
     "garbage",
     "echo",
+    "refused-stream",
+    "goaway",
+    "goaway-graceful",
 ];
 
 impl Fault {
@@ -144,6 +167,9 @@ impl Fault {
             Fault::Drip { .. } => "drip",
             Fault::Garbage => "garbage",
             Fault::Echo => "echo",
+            Fault::RefusedStream => "refused-stream",
+            Fault::GoAway => "goaway",
+            Fault::GoAwayGraceful => "goaway-graceful",
         }
     }
 
@@ -202,7 +228,10 @@ impl Fault {
             | Fault::ResetAfterRead
             | Fault::CloseAfterRead
             | Fault::Garbage
-            | Fault::Echo => {}
+            | Fault::Echo
+            | Fault::RefusedStream
+            | Fault::GoAway
+            | Fault::GoAwayGraceful => {}
         }
         for (i, (k, v)) in params.iter().enumerate() {
             s.push(if i == 0 { '?' } else { '&' });
@@ -307,6 +336,18 @@ impl Fault {
             "echo" => {
                 p.only(&[])?;
                 Fault::Echo
+            }
+            "refused-stream" => {
+                p.only(&[])?;
+                Fault::RefusedStream
+            }
+            "goaway" => {
+                p.only(&[])?;
+                Fault::GoAway
+            }
+            "goaway-graceful" => {
+                p.only(&[])?;
+                Fault::GoAwayGraceful
             }
             other => {
                 return Err(format!(
@@ -465,6 +506,10 @@ mod tests {
         });
         round_trip(Fault::StallHeaders { duration: None });
         round_trip(Fault::Garbage);
+        round_trip(Fault::RefusedStream);
+        round_trip(Fault::GoAway);
+        round_trip(Fault::GoAwayGraceful);
+        assert!(Fault::parse("goaway", &[("ms".into(), "1".into())]).is_err());
     }
 
     #[test]

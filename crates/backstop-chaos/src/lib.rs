@@ -38,7 +38,8 @@
 //! name is ever resolved.
 //!
 //! Every request's head and **complete body** are read before any fault is
-//! applied, and recorded as a [`Delivery`] (method, path, `idempotency-key`,
+//! applied (except `refused-stream` and `goaway`, which say the request was
+//! never processed), and recorded as a [`Delivery`] (method, path, `idempotency-key`,
 //! `x-request-id`, body length and [`digest()`]). Tests use
 //! [`ChaosServer::deliveries`], [`ChaosServer::count`],
 //! [`ChaosServer::count_key`] etc. to prove e.g. that a non-idempotent request
@@ -74,9 +75,16 @@
 //! | `drip` | `chunk` (1), `ms` (100), `total` (10) | `total` bytes, `chunk` bytes every `ms` |
 //! | `garbage` | – | [`GARBAGE`] bytes instead of a response, then close |
 //! | `echo` | – | `200 OK` echoing the request body |
+//! | `refused-stream` | – | HTTP/2: `RST_STREAM(REFUSED_STREAM)`, **not** recorded; HTTP/1.1: close without a response, not recorded |
+//! | `goaway` | – | HTTP/2: `GOAWAY` whose last-stream-id is below the request's stream, then close; **not** recorded; HTTP/1.1: as `refused-stream` |
+//! | `goaway-graceful` | – | `200 ok`, after a graceful `GOAWAY` (HTTP/2) or with `Connection: close` (HTTP/1.1): the next request needs a new connection |
 //!
 //! On HTTP/2, `reset-after-read`, `close-after-read` and `garbage` act on the
-//! whole connection (all of its streams).
+//! whole connection (all of its streams). `refused-stream` and `goaway` are the
+//! two ways HTTP/2 says a request was never processed (RFC 9113 §8.7), so they
+//! are the only faults that leave no [`Delivery`]; a `goaway`'s last-stream-id
+//! still covers every stream of the connection already delivered, so the
+//! server never disowns a request it has.
 //!
 //! # What curl shows
 //!
@@ -97,6 +105,9 @@
 //! | bad parameter | `< HTTP/1.1 400 Bad Request`, body `bad chaos request: …` | 0 |
 //! | h2 (`--http2-prior-knowledge`) `reset-after-read` | `Recv failure: Connection reset by peer` | 56 |
 //! | h2 `close-after-read` / `garbage` | `HTTP/2 stream 1 was not closed cleanly before end of the underlying stream` | 18 |
+//! | h2 `refused-stream` | `REFUSED_STREAM, retrying a fresh connect` (×5), then `Connection died, tried 5 times before giving up` | 56 |
+//! | h2 `goaway` | `recveived GOAWAY, error=0, last_stream=0`, then `Error in the HTTP2 framing layer` | 16 |
+//! | h2 `goaway-graceful` | `recveived GOAWAY, error=0, last_stream=2147483647`, then `< HTTP/2 200` | 0 |
 //! | TLS without `--cacert` | `SSL certificate problem: self-signed certificate in certificate chain` | 60 |
 //! | `accept-then-reset` listener | `Recv failure: Connection reset by peer` | 56 |
 //! | `tls-stall` listener (`https://`) | `TLS handshake, Client hello (1)`, then `Connection timed out after 2001 milliseconds` | 28 |

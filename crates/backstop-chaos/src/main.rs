@@ -39,6 +39,11 @@ FAULTS (params with defaults; durations in ms, sizes in bytes):
     drip  chunk=1 ms=100 total=10       body trickles: chunk bytes every ms
     garbage                             non-HTTP bytes instead of a response
     echo                                200 echoing the request body
+    refused-stream                      HTTP/2 RST_STREAM(REFUSED_STREAM), not recorded
+                                        (HTTP/1.1: close without a reply)
+    goaway                              HTTP/2 GOAWAY below the request's stream, then
+                                        close; not recorded (HTTP/1.1: as refused-stream)
+    goaway-graceful                     200, then a graceful GOAWAY / Connection: close
 
 CONNECTION-LEVEL FAULTS (each on its own extra loopback port, printed at start):
     accept-then-reset, tls-stall, black-hole, refuse
@@ -187,6 +192,12 @@ async fn run(args: Args) -> std::io::Result<()> {
         ),
         (Fault::Garbage, "non-HTTP bytes"),
         (Fault::Echo, "echoes the body (add -d hello)"),
+        (
+            Fault::RefusedStream,
+            "h2: RST_STREAM(REFUSED_STREAM) (add --http2-prior-knowledge)",
+        ),
+        (Fault::GoAway, "h2: GOAWAY below this stream, then close"),
+        (Fault::GoAwayGraceful, "200, then a graceful GOAWAY"),
     ];
     println!("Request-level faults:");
     for (fault, what) in &examples {

@@ -1,6 +1,5 @@
 //! The request-level chaos server.
 
-use std::convert::Infallible;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -9,13 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
@@ -512,13 +511,29 @@ async fn serve_conn(tcp: TcpStream, ctx: Arc<ConnCtx>) {
     let builder = auto::Builder::new(TokioExecutor::new());
     {
         let conn = builder.serve_connection(io, svc);
-        tokio::select! {
-            res = conn => {
-                if let Err(e) = res {
-                    tracing::debug!(error = %e, "connection ended with error");
+        tokio::pin!(conn);
+        let mut graceful = false;
+        loop {
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(error = %e, "connection ended with error");
+                    }
+                    break;
+                }
+                () = ctl.notify.notified() => {
+                    if ctl.action().is_some() {
+                        break;
+                    }
+                    if ctl.graceful_wanted() && !graceful {
+                        graceful = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    if graceful {
+                        ctl.graceful_started();
+                    }
                 }
             }
-            () = ctl.notify.notified() => {}
         }
     }
     // The hyper connection (and with it the IO) is dropped here; if a handler
@@ -543,7 +558,39 @@ async fn serve_conn(tcp: TcpStream, ctx: Arc<ConnCtx>) {
             })
             .await;
         }
+        Action::GoAway { last_stream_id } => {
+            if !ctl.write_at_boundary() {
+                // hyper was cut off in the middle of a frame; a frame of ours would be read as
+                // the rest of it. Closing says less but nothing false.
+                tracing::warn!("GOAWAY fault: the connection was mid-frame; closing instead");
+                let _ = timeout(Duration::from_secs(1), stream.shutdown()).await;
+                return;
+            }
+            let _ = timeout(Duration::from_secs(1), async {
+                stream.write_all(&goaway_frame(last_stream_id)).await?;
+                stream.flush().await?;
+                stream.shutdown().await
+            })
+            .await;
+            // Read until the client closes, as a server that sent GOAWAY does: closing with its
+            // bytes unread would reset the connection, and the reset could overtake the GOAWAY.
+            let _ = timeout(Duration::from_secs(1), async {
+                let mut scratch = [0u8; 4096];
+                while matches!(stream.read(&mut scratch).await, Ok(n) if n > 0) {}
+            })
+            .await;
+        }
     }
+}
+
+/// An HTTP/2 `GOAWAY` frame (RFC 9113 §6.8) with error code `NO_ERROR`.
+fn goaway_frame(last_stream_id: u32) -> [u8; 17] {
+    let mut frame = [0u8; 17];
+    // Length 8, type 0x7, no flags, stream 0.
+    frame[..9].copy_from_slice(&[0, 0, 8, 0x7, 0, 0, 0, 0, 0]);
+    frame[9..13].copy_from_slice(&(last_stream_id & 0x7fff_ffff).to_be_bytes());
+    // Error code NO_ERROR (0): bytes 13..17 stay zero.
+    frame
 }
 
 struct ReadBody {
@@ -612,13 +659,45 @@ fn select_fault(parts: &http::request::Parts, shared: &Shared) -> Result<Fault, 
     Ok(shared.route(parts.uri.path()))
 }
 
+/// What a handler may fail with: hyper answers an HTTP/2 request whose service failed with an
+/// `h2::Error` by resetting the stream with that error's reason.
+type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
 async fn handle(
     req: Request<Incoming>,
     shared: Arc<Shared>,
     ctl: Arc<ConnCtl>,
-) -> Result<Response<ChaosBody>, Infallible> {
+) -> Result<Response<ChaosBody>, HandlerError> {
     let (parts, body) = req.into_parts();
     let chosen = select_fault(&parts, &shared);
+    let h2 = parts.version == Version::HTTP_2;
+    match chosen {
+        Ok(Fault::RefusedStream) if h2 => {
+            tracing::debug!(path = parts.uri.path(), "refusing the stream");
+            return Err(Box::new(h2::Error::from(h2::Reason::REFUSED_STREAM)));
+        }
+        Ok(Fault::GoAway) if h2 => {
+            return match ctl.h2_decide_goaway() {
+                Some(last_stream_id) => {
+                    tracing::debug!(path = parts.uri.path(), last_stream_id, "GOAWAY");
+                    Ok(take_over(&ctl, Action::GoAway { last_stream_id }).await)
+                }
+                // Another request's GOAWAY is on its way; this connection is going.
+                None => Ok(std::future::pending().await),
+            };
+        }
+        Ok(Fault::RefusedStream | Fault::GoAway) => {
+            // HTTP/1.1 cannot say "not processed": read the request, keep no record of it,
+            // close without a response.
+            read_body(body, false).await;
+            return Ok(take_over(&ctl, Action::Close).await);
+        }
+        _ => {}
+    }
+    if h2 && !ctl.h2_begin_processing() {
+        // A GOAWAY sent on this connection may cover this stream: it must not be delivered.
+        return Ok(std::future::pending().await);
+    }
     let read = read_body(body, matches!(chosen, Ok(Fault::Echo))).await;
     let delivery = Delivery {
         method: parts.method.clone(),
@@ -646,6 +725,9 @@ async fn handle(
         }
     };
     let name = fault.name();
+    if fault == Fault::GoAwayGraceful {
+        ctl.graceful_shutdown().await;
+    }
     let resp = respond(fault, &read, &ctl).await;
     Ok(with_info(resp, name, &read))
 }
@@ -680,7 +762,7 @@ async fn take_over(ctl: &ConnCtl, action: Action) -> Response<ChaosBody> {
 
 async fn respond(fault: Fault, read: &ReadBody, ctl: &ConnCtl) -> Response<ChaosBody> {
     match fault {
-        Fault::Ok => simple(StatusCode::OK, "ok\n"),
+        Fault::Ok | Fault::GoAwayGraceful => simple(StatusCode::OK, "ok\n"),
         Fault::Status {
             code,
             retry_after,
@@ -758,5 +840,7 @@ async fn respond(fault: Fault, read: &ReadBody, ctl: &ConnCtl) -> Response<Chaos
                 format!("echo: body larger than {MAX_BODY} bytes\n"),
             ),
         },
+        // `handle` answers these before any delivery.
+        Fault::RefusedStream | Fault::GoAway => take_over(ctl, Action::Close).await,
     }
 }

@@ -258,6 +258,9 @@ struct Evidence {
     /// hyper gave the request back unwritten: whatever broke the connection, the peer never saw
     /// a byte of this request.
     never_sent: bool,
+    /// The peer said it never processed the request (a `GOAWAY` whose last-stream-id is below
+    /// the request's stream), whatever was written.
+    never_processed: bool,
 }
 
 impl Evidence {
@@ -280,6 +283,12 @@ impl Evidence {
 /// error kinds, h2's `REFUSED_STREAM` and `GOAWAY`, rustls errors, `std::io::Error` by kind and
 /// raw OS error, and tokio's `Elapsed`. `phase_hint` is used when nothing in the chain says where
 /// the call failed.
+///
+/// HTTP/2's two ways of saying "never processed" are [`Retryable::Safe`] for any method: a
+/// stream reset with `REFUSED_STREAM`, and the peer's `GOAWAY` reaching a stream above its
+/// last-stream-id (h2 reports it as a remote GOAWAY error on that stream only). A GOAWAY this
+/// side sent, and a stream the GOAWAY covers (it ends with the connection), stay
+/// [`Retryable::IfIdempotent`].
 pub fn classify_error(err: &(dyn StdError + 'static), phase_hint: Phase) -> Failure {
     let mut evidence = Evidence::default();
     let mut inferred_phase = None;
@@ -318,6 +327,14 @@ pub fn classify_error(err: &(dyn StdError + 'static), phase_hint: Phase) -> Fail
                 evidence.kind(Kind::Protocol(ProtocolFailure::RefusedStream));
             } else if h2.is_go_away() {
                 evidence.kind(Kind::Protocol(ProtocolFailure::GoAway));
+                // h2 hands the peer's GOAWAY to a stream only when the stream is above the
+                // frame's last-stream-id or was opened after it; the streams it covers end
+                // with the connection instead ("broken pipe"). So a remote GOAWAY on our stream
+                // is the server saying it never processed it (RFC 9113 §6.8, §8.7), as gRPC
+                // reads it. A GOAWAY of our own (a protocol error we found) proves nothing.
+                if h2.is_remote() {
+                    evidence.never_processed = true;
+                }
             } else if !h2.is_io() {
                 evidence.kind(Kind::Protocol(ProtocolFailure::Http2));
             }
@@ -368,7 +385,9 @@ pub fn classify_error(err: &(dyn StdError + 'static), phase_hint: Phase) -> Fail
     let kind = evidence.kind.unwrap_or(Kind::Other);
     let (kind, phase) = reconcile(kind, phase);
     let failure = Failure::new(kind, phase);
-    if evidence.never_sent && failure.retryable() == Retryable::IfIdempotent {
+    if (evidence.never_sent || evidence.never_processed)
+        && failure.retryable() == Retryable::IfIdempotent
+    {
         failure.with_retryable(Retryable::Safe)
     } else {
         failure
@@ -601,5 +620,115 @@ mod tests {
         // A plain broken pipe is still one.
         let pipe = io::Error::from(io::ErrorKind::BrokenPipe);
         assert_eq!(classify_error(&pipe, Phase::Send).kind(), Kind::BrokenPipe);
+    }
+
+    /// Real HTTP/2 errors, from an h2 client and server talking over an in-memory pipe: the
+    /// tests need the errors' private kinds (remote or local GOAWAY), which no constructor makes.
+    mod h2_exchange {
+        #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+        use super::*;
+        use bytes::Bytes;
+        use h2::Reason;
+        use tokio::io::DuplexStream;
+        use tokio::sync::oneshot;
+
+        type Server = h2::server::Connection<DuplexStream, Bytes>;
+
+        /// A connected client (its connection driven in the background) and server.
+        async fn pair() -> (h2::client::SendRequest<Bytes>, Server) {
+            let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+            let server = tokio::spawn(h2::server::handshake(server_io));
+            let (send, conn) = h2::client::handshake(client_io).await.unwrap();
+            tokio::spawn(conn);
+            (send, server.await.unwrap().unwrap())
+        }
+
+        fn post() -> http::Request<()> {
+            http::Request::post("http://upstream.test/pay")
+                .body(())
+                .unwrap()
+        }
+
+        fn assert_safe(err: &(dyn StdError + 'static), kind: Kind) {
+            let failure = classify_error(err, Phase::AwaitHeaders);
+            assert_eq!(failure.kind(), kind, "{err}");
+            assert_eq!(failure.retryable(), Retryable::Safe, "{err}");
+        }
+
+        #[tokio::test]
+        async fn refused_stream_is_safe_for_any_method() {
+            let (mut client, mut server) = pair().await;
+            tokio::spawn(async move {
+                let (_req, mut respond) = server.accept().await.unwrap().unwrap();
+                respond.send_reset(Reason::REFUSED_STREAM);
+                while server.accept().await.is_some() {}
+            });
+            client = client.ready().await.unwrap();
+            let (response, _) = client.send_request(post(), true).unwrap();
+            let err = response.await.unwrap_err();
+            assert!(err.is_remote());
+            assert_safe(&err, Kind::Protocol(ProtocolFailure::RefusedStream));
+            // Nested, as hyper-util and hyper hand it over.
+            let nested = io::Error::other(err);
+            assert_safe(&nested, Kind::Protocol(ProtocolFailure::RefusedStream));
+        }
+
+        /// The server's GOAWAY names a last-stream-id below our stream: it was never processed.
+        #[tokio::test]
+        async fn a_stream_above_the_peers_goaway_is_safe_for_any_method() {
+            let (mut client, mut server) = pair().await;
+            let (sent, was_sent) = oneshot::channel();
+            tokio::spawn(async move {
+                // The GOAWAY is decided before the server reads our HEADERS: last-stream-id 0.
+                was_sent.await.unwrap();
+                server.abrupt_shutdown(Reason::NO_ERROR);
+                while server.accept().await.is_some() {}
+            });
+            client = client.ready().await.unwrap();
+            let (response, _) = client.send_request(post(), true).unwrap();
+            sent.send(()).unwrap();
+            let err = response.await.unwrap_err();
+            assert!(err.is_go_away() && err.is_remote(), "{err:?}");
+            assert_safe(&err, Kind::Protocol(ProtocolFailure::GoAway));
+            assert_safe(
+                &io::Error::other(err),
+                Kind::Protocol(ProtocolFailure::GoAway),
+            );
+        }
+
+        /// A stream the GOAWAY covers may have been processed, and a GOAWAY we sent ourselves
+        /// says nothing about the peer: both stay "if idempotent".
+        #[tokio::test]
+        async fn a_covered_stream_and_our_own_goaway_are_not_safe() {
+            let (mut client, mut server) = pair().await;
+            let (got, server_saw) = oneshot::channel();
+            tokio::spawn(async move {
+                let (req, _respond) = server.accept().await.unwrap().unwrap();
+                // Stream 1 was received: the GOAWAY's last-stream-id is 1.
+                server.abrupt_shutdown(Reason::INTERNAL_ERROR);
+                let mut body = req.into_body();
+                let local = body.data().await.unwrap().unwrap_err();
+                got.send(local).unwrap();
+                // Sends the GOAWAY and closes.
+                while server.accept().await.is_some() {}
+            });
+            client = client.ready().await.unwrap();
+            // The body stays open, so the server's stream is still receiving when it goes away.
+            let (response, _body) = client.send_request(post(), false).unwrap();
+            let remote = response.await.unwrap_err();
+            assert!(
+                !remote.is_go_away(),
+                "a covered stream ends with the connection"
+            );
+            let failure = classify_error(&remote, Phase::AwaitHeaders);
+            assert_eq!(failure.retryable(), Retryable::IfIdempotent, "{remote:?}");
+
+            let local = server_saw.await.unwrap();
+            assert!(local.is_go_away() && !local.is_remote(), "{local:?}");
+            let failure = classify_error(&local, Phase::AwaitHeaders);
+            assert_eq!(failure.kind(), Kind::Protocol(ProtocolFailure::GoAway));
+            assert_eq!(failure.retryable(), Retryable::IfIdempotent);
+        }
     }
 }

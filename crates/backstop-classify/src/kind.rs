@@ -63,7 +63,9 @@ pub enum ProtocolFailure {
     Incomplete,
     /// HTTP/2 `REFUSED_STREAM`: the server promises it did not process the stream.
     RefusedStream,
-    /// HTTP/2 `GOAWAY`: the server is shutting the connection down.
+    /// HTTP/2 `GOAWAY`: the server is shutting the connection down. When the server's GOAWAY
+    /// reached the request's own stream (above its last-stream-id), the request was never
+    /// processed and the failure is retryable for any method.
     GoAway,
     /// Any other HTTP/2 stream or connection error.
     Http2,
@@ -404,9 +406,11 @@ impl Kind {
             Kind::Protocol(ProtocolFailure::RefusedStream) => {
                 "retry: the request was not processed"
             }
-            Kind::Protocol(ProtocolFailure::GoAway) | Kind::Protocol(ProtocolFailure::Http2) => {
-                "retry on a new connection if idempotent"
+            Kind::Protocol(ProtocolFailure::GoAway) => {
+                "retry on a new connection: any method when the GOAWAY says the stream was not \
+                 processed, otherwise only if idempotent"
             }
+            Kind::Protocol(ProtocolFailure::Http2) => "retry on a new connection if idempotent",
             Kind::Closed => "retry on a fresh connection: the request was never sent",
             Kind::Status(_) | Kind::Grpc(_) => {
                 "read the response; retry only what the status and method make safe"
