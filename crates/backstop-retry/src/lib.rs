@@ -79,7 +79,8 @@
 //! default) and replays them. A larger body is sent once and not retried (the failure comes back
 //! with [`StopReason::BodyNotReplayable`] in its [`RetryInfo`]). A body that declares a size above
 //! the limit is not buffered at all: it is sent again only if no byte of it was read (a refused
-//! connection). Requests that may only be retried if never sent keep no bytes at all. No lock is
+//! connection). Non-idempotent requests keep their bytes too, within the same limit: an HTTP/2
+//! REFUSED_STREAM or GOAWAY proves a POST unprocessed after part of its body went out. No lock is
 //! held while the caller's body is polled: the attempt that reads owns the buffer and hands it
 //! on.
 //!

@@ -10,7 +10,7 @@ use http_body::Body;
 use tower_service::Service;
 
 use crate::future::{AttemptState, ResponseFuture};
-use crate::idempotency::{attach_idempotency_key, is_idempotent};
+use crate::idempotency::attach_idempotency_key;
 use crate::info::{MAX_ATTEMPTS_LIMIT, RetryOverride};
 use crate::layer::Config;
 use crate::replay::ReplayBody;
@@ -119,15 +119,11 @@ where
             None => None,
         };
         let (body, replay) = if may_retry {
-            // A request that may be retried only if it was never sent keeps no bytes. Whether it
-            // is idempotent is asked only when there are bytes to keep.
-            ReplayBody::replayable(body, || {
-                if is_idempotent(&parts, &config.idempotency_key) {
-                    config.replay_limit
-                } else {
-                    0
-                }
-            })
+            // Every request that may be retried keeps its bytes up to the limit, idempotent or
+            // not: an HTTP/2 REFUSED_STREAM or a GOAWAY above the request's stream says the
+            // server never processed it, which makes even a POST safe to send again (as gRPC
+            // buffers every call it may retry) — after part of its body went out.
+            ReplayBody::replayable(body, || config.replay_limit)
         } else {
             ReplayBody::once(body)
         };

@@ -68,7 +68,7 @@ async fn a_body_over_the_limit_is_sent_once_and_not_retried() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_non_idempotent_body_is_not_buffered_but_replayed_if_never_read() {
+async fn a_non_idempotent_body_is_kept_within_the_limit_and_replayed_when_never_processed() {
     // Refused before the write: nothing was read, so the POST is sent (whole) again.
     let (body, all) = Chunked::pattern(4096, 512);
     let up = Upstream::new([]);
@@ -100,8 +100,18 @@ async fn a_non_idempotent_body_is_not_buffered_but_replayed_if_never_read() {
     assert_eq!(svc.oneshot(req).await.unwrap().status(), 200);
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
 
-    // A "never sent" failure after the body was read cannot be replayed: it was not buffered.
-    let (body, _) = Chunked::pattern(4096, 512);
+    // A "never processed" failure after the body was read (the connection closed before the
+    // request was taken, an HTTP/2 REFUSED_STREAM): the POST is sent again from the bytes kept.
+    let (body, all) = Chunked::pattern(4096, 512);
+    let upstream = Upstream::new([Reply::Fail(Kind::Closed, Phase::Send)]);
+    let req = Request::post("http://127.0.0.1/charge").body(body).unwrap();
+    let res = send(&upstream, req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(upstream.calls(), 2);
+    assert_eq!(upstream.seen().last().map(|seen| seen.body.clone()), Some(all));
+
+    // Above the limit it is not kept, and the same failure ends the call.
+    let (body, _) = Chunked::pattern(1024 * 1024, 16 * 1024);
     let upstream = Upstream::new([Reply::Fail(Kind::Closed, Phase::Send)]);
     let req = Request::post("http://127.0.0.1/charge").body(body).unwrap();
     let err = send(&upstream, req).await.unwrap_err();
