@@ -23,7 +23,8 @@ pub type ServerStackService<S> = backstop_server::OutcomeService<
     >,
 >;
 
-/// The server-side rules, outermost first:
+/// The per-request server rules, outermost first (the [`server`](crate::server) module walks
+/// through the whole server path, these included):
 ///
 /// 1. classification of every response, counted in [`OutcomeCounts`] (for metrics) and logged;
 /// 2. the incoming deadline (`request-timeout-ms` or `grpc-timeout`): the server's own
