@@ -360,10 +360,16 @@ async fn service_builder_ext_wraps_a_users_own_hyper_client_in_the_same_rules() 
     let hyper_client =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build_http::<ReplayBody<Full<Bytes>>>();
+    // The layers whose settings are checked are built first; the chain needs no `?`.
+    let deadline = backstop::deadline::DeadlineLayer::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let attempt = backstop::deadline::AttemptTimeoutLayer::new(Duration::from_secs(1)).unwrap();
+    let body_idle = backstop::timeout::BodyIdleTimeoutLayer::new(Duration::from_secs(1)).unwrap();
     let client = ServiceBuilder::new()
-        .deadline(Duration::from_secs(5))
-        .unwrap()
-        .retry_safely(
+        .deadline(deadline)
+        .retry_classified(
             backstop::retry::RetryLayer::builder()
                 .base_delay(Duration::from_millis(5))
                 .max_delay(Duration::from_millis(20))
@@ -372,10 +378,8 @@ async fn service_builder_ext_wraps_a_users_own_hyper_client_in_the_same_rules() 
         )
         .circuit_breaker(backstop::breaker::CircuitBreakerLayer::new())
         .classify()
-        .attempt_timeout(Duration::from_secs(1))
-        .unwrap()
-        .body_idle_timeout(Duration::from_secs(1))
-        .unwrap()
+        .attempt_timeout(attempt)
+        .body_idle_timeout(body_idle)
         .service(hyper_client);
     let res = bounded(
         client
@@ -394,11 +398,11 @@ async fn service_builder_ext_wraps_a_users_own_hyper_client_in_the_same_rules() 
     .unwrap_err();
     assert_eq!(err.kind(), Kind::Reset);
     assert_eq!(chaos.count("POST", "/fault/reset-after-read"), 1);
+    // An invalid setting is caught where the layer is built, before the chain.
     assert!(
-        ServiceBuilderExt::<tower::layer::util::Identity>::deadline(
-            ServiceBuilder::new(),
-            Duration::ZERO
-        )
-        .is_err()
+        backstop::deadline::DeadlineLayer::builder()
+            .timeout(Duration::ZERO)
+            .build()
+            .is_err()
     );
 }

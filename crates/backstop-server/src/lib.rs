@@ -1,11 +1,11 @@
 //! backstop's server side: an accept loop that stays up under hostile clients and drains on
 //! shutdown ([`Server`]), and overload shedding that answers `503` + `Retry-After` at once
-//! instead of queueing ([`LoadShedLayer`]).
+//! instead of queueing ([`ShedWith503Layer`]).
 //!
 //! ```
 //! use std::convert::Infallible;
 //! use std::time::Duration;
-//! use backstop_server::{LoadShedLayer, IncomingBody, Server, ServeConfig};
+//! use backstop_server::{ShedWith503Layer, IncomingBody, Server, ServeConfig};
 //! use bytes::Bytes;
 //! use http::{Request, Response};
 //! use http_body_util::Full;
@@ -19,7 +19,7 @@
 //!     .max_connections(5_000)
 //!     .build()?;
 //! let app = ServiceBuilder::new()
-//!     .layer(LoadShedLayer::new(512)?.retry_after(Duration::from_secs(2))?)
+//!     .layer(ShedWith503Layer::new(512)?.retry_after(Duration::from_secs(2))?)
 //!     .service_fn(|_req: Request<IncomingBody>| async {
 //!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hello\n"))))
 //!     });
@@ -57,6 +57,7 @@
 //! [`CatchPanicLayer`] innermost, around the handler.
 
 mod config;
+mod connection;
 mod outcome;
 mod request;
 mod serve;
@@ -67,7 +68,7 @@ pub use config::{ConfigError, DEFAULT_MAX_CONNECTIONS, ServeConfig, ServeConfigB
 pub use outcome::{OutcomeCounts, OutcomeFuture, OutcomeLayer, OutcomeService};
 pub use request::{IncomingBody, PeerAddr};
 pub use serve::{BoxError, ServeSummary, Server, ServerStats};
-pub use shed::{LoadShed, LoadShedLayer, MAX_IN_FLIGHT, ShedFuture};
+pub use shed::{MAX_IN_FLIGHT, ShedWith503, ShedWith503Future, ShedWith503Layer};
 pub use signal::shutdown_signal;
 /// Answers a handler panic with `500 Internal Server Error` instead of dropping the connection
 /// (tower-http's layer, re-exported).

@@ -1,5 +1,9 @@
-//! [`LoadShedLayer`]: answer `503` + `Retry-After` at once when the server is full, instead of
+//! [`ShedWith503Layer`]: answer `503` + `Retry-After` at once when the server is full, instead of
 //! queueing requests until their callers give up.
+//!
+//! Not named `LoadShed`: tower's `LoadShed` fails the call with an `Overloaded` error when the
+//! inner service is not ready; this one counts requests in flight and answers the caller with an
+//! HTTP response (`503` + `Retry-After`), whatever the inner service's readiness.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,7 +19,7 @@ use tower_service::Service;
 
 use crate::config::ConfigError;
 
-/// The most requests one [`LoadShedLayer`] may admit at once.
+/// The most requests one [`ShedWith503Layer`] may admit at once.
 pub const MAX_IN_FLIGHT: usize = 1 << 20;
 
 /// Admits at most `max_in_flight` requests at a time; every request beyond that is answered at
@@ -30,30 +34,30 @@ pub const MAX_IN_FLIGHT: usize = 1 << 20;
 ///
 /// ```
 /// use std::time::Duration;
-/// use backstop_server::LoadShedLayer;
+/// use backstop_server::ShedWith503Layer;
 ///
-/// let shed = LoadShedLayer::new(256)?.retry_after(Duration::from_secs(1))?;
+/// let shed = ShedWith503Layer::new(256)?.retry_after(Duration::from_secs(1))?;
 /// assert_eq!(shed.in_flight(), 0);
 /// # Ok::<(), backstop_server::ConfigError>(())
 /// ```
 #[derive(Debug, Clone)]
-pub struct LoadShedLayer {
+pub struct ShedWith503Layer {
     permits: Arc<Semaphore>,
     max_in_flight: usize,
     retry_after: HeaderValue,
 }
 
-impl LoadShedLayer {
+impl ShedWith503Layer {
     /// At most `max_in_flight` requests at once (1 ..= 1 048 576); shed ones are told to retry
     /// after 1 s.
-    pub fn new(max_in_flight: usize) -> Result<LoadShedLayer, ConfigError> {
+    pub fn new(max_in_flight: usize) -> Result<ShedWith503Layer, ConfigError> {
         if !(1..=MAX_IN_FLIGHT).contains(&max_in_flight) {
             return Err(ConfigError::new(
                 "max_in_flight",
                 format!("must be between 1 and {MAX_IN_FLIGHT}, got {max_in_flight}"),
             ));
         }
-        Ok(LoadShedLayer {
+        Ok(ShedWith503Layer {
             permits: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight,
             retry_after: HeaderValue::from_static("1"),
@@ -61,7 +65,7 @@ impl LoadShedLayer {
     }
 
     /// The `Retry-After` sent with a shed request, in whole seconds (1 s ..= 1 h).
-    pub fn retry_after(mut self, after: Duration) -> Result<LoadShedLayer, ConfigError> {
+    pub fn retry_after(mut self, after: Duration) -> Result<ShedWith503Layer, ConfigError> {
         if after < Duration::from_secs(1) || after > Duration::from_secs(3600) {
             return Err(ConfigError::new(
                 "shed_retry_after",
@@ -83,11 +87,11 @@ impl LoadShedLayer {
     }
 }
 
-impl<S> Layer<S> for LoadShedLayer {
-    type Service = LoadShed<S>;
+impl<S> Layer<S> for ShedWith503Layer {
+    type Service = ShedWith503<S>;
 
-    fn layer(&self, inner: S) -> LoadShed<S> {
-        LoadShed {
+    fn layer(&self, inner: S) -> ShedWith503<S> {
+        ShedWith503 {
             inner,
             permits: Arc::clone(&self.permits),
             retry_after: self.retry_after.clone(),
@@ -95,22 +99,22 @@ impl<S> Layer<S> for LoadShedLayer {
     }
 }
 
-/// The service made by [`LoadShedLayer`].
+/// The service made by [`ShedWith503Layer`].
 #[derive(Debug, Clone)]
-pub struct LoadShed<S> {
+pub struct ShedWith503<S> {
     inner: S,
     permits: Arc<Semaphore>,
     retry_after: HeaderValue,
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for LoadShed<S>
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ShedWith503<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: Default,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ShedFuture<S::Future, ResBody>;
+    type Future = ShedWith503Future<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -118,7 +122,7 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         match Arc::clone(&self.permits).try_acquire_owned() {
-            Ok(permit) => ShedFuture {
+            Ok(permit) => ShedWith503Future {
                 state: State::Admitted {
                     inner: self.inner.call(req),
                     permit: Some(permit),
@@ -130,7 +134,7 @@ where
                 *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
                 res.headers_mut()
                     .insert(http::header::RETRY_AFTER, self.retry_after.clone());
-                ShedFuture {
+                ShedWith503Future {
                     state: State::Shed {
                         response: Some(res),
                     },
@@ -141,9 +145,9 @@ where
 }
 
 pin_project! {
-    /// The future of [`LoadShed`].
+    /// The future of [`ShedWith503`].
     #[derive(Debug)]
-    pub struct ShedFuture<F, B> {
+    pub struct ShedWith503Future<F, B> {
         #[pin]
         state: State<F, B>,
     }
@@ -166,7 +170,7 @@ pin_project! {
     }
 }
 
-impl<F, B, E> Future for ShedFuture<F, B>
+impl<F, B, E> Future for ShedWith503Future<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
     B: Default,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use backstop_server::{IncomingBody, LoadShedLayer, PeerAddr, ServeConfig};
+use backstop_server::{IncomingBody, PeerAddr, ServeConfig, ShedWith503Layer};
 use bytes::Bytes;
 use common::start;
 use http::{Request, Response, StatusCode};
@@ -122,7 +122,7 @@ async fn a_trickled_request_body_is_dropped_at_the_idle_bound_and_frees_its_shed
             }
         })
     };
-    let shed = LoadShedLayer::new(LIMIT).unwrap();
+    let shed = ShedWith503Layer::new(LIMIT).unwrap();
     let app = ServiceBuilder::new().layer(shed.clone()).service(service);
     let config = ServeConfig::builder()
         .idle_timeout(Some(IDLE))

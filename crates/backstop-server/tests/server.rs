@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use backstop_server::{CatchPanicLayer, IncomingBody, LoadShedLayer, ServeConfig};
+use backstop_server::{CatchPanicLayer, IncomingBody, ServeConfig, ShedWith503Layer};
 use bytes::Bytes;
 use common::{Running, start};
 use http::{Request, Response, StatusCode};
@@ -176,7 +176,7 @@ async fn overload_is_shed_with_503_and_retry_after_while_admitted_requests_compl
             }
         })
     };
-    let shed = LoadShedLayer::new(LIMIT)
+    let shed = ShedWith503Layer::new(LIMIT)
         .unwrap()
         .retry_after(Duration::from_secs(2))
         .unwrap();
@@ -349,7 +349,7 @@ async fn malformed_requests_are_a_connection_error_not_a_server_error() {
 async fn serves_an_axum_router() {
     let app = axum::Router::new()
         .route("/", axum::routing::get(|| async { "axum\n" }))
-        .layer(LoadShedLayer::new(8).unwrap());
+        .layer(ShedWith503Layer::new(8).unwrap());
     let server = start(ServeConfig::default(), app).await;
     let (status, _, body) = get(server.addr, "/").await.unwrap();
     assert_eq!(status, StatusCode::OK);

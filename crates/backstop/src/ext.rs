@@ -1,9 +1,7 @@
 //! [`ServiceBuilderExt`]: backstop's layers as `tower::ServiceBuilder` methods.
 
-use std::time::Duration;
-
 use backstop_breaker::{CircuitBreakerLayer, PerAuthority};
-use backstop_classify::{ClassifyLayer, ConfigError, HttpPolicy};
+use backstop_classify::{ClassifyLayer, HttpPolicy};
 use backstop_deadline::{AttemptTimeoutLayer, DeadlineLayer};
 use backstop_retry::RetryLayer;
 use backstop_timeout::BodyIdleTimeoutLayer;
@@ -16,10 +14,18 @@ use tower::layer::util::Stack;
 /// Call them in the documented order, outermost first: deadline → retry → breaker → classify →
 /// attempt timeout → body idle timeout → the client.
 ///
+/// Each method adds one layer and returns the `ServiceBuilder`, so the chain never stops for a
+/// `?`: the layers whose settings can be invalid are built (and their settings checked) before
+/// it. The trait is sealed: only `ServiceBuilder` implements it, so methods can be added without
+/// breaking anyone.
+///
 /// ```
 /// use std::time::Duration;
 /// use backstop::ServiceBuilderExt;
-/// use backstop::retry::ReplayBody;
+/// use backstop::breaker::CircuitBreakerLayer;
+/// use backstop::deadline::{AttemptTimeoutLayer, DeadlineLayer};
+/// use backstop::retry::{ReplayBody, RetryLayer};
+/// use backstop::timeout::BodyIdleTimeoutLayer;
 /// use bytes::Bytes;
 /// use http_body_util::Full;
 /// use hyper_util::client::legacy::Client;
@@ -27,29 +33,35 @@ use tower::layer::util::Stack;
 /// use tower::ServiceBuilder;
 ///
 /// # fn main() -> Result<(), backstop::ConfigError> {
+/// let deadline = DeadlineLayer::builder().timeout(Duration::from_secs(5)).build()?;
+/// let attempt = AttemptTimeoutLayer::new(Duration::from_secs(2))?;
+/// let body_idle = BodyIdleTimeoutLayer::new(Duration::from_secs(10))?;
+///
 /// let hyper_client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Full<Bytes>>>();
 /// let client = ServiceBuilder::new()
-///     .deadline(Duration::from_secs(5))?
-///     .retry_safely(backstop::retry::RetryLayer::new())
-///     .circuit_breaker(backstop::breaker::CircuitBreakerLayer::new())
+///     .deadline(deadline)
+///     .retry_classified(RetryLayer::new())
+///     .circuit_breaker(CircuitBreakerLayer::new())
 ///     .classify()
-///     .attempt_timeout(Duration::from_secs(2))?
-///     .body_idle_timeout(Duration::from_secs(10))?
+///     .attempt_timeout(attempt)
+///     .body_idle_timeout(body_idle)
 ///     .service(hyper_client);
 /// # drop(client);
 /// # Ok(())
 /// # }
 /// ```
-pub trait ServiceBuilderExt<L>: Sized {
+pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
     /// One ceiling over the whole call, retries included (see [`DeadlineLayer`]).
-    fn deadline(
-        self,
-        timeout: Duration,
-    ) -> Result<ServiceBuilder<Stack<DeadlineLayer, L>>, ConfigError>;
+    fn deadline(self, layer: DeadlineLayer) -> ServiceBuilder<Stack<DeadlineLayer, L>>;
 
-    /// Safe retries (see [`RetryLayer`]); build one with `RetryLayer::builder()` to tune it.
-    /// (Not `retry`: that name is tower's own `ServiceBuilder::retry`, which would win.)
-    fn retry_safely<P>(self, layer: RetryLayer<P>) -> ServiceBuilder<Stack<RetryLayer<P>, L>>;
+    /// Retries the attempts that failed in a way classified as retryable: any method when the
+    /// request was never sent, idempotent (or keyed) ones after a `5xx`, a reset…, with
+    /// backoff, a budget and the request body replayed (see [`RetryLayer`]; build one with
+    /// `RetryLayer::builder()` to tune it).
+    ///
+    /// Not `retry`: `ServiceBuilder` has a method of that name (tower's retry, driven by a
+    /// policy you write), which would win.
+    fn retry_classified<P>(self, layer: RetryLayer<P>) -> ServiceBuilder<Stack<RetryLayer<P>, L>>;
 
     /// A circuit breaker per host (see [`CircuitBreakerLayer`]).
     fn circuit_breaker(
@@ -63,25 +75,22 @@ pub trait ServiceBuilderExt<L>: Sized {
     /// Bounds each attempt (see [`AttemptTimeoutLayer`]).
     fn attempt_timeout(
         self,
-        timeout: Duration,
-    ) -> Result<ServiceBuilder<Stack<AttemptTimeoutLayer, L>>, ConfigError>;
+        layer: AttemptTimeoutLayer,
+    ) -> ServiceBuilder<Stack<AttemptTimeoutLayer, L>>;
 
-    /// Fails a response body that stalls for `period` (see [`BodyIdleTimeoutLayer`]).
+    /// Fails a response body that stalls for the layer's period (see [`BodyIdleTimeoutLayer`]).
     fn body_idle_timeout(
         self,
-        period: Duration,
-    ) -> Result<ServiceBuilder<Stack<BodyIdleTimeoutLayer, L>>, ConfigError>;
+        layer: BodyIdleTimeoutLayer,
+    ) -> ServiceBuilder<Stack<BodyIdleTimeoutLayer, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
-    fn deadline(
-        self,
-        timeout: Duration,
-    ) -> Result<ServiceBuilder<Stack<DeadlineLayer, L>>, ConfigError> {
-        Ok(self.layer(DeadlineLayer::builder().timeout(timeout).build()?))
+    fn deadline(self, layer: DeadlineLayer) -> ServiceBuilder<Stack<DeadlineLayer, L>> {
+        self.layer(layer)
     }
 
-    fn retry_safely<P>(self, layer: RetryLayer<P>) -> ServiceBuilder<Stack<RetryLayer<P>, L>> {
+    fn retry_classified<P>(self, layer: RetryLayer<P>) -> ServiceBuilder<Stack<RetryLayer<P>, L>> {
         self.layer(layer)
     }
 
@@ -98,15 +107,23 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
 
     fn attempt_timeout(
         self,
-        timeout: Duration,
-    ) -> Result<ServiceBuilder<Stack<AttemptTimeoutLayer, L>>, ConfigError> {
-        Ok(self.layer(AttemptTimeoutLayer::new(timeout)?))
+        layer: AttemptTimeoutLayer,
+    ) -> ServiceBuilder<Stack<AttemptTimeoutLayer, L>> {
+        self.layer(layer)
     }
 
     fn body_idle_timeout(
         self,
-        period: Duration,
-    ) -> Result<ServiceBuilder<Stack<BodyIdleTimeoutLayer, L>>, ConfigError> {
-        Ok(self.layer(BodyIdleTimeoutLayer::new(period)?))
+        layer: BodyIdleTimeoutLayer,
+    ) -> ServiceBuilder<Stack<BodyIdleTimeoutLayer, L>> {
+        self.layer(layer)
     }
+}
+
+mod sealed {
+    /// Only `ServiceBuilder` implements [`ServiceBuilderExt`](super::ServiceBuilderExt).
+    #[allow(unreachable_pub)]
+    pub trait Sealed<L> {}
+
+    impl<L> Sealed<L> for tower::ServiceBuilder<L> {}
 }

@@ -10,7 +10,8 @@
 //! - [`ServerStack`]: the server-side rules for axum and hyper (incoming deadline, load
 //!   shedding with `503` + `Retry-After`, panic → `500`, response classification), to serve
 //!   with [`server::Server`] (an accept loop that survives accept errors, drops idle streams and
-//!   drains on shutdown).
+//!   drains on shutdown). The [`server`] module walks through every server rule in order, and
+//!   is the place to start reading the server side.
 //! - The layers themselves, re-exported, and [`ServiceBuilderExt`] to assemble your own stack
 //!   around any `Service<http::Request<B>>`: [`classify`], [`timeout`], [`deadline`], [`retry`],
 //!   [`breaker`], [`server`].
@@ -41,7 +42,7 @@ mod client;
 mod ext;
 mod gateway;
 mod policy;
-mod server_stack;
+pub mod server;
 mod timed;
 mod tls;
 
@@ -58,7 +59,7 @@ pub use policy::{
     BreakerPolicy, BudgetPolicy, ConfigError, DEFAULT_ATTEMPT_TIMEOUT, JitterMode, Policy,
     PropagationPolicy, RetryPolicy,
 };
-pub use server_stack::{ServerStack, ServerStackBuilder, ServerStackService};
+pub use server::{ServerStack, ServerStackBuilder, ServerStackService};
 
 pub use backstop_classify::{
     Error, Failure, Kind, Outcome, Phase, ProtocolFailure, Retryable, Timer,
@@ -72,7 +73,5 @@ pub use backstop_classify as classify;
 pub use backstop_deadline as deadline;
 /// Retries (`backstop-retry`).
 pub use backstop_retry as retry;
-/// The server side: accept loop, load shedding (`backstop-server`).
-pub use backstop_server as server;
 /// Connect and idle timeouts (`backstop-timeout`).
 pub use backstop_timeout as timeout;

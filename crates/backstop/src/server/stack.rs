@@ -1,11 +1,12 @@
-//! [`ServerStack`]: the server-side rules in one layer, for axum routers and hyper services.
+//! [`ServerStack`]: the per-request server rules (steps 5 to 8 of the [module docs](super)) in
+//! one layer, for axum routers and hyper services.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use backstop_deadline::ServerDeadlineLayer;
-use backstop_server::{CatchPanicLayer, LoadShedLayer, OutcomeCounts, OutcomeLayer};
+use backstop_server::{CatchPanicLayer, OutcomeCounts, OutcomeLayer, ShedWith503Layer};
 use tower_layer::Layer;
 
 use crate::policy::{ConfigError, within};
@@ -13,7 +14,7 @@ use crate::policy::{ConfigError, within};
 /// The service a [`ServerStack`] makes around a handler `S`.
 pub type ServerStackService<S> = backstop_server::OutcomeService<
     backstop_deadline::server::DeadlineService<
-        backstop_server::LoadShed<
+        backstop_server::ShedWith503<
             tower_http::catch_panic::CatchPanic<
                 S,
                 tower_http::catch_panic::DefaultResponseForPanic,
@@ -22,7 +23,8 @@ pub type ServerStackService<S> = backstop_server::OutcomeService<
     >,
 >;
 
-/// The server-side rules, outermost first:
+/// The per-request server rules, outermost first (the [`server`](crate::server) module walks
+/// through the whole server path, these included):
 ///
 /// 1. classification of every response, counted in [`OutcomeCounts`] (for metrics) and logged;
 /// 2. the incoming deadline (`request-timeout-ms` or `grpc-timeout`): the server's own
@@ -58,7 +60,7 @@ pub type ServerStackService<S> = backstop_server::OutcomeService<
 pub struct ServerStack {
     outcome: OutcomeLayer,
     deadline: ServerDeadlineLayer,
-    shed: LoadShedLayer,
+    shed: ShedWith503Layer,
 }
 
 impl fmt::Debug for ServerStack {
@@ -159,7 +161,7 @@ impl ServerStackBuilder {
                 ),
             ));
         }
-        let shed = LoadShedLayer::new(self.max_in_flight)
+        let shed = ShedWith503Layer::new(self.max_in_flight)
             .and_then(|shed| shed.retry_after(self.shed_retry_after))?;
         let deadline = ServerDeadlineLayer::builder()
             .default_timeout(self.default_deadline)

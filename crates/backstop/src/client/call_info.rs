@@ -1,0 +1,95 @@
+//! [`CallInfo`]: what happened during a call, in the response's (or the error's) extensions.
+
+use std::time::Duration;
+
+use backstop_breaker::State;
+use backstop_classify::Error;
+use backstop_retry::{RetryInfo, StopReason};
+use http::Response;
+
+use crate::timed::ConnectTimings;
+
+/// What happened during a call, in the response's extensions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallInfo {
+    /// Attempts made, the first included.
+    pub attempts: u32,
+    /// The backoff delays slept between attempts.
+    pub delays: Vec<Duration>,
+    /// Why the client stopped retrying, when the call ended on a failure: attempts exhausted,
+    /// budget spent, not retryable, body not replayable, the deadline, a local rejection (open
+    /// breaker) or a server asking to wait longer than the client will. `None` on success.
+    pub retry_stopped: Option<StopReason>,
+    /// The state of the destination's circuit breaker after the call (`None` when breakers are
+    /// off).
+    pub breaker: Option<State>,
+    /// Time from the call until the response head arrived (time to first byte), retries
+    /// included; for a failed call, until it failed.
+    pub time_to_headers: Duration,
+    /// How long establishing the connection took, in all and per phase (DNS, TCP, TLS), when
+    /// this call opened a new one; `None` when it reused a pooled connection.
+    pub connect: Option<ConnectTimings>,
+}
+
+impl CallInfo {
+    pub(super) fn new(
+        retry: RetryInfo,
+        breaker: Option<State>,
+        time_to_headers: Duration,
+        connect: Option<ConnectTimings>,
+    ) -> CallInfo {
+        CallInfo {
+            attempts: retry.attempts(),
+            delays: retry.delays().collect(),
+            retry_stopped: retry.stopped(),
+            breaker,
+            time_to_headers,
+            connect,
+        }
+    }
+
+    /// The call info of a response from a [`Client`](crate::Client).
+    pub fn of<B>(res: &Response<B>) -> Option<&CallInfo> {
+        res.extensions().get::<CallInfo>()
+    }
+
+    /// The call info of an error from a [`Client`](crate::Client): the same record as a response's, for a call
+    /// that failed.
+    pub fn of_error(err: &Error) -> Option<&CallInfo> {
+        err.extensions().get::<CallInfo>()
+    }
+}
+
+/// `.call_info()` on what a [`Client`](crate::Client) returns, response or error.
+///
+/// ```no_run
+/// use backstop::CallInfoExt;
+/// # async fn demo(client: backstop::Client) {
+/// match client.get("http://127.0.0.1:3000/").await {
+///     Ok(res) => println!("{:?}", res.call_info()),
+///     Err(err) => println!("{err}: {:?}", err.call_info()),
+/// }
+/// # }
+/// ```
+pub trait CallInfoExt: sealed::Sealed {
+    /// What happened during the call.
+    fn call_info(&self) -> Option<&CallInfo>;
+}
+
+impl<B> CallInfoExt for Response<B> {
+    fn call_info(&self) -> Option<&CallInfo> {
+        CallInfo::of(self)
+    }
+}
+
+impl CallInfoExt for Error {
+    fn call_info(&self) -> Option<&CallInfo> {
+        CallInfo::of_error(self)
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl<B> Sealed for http::Response<B> {}
+    impl Sealed for backstop_classify::Error {}
+}

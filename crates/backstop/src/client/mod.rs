@@ -1,0 +1,365 @@
+//! [`Client`]: a ready resilient HTTP client, and its send path.
+//!
+//! One concept per file: `builder.rs` holds the settings ([`ClientBuilder`]) and validates
+//! them; `Client::assemble` (here) turns a validated [`Policy`] into the layer stack; a call goes
+//! through [`Client::send`] (here), an instance of the stack taken from the `ServicePool`
+//! (`pool.rs`), and comes back with a [`CallInfo`] (`call_info.rs`). The body types are in
+//! `body.rs`, the resolver made from a function in `resolver.rs`.
+
+mod body;
+mod builder;
+mod call_info;
+mod pool;
+mod resolver;
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backstop_breaker::{Breakers, CircuitBreakerLayer, PerAuthority, State, Window};
+use backstop_classify::{BoxError, ClassifyLayer, Error, Kind, Phase};
+use backstop_deadline::{AttemptTimeoutLayer, Covers, DeadlineLayer, Propagation};
+use backstop_retry::{ReplayBody, RetryBudget, RetryInfo, RetryLayer};
+use backstop_timeout::{ConnectTimeoutLayer, IdleTimeoutLayer, TcpConnector};
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::rt::TokioExecutor;
+use tokio::time::Instant;
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+pub use self::body::{RequestBody, ResponseBody};
+pub use self::builder::ClientBuilder;
+use self::builder::Transport;
+pub use self::call_info::{CallInfo, CallInfoExt};
+use self::pool::ServicePool;
+pub use self::resolver::FnResolver;
+use crate::policy::{ConfigError, Policy};
+pub use crate::timed::ConnectTimings;
+
+/// A ready HTTP client with every resilience rule, in this order from the outside in:
+///
+/// `Deadline → Retry (budget, backoff, Retry-After, body replay) → CircuitBreaker (per host) →
+/// Classify → AttemptTimeout → hyper-util client (HTTP/1 + HTTP/2, HTTPS via rustls)`, whose
+/// connector is `ConnectTimeout(IdleTimeout(HTTPS(TCP with happy eyeballs)))` and whose response
+/// bodies fail when idle.
+///
+/// Every error is a [`backstop_classify::Error`] (what failed, where, whether a retry was safe):
+/// always the last real failure, never the reason retrying stopped. Every response and every
+/// error carries a [`CallInfo`] ([`CallInfoExt::call_info`]): attempts, delays, breaker state,
+/// timings, and why retrying stopped.
+///
+/// The breaker sits inside the retry, so it counts attempts; a policy whose single call could
+/// open it is rejected at build (see [`crate::BreakerPolicy`]). A call rejected locally (an open
+/// breaker) ends at once, with no delay and no retry budget spent. Only gRPC requests carry the
+/// time left (`grpc-timeout`) unless [`ClientBuilder::propagation`] opts plain HTTP in.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = backstop::Client::builder()
+///     .deadline(std::time::Duration::from_secs(5))
+///     .build()?;
+/// let res = client.get("https://example.com/").await?;
+/// println!("{} after {} attempt(s)", res.status(), backstop::CallInfo::of(&res).map_or(1, |i| i.attempts));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    service: Arc<ServicePool>,
+    breakers: Option<Breakers<PerAuthority>>,
+    /// Half-open admits a single probe, so a first-attempt success proves the breaker closed.
+    single_probe: bool,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A builder with the documented defaults.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::new()
+    }
+
+    /// A client with every default.
+    pub fn new() -> Result<Client, ConfigError> {
+        Client::builder().build()
+    }
+
+    fn assemble<R>(
+        policy: &Policy,
+        tls: rustls::ClientConfig,
+        resolver: R,
+        transport: Transport,
+    ) -> Result<Client, ConfigError>
+    where
+        R: Service<Name> + Clone + Send + Sync + 'static,
+        R::Response: Iterator<Item = SocketAddr> + Send,
+        R::Error: Into<BoxError>,
+        R::Future: Send,
+    {
+        let tcp = TcpConnector::builder().resolver(resolver).build()?;
+        let https = crate::tls::https_connector(tls, tcp)?;
+        let idle = IdleTimeoutLayer::new(policy.idle_timeout)
+            .map_err(|e| ConfigError::new("idle_timeout", e.rule().to_owned()))?;
+        let connector = ServiceBuilder::new()
+            .layer(
+                ConnectTimeoutLayer::new(policy.connect_timeout)
+                    .map_err(|e| ConfigError::new("connect_timeout", e.rule().to_owned()))?,
+            )
+            .layer(idle)
+            .service(https);
+        let connector = crate::timed::TimedConnector::new(connector);
+        let mut builder = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
+        builder.pool_timer(hyper_util::rt::TokioTimer::new());
+        builder.pool_idle_timeout(Duration::from_secs(90));
+        if let Some(bytes) = transport.http1_max_buf_size {
+            builder.http1_max_buf_size(bytes);
+        }
+        builder.http2_only(transport.http2_prior_knowledge);
+        idle.http2_keep_alive().apply_to_client(&mut builder);
+        let hyper_client = builder.build::<_, ReplayBody<RequestBody>>(connector);
+
+        let deadline = DeadlineLayer::builder()
+            .timeout(policy.deadline)
+            // The attempt timeout inside writes the time left into every attempt (the earlier
+            // of its own bound and this deadline): a header written here would only be parsed
+            // and overwritten, after being copied into the head retry keeps.
+            .propagation(Propagation::disabled())
+            .covers(if policy.deadline_covers_body {
+                Covers::Body
+            } else {
+                Covers::Head
+            })
+            .build()
+            .map_err(|e| ConfigError::new("deadline", e.rule().to_owned()))?;
+        let attempt = AttemptTimeoutLayer::builder()
+            .timeout(policy.effective_attempt_timeout())
+            .propagation(policy.propagation.to_propagation()?)
+            .build()
+            .map_err(|e| ConfigError::new("attempt_timeout", e.rule().to_owned()))?;
+        let retry = retry_layer(policy, transport.seed)?;
+
+        let inner = ServiceBuilder::new()
+            .layer(ClassifyLayer::new())
+            .layer(attempt)
+            .layer(idle.body_layer())
+            .service(hyper_client);
+
+        let (service, breakers) = if policy.breaker.enabled {
+            let breaker = breaker_layer(policy, transport.seed, transport.judge)?;
+            let breakers = breaker.breakers();
+            let service = ServiceBuilder::new()
+                .layer(deadline)
+                .layer(retry)
+                .layer(breaker)
+                .service(inner)
+                .map_response(|res: Response<_>| res.map(BodyExt::boxed));
+            (BoxCloneSyncService::new(service), Some(breakers))
+        } else {
+            let service = ServiceBuilder::new()
+                .layer(deadline)
+                .layer(retry)
+                .service(inner)
+                .map_response(|res: Response<_>| res.map(BodyExt::boxed));
+            (BoxCloneSyncService::new(service), None)
+        };
+        Ok(Client {
+            service: Arc::new(ServicePool::new(service)),
+            breakers,
+            single_probe: policy.breaker.half_open_probes == 1,
+        })
+    }
+
+    /// Sends `req` through every layer. Its body is anything that makes a [`RequestBody`]: bytes
+    /// in memory ([`Full`](http_body_util::Full), [`Bytes`]) or a stream
+    /// ([`RequestBody::stream`]).
+    ///
+    /// A response carries a [`CallInfo`]; so does an error ([`CallInfo::of_error`]), whose kind
+    /// is the last real failure and whose call info says why retrying stopped.
+    pub fn send<B>(
+        &self,
+        req: Request<B>,
+    ) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send + '_
+    where
+        B: Into<RequestBody>,
+    {
+        // Not an `async fn` of its own: the conversion happens now, and the caller awaits the
+        // one state machine that does the work instead of one wrapped in another.
+        self.send_body(req.map(Into::into))
+    }
+
+    async fn send_body(&self, req: Request<RequestBody>) -> Result<Response<ResponseBody>, Error> {
+        let started = Instant::now();
+        // Kept to find the destination's breaker afterwards; a `Uri` clone shares its bytes.
+        let uri = self.breakers.is_some().then(|| req.uri().clone());
+        let (res, connect) = crate::timed::ConnectScope::new(self.service.call(req)).await;
+        let time_to_headers = started.elapsed();
+        match res {
+            Ok(mut res) => {
+                let retry = RetryInfo::of(&res);
+                let breaker = match (&self.breakers, uri) {
+                    (Some(breakers), Some(uri)) => {
+                        self.breaker_state(breakers, &res, retry.attempts(), uri)
+                    }
+                    _ => None,
+                };
+                let info = CallInfo::new(retry, breaker, time_to_headers, connect);
+                res.extensions_mut().insert(info);
+                Ok(res)
+            }
+            Err(err) => Err(self.failed(err, uri, time_to_headers, connect)),
+        }
+    }
+
+    /// Records what happened in a failed call's error.
+    #[cold]
+    fn failed(
+        &self,
+        mut err: Error,
+        uri: Option<http::Uri>,
+        elapsed: Duration,
+        connect: Option<ConnectTimings>,
+    ) -> Error {
+        let retry = RetryInfo::of_error(&err).unwrap_or_default();
+        let breaker = match (&self.breakers, uri) {
+            (Some(breakers), Some(uri)) => Request::get(uri)
+                .body(())
+                .ok()
+                .and_then(|head| breakers.state(&breaker_key(&head))),
+            _ => None,
+        };
+        let info = CallInfo::new(retry, breaker, elapsed, connect);
+        err.extensions_mut().insert(info);
+        err
+    }
+
+    /// The state of the breaker that judged this call, after it.
+    ///
+    /// A success on the first attempt was admitted by a closed breaker (which a success keeps
+    /// closed) or was the single half-open probe (whose success closes it): the breaker is
+    /// closed, and the registry need not be searched on the hot path.
+    fn breaker_state<B>(
+        &self,
+        breakers: &Breakers<PerAuthority>,
+        res: &Response<B>,
+        attempts: u32,
+        uri: http::Uri,
+    ) -> Option<State> {
+        let succeeded = res
+            .extensions()
+            .get::<backstop_classify::Outcome>()
+            .is_some_and(backstop_classify::Outcome::is_success);
+        if succeeded && attempts == 1 && self.single_probe {
+            return Some(State::Closed);
+        }
+        let head = Request::get(uri).body(()).ok()?;
+        breakers.state(&breaker_key(&head))
+    }
+
+    /// `GET url`.
+    pub async fn get(&self, url: &str) -> Result<Response<ResponseBody>, Error> {
+        self.send(request(Method::GET, url, Bytes::new())?).await
+    }
+
+    /// `POST url` with `body`.
+    pub async fn post(
+        &self,
+        url: &str,
+        body: impl Into<Bytes>,
+    ) -> Result<Response<ResponseBody>, Error> {
+        self.send(request(Method::POST, url, body.into())?).await
+    }
+
+    /// The circuit breakers, one per host, for dashboards and manual control (`None` when off).
+    pub fn breakers(&self) -> Option<&Breakers<PerAuthority>> {
+        self.breakers.as_ref()
+    }
+}
+
+/// The breaker key of a request, as the per-host breaker computes it.
+fn breaker_key<B>(req: &Request<B>) -> backstop_breaker::Authority {
+    backstop_breaker::BreakerKey::key(&PerAuthority, &backstop_breaker::RequestHead::of(req))
+}
+
+fn request(method: Method, url: &str, body: Bytes) -> Result<Request<RequestBody>, Error> {
+    Request::builder()
+        .method(method)
+        .uri(url)
+        .body(RequestBody::full(body))
+        .map_err(|err| Error::new(Kind::Other, Phase::Local).with_source(err))
+}
+
+fn retry_layer(policy: &Policy, seed: Option<u64>) -> Result<RetryLayer, ConfigError> {
+    let retry = &policy.retry;
+    let mut builder = RetryLayer::builder()
+        .max_attempts(retry.max_attempts)
+        .base_delay(retry.base_delay)
+        .max_delay(retry.max_delay)
+        .jitter(retry.jitter.into())
+        .retry_after_max(retry.retry_after_max)
+        .replay_limit(retry.replay_limit)
+        .attach_idempotency_key(retry.attach_idempotency_key)
+        .retry_conflict(retry.retry_conflict);
+    builder = if retry.budget.enabled {
+        let budget = RetryBudget::builder()
+            .ratio(retry.budget.ratio)
+            .min_per_second(retry.budget.min_per_second)
+            .window(retry.budget.window)
+            .build()
+            .map_err(|e| e.within("retry.budget"))?;
+        builder.budget(budget)
+    } else {
+        builder.no_budget()
+    };
+    if let Some(seed) = seed {
+        builder = builder.seed(seed);
+    }
+    builder.build().map_err(|e| e.within("retry"))
+}
+
+fn breaker_layer(
+    policy: &Policy,
+    seed: Option<u64>,
+    judge: Option<backstop_breaker::Judge>,
+) -> Result<CircuitBreakerLayer<PerAuthority>, ConfigError> {
+    let b = &policy.breaker;
+    let mut builder = CircuitBreakerLayer::builder()
+        .consecutive_failures(b.consecutive_failures)
+        .failure_rate(b.failure_rate)
+        .window(Window::Count(b.window_calls))
+        .minimum_calls(b.minimum_calls)
+        .open_for(b.open_for)
+        .max_open_for(b.max_open_for)
+        .half_open_probes(b.half_open_probes);
+    if let Some(seed) = seed {
+        builder = builder.seed(seed);
+    }
+    if let Some(judge) = judge {
+        builder = builder.judge(judge);
+    }
+    builder.build().map_err(|e| e.within("breaker"))
+}
+
+/// What building the client's layers from `policy` rejects, without validating it first: the
+/// layers' own checks, which `policy/bounds.rs` is tested against.
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+pub(crate) fn layers_reject(policy: &Policy) -> Option<ConfigError> {
+    let transport = Transport {
+        seed: None,
+        judge: None,
+        http1_max_buf_size: None,
+        http2_prior_knowledge: false,
+    };
+    let tls = crate::tls::default_config().expect("the default TLS configuration");
+    let resolver = hyper_util::client::legacy::connect::dns::GaiResolver::new();
+    Client::assemble(policy, tls, resolver, transport).err()
+}
