@@ -203,7 +203,7 @@ async fn statuses_and_retry_after_forms() {
     let cases = [
         (Fault::status(404), Retryable::Never, None),
         (Fault::status(500), Retryable::IfIdempotent, None),
-        (Fault::status(429), Retryable::Safe, None),
+        (Fault::status(429), Retryable::IfIdempotent, None),
         (
             Fault::status_retry_after(503, RetryAfter::Seconds(2)),
             Retryable::IfIdempotent,

@@ -168,9 +168,9 @@ async fn a_503_is_replayed_only_when_allowed_and_the_last_answer_returned() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_429_is_replayed_when_the_body_was_kept() {
-    // 429 is judged safe to resend for any method (the request was rejected, not processed),
-    // but a plain POST's body is not kept for replay, and it was already sent: it goes once.
+async fn a_429_is_replayed_only_when_allowed() {
+    // Nothing promises that a 429 was answered before any processing: like a 503, it is replayed
+    // only for idempotent or keyed requests.
     row(
         Fault::status(429),
         replayed_if_allowed(Got::Response(StatusCode::TOO_MANY_REQUESTS)),

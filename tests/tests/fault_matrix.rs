@@ -382,8 +382,20 @@ async fn never_processed_http2_failures_are_retried_for_a_post_with_a_replayable
             assert_eq!(res.call_info().unwrap().attempts, 2, "{cell}");
             assert_eq!(chaos.count("POST", FLAKY), 1, "{cell}");
 
+            // With a body: the bytes sent with the refused attempt are kept and sent again.
             chaos.reset_counts();
             chaos.script(FLAKY, Script::fail_times(1, fault.clone()));
+            let res = client
+                .send(Call::Post.request(&chaos.url(FLAKY)))
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::OK, "{cell}");
+            assert_eq!(res.call_info().unwrap().attempts, 2, "{cell}");
+            assert_eq!(chaos.count("POST", FLAKY), 1, "{cell}: delivered once");
+
+            // Always refused: the real failure after every attempt, never delivered.
+            chaos.reset_counts();
+            chaos.script(FLAKY, Script::always(fault.clone()));
             let err = client
                 .send(Call::Post.request(&chaos.url(FLAKY)))
                 .await
@@ -391,10 +403,10 @@ async fn never_processed_http2_failures_are_retried_for_a_post_with_a_replayable
             assert_eq!(err.kind(), Kind::Protocol(kind), "{cell}: {err:?}");
             assert_eq!(err.retryable(), backstop::Retryable::Safe, "{cell}");
             let info = err.call_info().unwrap();
-            assert_eq!(info.attempts, 1, "{cell}");
+            assert_eq!(info.attempts, 3, "{cell}");
             assert_eq!(
                 info.retry_stopped,
-                Some(StopReason::BodyNotReplayable),
+                Some(StopReason::AttemptsExhausted),
                 "{cell}"
             );
             assert_eq!(chaos.request_count(), 0, "{cell}");

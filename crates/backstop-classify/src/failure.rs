@@ -105,12 +105,17 @@ impl Retryable {
     }
 }
 
-/// The default judgement of an HTTP status: 5xx and 408 may have been processed, 429 was rejected
-/// before processing, every other status is final.
+/// The default judgement of an HTTP status: 5xx, 408 and 429 may have been processed, every other
+/// status is final.
+///
+/// 429 is among those that *may* have been processed: a rate limiter usually answers before the
+/// handler runs, but nothing in the protocol says so (a limiter behind the handler, or a quota
+/// counted after the work, answers 429 just the same). Replaying a POST on it is the bug
+/// reqwest-retry is known for; urllib3 retries 429 only for idempotent methods, as here. A
+/// service whose 429 is a promise overrides it with [`HttpPolicy::status`](crate::HttpPolicy::status).
 pub(crate) fn judge_status(status: StatusCode) -> Retryable {
     match status.as_u16() {
-        429 => Retryable::Safe,
-        408 | 500..=599 => Retryable::IfIdempotent,
+        408 | 429 | 500..=599 => Retryable::IfIdempotent,
         _ => Retryable::Never,
     }
 }
@@ -305,7 +310,7 @@ mod tests {
         assert_eq!(judge(503), Retryable::IfIdempotent);
         assert_eq!(judge(500), Retryable::IfIdempotent);
         assert_eq!(judge(408), Retryable::IfIdempotent);
-        assert_eq!(judge(429), Retryable::Safe);
+        assert_eq!(judge(429), Retryable::IfIdempotent);
         assert_eq!(judge(404), Retryable::Never);
         assert_eq!(judge(422), Retryable::Never);
     }

@@ -43,8 +43,8 @@ pub trait Classify: Clone + Send + Sync + 'static {
 /// The default HTTP policy.
 ///
 /// - 1xx, 2xx and 3xx are successes.
-/// - 5xx and 408 are failures that may be retried if the request is idempotent; 429 is a failure
-///   the server rejected before processing, so it may be retried whatever the method.
+/// - 5xx, 408 and 429 are failures that may be retried if the request is idempotent (or keyed):
+///   nothing in the protocol promises that a 429 was answered before any processing.
 /// - Every other 4xx is a failure that is never retried.
 /// - `Retry-After` on a failure response (delay-seconds or HTTP-date) is parsed and clamped to
 ///   [`retry_after_cap`](HttpPolicy::retry_after_cap) (one hour by default); a malformed value is

@@ -321,9 +321,17 @@ async fn retry_after_seconds_and_http_date_are_honoured() {
         .build()
         .unwrap();
     let start = Instant::now();
-    let res = send(layer, &upstream, request(Method::POST)).await.unwrap();
-    assert_eq!(res.status(), 200, "429 is retried whatever the method");
+    let res = send(layer, &upstream, request(Method::PUT)).await.unwrap();
+    assert_eq!(res.status(), 200, "an idempotent request is retried after a 429");
     assert_eq!(start.elapsed(), Duration::from_secs(2));
+
+    // A POST is not: nothing promises that a 429 came before any processing.
+    let upstream = Upstream::new([Reply::with_header(429, "retry-after", "1")]);
+    let res = send(builder().build().unwrap(), &upstream, request(Method::POST))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    assert_eq!(upstream.calls(), 1);
 }
 
 #[tokio::test(start_paused = true)]
