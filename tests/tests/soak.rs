@@ -51,6 +51,10 @@ fn mix(len: usize) -> Vec<Fault> {
             total: 16,
         },
         Fault::status(404),
+        // HTTP/2's stream faults; over this HTTP/1.1 upstream each closes without a response.
+        Fault::RefusedStream,
+        Fault::GoAway,
+        Fault::GoAwayGraceful,
     ];
     (0..len)
         .map(|i| {
