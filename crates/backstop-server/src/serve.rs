@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use backstop_timeout::{IdleTimeoutLayer, ServerActivity};
+use backstop_timeout::{ServerActivity, ServerIdleTimeout};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
@@ -371,7 +371,7 @@ struct Connection<S> {
     http: Arc<auto::Builder<TokioExecutor>>,
     service: S,
     tls: Option<TlsAcceptor>,
-    idle: Option<IdleTimeoutLayer>,
+    idle: Option<ServerIdleTimeout>,
     handshake_timeout: Duration,
     stats: ServerStats,
     peer: SocketAddr,
@@ -395,7 +395,7 @@ where
         // activity still tells shutdown whether the connection has a request in progress.
         let result = match self.idle {
             Some(idle) => {
-                let (io, activity) = idle.wrap_server_tracked(stream);
+                let (io, activity) = idle.wrap_tracked(stream);
                 self.serve(io, activity).await
             }
             None => self.serve(stream, ServerActivity::new()).await,

@@ -17,9 +17,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tower_service::Service;
 
-use crate::config::{ConfigError, check_duration};
-use crate::connect::MAX_CONNECT_TIMEOUT;
-use crate::phase::report_phase;
+use crate::config::{ConfigError, MAX_CONNECT_TIMEOUT, MIN_TIMEOUT, check_duration};
+use crate::progress::{ConnectProgress, PhaseStamps};
 
 /// RFC 8305's recommended "connection attempt delay".
 pub const DEFAULT_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
@@ -39,8 +38,8 @@ pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// - Each attempt but the last is bounded by the *attempt timeout*; the last address keeps the
 ///   rest of the overall budget, which a [`ConnectTimeoutLayer`](crate::ConnectTimeoutLayer)
 ///   around this connector enforces.
-/// - It reports [`Phase::Resolve`], [`Phase::Connect`] and then [`Phase::Tls`] (for a TLS
-///   connector wrapping it) to the enclosing `ConnectTimeout`.
+/// - Its future, [`TcpConnecting`], tells its phase ([`Phase::Resolve`], then
+///   [`Phase::Connect`]) and when each ended ([`ConnectProgress`]) to the layers around it.
 /// - Failures are [`backstop_classify::Error`]s: resolver failures in [`Phase::Resolve`], socket
 ///   failures in [`Phase::Connect`]; the error of the last attempt is returned.
 ///
@@ -103,14 +102,15 @@ impl<R> TcpConnectorBuilder<R> {
         }
     }
 
-    /// Bounds each address attempt while other addresses remain (1 ms to 10 minutes).
+    /// Bounds each address attempt while other addresses remain ([`MIN_TIMEOUT`] to
+    /// [`MAX_CONNECT_TIMEOUT`]).
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = timeout;
         self
     }
 
-    /// How long an attempt runs alone before the next address is tried alongside it (1 ms to
-    /// the attempt timeout; RFC 8305 recommends 250 ms).
+    /// How long an attempt runs alone before the next address is tried alongside it
+    /// ([`MIN_TIMEOUT`] to the attempt timeout; RFC 8305 recommends 250 ms).
     pub fn attempt_delay(mut self, delay: Duration) -> Self {
         self.attempt_delay = delay;
         self
@@ -124,18 +124,27 @@ impl<R> TcpConnectorBuilder<R> {
 
     /// Checks the settings.
     pub fn build(self) -> Result<TcpConnector<R>, ConfigError> {
-        let attempt_timeout =
-            check_duration("attempt_timeout", self.attempt_timeout, MAX_CONNECT_TIMEOUT)?;
-        let attempt_delay = check_duration("attempt_delay", self.attempt_delay, attempt_timeout)
-            .map_err(|_| {
-                ConfigError::new(
-                    "attempt_delay",
-                    format!(
-                        "must be between 1ms and attempt_timeout ({attempt_timeout:?}), got {:?}",
-                        self.attempt_delay
-                    ),
-                )
-            })?;
+        let attempt_timeout = check_duration(
+            "attempt_timeout",
+            self.attempt_timeout,
+            MIN_TIMEOUT,
+            MAX_CONNECT_TIMEOUT,
+        )?;
+        let attempt_delay = check_duration(
+            "attempt_delay",
+            self.attempt_delay,
+            MIN_TIMEOUT,
+            attempt_timeout,
+        )
+        .map_err(|_| {
+            ConfigError::new(
+                "attempt_delay",
+                format!(
+                    "must be between 1ms and attempt_timeout ({attempt_timeout:?}), got {:?}",
+                    self.attempt_delay
+                ),
+            )
+        })?;
         Ok(TcpConnector {
             resolver: self.resolver,
             attempt_timeout,
@@ -154,7 +163,7 @@ where
 {
     type Response = TokioIo<TcpStream>;
     type Error = Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Error>> + Send>>;
+    type Future = TcpConnecting;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Readiness of the resolver is awaited inside the connect, so it counts against the
@@ -163,24 +172,124 @@ where
     }
 
     fn call(&mut self, dst: Uri) -> Self::Future {
-        let resolver = self.resolver.clone();
-        let settings = Attempts {
+        let attempts = Attempts {
             timeout: self.attempt_timeout,
             delay: self.attempt_delay,
         };
-        let nodelay = self.nodelay;
-        Box::pin(async move {
-            let addrs = resolve(resolver, &dst).await?;
-            report_phase(Phase::Connect);
-            let stream = settings.race(addrs).await?;
-            if nodelay {
-                stream
-                    .set_nodelay(true)
-                    .map_err(|err| Error::from_io(err, Phase::Connect))?;
+        let state = match destination(&dst) {
+            Err(err) => State::Failed(Some(err)),
+            Ok((Destination::Ip(addr), _)) => {
+                State::Connecting(Box::pin(attempts.race(vec![addr])))
             }
-            report_phase(Phase::Tls);
-            Ok(TokioIo::new(stream))
-        })
+            Ok((Destination::Name(host), port)) => {
+                let resolver = self.resolver.clone();
+                State::Resolving(Box::pin(resolve(resolver, host, port)), attempts)
+            }
+        };
+        TcpConnecting {
+            state,
+            nodelay: self.nodelay,
+            stamps: PhaseStamps::default(),
+            ended_in: Phase::Connect,
+        }
+    }
+}
+
+type ResolveFuture = Pin<Box<dyn Future<Output = Result<Vec<SocketAddr>, Error>> + Send>>;
+type RaceFuture = Pin<Box<dyn Future<Output = Result<TcpStream, Error>> + Send>>;
+
+/// The future of [`TcpConnector`]: resolves, then races the addresses; tells its phase and the
+/// moment each phase ended ([`ConnectProgress`]).
+pub struct TcpConnecting {
+    state: State,
+    nodelay: bool,
+    stamps: PhaseStamps,
+    /// The phase the connect was in when it ended (read once it is `Done`).
+    ended_in: Phase,
+}
+
+enum State {
+    Resolving(ResolveFuture, Attempts),
+    Connecting(RaceFuture),
+    Failed(Option<Error>),
+    Done,
+}
+
+impl std::fmt::Debug for TcpConnecting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpConnecting")
+            .field("phase", &self.phase())
+            .field("stamps", &self.stamps)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Future for TcpConnecting {
+    type Output = Result<TokioIo<TcpStream>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Every field is `Unpin` (the inner futures are boxed).
+        let this = self.get_mut();
+        loop {
+            match &mut this.state {
+                State::Resolving(resolving, attempts) => {
+                    let addrs = match resolving.as_mut().poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(addrs)) => addrs,
+                        Poll::Ready(Err(err)) => {
+                            this.state = State::Done;
+                            this.ended_in = Phase::Resolve;
+                            return Poll::Ready(Err(err));
+                        }
+                    };
+                    this.stamps.resolved = Some(Instant::now());
+                    this.state = State::Connecting(Box::pin(attempts.race(addrs)));
+                }
+                State::Connecting(racing) => {
+                    let stream = match racing.as_mut().poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(result) => result,
+                    };
+                    this.state = State::Done;
+                    let stream = stream?;
+                    // Stamped before anything else runs: a TLS handshake wrapping this connector
+                    // starts right after, often in the same poll.
+                    this.stamps.connected = Some(Instant::now());
+                    if this.nodelay {
+                        stream
+                            .set_nodelay(true)
+                            .map_err(|err| Error::from_io(err, Phase::Connect))?;
+                    }
+                    return Poll::Ready(Ok(TokioIo::new(stream)));
+                }
+                State::Failed(err) => {
+                    let err = err
+                        .take()
+                        .unwrap_or_else(|| invalid("connect polled after it failed"));
+                    this.state = State::Done;
+                    this.ended_in = Phase::Local;
+                    return Poll::Ready(Err(err));
+                }
+                State::Done => {
+                    return Poll::Ready(Err(invalid("connect polled after it completed")));
+                }
+            }
+        }
+    }
+}
+
+impl ConnectProgress for TcpConnecting {
+    fn phase(&self) -> Phase {
+        match self.state {
+            State::Resolving(..) => Phase::Resolve,
+            State::Failed(_) => Phase::Local,
+            State::Connecting(_) => Phase::Connect,
+            State::Done => self.ended_in,
+        }
+    }
+
+    fn stamps(&self) -> PhaseStamps {
+        self.stamps
     }
 }
 
@@ -200,12 +309,14 @@ fn invalid(why: &'static str) -> Error {
     Error::new(Kind::Other, Phase::Local).with_source(InvalidDestination(why))
 }
 
-async fn resolve<R>(mut resolver: R, dst: &Uri) -> Result<Vec<SocketAddr>, Error>
-where
-    R: Service<Name>,
-    R::Response: Iterator<Item = SocketAddr>,
-    R::Error: Into<BoxError>,
-{
+/// Where to connect: an IP address as it is, or a name to resolve.
+enum Destination {
+    Ip(SocketAddr),
+    Name(Name),
+}
+
+/// The destination of `dst` and its port (the scheme's when the URI names none).
+fn destination(dst: &Uri) -> Result<(Destination, u16), Error> {
     let host = dst
         .host()
         .ok_or_else(|| invalid("destination URI has no host"))?;
@@ -215,10 +326,18 @@ where
     });
     let literal = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = IpAddr::from_str(literal) {
-        return Ok(vec![SocketAddr::new(ip, port)]);
+        return Ok((Destination::Ip(SocketAddr::new(ip, port)), port));
     }
-    report_phase(Phase::Resolve);
     let name = Name::from_str(host).map_err(|_| invalid("destination host is not a valid name"))?;
+    Ok((Destination::Name(name), port))
+}
+
+async fn resolve<R>(mut resolver: R, name: Name, port: u16) -> Result<Vec<SocketAddr>, Error>
+where
+    R: Service<Name>,
+    R::Response: Iterator<Item = SocketAddr>,
+    R::Error: Into<BoxError>,
+{
     poll_fn(|cx| resolver.poll_ready(cx))
         .await
         .map_err(|err| Error::classify(err, Phase::Resolve))?;
@@ -258,7 +377,7 @@ fn interleave_families(addrs: impl Iterator<Item = SocketAddr>) -> Vec<SocketAdd
     }
 }
 
-type AttemptFuture = Pin<Box<dyn Future<Output = Result<TcpStream, Error>> + Send>>;
+type AttemptFuture = RaceFuture;
 
 #[derive(Debug, Clone, Copy)]
 struct Attempts {

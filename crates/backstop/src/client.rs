@@ -13,7 +13,9 @@ use backstop_breaker::{Breakers, CircuitBreakerLayer, PerAuthority, State, Windo
 use backstop_classify::{BoxError, ClassifyLayer, Error, Kind, Phase};
 use backstop_deadline::{AttemptTimeoutLayer, Covers, DeadlineLayer, Propagation};
 use backstop_retry::{ReplayBody, RetryBudget, RetryInfo, RetryLayer, StopReason};
-use backstop_timeout::{ConnectTimeoutLayer, IdleTimeoutLayer, TcpConnector};
+use backstop_timeout::{
+    BodyIdleTimeoutLayer, ConnectTimeoutLayer, ConnectionIdleTimeoutLayer, TcpConnector,
+};
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
@@ -27,6 +29,7 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 
 use crate::policy::{BudgetPolicy, ConfigError, JitterMode, Policy, PropagationPolicy};
 pub use crate::timed::ConnectTimings;
+use crate::timed::OpenedConnection;
 
 /// The response body of a [`Client`]: the bytes, with every error classified.
 pub type ResponseBody = BoxBody<Bytes, Error>;
@@ -185,8 +188,14 @@ pub struct CallInfo {
     /// included; for a failed call, until it failed.
     pub time_to_headers: Duration,
     /// How long establishing the connection took, in all and per phase (DNS, TCP, TLS), when
-    /// this call opened a new one; `None` when it reused a pooled connection.
+    /// the call's answer came over a new connection — the first call answered over a
+    /// connection reports it, every later one gets `None` (a pooled connection). `None` too
+    /// for a failed call that has no connection to show for it (a connect failure, or a call
+    /// cut by its attempt timeout or deadline before any answer).
     pub connect: Option<ConnectTimings>,
+    /// The facts of the connection, while hyper-util carries this record from a new connection
+    /// to the client (see `timed.rs`); `None` in every record a caller sees.
+    pub(crate) connection: Option<OpenedConnection>,
 }
 
 impl CallInfo {
@@ -203,6 +212,7 @@ impl CallInfo {
             breaker,
             time_to_headers,
             connect,
+            connection: None,
         }
     }
 
@@ -670,15 +680,12 @@ impl Client {
     {
         let tcp = TcpConnector::builder().resolver(resolver).build()?;
         let https = crate::tls::https_connector(tls, tcp)?;
-        let idle = IdleTimeoutLayer::new(policy.idle_timeout)
-            .map_err(|e| ConfigError::new("idle_timeout", e.rule().to_owned()))?;
+        let idle = ConnectionIdleTimeoutLayer::try_new(policy.idle_timeout)?;
         let connector = ServiceBuilder::new()
-            .layer(
-                ConnectTimeoutLayer::new(policy.connect_timeout)
-                    .map_err(|e| ConfigError::new("connect_timeout", e.rule().to_owned()))?,
-            )
+            .layer(ConnectTimeoutLayer::try_new(policy.connect_timeout)?)
             .layer(idle)
             .service(https);
+        // Outermost, so the timings include every layer's work.
         let connector = crate::timed::TimedConnector::new(connector);
         let mut builder = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
         builder.pool_timer(hyper_util::rt::TokioTimer::new());
@@ -713,7 +720,7 @@ impl Client {
         let inner = ServiceBuilder::new()
             .layer(ClassifyLayer::new())
             .layer(attempt)
-            .layer(idle.body_layer())
+            .layer(BodyIdleTimeoutLayer::new(idle.period()))
             .service(hyper_client);
 
         let (service, breakers) = if policy.breaker.enabled {
@@ -762,7 +769,7 @@ impl Client {
         let started = Instant::now();
         // Kept to find the destination's breaker afterwards; a `Uri` clone shares its bytes.
         let uri = self.breakers.is_some().then(|| req.uri().clone());
-        let (res, connect) = crate::timed::ConnectScope::new(self.service.call(req)).await;
+        let res = self.service.call(req).await;
         let time_to_headers = started.elapsed();
         match res {
             Ok(mut res) => {
@@ -773,23 +780,20 @@ impl Client {
                     }
                     _ => None,
                 };
-                let info = CallInfo::new(retry, breaker, time_to_headers, connect);
-                res.extensions_mut().insert(info);
+                // Fills the record the connection put there (no second allocation).
+                OpenedConnection::record(res.extensions_mut(), |connect| {
+                    CallInfo::new(retry, breaker, time_to_headers, connect)
+                });
                 Ok(res)
             }
-            Err(err) => Err(self.failed(err, uri, time_to_headers, connect)),
+            Err(err) => Err(self.failed(err, uri, time_to_headers)),
         }
     }
 
     /// Records what happened in a failed call's error.
     #[cold]
-    fn failed(
-        &self,
-        mut err: Error,
-        uri: Option<http::Uri>,
-        elapsed: Duration,
-        connect: Option<ConnectTimings>,
-    ) -> Error {
+    fn failed(&self, mut err: Error, uri: Option<http::Uri>, elapsed: Duration) -> Error {
+        let connect = OpenedConnection::of_error(&err);
         let retry = RetryInfo::of_error(&err).unwrap_or_default();
         let breaker = match (&self.breakers, uri) {
             (Some(breakers), Some(uri)) => Request::get(uri)

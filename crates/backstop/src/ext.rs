@@ -107,6 +107,6 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self,
         period: Duration,
     ) -> Result<ServiceBuilder<Stack<BodyIdleTimeoutLayer, L>>, ConfigError> {
-        Ok(self.layer(BodyIdleTimeoutLayer::new(period)?))
+        Ok(self.layer(BodyIdleTimeoutLayer::try_new(period)?))
     }
 }
