@@ -65,6 +65,7 @@ mod connection;
 mod io;
 mod keepalive;
 mod progress;
+mod race;
 mod server;
 mod tcp;
 

@@ -11,6 +11,9 @@ use tokio_rustls::client::TlsStream;
 use super::H2;
 
 /// A connection over plain TCP (an `http` URI) or TLS (an `https` one).
+// Not boxed: the IO is moved once, into hyper's connection task, and then read and written for
+// the connection's whole life; a box would put an indirection on every read and write.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum MaybeTls<T> {
     /// Plain text.
     Plain(T),
