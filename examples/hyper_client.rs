@@ -11,7 +11,9 @@ use backstop_chaos::{ChaosServer, Fault, Script};
 use backstop_classify::ClassifyLayer;
 use backstop_deadline::{AttemptTimeoutLayer, DeadlineLayer};
 use backstop_retry::{ReplayBody, RetryInfo, RetryLayer};
-use backstop_timeout::{ConnectTimeoutLayer, IdleTimeoutLayer, TcpConnector};
+use backstop_timeout::{
+    BodyIdleTimeoutLayer, ConnectTimeoutLayer, ConnectionIdleTimeoutLayer, TcpConnector,
+};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
@@ -24,10 +26,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     chaos.script("/flaky", Script::fail_times(2, Fault::status(503)));
 
     // The connector: every connection bounded while it is made and while it waits for bytes.
-    let idle = IdleTimeoutLayer::new(Duration::from_secs(5))?;
+    let idle = Duration::from_secs(5);
     let connector = ServiceBuilder::new()
-        .layer(ConnectTimeoutLayer::new(Duration::from_secs(1))?)
-        .layer(idle)
+        .layer(ConnectTimeoutLayer::new(Duration::from_secs(1)))
+        .layer(ConnectionIdleTimeoutLayer::new(idle))
         .service(TcpConnector::new());
     let hyper_client =
         Client::builder(TokioExecutor::new()).build::<_, ReplayBody<Full<Bytes>>>(connector);
@@ -43,7 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .layer(CircuitBreakerLayer::new())
         .layer(ClassifyLayer::new())
         .layer(AttemptTimeoutLayer::new(Duration::from_secs(2))?)
-        .layer(idle.body_layer())
+        .layer(BodyIdleTimeoutLayer::new(idle))
         .service(hyper_client);
 
     let req = http::Request::get(chaos.url("/flaky")).body(Full::new(Bytes::new()))?;

@@ -7,8 +7,10 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use backstop::{CallInfo, Client, FnResolver, Kind, Phase, ProtocolFailure, Retryable, Timer};
-use backstop_chaos::{BlackHole, ChaosServer, Fault, Script, closed_port_addr};
+use backstop::{
+    CallInfo, CallInfoExt, Client, FnResolver, Kind, Phase, ProtocolFailure, Retryable, Timer,
+};
+use backstop_chaos::{BlackHole, ChaosServer, ConnectionFault, Fault, Script, closed_port_addr};
 use bytes::Bytes;
 use common::{bounded, request};
 use http::{Method, StatusCode};
@@ -235,7 +237,44 @@ async fn https_with_a_trusted_certificate_and_garbage_over_tls() {
         Kind::Tls(backstop::classify::TlsFailure::Certificate),
         "{err:?}"
     );
+    assert_eq!(err.phase(), Phase::Tls);
     assert_eq!(err.retryable(), Retryable::Never);
+    assert_eq!(
+        err.call_info().unwrap().connect,
+        None,
+        "no connection was made"
+    );
+}
+
+/// The client's HTTPS connector tells the connect timeout that the time went to the handshake.
+#[tokio::test]
+async fn a_tls_handshake_that_never_completes_fails_at_the_connect_bound_in_tls() {
+    let stall = ConnectionFault::TlsStall.start().await.unwrap();
+    let client = client().max_attempts(1).build().unwrap();
+    let err = bounded(client.get(&format!("https://{}/", stall.addr())))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::TimedOut(Timer::Connect), "{err:?}");
+    assert_eq!(err.phase(), Phase::Tls, "{err:?}");
+    assert_eq!(err.retryable(), Retryable::Safe);
+    assert_eq!(stall.connection_count(), 1, "TCP itself connected");
+}
+
+/// A call that failed over a connection it opened still reports how long opening it took (the
+/// connection's facts come with hyper-util's error); the next call on a new connection, too.
+#[tokio::test]
+async fn a_call_failing_over_a_new_connection_reports_its_timings() {
+    let chaos = ChaosServer::start().await.unwrap();
+    let client = client().max_attempts(1).build().unwrap();
+    let err = bounded(client.get(&chaos.fault_url(&Fault::Garbage)))
+        .await
+        .unwrap_err();
+    let connect = err.call_info().unwrap().connect.expect("a new connection");
+    assert!(
+        connect.tcp > Duration::ZERO && connect.tcp <= connect.total,
+        "{connect:?}"
+    );
+    assert_eq!((connect.resolve, connect.tls), (None, None));
 }
 
 #[tokio::test]
@@ -366,7 +405,7 @@ async fn service_builder_ext_wraps_a_users_own_hyper_client_in_the_same_rules() 
         .build()
         .unwrap();
     let attempt = backstop::deadline::AttemptTimeoutLayer::new(Duration::from_secs(1)).unwrap();
-    let body_idle = backstop::timeout::BodyIdleTimeoutLayer::new(Duration::from_secs(1)).unwrap();
+    let body_idle = backstop::timeout::BodyIdleTimeoutLayer::new(Duration::from_secs(1));
     let client = ServiceBuilder::new()
         .deadline(deadline)
         .retry_classified(

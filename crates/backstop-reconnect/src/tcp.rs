@@ -85,7 +85,7 @@ impl<K> TcpFramed<K> {
         if uri.port_u16().is_none() || uri.host().is_none_or(str::is_empty) || uri.path() != "/" {
             return Err(ConfigError::new("addr", "must be host:port"));
         }
-        let connector = ConnectTimeoutLayer::new(connect_timeout)
+        let connector = ConnectTimeoutLayer::try_new(connect_timeout)
             .map_err(|e| e.within("tcp"))?
             .layer(TcpConnector::new());
         Ok(TcpFramed {

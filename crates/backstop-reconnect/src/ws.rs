@@ -63,7 +63,7 @@ impl WebSocket {
         self.connect_timeout = ConfigError::check_between(
             "connect_timeout",
             timeout,
-            Duration::from_millis(1),
+            backstop_timeout::MIN_TIMEOUT,
             backstop_timeout::MAX_CONNECT_TIMEOUT,
         )?;
         Ok(self)

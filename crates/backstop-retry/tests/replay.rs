@@ -108,7 +108,10 @@ async fn a_non_idempotent_body_is_kept_within_the_limit_and_replayed_when_never_
     let res = send(&upstream, req).await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(upstream.calls(), 2);
-    assert_eq!(upstream.seen().last().map(|seen| seen.body.clone()), Some(all));
+    assert_eq!(
+        upstream.seen().last().map(|seen| seen.body.clone()),
+        Some(all)
+    );
 
     // Above the limit it is not kept, and the same failure ends the call.
     let (body, _) = Chunked::pattern(1024 * 1024, 16 * 1024);

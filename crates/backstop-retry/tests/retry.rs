@@ -322,7 +322,11 @@ async fn retry_after_seconds_and_http_date_are_honoured() {
         .unwrap();
     let start = Instant::now();
     let res = send(layer, &upstream, request(Method::PUT)).await.unwrap();
-    assert_eq!(res.status(), 200, "an idempotent request is retried after a 429");
+    assert_eq!(
+        res.status(),
+        200,
+        "an idempotent request is retried after a 429"
+    );
     assert_eq!(start.elapsed(), Duration::from_secs(2));
 
     // A POST is not: nothing promises that a 429 came before any processing.

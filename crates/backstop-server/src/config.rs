@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use backstop_timeout::{Http2KeepAlive, IdleTimeoutLayer};
+use backstop_timeout::{Http2KeepAlive, ServerIdleTimeout};
 
 /// The error of an invalid setting: which one, and the rule it broke (shared by every backstop
 /// crate).
@@ -33,7 +33,7 @@ pub use backstop_classify::ConfigError;
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub(crate) header_read_timeout: Duration,
-    pub(crate) idle: Option<IdleTimeoutLayer>,
+    pub(crate) idle: Option<ServerIdleTimeout>,
     pub(crate) drain_timeout: Duration,
     pub(crate) accept_backoff: Duration,
     pub(crate) http2_max_concurrent_streams: u32,
@@ -53,7 +53,7 @@ impl Default for ServeConfig {
         // panic is possible even if a bound changes.
         ServeConfig {
             header_read_timeout: Duration::from_secs(10),
-            idle: IdleTimeoutLayer::new(Duration::from_secs(60)).ok(),
+            idle: Some(ServerIdleTimeout::new(Duration::from_secs(60))),
             drain_timeout: Duration::from_secs(30),
             accept_backoff: Duration::from_millis(5),
             http2_max_concurrent_streams: 200,
@@ -84,7 +84,7 @@ impl ServeConfig {
 
     /// The idle timeout on accepted streams, if on.
     pub fn idle_timeout(&self) -> Option<Duration> {
-        self.idle.as_ref().map(IdleTimeoutLayer::period)
+        self.idle.as_ref().map(ServerIdleTimeout::period)
     }
 
     /// How long shutdown waits for in-flight requests.
@@ -204,10 +204,7 @@ impl ServeConfigBuilder {
             ));
         }
         let idle = match self.idle_timeout {
-            Some(period) => Some(
-                IdleTimeoutLayer::new(period)
-                    .map_err(|err| ConfigError::new("idle_timeout", err.rule().to_owned()))?,
-            ),
+            Some(period) => Some(ServerIdleTimeout::try_new(period)?),
             None => None,
         };
         Ok(ServeConfig {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backstop_timeout::{IdleTimeoutLayer, ServerActivity};
+use backstop_timeout::{ServerActivity, ServerIdleTimeout};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
@@ -28,7 +28,7 @@ pub(crate) struct Connection<S> {
     pub(crate) http: Arc<auto::Builder<TokioExecutor>>,
     pub(crate) service: S,
     pub(crate) tls: Option<TlsAcceptor>,
-    pub(crate) idle: Option<IdleTimeoutLayer>,
+    pub(crate) idle: Option<ServerIdleTimeout>,
     pub(crate) handshake_timeout: Duration,
     pub(crate) stats: ServerStats,
     pub(crate) peer: SocketAddr,
@@ -52,7 +52,7 @@ where
         // activity still tells shutdown whether the connection has a request in progress.
         let result = match self.idle {
             Some(idle) => {
-                let (io, activity) = idle.wrap_server_tracked(stream);
+                let (io, activity) = idle.wrap_tracked(stream);
                 self.serve(io, activity).await
             }
             None => self.serve(stream, ServerActivity::new()).await,

@@ -7,7 +7,9 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use backstop_timeout::{ConnectTimeoutLayer, IdleIo, IdleTimeoutLayer, Side, TcpConnector};
+use backstop_timeout::{
+    ConnectTimeoutLayer, ConnectionIdleTimeoutLayer, IdleIo, OpaqueConnector, Side, TcpConnector,
+};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::Uri;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -198,21 +200,18 @@ fn connect(c: &mut Criterion) {
     group.bench_function("backstop TcpConnector", |b| {
         b.iter(|| rt.block_on(connect_once(&mut tcp, &uri)));
     });
-    let mut bounded = ConnectTimeoutLayer::new(bound)
-        .unwrap()
-        .layer(TcpConnector::new());
+    let mut bounded = ConnectTimeoutLayer::new(bound).layer(TcpConnector::new());
     group.bench_function("backstop ConnectTimeout(TcpConnector)", |b| {
         b.iter(|| rt.block_on(connect_once(&mut bounded, &uri)));
     });
-    let mut bounded_http = ConnectTimeoutLayer::new(bound)
-        .unwrap()
-        .layer(HttpConnector::new());
+    let mut bounded_http =
+        ConnectTimeoutLayer::new(bound).layer(OpaqueConnector::new(HttpConnector::new()));
     group.bench_function("backstop ConnectTimeout(HttpConnector)", |b| {
         b.iter(|| rt.block_on(connect_once(&mut bounded_http, &uri)));
     });
     let mut idle = tower::ServiceBuilder::new()
-        .layer(ConnectTimeoutLayer::new(bound).unwrap())
-        .layer(IdleTimeoutLayer::new(PERIOD).unwrap())
+        .layer(ConnectTimeoutLayer::new(bound))
+        .layer(ConnectionIdleTimeoutLayer::new(PERIOD))
         .service(TcpConnector::new());
     group.bench_function("backstop ConnectTimeout(IdleTimeout(TcpConnector))", |b| {
         b.iter(|| {

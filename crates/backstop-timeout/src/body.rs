@@ -13,8 +13,7 @@ use tokio::time::{Instant, Sleep};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::config::{ConfigError, check_duration};
-use crate::idle::MAX_IDLE_TIMEOUT;
+use crate::config::{ConfigError, check_period};
 use crate::io::IdleTimedOut;
 
 /// Fails a response body that yields no frame for the idle period while it is being read, with
@@ -32,10 +31,9 @@ use crate::io::IdleTimedOut;
 /// #     Ok::<_, std::io::Error>(http::Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
 /// # });
 /// let client = ServiceBuilder::new()
-///     .layer(BodyIdleTimeoutLayer::new(Duration::from_secs(30))?)
+///     .layer(BodyIdleTimeoutLayer::new(Duration::from_secs(30)))
 ///     .service(client);
 /// # drop(client);
-/// # Ok::<(), backstop_timeout::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct BodyIdleTimeoutLayer {
@@ -43,15 +41,15 @@ pub struct BodyIdleTimeoutLayer {
 }
 
 impl BodyIdleTimeoutLayer {
-    /// A layer with idle period `period` (1 ms to 24 hours).
-    pub fn new(period: Duration) -> Result<Self, ConfigError> {
-        Ok(BodyIdleTimeoutLayer {
-            period: check_duration("body_idle_timeout", period, MAX_IDLE_TIMEOUT)?,
-        })
+    /// A layer with idle period `period`, as given (see [`try_new`](Self::try_new)).
+    pub fn new(period: Duration) -> Self {
+        BodyIdleTimeoutLayer { period }
     }
 
-    pub(crate) fn from_checked(period: Duration) -> Self {
-        BodyIdleTimeoutLayer { period }
+    /// A layer with idle period `period`, which must lie between [`MIN_TIMEOUT`](crate::MIN_TIMEOUT) and
+    /// [`MAX_IDLE_TIMEOUT`](crate::MAX_IDLE_TIMEOUT); otherwise a [`ConfigError`] naming `body_idle_timeout`.
+    pub fn try_new(period: Duration) -> Result<Self, ConfigError> {
+        check_period("body_idle_timeout", period).map(Self::new)
     }
 
     /// The idle period.

@@ -13,26 +13,23 @@ use tokio::time::{Instant, Sleep};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::config::{ConfigError, check_duration};
-use crate::phase::track_phase;
-
-/// The longest connect bound accepted; anything longer is a configuration mistake.
-pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(600);
+use crate::config::{ConfigError, MAX_CONNECT_TIMEOUT, MIN_TIMEOUT, check_duration};
+use crate::progress::{ConnectProgress, PhaseStamps};
 
 /// Bounds the whole connection establishment of the connector it wraps.
 ///
-/// The connector is any `Service<Uri>` yielding an IO (hyper-util's `HttpConnector`,
-/// hyper-rustls' `HttpsConnector`, [`TcpConnector`](crate::TcpConnector), your own); the wrapped
-/// connector yields the same IO, so it plugs into
+/// The connector is any `Service<Uri>` yielding an IO whose future tells its progress
+/// ([`ConnectProgress`]): [`TcpConnector`](crate::TcpConnector), the idle wrapper over it, the
+/// `backstop` facade's HTTPS connector, or any other connector wrapped in an
+/// [`OpaqueConnector`](crate::OpaqueConnector) (hyper-util's `HttpConnector`, hyper-rustls'
+/// `HttpsConnector`, your own). The wrapped connector yields the same IO, so it plugs into
 /// `hyper_util::client::legacy::Client::builder(..).build(connector)` unchanged.
 ///
 /// On expiry the connect fails with a [`backstop_classify::Error`] of kind
 /// [`Kind::TimedOut`]`(`[`Timer::Connect`]`)`, in the phase the connect was stuck in
-/// ([`Phase::Resolve`], [`Phase::Connect`] or [`Phase::Tls`]), and
-/// [`Retryable::Safe`](backstop_classify::Retryable::Safe): nothing was sent. The phase is known
-/// when the connector reports it: [`TcpConnector`](crate::TcpConnector) does, and
-/// [`MarkResolving`](crate::MarkResolving) / [`MarkConnecting`](crate::MarkConnecting) add it to
-/// hyper-util's and hyper-rustls' connectors; otherwise it is [`Phase::Connect`].
+/// ([`Phase::Resolve`], [`Phase::Connect`] or [`Phase::Tls`], as the connect future's
+/// [`ConnectProgress::phase`] says when the timer fires), and
+/// [`Retryable::Safe`](backstop_classify::Retryable::Safe): nothing was sent.
 ///
 /// To keep one black-holed address from using up the whole bound, the connector must bound each
 /// address attempt: [`TcpConnector`](crate::TcpConnector) races them with a per-attempt bound;
@@ -48,11 +45,10 @@ pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(600);
 /// use hyper_util::rt::TokioExecutor;
 /// use tower_layer::Layer;
 ///
-/// let connector = ConnectTimeoutLayer::new(Duration::from_secs(3))?.layer(TcpConnector::new());
+/// let connector = ConnectTimeoutLayer::new(Duration::from_secs(3)).layer(TcpConnector::new());
 /// let client = Client::builder(TokioExecutor::new())
 ///     .build::<_, http_body_util::Empty<bytes::Bytes>>(connector);
 /// # drop(client);
-/// # Ok::<(), backstop_timeout::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectTimeoutLayer {
@@ -60,11 +56,16 @@ pub struct ConnectTimeoutLayer {
 }
 
 impl ConnectTimeoutLayer {
-    /// A layer bounding every connect by `timeout` (1 ms to 10 minutes).
-    pub fn new(timeout: Duration) -> Result<Self, ConfigError> {
-        Ok(ConnectTimeoutLayer {
-            timeout: check_duration("connect_timeout", timeout, MAX_CONNECT_TIMEOUT)?,
-        })
+    /// A layer bounding every connect by `timeout`, as given (see [`try_new`](Self::try_new) for
+    /// a checked one).
+    pub fn new(timeout: Duration) -> Self {
+        ConnectTimeoutLayer { timeout }
+    }
+
+    /// A layer bounding every connect by `timeout`, which must lie between [`MIN_TIMEOUT`] and
+    /// [`MAX_CONNECT_TIMEOUT`]; otherwise a [`ConfigError`] naming `connect_timeout`.
+    pub fn try_new(timeout: Duration) -> Result<Self, ConfigError> {
+        check_duration("connect_timeout", timeout, MIN_TIMEOUT, MAX_CONNECT_TIMEOUT).map(Self::new)
     }
 
     /// The bound.
@@ -106,6 +107,7 @@ impl<C> ConnectTimeout<C> {
 impl<C> Service<Uri> for ConnectTimeout<C>
 where
     C: Service<Uri>,
+    C::Future: ConnectProgress,
     C::Error: Into<BoxError>,
 {
     type Response = C::Response;
@@ -119,15 +121,11 @@ where
     }
 
     fn call(&mut self, dst: Uri) -> Self::Future {
-        let mut phase = Phase::Connect;
-        // Connectors often start work (and report it) in `call` itself.
-        let inner = track_phase(&mut phase, || self.inner.call(dst));
         ConnectFuture {
-            inner,
+            inner: self.inner.call(dst),
             // Boxed so the future stays `Unpin`, as hyper-util's `Connect` requires.
             sleep: Box::pin(tokio::time::sleep_until(Instant::now() + self.timeout)),
             timeout: self.timeout,
-            phase,
         }
     }
 }
@@ -140,29 +138,41 @@ pin_project! {
         inner: F,
         sleep: Pin<Box<Sleep>>,
         timeout: Duration,
-        phase: Phase,
     }
 }
 
 impl<F, T, E> Future for ConnectFuture<F>
 where
-    F: Future<Output = Result<T, E>>,
+    F: Future<Output = Result<T, E>> + ConnectProgress,
     E: Into<BoxError>,
 {
     type Output = Result<T, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let inner = this.inner;
-        if let Poll::Ready(out) = track_phase(this.phase, || inner.poll(cx)) {
-            return Poll::Ready(out.map_err(|err| Error::classify(err, *this.phase)));
+        let mut this = self.project();
+        if let Poll::Ready(out) = this.inner.as_mut().poll(cx) {
+            // The phase the connect was in when it failed, as its future tells it now.
+            return Poll::Ready(out.map_err(|err| Error::classify(err, this.inner.phase())));
         }
         ready!(this.sleep.as_mut().poll(cx));
-        tracing::debug!(phase = %this.phase, timeout = ?this.timeout, "connect timed out");
-        Poll::Ready(Err(Error::new(Kind::TimedOut(Timer::Connect), *this.phase)
+        let phase = this.inner.phase();
+        tracing::debug!(%phase, timeout = ?this.timeout, "connect timed out");
+        Poll::Ready(Err(Error::new(Kind::TimedOut(Timer::Connect), phase)
             .with_source(ConnectTimedOut {
                 after: *this.timeout,
             })))
+    }
+}
+
+/// The connect's progress passes through, so a layer outside (the facade's connection timing)
+/// reads it as well.
+impl<F: ConnectProgress> ConnectProgress for ConnectFuture<F> {
+    fn phase(&self) -> Phase {
+        self.inner.phase()
+    }
+
+    fn stamps(&self) -> PhaseStamps {
+        self.inner.stamps()
     }
 }
 

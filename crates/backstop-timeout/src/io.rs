@@ -11,7 +11,7 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::server::Activity;
+use crate::activity::Activity;
 
 /// Which end of the connection an [`IdleIo`] serves; it decides when a pending read counts as
 /// waiting.
@@ -31,7 +31,7 @@ pub enum Side {
     /// A server connection: a pending read is timed from the first read of a new connection on,
     /// so a client that connects and says nothing is dropped. Bytes we write count as activity
     /// too, so a long download is never cut. With a [`ServerActivity`](crate::ServerActivity)
-    /// (see [`IdleTimeoutLayer::wrap_server_tracked`](crate::IdleTimeoutLayer::wrap_server_tracked))
+    /// (see [`ServerIdleTimeout::wrap_tracked`](crate::ServerIdleTimeout::wrap_tracked))
     /// the read is not timed while a request is being handled, so a slow handler is not cut
     /// either.
     Server,
@@ -84,7 +84,11 @@ pub struct IdleIo<T> {
 impl<T> IdleIo<T> {
     /// Wraps `inner`, failing it after `period` without progress while a byte is awaited.
     ///
-    /// `period` is not checked here; [`IdleTimeoutLayer`](crate::IdleTimeoutLayer) validates it.
+    /// `period` is taken as given; [`ConnectionIdleTimeoutLayer::try_new`] and
+    /// [`ServerIdleTimeout::try_new`] check one.
+    ///
+    /// [`ConnectionIdleTimeoutLayer::try_new`]: crate::ConnectionIdleTimeoutLayer::try_new
+    /// [`ServerIdleTimeout::try_new`]: crate::ServerIdleTimeout::try_new
     pub fn new(inner: T, period: Duration, side: Side) -> IdleIo<T> {
         IdleIo {
             inner,
@@ -462,139 +466,5 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for IdleIo<T> {
 impl<T: Connection> Connection for IdleIo<T> {
     fn connected(&self) -> Connected {
         self.inner.connected()
-    }
-}
-
-/// The IO a client connection wrapped by [`IdleTimeoutLayer`](crate::IdleTimeoutLayer) yields:
-/// an [`IdleIo`] in [`Side::Client`] mode over the connector's IO, speaking hyper's IO traits
-/// directly (no conversion to tokio's and back per read and write).
-#[derive(Debug)]
-pub struct IdleConnection<T> {
-    io: IdleIo<T>,
-}
-
-impl<T> IdleConnection<T> {
-    pub(crate) fn new(inner: T, period: Duration) -> Self {
-        IdleConnection {
-            io: IdleIo::new(inner, period, Side::Client),
-        }
-    }
-
-    /// The idle wrapper.
-    pub fn idle(&self) -> &IdleIo<T> {
-        &self.io
-    }
-
-    /// The connector's IO.
-    pub fn get_ref(&self) -> &T {
-        self.io.get_ref()
-    }
-}
-
-impl<T> hyper::rt::Read for IdleConnection<T>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin,
-{
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        hyper::rt::Read::poll_read(Pin::new(&mut self.io), cx, buf)
-    }
-}
-
-impl<T> hyper::rt::Write for IdleConnection<T>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin,
-{
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        hyper::rt::Write::poll_write(Pin::new(&mut self.io), cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        hyper::rt::Write::poll_flush(Pin::new(&mut self.io), cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        hyper::rt::Write::poll_shutdown(Pin::new(&mut self.io), cx)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        hyper::rt::Write::is_write_vectored(&self.io)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        hyper::rt::Write::poll_write_vectored(Pin::new(&mut self.io), cx, bufs)
-    }
-}
-
-impl<T: Connection> Connection for IdleConnection<T> {
-    fn connected(&self) -> Connected {
-        self.get_ref().connected()
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use std::future::poll_fn;
-    use std::mem::MaybeUninit;
-
-    use hyper_util::rt::TokioIo;
-    use tokio::io::AsyncWriteExt;
-    use tokio::time::Instant;
-
-    use super::*;
-
-    const PERIOD: Duration = Duration::from_secs(1);
-
-    async fn hyper_read<T: hyper::rt::Read + Unpin>(io: &mut T) -> io::Result<usize> {
-        let mut storage = [MaybeUninit::<u8>::uninit(); 64];
-        let mut buf = hyper::rt::ReadBuf::uninit(&mut storage);
-        poll_fn(|cx| hyper::rt::Read::poll_read(Pin::new(&mut *io), cx, buf.unfilled())).await?;
-        Ok(buf.filled().len())
-    }
-
-    async fn hyper_write<T: hyper::rt::Write + Unpin>(io: &mut T, bytes: &[u8]) -> usize {
-        poll_fn(|cx| hyper::rt::Write::poll_write(Pin::new(&mut *io), cx, bytes))
-            .await
-            .unwrap()
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn over_hyper_io_a_question_without_an_answer_times_out_and_an_answer_stops_the_timer() {
-        let (ours, mut peer) = tokio::io::duplex(1024);
-        let mut conn = IdleConnection::new(TokioIo::new(ours), PERIOD);
-
-        // Nothing asked yet: a pending read is not timed (a resting pooled connection).
-        let resting = tokio::time::timeout(PERIOD * 5, hyper_read(&mut conn)).await;
-        assert!(resting.is_err(), "an idle connection at rest is left alone");
-
-        // Asked and answered: the answer arrives, the period starts over, nothing fails.
-        assert_eq!(hyper_write(&mut conn, b"GET / HTTP/1.1\r\n\r\n").await, 18);
-        peer.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
-        assert_eq!(hyper_read(&mut conn).await.unwrap(), 17);
-        let resting = tokio::time::timeout(PERIOD * 5, hyper_read(&mut conn)).await;
-        assert!(resting.is_err(), "after the answer the connection may rest");
-
-        // Asked and never answered: fails after the period, waiting for the head.
-        assert_eq!(hyper_write(&mut conn, b"GET / HTTP/1.1\r\n\r\n").await, 18);
-        let start = Instant::now();
-        let err = hyper_read(&mut conn).await.unwrap_err();
-        assert_eq!(start.elapsed(), PERIOD);
-        let err = Error::find_in(&err).expect("classified");
-        assert_eq!(err.kind(), Kind::TimedOut(Timer::Idle));
-        assert_eq!(err.phase(), Phase::AwaitHeaders);
-        assert!(conn.idle().is_expired());
-        drop(peer);
     }
 }

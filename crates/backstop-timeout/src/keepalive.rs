@@ -4,18 +4,15 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioTimer;
 
-use crate::config::{ConfigError, check_duration};
-
-/// The longest PING interval or timeout accepted.
-pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(3600);
+use crate::config::{ConfigError, MAX_KEEP_ALIVE, MIN_TIMEOUT, check_duration};
 
 /// HTTP/2 keep-alive PING settings for hyper's client and server builders.
 ///
 /// A PING every `interval`; a connection whose PING is not answered within `timeout` is closed.
-/// With PINGs flowing, a live HTTP/2 connection always has bytes moving, so an
-/// [`IdleTimeoutLayer`](crate::IdleTimeoutLayer) on it only ever fires on a peer that is truly
-/// gone. [`IdleTimeoutLayer::http2_keep_alive`](crate::IdleTimeoutLayer::http2_keep_alive) gives
-/// settings that fit an idle period.
+/// With PINGs flowing, a live HTTP/2 connection always has bytes moving, so an idle timeout
+/// ([`ConnectionIdleTimeoutLayer`](crate::ConnectionIdleTimeoutLayer),
+/// [`ServerIdleTimeout`](crate::ServerIdleTimeout)) on it only ever fires on a peer that is truly
+/// gone. [`for_idle_period`](Self::for_idle_period) gives settings that fit an idle period.
 ///
 /// ```
 /// use std::time::Duration;
@@ -23,7 +20,7 @@ pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(3600);
 /// use hyper_util::client::legacy::Client;
 /// use hyper_util::rt::TokioExecutor;
 ///
-/// let ping = Http2KeepAlive::new(Duration::from_secs(10), Duration::from_secs(5))?;
+/// let ping = Http2KeepAlive::try_new(Duration::from_secs(10), Duration::from_secs(5))?;
 /// let mut builder = Client::builder(TokioExecutor::new());
 /// ping.apply_to_client(&mut builder);
 /// # Ok::<(), backstop_timeout::ConfigError>(())
@@ -36,22 +33,30 @@ pub struct Http2KeepAlive {
 }
 
 impl Http2KeepAlive {
-    /// PINGs every `interval`, each answered within `timeout` (both 1 ms to 1 hour), also while
-    /// no stream is open.
-    pub fn new(interval: Duration, timeout: Duration) -> Result<Self, ConfigError> {
-        Ok(Http2KeepAlive {
-            interval: check_duration("keep_alive_interval", interval, MAX_KEEP_ALIVE)?,
-            timeout: check_duration("keep_alive_timeout", timeout, MAX_KEEP_ALIVE)?,
-            while_idle: true,
-        })
-    }
-
-    pub(crate) fn from_checked(interval: Duration, timeout: Duration, while_idle: bool) -> Self {
+    /// PINGs every `interval`, each answered within `timeout`, also while no stream is open;
+    /// both as given (see [`try_new`](Self::try_new)).
+    pub fn new(interval: Duration, timeout: Duration) -> Self {
         Http2KeepAlive {
             interval,
             timeout,
-            while_idle,
+            while_idle: true,
         }
+    }
+
+    /// Like [`new`](Self::new), with both between [`MIN_TIMEOUT`] and [`MAX_KEEP_ALIVE`];
+    /// otherwise a [`ConfigError`] naming `keep_alive_interval` or `keep_alive_timeout`.
+    pub fn try_new(interval: Duration, timeout: Duration) -> Result<Self, ConfigError> {
+        Ok(Http2KeepAlive::new(
+            check_duration("keep_alive_interval", interval, MIN_TIMEOUT, MAX_KEEP_ALIVE)?,
+            check_duration("keep_alive_timeout", timeout, MIN_TIMEOUT, MAX_KEEP_ALIVE)?,
+        ))
+    }
+
+    /// Settings that fit an idle period: a PING every third of the period, each allowed a third
+    /// of the period for its answer (at least [`MIN_TIMEOUT`]), also while no stream is open.
+    pub fn for_idle_period(period: Duration) -> Self {
+        let third = (period / 3).max(MIN_TIMEOUT);
+        Http2KeepAlive::new(third, third)
     }
 
     /// Whether a client also PINGs while no stream is open (default `true`: a pooled connection

@@ -5,17 +5,21 @@
 //! (not DNS, not TLS), and nothing in hyper 1 bounds a connection that simply stops sending bytes.
 //!
 //! - [`ConnectTimeoutLayer`] bounds the whole connection establishment of any connector — name
-//!   resolution, TCP and TLS — and says which phase was stuck.
+//!   resolution, TCP and TLS — and says which phase was stuck, as the connect future tells it
+//!   ([`ConnectProgress`]; [`OpaqueConnector`] for a connector whose future says nothing).
 //! - [`TcpConnector`] bounds each address attempt and races addresses happy-eyeballs style, so
 //!   one black-holed address cannot burn the whole connect budget.
-//! - [`IdleTimeoutLayer`] fails client connections awaiting an answer that never comes, stalled
-//!   response bodies ([`BodyIdleTimeoutLayer`]) and silent server connections ([`IdleIo`]), and
-//!   gives matching HTTP/2 keep-alive PING settings ([`Http2KeepAlive`]).
+//! - Three idle timeouts, one per thing that can go silent: [`ConnectionIdleTimeoutLayer`] fails
+//!   client connections awaiting an answer that never comes, [`BodyIdleTimeoutLayer`] stalled
+//!   response bodies, [`ServerIdleTimeout`] silent server connections; [`Http2KeepAlive`] gives
+//!   matching HTTP/2 keep-alive PING settings.
 //!
 //! Every failure is a [`backstop_classify::Error`]: [`Kind::TimedOut`]`(`[`Timer::Connect`]`)` in
 //! the phase it was stuck in, [`Retryable::Safe`] (nothing was sent), or
-//! [`Kind::TimedOut`]`(`[`Timer::Idle`]`)`. Invalid settings (zero, absurdly long) are rejected
-//! when a layer is built, with a [`ConfigError`] naming the setting.
+//! [`Kind::TimedOut`]`(`[`Timer::Idle`]`)`. Constructors (`new`) take settings as given, like
+//! tower-http's; the checked ones (`try_new`, builders' `build`) reject a setting outside the
+//! bounds ([`MIN_TIMEOUT`], [`MAX_CONNECT_TIMEOUT`], [`MAX_IDLE_TIMEOUT`], [`MAX_KEEP_ALIVE`])
+//! with a [`ConfigError`] naming it.
 //!
 //! [`Kind::TimedOut`]: backstop_classify::Kind::TimedOut
 //! [`Timer::Connect`]: backstop_classify::Timer::Connect
@@ -25,7 +29,7 @@
 //! ```
 //! use std::time::Duration;
 //! use backstop_classify::{Error, Kind, Phase, Retryable, Timer};
-//! use backstop_timeout::{ConnectTimeoutLayer, IdleTimeoutLayer, TcpConnector};
+//! use backstop_timeout::{ConnectTimeoutLayer, ConnectionIdleTimeoutLayer, TcpConnector};
 //! use hyper_util::client::legacy::Client;
 //! use hyper_util::client::legacy::connect::dns::Name;
 //! use hyper_util::rt::TokioExecutor;
@@ -38,8 +42,8 @@
 //!     std::future::pending::<Result<std::vec::IntoIter<std::net::SocketAddr>, std::io::Error>>()
 //! });
 //! let connector = ServiceBuilder::new()
-//!     .layer(ConnectTimeoutLayer::new(Duration::from_millis(50))?)
-//!     .layer(IdleTimeoutLayer::new(Duration::from_secs(30))?)
+//!     .layer(ConnectTimeoutLayer::try_new(Duration::from_millis(50))?)
+//!     .layer(ConnectionIdleTimeoutLayer::try_new(Duration::from_secs(30))?)
 //!     .service(TcpConnector::builder().resolver(hanging_dns).build()?);
 //! let client = Client::builder(TokioExecutor::new())
 //!     .build::<_, http_body_util::Empty<bytes::Bytes>>(connector);
@@ -53,25 +57,30 @@
 //! # }
 //! ```
 
+mod activity;
 mod body;
 mod config;
 mod connect;
-mod idle;
+mod connection;
 mod io;
 mod keepalive;
-mod phase;
+mod progress;
+mod race;
 mod server;
 mod tcp;
 
+pub use activity::{ActiveBody, ActiveFuture, ServerActivity, TrackActivity};
 pub use body::{BodyIdleTimeout, BodyIdleTimeoutLayer, IdleBody, ResponseFuture};
-pub use config::ConfigError;
-pub use connect::{ConnectFuture, ConnectTimeout, ConnectTimeoutLayer, MAX_CONNECT_TIMEOUT};
-pub use idle::{IdleConnectFuture, IdleConnector, IdleTimeoutLayer, MAX_IDLE_TIMEOUT};
-pub use io::{IdleConnection, IdleIo, Side};
-pub use keepalive::{Http2KeepAlive, MAX_KEEP_ALIVE};
-pub use phase::{
-    MarkConnecting, MarkFuture, MarkResolving, PhaseStamps, report_phase, track_phase,
-    track_phase_stamped,
+pub use config::{ConfigError, MAX_CONNECT_TIMEOUT, MAX_IDLE_TIMEOUT, MAX_KEEP_ALIVE, MIN_TIMEOUT};
+pub use connect::{ConnectFuture, ConnectTimeout, ConnectTimeoutLayer};
+pub use connection::{
+    ConnectionIdleTimeoutLayer, IdleConnectFuture, IdleConnection, IdleConnector,
 };
-pub use server::{ActiveBody, ActiveFuture, ServerActivity, TrackActivity};
-pub use tcp::{DEFAULT_ATTEMPT_DELAY, DEFAULT_ATTEMPT_TIMEOUT, TcpConnector, TcpConnectorBuilder};
+pub use io::{IdleIo, Side};
+pub use keepalive::Http2KeepAlive;
+pub use progress::{ConnectProgress, OpaqueConnecting, OpaqueConnector, PhaseStamps};
+pub use server::ServerIdleTimeout;
+pub use tcp::{
+    DEFAULT_ATTEMPT_DELAY, DEFAULT_ATTEMPT_TIMEOUT, TcpConnecting, TcpConnector,
+    TcpConnectorBuilder,
+};

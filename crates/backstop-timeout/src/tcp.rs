@@ -2,14 +2,13 @@
 //! happy-eyeballs style, with an injectable resolver.
 
 use std::future::{Future, poll_fn};
-use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::str::FromStr;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use backstop_classify::{BoxError, Error, Kind, Phase, Timer};
+use backstop_classify::{BoxError, Error, Kind, Phase};
 use http::Uri;
 use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::rt::TokioIo;
@@ -17,9 +16,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tower_service::Service;
 
-use crate::config::{ConfigError, check_duration};
-use crate::connect::MAX_CONNECT_TIMEOUT;
-use crate::phase::report_phase;
+use crate::config::{ConfigError, MAX_CONNECT_TIMEOUT, MIN_TIMEOUT, check_duration};
+use crate::progress::{ConnectProgress, PhaseStamps};
+use crate::race::{Attempts, interleave_families};
 
 /// RFC 8305's recommended "connection attempt delay".
 pub const DEFAULT_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
@@ -39,8 +38,8 @@ pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// - Each attempt but the last is bounded by the *attempt timeout*; the last address keeps the
 ///   rest of the overall budget, which a [`ConnectTimeoutLayer`](crate::ConnectTimeoutLayer)
 ///   around this connector enforces.
-/// - It reports [`Phase::Resolve`], [`Phase::Connect`] and then [`Phase::Tls`] (for a TLS
-///   connector wrapping it) to the enclosing `ConnectTimeout`.
+/// - Its future, [`TcpConnecting`], tells its phase ([`Phase::Resolve`], then
+///   [`Phase::Connect`]) and when each ended ([`ConnectProgress`]) to the layers around it.
 /// - Failures are [`backstop_classify::Error`]s: resolver failures in [`Phase::Resolve`], socket
 ///   failures in [`Phase::Connect`]; the error of the last attempt is returned.
 ///
@@ -103,14 +102,15 @@ impl<R> TcpConnectorBuilder<R> {
         }
     }
 
-    /// Bounds each address attempt while other addresses remain (1 ms to 10 minutes).
+    /// Bounds each address attempt while other addresses remain ([`MIN_TIMEOUT`] to
+    /// [`MAX_CONNECT_TIMEOUT`]).
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = timeout;
         self
     }
 
-    /// How long an attempt runs alone before the next address is tried alongside it (1 ms to
-    /// the attempt timeout; RFC 8305 recommends 250 ms).
+    /// How long an attempt runs alone before the next address is tried alongside it
+    /// ([`MIN_TIMEOUT`] to the attempt timeout; RFC 8305 recommends 250 ms).
     pub fn attempt_delay(mut self, delay: Duration) -> Self {
         self.attempt_delay = delay;
         self
@@ -124,18 +124,27 @@ impl<R> TcpConnectorBuilder<R> {
 
     /// Checks the settings.
     pub fn build(self) -> Result<TcpConnector<R>, ConfigError> {
-        let attempt_timeout =
-            check_duration("attempt_timeout", self.attempt_timeout, MAX_CONNECT_TIMEOUT)?;
-        let attempt_delay = check_duration("attempt_delay", self.attempt_delay, attempt_timeout)
-            .map_err(|_| {
-                ConfigError::new(
-                    "attempt_delay",
-                    format!(
-                        "must be between 1ms and attempt_timeout ({attempt_timeout:?}), got {:?}",
-                        self.attempt_delay
-                    ),
-                )
-            })?;
+        let attempt_timeout = check_duration(
+            "attempt_timeout",
+            self.attempt_timeout,
+            MIN_TIMEOUT,
+            MAX_CONNECT_TIMEOUT,
+        )?;
+        let attempt_delay = check_duration(
+            "attempt_delay",
+            self.attempt_delay,
+            MIN_TIMEOUT,
+            attempt_timeout,
+        )
+        .map_err(|_| {
+            ConfigError::new(
+                "attempt_delay",
+                format!(
+                    "must be between 1ms and attempt_timeout ({attempt_timeout:?}), got {:?}",
+                    self.attempt_delay
+                ),
+            )
+        })?;
         Ok(TcpConnector {
             resolver: self.resolver,
             attempt_timeout,
@@ -154,7 +163,7 @@ where
 {
     type Response = TokioIo<TcpStream>;
     type Error = Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Error>> + Send>>;
+    type Future = TcpConnecting;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Readiness of the resolver is awaited inside the connect, so it counts against the
@@ -163,24 +172,124 @@ where
     }
 
     fn call(&mut self, dst: Uri) -> Self::Future {
-        let resolver = self.resolver.clone();
-        let settings = Attempts {
+        let attempts = Attempts {
             timeout: self.attempt_timeout,
             delay: self.attempt_delay,
         };
-        let nodelay = self.nodelay;
-        Box::pin(async move {
-            let addrs = resolve(resolver, &dst).await?;
-            report_phase(Phase::Connect);
-            let stream = settings.race(addrs).await?;
-            if nodelay {
-                stream
-                    .set_nodelay(true)
-                    .map_err(|err| Error::from_io(err, Phase::Connect))?;
+        let state = match destination(&dst) {
+            Err(err) => State::Failed(Some(err)),
+            Ok((Destination::Ip(addr), _)) => {
+                State::Connecting(Box::pin(attempts.race(vec![addr])))
             }
-            report_phase(Phase::Tls);
-            Ok(TokioIo::new(stream))
-        })
+            Ok((Destination::Name(host), port)) => {
+                let resolver = self.resolver.clone();
+                State::Resolving(Box::pin(resolve(resolver, host, port)), attempts)
+            }
+        };
+        TcpConnecting {
+            state,
+            nodelay: self.nodelay,
+            stamps: PhaseStamps::default(),
+            ended_in: Phase::Connect,
+        }
+    }
+}
+
+type ResolveFuture = Pin<Box<dyn Future<Output = Result<Vec<SocketAddr>, Error>> + Send>>;
+type RaceFuture = Pin<Box<dyn Future<Output = Result<TcpStream, Error>> + Send>>;
+
+/// The future of [`TcpConnector`]: resolves, then races the addresses; tells its phase and the
+/// moment each phase ended ([`ConnectProgress`]).
+pub struct TcpConnecting {
+    state: State,
+    nodelay: bool,
+    stamps: PhaseStamps,
+    /// The phase the connect was in when it ended (read once it is `Done`).
+    ended_in: Phase,
+}
+
+enum State {
+    Resolving(ResolveFuture, Attempts),
+    Connecting(RaceFuture),
+    Failed(Option<Error>),
+    Done,
+}
+
+impl std::fmt::Debug for TcpConnecting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpConnecting")
+            .field("phase", &self.phase())
+            .field("stamps", &self.stamps)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Future for TcpConnecting {
+    type Output = Result<TokioIo<TcpStream>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Every field is `Unpin` (the inner futures are boxed).
+        let this = self.get_mut();
+        loop {
+            match &mut this.state {
+                State::Resolving(resolving, attempts) => {
+                    let addrs = match resolving.as_mut().poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(addrs)) => addrs,
+                        Poll::Ready(Err(err)) => {
+                            this.state = State::Done;
+                            this.ended_in = Phase::Resolve;
+                            return Poll::Ready(Err(err));
+                        }
+                    };
+                    this.stamps.resolved = Some(Instant::now());
+                    this.state = State::Connecting(Box::pin(attempts.race(addrs)));
+                }
+                State::Connecting(racing) => {
+                    let stream = match racing.as_mut().poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(result) => result,
+                    };
+                    this.state = State::Done;
+                    let stream = stream?;
+                    // Stamped before anything else runs: a TLS handshake wrapping this connector
+                    // starts right after, often in the same poll.
+                    this.stamps.connected = Some(Instant::now());
+                    if this.nodelay {
+                        stream
+                            .set_nodelay(true)
+                            .map_err(|err| Error::from_io(err, Phase::Connect))?;
+                    }
+                    return Poll::Ready(Ok(TokioIo::new(stream)));
+                }
+                State::Failed(err) => {
+                    let err = err
+                        .take()
+                        .unwrap_or_else(|| invalid("connect polled after it failed"));
+                    this.state = State::Done;
+                    this.ended_in = Phase::Local;
+                    return Poll::Ready(Err(err));
+                }
+                State::Done => {
+                    return Poll::Ready(Err(invalid("connect polled after it completed")));
+                }
+            }
+        }
+    }
+}
+
+impl ConnectProgress for TcpConnecting {
+    fn phase(&self) -> Phase {
+        match self.state {
+            State::Resolving(..) => Phase::Resolve,
+            State::Failed(_) => Phase::Local,
+            State::Connecting(_) => Phase::Connect,
+            State::Done => self.ended_in,
+        }
+    }
+
+    fn stamps(&self) -> PhaseStamps {
+        self.stamps
     }
 }
 
@@ -196,16 +305,18 @@ impl std::fmt::Display for InvalidDestination {
 
 impl std::error::Error for InvalidDestination {}
 
-fn invalid(why: &'static str) -> Error {
+pub(crate) fn invalid(why: &'static str) -> Error {
     Error::new(Kind::Other, Phase::Local).with_source(InvalidDestination(why))
 }
 
-async fn resolve<R>(mut resolver: R, dst: &Uri) -> Result<Vec<SocketAddr>, Error>
-where
-    R: Service<Name>,
-    R::Response: Iterator<Item = SocketAddr>,
-    R::Error: Into<BoxError>,
-{
+/// Where to connect: an IP address as it is, or a name to resolve.
+enum Destination {
+    Ip(SocketAddr),
+    Name(Name),
+}
+
+/// The destination of `dst` and its port (the scheme's when the URI names none).
+fn destination(dst: &Uri) -> Result<(Destination, u16), Error> {
     let host = dst
         .host()
         .ok_or_else(|| invalid("destination URI has no host"))?;
@@ -215,10 +326,18 @@ where
     });
     let literal = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = IpAddr::from_str(literal) {
-        return Ok(vec![SocketAddr::new(ip, port)]);
+        return Ok((Destination::Ip(SocketAddr::new(ip, port)), port));
     }
-    report_phase(Phase::Resolve);
     let name = Name::from_str(host).map_err(|_| invalid("destination host is not a valid name"))?;
+    Ok((Destination::Name(name), port))
+}
+
+async fn resolve<R>(mut resolver: R, name: Name, port: u16) -> Result<Vec<SocketAddr>, Error>
+where
+    R: Service<Name>,
+    R::Response: Iterator<Item = SocketAddr>,
+    R::Error: Into<BoxError>,
+{
     poll_fn(|cx| resolver.poll_ready(cx))
         .await
         .map_err(|err| Error::classify(err, Phase::Resolve))?;
@@ -238,143 +357,10 @@ where
     Ok(addrs)
 }
 
-/// Orders addresses as RFC 8305 §4 asks: alternate families, starting with the resolver's first.
-fn interleave_families(addrs: impl Iterator<Item = SocketAddr>) -> Vec<SocketAddr> {
-    let addrs: Vec<SocketAddr> = addrs.collect();
-    let Some(first) = addrs.first() else {
-        return addrs;
-    };
-    let first_is_v6 = first.is_ipv6();
-    let (preferred, other): (Vec<SocketAddr>, Vec<SocketAddr>) =
-        addrs.iter().partition(|addr| addr.is_ipv6() == first_is_v6);
-    let mut ordered = Vec::with_capacity(addrs.len());
-    let mut preferred = preferred.into_iter();
-    let mut other = other.into_iter();
-    loop {
-        match (preferred.next(), other.next()) {
-            (None, None) => return ordered,
-            (a, b) => ordered.extend(a.into_iter().chain(b)),
-        }
-    }
-}
-
-type AttemptFuture = Pin<Box<dyn Future<Output = Result<TcpStream, Error>> + Send>>;
-
-#[derive(Debug, Clone, Copy)]
-struct Attempts {
-    timeout: Duration,
-    delay: Duration,
-}
-
-impl Attempts {
-    /// Races the addresses: staggered starts, each bounded but the last, first success wins.
-    async fn race(self, addrs: Vec<SocketAddr>) -> Result<TcpStream, Error> {
-        if let [only] = addrs[..] {
-            // Nothing to race: the one attempt has the whole budget, and no bookkeeping.
-            return attempt(only, None).await;
-        }
-        let total = addrs.len();
-        let mut queue = addrs.into_iter().enumerate();
-        let mut running: Vec<AttemptFuture> = Vec::with_capacity(total.min(4));
-        let mut last_error: Option<Error> = None;
-        let stagger = tokio::time::sleep(Duration::ZERO);
-        tokio::pin!(stagger);
-        let mut start_next = true;
-        poll_fn(move |cx: &mut Context<'_>| {
-            loop {
-                if start_next {
-                    start_next = false;
-                    if let Some((index, addr)) = queue.next() {
-                        let bound = (index + 1 < total).then_some(self.timeout);
-                        running.push(Box::pin(attempt(addr, bound)));
-                        stagger.as_mut().reset(Instant::now() + self.delay);
-                    }
-                }
-                let mut index = 0;
-                while index < running.len() {
-                    match running[index].as_mut().poll(cx) {
-                        Poll::Ready(Ok(stream)) => return Poll::Ready(Ok(stream)),
-                        Poll::Ready(Err(err)) => {
-                            drop(running.swap_remove(index));
-                            last_error = Some(err);
-                            // A failed address frees its slot for the next one at once.
-                            start_next = true;
-                        }
-                        Poll::Pending => index += 1,
-                    }
-                }
-                if start_next && queue.len() > 0 {
-                    continue;
-                }
-                if running.is_empty() && queue.len() == 0 {
-                    return Poll::Ready(Err(last_error
-                        .take()
-                        .unwrap_or_else(|| invalid("no address to connect to"))));
-                }
-                if queue.len() > 0 && stagger.as_mut().poll(cx).is_ready() {
-                    start_next = true;
-                    continue;
-                }
-                return Poll::Pending;
-            }
-        })
-        .await
-    }
-}
-
-async fn attempt(addr: SocketAddr, bound: Option<Duration>) -> Result<TcpStream, Error> {
-    let connect = TcpStream::connect(addr);
-    let result = match bound {
-        Some(bound) => match tokio::time::timeout(bound, connect).await {
-            Ok(result) => result,
-            Err(_) => {
-                return Err(Error::new(Kind::TimedOut(Timer::Connect), Phase::Connect)
-                    .with_source(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("connect to {addr} timed out after {bound:?}"),
-                    )));
-            }
-        },
-        None => connect.await,
-    };
-    result.map_err(|err| {
-        let err = io::Error::new(err.kind(), AddrError { addr, source: err });
-        Error::from_io(err, Phase::Connect)
-    })
-}
-
-/// An I/O error while connecting to one address, naming it.
-#[derive(Debug)]
-struct AddrError {
-    addr: SocketAddr,
-    source: io::Error,
-}
-
-impl std::fmt::Display for AddrError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "tcp connect to {} failed: {}", self.addr, self.source)
-    }
-}
-
-impl std::error::Error for AddrError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn families_alternate_starting_with_the_first() {
-        let v4 = |port| SocketAddr::from(([127, 0, 0, 1], port));
-        let v6 = |port| SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], port));
-        let ordered = interleave_families([v6(1), v6(2), v6(3), v4(4)].into_iter());
-        assert_eq!(ordered, vec![v6(1), v4(4), v6(2), v6(3)]);
-        assert!(interleave_families(std::iter::empty()).is_empty());
-    }
 
     #[test]
     fn attempt_delay_longer_than_attempt_timeout_is_rejected() {

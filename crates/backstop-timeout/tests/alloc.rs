@@ -118,7 +118,7 @@ where
 
 /// What each layer adds to a connect: printed for BENCHMARKS.md, bounded here.
 async fn check_connect_overhead() {
-    use backstop_timeout::{ConnectTimeoutLayer, IdleTimeoutLayer, TcpConnector};
+    use backstop_timeout::{ConnectTimeoutLayer, ConnectionIdleTimeoutLayer, TcpConnector};
     use hyper_util::client::legacy::connect::HttpConnector;
     use tower::Layer;
 
@@ -134,16 +134,14 @@ async fn check_connect_overhead() {
     let bound = Duration::from_secs(3);
     let bare = allocations_per_connect(&mut TcpConnector::new(), &uri).await;
     let bounded = allocations_per_connect(
-        &mut ConnectTimeoutLayer::new(bound)
-            .unwrap()
-            .layer(TcpConnector::new()),
+        &mut ConnectTimeoutLayer::new(bound).layer(TcpConnector::new()),
         &uri,
     )
     .await;
     let bounded_idle = allocations_per_connect(
         &mut tower::ServiceBuilder::new()
-            .layer(ConnectTimeoutLayer::new(bound).unwrap())
-            .layer(IdleTimeoutLayer::new(PERIOD).unwrap())
+            .layer(ConnectTimeoutLayer::new(bound))
+            .layer(ConnectionIdleTimeoutLayer::new(PERIOD))
             .service(TcpConnector::new()),
         &uri,
     )

@@ -8,7 +8,7 @@ use std::time::Duration;
 use backstop_chaos::{BlackHole, ChaosServer, ConnectionFault, TlsIdentity, closed_port_addr};
 use backstop_classify::{Error, Kind, Phase, Retryable, Timer};
 use backstop_timeout::{
-    ConnectTimeoutLayer, IdleTimeoutLayer, MarkConnecting, MarkResolving, TcpConnector,
+    ConnectProgress, ConnectTimeoutLayer, ConnectionIdleTimeoutLayer, OpaqueConnector, TcpConnector,
 };
 use bytes::Bytes;
 use http::Uri;
@@ -18,7 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
-use tower::{Layer, ServiceBuilder, ServiceExt, service_fn};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
 
 const BOUND: Duration = Duration::from_secs(2);
 /// How late a timer may fire on the paused clock (it auto-advances to the deadline exactly; the
@@ -59,9 +59,7 @@ fn static_resolver(
 #[tokio::test(start_paused = true)]
 async fn black_holed_connect_fails_at_the_bound_not_the_os_timeout() {
     let hole = BlackHole::start().await.unwrap();
-    let connector = ConnectTimeoutLayer::new(BOUND)
-        .unwrap()
-        .layer(TcpConnector::new());
+    let connector = ConnectTimeoutLayer::new(BOUND).layer(TcpConnector::new());
     let wall = std::time::Instant::now();
     let start = Instant::now();
     let uri: Uri = format!("http://{}/", hole.addr()).parse().unwrap();
@@ -74,47 +72,65 @@ async fn black_holed_connect_fails_at_the_bound_not_the_os_timeout() {
     assert_connect_timeout(&err, Phase::Connect);
 }
 
+/// A connect future standing in for a TLS connector's: it tells the phase it is stuck in.
+struct StuckIn(Phase);
+
+impl Future for StuckIn {
+    type Output = Result<hyper_util::rt::TokioIo<tokio::net::TcpStream>, std::io::Error>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::task::Poll::Pending
+    }
+}
+
+impl ConnectProgress for StuckIn {
+    fn phase(&self) -> Phase {
+        self.0
+    }
+}
+
 #[tokio::test(start_paused = true)]
-async fn tls_handshake_that_never_completes_fails_at_the_bound_in_phase_tls() {
+async fn the_timeout_reports_the_phase_the_connect_future_is_in() {
+    for phase in [Phase::Resolve, Phase::Connect, Phase::Tls] {
+        let connector = tower::service_fn(move |_uri: Uri| StuckIn(phase));
+        let err = ConnectTimeoutLayer::new(BOUND)
+            .layer(connector)
+            .oneshot("http://service.test/".parse().unwrap())
+            .await
+            .err()
+            .unwrap();
+        assert_connect_timeout(&err, phase);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_opaque_connector_is_stuck_in_connect_whatever_it_does() {
+    // hyper-rustls over TcpConnector: its boxed future says nothing, so a stalled handshake is
+    // attributed to Connect (the facade's own HTTPS connector says Tls).
     let stall = ConnectionFault::TlsStall.start().await.unwrap();
-    let tls = TlsIdentity::generate().unwrap().client_config().unwrap();
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
+        .with_tls_config(TlsIdentity::generate().unwrap().client_config().unwrap())
         .https_only()
         .enable_http1()
         .wrap_connector(TcpConnector::new());
-    let connector = ConnectTimeoutLayer::new(BOUND).unwrap().layer(https);
+    let connector = ConnectTimeoutLayer::new(BOUND).layer(OpaqueConnector::new(https));
     let client = Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(connector);
     let start = Instant::now();
     let uri: Uri = format!("https://{}/", stall.addr()).parse().unwrap();
     let err = client.get(uri).await.unwrap_err();
     assert_within(start.elapsed(), BOUND);
-    assert_connect_timeout(Error::find_in(&err).unwrap(), Phase::Tls);
+    assert_connect_timeout(Error::find_in(&err).unwrap(), Phase::Connect);
     assert_eq!(stall.connection_count(), 1, "TCP itself connected");
-}
 
-#[tokio::test(start_paused = true)]
-async fn hyper_util_connectors_report_their_phase_through_the_markers() {
-    // hyper-rustls over hyper-util's HttpConnector: MarkConnecting says when TLS starts.
-    let stall = ConnectionFault::TlsStall.start().await.unwrap();
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(TlsIdentity::generate().unwrap().client_config().unwrap())
-        .https_only()
-        .enable_http1()
-        .wrap_connector(MarkConnecting::new(http));
-    let connector = ConnectTimeoutLayer::new(BOUND).unwrap().layer(https);
-    let uri: Uri = format!("https://{}/", stall.addr()).parse().unwrap();
-    let err = connector.oneshot(uri).await.err().unwrap();
-    assert_connect_timeout(&err, Phase::Tls);
-
-    // HttpConnector with a hanging resolver: MarkResolving says resolution is running.
+    // hyper-util's HttpConnector with a hanging resolver: Connect too.
     let hanging = service_fn(|_name: Name| {
         std::future::pending::<Result<std::vec::IntoIter<SocketAddr>, std::io::Error>>()
     });
-    let http = HttpConnector::new_with_resolver(MarkResolving::new(hanging));
-    let connector = ConnectTimeoutLayer::new(BOUND).unwrap().layer(http);
+    let http = HttpConnector::new_with_resolver(hanging);
+    let connector = ConnectTimeoutLayer::new(BOUND).layer(OpaqueConnector::new(http));
     let start = Instant::now();
     let err = connector
         .oneshot("http://service.test/".parse().unwrap())
@@ -122,7 +138,7 @@ async fn hyper_util_connectors_report_their_phase_through_the_markers() {
         .err()
         .unwrap();
     assert_within(start.elapsed(), BOUND);
-    assert_connect_timeout(&err, Phase::Resolve);
+    assert_connect_timeout(&err, Phase::Connect);
 }
 
 #[tokio::test(start_paused = true)]
@@ -131,7 +147,6 @@ async fn hanging_resolver_fails_at_the_bound_in_phase_resolve() {
         std::future::pending::<Result<std::vec::IntoIter<SocketAddr>, std::io::Error>>()
     });
     let connector = ConnectTimeoutLayer::new(BOUND)
-        .unwrap()
         .layer(TcpConnector::builder().resolver(hanging).build().unwrap());
     let client = Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(connector);
     let start = Instant::now();
@@ -159,7 +174,6 @@ async fn one_black_holed_address_does_not_burn_the_budget() {
         .unwrap();
     let start = Instant::now();
     let io = ConnectTimeoutLayer::new(BOUND)
-        .unwrap()
         .layer(raced)
         .oneshot(
             format!("http://service.test:{}/", server.addr().port())
@@ -180,7 +194,6 @@ async fn one_black_holed_address_does_not_burn_the_budget() {
         .unwrap();
     let start = Instant::now();
     let io = ConnectTimeoutLayer::new(BOUND)
-        .unwrap()
         .layer(sequential)
         .oneshot(
             format!("http://service.test:{}/", server.addr().port())
@@ -200,7 +213,6 @@ async fn one_black_holed_address_does_not_burn_the_budget() {
         .unwrap();
     let start = Instant::now();
     let err = ConnectTimeoutLayer::new(BOUND)
-        .unwrap()
         .layer(all_holes)
         .oneshot("http://service.test/".parse().unwrap())
         .await
@@ -221,7 +233,6 @@ async fn refused_address_falls_through_to_the_next_at_once() {
         .unwrap();
     let start = Instant::now();
     let io = ConnectTimeoutLayer::new(BOUND)
-        .unwrap()
         .layer(connector)
         .oneshot(
             format!("http://service.test:{}/", server.addr().port())
@@ -235,7 +246,6 @@ async fn refused_address_falls_through_to_the_next_at_once() {
 
     // Only a refused address: classified, not a timeout.
     let err = ConnectTimeoutLayer::new(BOUND)
-        .unwrap()
         .layer(TcpConnector::new())
         .oneshot(format!("http://{refused}/").parse().unwrap())
         .await
@@ -251,8 +261,8 @@ async fn refused_address_falls_through_to_the_next_at_once() {
 async fn normal_connects_are_unaffected() {
     let server = ChaosServer::start().await.unwrap();
     let connector = ServiceBuilder::new()
-        .layer(ConnectTimeoutLayer::new(BOUND).unwrap())
-        .layer(IdleTimeoutLayer::new(Duration::from_secs(1)).unwrap())
+        .layer(ConnectTimeoutLayer::new(BOUND))
+        .layer(ConnectionIdleTimeoutLayer::new(Duration::from_secs(1)))
         .service(TcpConnector::new());
     let client = Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(connector);
     for _ in 0..3 {
@@ -267,7 +277,7 @@ async fn normal_connects_are_unaffected() {
         "the pooled connection was reused"
     );
 
-    // TLS through hyper-rustls, phases and all.
+    // TLS through hyper-rustls, whose future reports no phase.
     let tls_server = ChaosServer::builder().tls(true).start().await.unwrap();
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls_server.client_tls_config().unwrap().unwrap())
@@ -275,9 +285,9 @@ async fn normal_connects_are_unaffected() {
         .enable_http1()
         .wrap_connector(TcpConnector::new());
     let connector = ServiceBuilder::new()
-        .layer(ConnectTimeoutLayer::new(BOUND).unwrap())
-        .layer(IdleTimeoutLayer::new(Duration::from_secs(1)).unwrap())
-        .service(https);
+        .layer(ConnectTimeoutLayer::new(BOUND))
+        .layer(ConnectionIdleTimeoutLayer::new(Duration::from_secs(1)))
+        .service(OpaqueConnector::new(https));
     let client = Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(connector);
     let res = client
         .get(tls_server.url("/").parse().unwrap())
@@ -286,4 +296,46 @@ async fn normal_connects_are_unaffected() {
     assert_eq!(res.status(), 200);
     server.shutdown().await;
     tls_server.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_tcp_connect_future_tells_its_phase_and_stamps_when_each_ended() {
+    let server = ChaosServer::start().await.unwrap();
+    let addr = server.addr();
+    let slow_dns = service_fn(move |_name: Name| async move {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        Ok::<_, std::io::Error>(vec![addr].into_iter())
+    });
+    let mut connector = TcpConnector::builder().resolver(slow_dns).build().unwrap();
+    let start = Instant::now();
+    let uri: Uri = format!("http://service.test:{}/", addr.port())
+        .parse()
+        .unwrap();
+    let mut connecting = std::pin::pin!(connector.ready().await.unwrap().call(uri));
+    let first =
+        std::future::poll_fn(|cx| std::task::Poll::Ready(connecting.as_mut().poll(cx))).await;
+    assert!(first.is_pending());
+    assert_eq!(connecting.phase(), Phase::Resolve);
+    assert_eq!(
+        connecting.stamps(),
+        backstop_timeout::PhaseStamps::default()
+    );
+    let io = connecting.as_mut().await.unwrap();
+    assert_eq!(io.inner().peer_addr().unwrap(), addr);
+    assert_eq!(connecting.phase(), Phase::Connect);
+    let stamps = connecting.stamps();
+    let (Some(resolved), Some(connected)) = (stamps.resolved, stamps.connected) else {
+        panic!("both ends stamped: {stamps:?}");
+    };
+    assert_eq!(resolved - start, Duration::from_millis(30));
+    assert!(resolved <= connected, "{stamps:?}");
+
+    // An IP address is not resolved: no resolve stamp, straight to Connect.
+    let mut connecting =
+        std::pin::pin!(TcpConnector::new().call(format!("http://{addr}/").parse().unwrap()));
+    assert_eq!(connecting.phase(), Phase::Connect);
+    connecting.as_mut().await.unwrap();
+    assert_eq!(connecting.stamps().resolved, None);
+    assert!(connecting.stamps().connected.is_some());
+    server.shutdown().await;
 }

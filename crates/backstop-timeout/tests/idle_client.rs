@@ -1,4 +1,4 @@
-//! IdleTimeoutLayer on the client side, against the chaos server on loopback (tokio clock
+//! ConnectionIdleTimeoutLayer and BodyIdleTimeoutLayer on the client side, against the chaos server on loopback (tokio clock
 //! paused: the chaos server's stalls and drips follow it too).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use backstop_chaos::{ChaosServer, Fault};
 use backstop_classify::{Error, Kind, Phase, Retryable, Timer};
-use backstop_timeout::{IdleTimeoutLayer, TcpConnector};
+use backstop_timeout::{BodyIdleTimeoutLayer, ConnectionIdleTimeoutLayer, TcpConnector};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -24,8 +24,8 @@ fn assert_within(elapsed: Duration, expected: Duration) {
     );
 }
 
-fn idle() -> IdleTimeoutLayer {
-    IdleTimeoutLayer::new(PERIOD).unwrap()
+fn idle() -> ConnectionIdleTimeoutLayer {
+    ConnectionIdleTimeoutLayer::new(PERIOD)
 }
 
 #[tokio::test(start_paused = true)]
@@ -34,7 +34,7 @@ async fn a_body_that_stalls_mid_stream_fails_with_idle_within_the_period() {
     let client = Client::builder(TokioExecutor::new())
         .build::<_, Empty<Bytes>>(idle().layer(TcpConnector::new()));
     let client = ServiceBuilder::new()
-        .layer(idle().body_layer())
+        .layer(BodyIdleTimeoutLayer::new(PERIOD))
         .service(client);
     let stall = Fault::StallBody {
         sent: 16,
@@ -62,7 +62,7 @@ async fn a_drip_of_one_byte_per_half_period_never_trips() {
     let client = Client::builder(TokioExecutor::new())
         .build::<_, Empty<Bytes>>(idle().layer(TcpConnector::new()));
     let client = ServiceBuilder::new()
-        .layer(idle().body_layer())
+        .layer(BodyIdleTimeoutLayer::new(PERIOD))
         .service(client);
     let drip = Fault::Drip {
         chunk: 1,
@@ -106,7 +106,7 @@ async fn a_pooled_http1_connection_resting_longer_than_the_period_is_reused() {
     let client = Client::builder(TokioExecutor::new())
         .build::<_, Empty<Bytes>>(idle().layer(TcpConnector::new()));
     let client = ServiceBuilder::new()
-        .layer(idle().body_layer())
+        .layer(BodyIdleTimeoutLayer::new(PERIOD))
         .service(client);
     for round in 0..3 {
         let req = http::Request::get(server.url("/"))
@@ -133,7 +133,7 @@ async fn a_pooled_http2_connection_with_keep_alive_pings_is_reused() {
     idle().http2_keep_alive().apply_to_client(&mut builder);
     let client = builder.build::<_, Empty<Bytes>>(idle().layer(TcpConnector::new()));
     let client = ServiceBuilder::new()
-        .layer(idle().body_layer())
+        .layer(BodyIdleTimeoutLayer::new(PERIOD))
         .service(client);
     for round in 0..3 {
         let req = http::Request::get(server.url("/"))

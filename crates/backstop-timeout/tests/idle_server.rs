@@ -1,4 +1,4 @@
-//! IdleTimeoutLayer on the server side: a small accept loop (plain TCP and TLS) serving hyper,
+//! ServerIdleTimeout on the server side: a small accept loop (plain TCP and TLS) serving hyper,
 //! with silent, normal and downloading clients on loopback (tokio clock paused).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use backstop_chaos::TlsIdentity;
-use backstop_timeout::IdleTimeoutLayer;
+use backstop_timeout::{ConnectionIdleTimeoutLayer, ServerIdleTimeout};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame};
@@ -89,7 +89,7 @@ async fn serve_with(
 ) -> SocketAddr {
     let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let idle = IdleTimeoutLayer::new(period).unwrap();
+    let idle = ServerIdleTimeout::new(period);
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
@@ -98,11 +98,11 @@ async fn serve_with(
             accepted.fetch_add(1, Ordering::Relaxed);
             let tls = tls.clone();
             tokio::spawn(async move {
-                let (io, activity) = idle.wrap_server_tracked(tcp);
+                let (io, activity) = idle.wrap_tracked(tcp);
                 let io = if tracked {
                     io
                 } else {
-                    idle.wrap_server(io.into_inner())
+                    idle.wrap(io.into_inner())
                 };
                 let mut builder = auto::Builder::new(TokioExecutor::new());
                 builder
@@ -253,7 +253,7 @@ async fn http2_pings_keep_a_resting_connection_alive() {
     let period = Duration::from_millis(300);
     let accepted = Arc::new(AtomicUsize::new(0));
     let addr = serve_with(None, period, true, false, accepted.clone()).await;
-    let idle = IdleTimeoutLayer::new(period).unwrap();
+    let idle = ConnectionIdleTimeoutLayer::new(period);
     let mut builder = Client::builder(TokioExecutor::new());
     builder.http2_only(true);
     idle.http2_keep_alive().apply_to_client(&mut builder);

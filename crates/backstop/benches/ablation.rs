@@ -13,7 +13,9 @@ use backstop_breaker::CircuitBreakerLayer;
 use backstop_classify::ClassifyLayer;
 use backstop_deadline::{AttemptTimeoutLayer, DeadlineLayer};
 use backstop_retry::{ReplayBody, RetryLayer};
-use backstop_timeout::{ConnectTimeoutLayer, IdleTimeoutLayer, TcpConnector};
+use backstop_timeout::{
+    BodyIdleTimeoutLayer, ConnectTimeoutLayer, ConnectionIdleTimeoutLayer, TcpConnector,
+};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
@@ -57,10 +59,10 @@ fn main() {
     runtime.block_on(async {
         let addr = upstream().await;
         let url = format!("http://{addr}/");
-        let idle = IdleTimeoutLayer::new(Duration::from_secs(30)).unwrap();
+        let idle = ConnectionIdleTimeoutLayer::new(Duration::from_secs(30));
         let connector = || {
             ServiceBuilder::new()
-                .layer(ConnectTimeoutLayer::new(Duration::from_secs(5)).unwrap())
+                .layer(ConnectTimeoutLayer::new(Duration::from_secs(5)))
                 .layer(idle)
                 .service(TcpConnector::new())
         };
@@ -84,7 +86,7 @@ fn main() {
                 "+ body idle",
                 boxed(
                     ServiceBuilder::new()
-                        .layer(idle.body_layer())
+                        .layer(BodyIdleTimeoutLayer::new(idle.period()))
                         .service(ours.clone()),
                 ),
             ),
@@ -93,7 +95,7 @@ fn main() {
                 boxed(
                     ServiceBuilder::new()
                         .layer(attempt())
-                        .layer(idle.body_layer())
+                        .layer(BodyIdleTimeoutLayer::new(idle.period()))
                         .service(ours.clone()),
                 ),
             ),
@@ -103,7 +105,7 @@ fn main() {
                     ServiceBuilder::new()
                         .layer(ClassifyLayer::new())
                         .layer(attempt())
-                        .layer(idle.body_layer())
+                        .layer(BodyIdleTimeoutLayer::new(idle.period()))
                         .service(ours.clone()),
                 ),
             ),
@@ -114,7 +116,7 @@ fn main() {
                         .layer(CircuitBreakerLayer::new())
                         .layer(ClassifyLayer::new())
                         .layer(attempt())
-                        .layer(idle.body_layer())
+                        .layer(BodyIdleTimeoutLayer::new(idle.period()))
                         .service(ours.clone()),
                 ),
             ),
@@ -126,7 +128,7 @@ fn main() {
                         .layer(CircuitBreakerLayer::new())
                         .layer(ClassifyLayer::new())
                         .layer(attempt())
-                        .layer(idle.body_layer())
+                        .layer(BodyIdleTimeoutLayer::new(idle.period()))
                         .service(replay()),
                 ),
             ),
@@ -139,7 +141,7 @@ fn main() {
                         .layer(CircuitBreakerLayer::new())
                         .layer(ClassifyLayer::new())
                         .layer(attempt())
-                        .layer(idle.body_layer())
+                        .layer(BodyIdleTimeoutLayer::new(idle.period()))
                         .service(replay()),
                 ),
             ),

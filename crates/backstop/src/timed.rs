@@ -1,40 +1,38 @@
-//! Connection timing: how long establishing a connection took, reported to the call whose
-//! request opened it, so a [`CallInfo`](crate::CallInfo) can tell a fresh connection from a
-//! pooled one.
+//! Connection timing: how long establishing a connection took, carried on the connection the
+//! hyper-util way (`Connected::extra`) to the first call that gets a response over it, so a
+//! [`CallInfo`] can tell a fresh connection from a pooled one.
 //!
-//! hyper-util polls the connector inside the future of the call that needs the connection (a
-//! connection it finishes in the background, because the call got a pooled one first, is polled
-//! by a task of its own). So the call's future marks the thread while it is polled
-//! ([`ConnectScope`]), and a connect that completes under the mark is this call's. This costs a
-//! thread-local write per poll, where carrying the time on the connection (hyper-util's
-//! `Connected::extra`) would cost an extension insert (an allocation) on every response.
+//! Both ends: [`TimedConnector`] (outermost around the client's connector) reads the connect
+//! future's [`ConnectProgress`] stamps when the connection is ready and attaches an
+//! [`OpenedConnection`] to it; hyper-util copies it into the extensions of every response over
+//! that connection (and keeps it in the connection info of its errors); the client's `send`
+//! claims it ([`OpenedConnection::record`], [`OpenedConnection::of_error`]): the first call to
+//! do so gets the timings in its `CallInfo`, every later one none (one flag per connection).
+//!
+//! The extra hyper-util copies is a [`CallInfo`] whose private `connection` field holds the
+//! facts: the client then fills in that record rather than inserting its own, so the facts cost
+//! no allocation per response beyond the one the call's record always cost.
 
-use std::cell::Cell;
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use backstop_classify::Phase;
-use backstop_timeout::{PhaseStamps, track_phase_stamped};
-use http::Uri;
+use backstop_timeout::ConnectProgress;
+
+use crate::CallInfo;
+use http::{Extensions, Uri};
+use hyper_util::client::legacy::connect::{Connected, Connection};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::Service;
 
-thread_local! {
-    // Whether a call's future is being polled on this thread (a connect completing now is its).
-    static IN_CALL: Cell<bool> = const { Cell::new(false) };
-    // The timings of the connection the call being polled opened, if it opened one. Written
-    // only when a connect completes, so a poll that opens nothing touches just the flag above
-    // and this slot's discriminant.
-    static OPENED: Cell<Option<ConnectTimings>> = const { Cell::new(None) };
-}
-
 /// How long establishing a new connection took, phase by phase.
 ///
-/// The phases are those the connector reports ([`backstop_timeout::report_phase`]), each timed
-/// from the moment it was reported to the moment the next one was
+/// Each phase is timed from the moment the previous one ended, as the connector stamped it
 /// ([`backstop_timeout::PhaseStamps`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectTimings {
@@ -48,7 +46,86 @@ pub struct ConnectTimings {
     pub total: Duration,
 }
 
-/// Times every connection its inner connector makes.
+/// The facts of a new connection, in the extensions of every response over it (inside a
+/// [`CallInfo`]) until the client takes them; claimed by the first call that does.
+#[derive(Debug, Clone)]
+pub(crate) struct OpenedConnection(Arc<Opened>);
+
+impl PartialEq for OpenedConnection {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+#[derive(Debug)]
+struct Opened {
+    timings: ConnectTimings,
+    claimed: AtomicBool,
+}
+
+impl OpenedConnection {
+    /// The connection's timings, if no call claimed them before: the first caller gets them.
+    fn claim(&self) -> Option<ConnectTimings> {
+        // A pooled connection was claimed long ago: a plain load, no read-modify-write.
+        if self.0.claimed.load(Ordering::Relaxed) {
+            return None;
+        }
+        (!self.0.claimed.swap(true, Ordering::AcqRel)).then_some(self.0.timings)
+    }
+
+    /// The record hyper-util copies into every response over this connection.
+    fn carrier(self) -> CallInfo {
+        CallInfo {
+            attempts: 0,
+            delays: Vec::new(),
+            retry_stopped: None,
+            breaker: None,
+            time_to_headers: Duration::ZERO,
+            connect: None,
+            connection: Some(self),
+        }
+    }
+
+    /// Claims the connection whose record is in `extensions`, if any, and leaves there the
+    /// call's record `call` makes of the timings it got.
+    pub(crate) fn record(
+        extensions: &mut Extensions,
+        call: impl FnOnce(Option<ConnectTimings>) -> CallInfo,
+    ) {
+        match extensions.get_mut::<CallInfo>() {
+            Some(carried) => {
+                let connect = carried.connection.take().and_then(|opened| opened.claim());
+                *carried = call(connect);
+            }
+            None => {
+                extensions.insert(call(None));
+            }
+        }
+    }
+
+    /// Takes the facts out of `extensions` and claims the connection.
+    fn take_from(extensions: &mut Extensions) -> Option<ConnectTimings> {
+        extensions.remove::<CallInfo>()?.connection?.claim()
+    }
+
+    /// Claims the connection a failed call's error came over, when hyper-util says which
+    /// (an error on a connection carries its `Connected`).
+    #[cold]
+    pub(crate) fn of_error(err: &(dyn std::error::Error + 'static)) -> Option<ConnectTimings> {
+        let mut link = Some(err);
+        while let Some(err) = link {
+            if let Some(client) = err.downcast_ref::<hyper_util::client::legacy::Error>() {
+                let mut extensions = Extensions::new();
+                client.connect_info()?.get_extras(&mut extensions);
+                return OpenedConnection::take_from(&mut extensions);
+            }
+            link = err.source();
+        }
+        None
+    }
+}
+
+/// Times every connection its inner connector makes, and attaches the timings to it.
 #[derive(Debug, Clone)]
 pub(crate) struct TimedConnector<C> {
     inner: C,
@@ -63,8 +140,9 @@ impl<C> TimedConnector<C> {
 impl<C> Service<Uri> for TimedConnector<C>
 where
     C: Service<Uri>,
+    C::Future: ConnectProgress,
 {
-    type Response = C::Response;
+    type Response = Timed<C::Response>;
     type Error = C::Error;
     type Future = TimedFuture<C::Future>;
 
@@ -73,131 +151,175 @@ where
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-        let mut phases = Phases::start();
-        let inner = phases.track(|| self.inner.call(uri));
-        TimedFuture { inner, tls, phases }
+        TimedFuture {
+            tls: uri.scheme() == Some(&http::uri::Scheme::HTTPS),
+            started: Instant::now(),
+            inner: self.inner.call(uri),
+        }
     }
 }
 
 pin_project! {
+    /// The future of [`TimedConnector`].
     pub(crate) struct TimedFuture<F> {
         #[pin]
         inner: F,
         tls: bool,
-        phases: Phases,
-    }
-}
-
-/// When a connect started, the phase it is in, and the moments it left resolving and TCP.
-struct Phases {
-    started: Instant,
-    phase: Phase,
-    stamps: PhaseStamps,
-}
-
-impl Phases {
-    fn start() -> Phases {
-        Phases {
-            started: Instant::now(),
-            phase: Phase::Connect,
-            stamps: PhaseStamps::default(),
-        }
-    }
-
-    /// Runs one poll (or the connector's `call`) in a stamped phase scope.
-    fn track<T>(&mut self, poll: impl FnOnce() -> T) -> T {
-        track_phase_stamped(&mut self.phase, &mut self.stamps, poll)
-    }
-
-    /// The timings of a connection ready now.
-    fn timings(&self, tls: bool) -> ConnectTimings {
-        let ready_at = Instant::now();
-        let tcp_from = self.stamps.resolved.unwrap_or(self.started);
-        let tcp_to = self.stamps.connected.unwrap_or(ready_at);
-        ConnectTimings {
-            resolve: self
-                .stamps
-                .resolved
-                .map(|at| at.saturating_duration_since(self.started)),
-            tcp: tcp_to.saturating_duration_since(tcp_from),
-            tls: tls.then(|| ready_at.saturating_duration_since(tcp_to)),
-            total: ready_at.saturating_duration_since(self.started),
-        }
+        started: Instant,
     }
 }
 
 impl<F, T, E> Future for TimedFuture<F>
 where
-    F: Future<Output = Result<T, E>>,
+    F: Future<Output = Result<T, E>> + ConnectProgress,
 {
-    type Output = Result<T, E>;
+    type Output = Result<Timed<T>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let inner = this.inner;
-        let polled = this.phases.track(|| inner.poll(cx));
-        let io = ready!(polled)?;
-        let timings = this.phases.timings(*this.tls);
-        if IN_CALL.with(Cell::get) {
-            OPENED.with(|slot| slot.set(Some(timings)));
-        }
-        Poll::Ready(Ok(io))
-    }
-}
-
-pin_project! {
-    /// A call's future, with the timings of the connection it opened (`None`: it opened none).
-    pub(crate) struct ConnectScope<F> {
-        #[pin]
-        inner: F,
-        opened: Option<ConnectTimings>,
-    }
-}
-
-impl<F> ConnectScope<F> {
-    pub(crate) fn new(inner: F) -> Self {
-        ConnectScope {
-            inner,
-            opened: None,
-        }
-    }
-}
-
-/// Restores the outer call's mark and connection, also when the poll unwinds.
-struct Restore {
-    outer_in_call: bool,
-    /// What an enclosing call had recorded when this one's poll began (rare: a call polled
-    /// from inside another's poll, after the outer one's connect completed in that same poll).
-    outer_opened: Option<ConnectTimings>,
-}
-
-impl Drop for Restore {
-    fn drop(&mut self) {
-        IN_CALL.with(|flag| flag.set(self.outer_in_call));
-        // Unconditionally: after an unwinding poll, a connection this call opened must not be
-        // left for another call to find.
-        OPENED.with(|slot| slot.set(self.outer_opened));
-    }
-}
-
-impl<F: Future> Future for ConnectScope<F> {
-    type Output = (F::Output, Option<ConnectTimings>);
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let restore = Restore {
-            outer_in_call: IN_CALL.with(|flag| flag.replace(true)),
-            outer_opened: OPENED.with(Cell::take),
+        let mut this = self.project();
+        let io = ready!(this.inner.as_mut().poll(cx))?;
+        let ready_at = Instant::now();
+        // Read after completion: the connect future keeps its stamps until dropped.
+        let stamps = this.inner.stamps();
+        let started = *this.started;
+        let tcp_from = stamps.resolved.unwrap_or(started);
+        let tcp_to = stamps.connected.unwrap_or(ready_at);
+        let timings = ConnectTimings {
+            resolve: stamps
+                .resolved
+                .map(|at| at.saturating_duration_since(started)),
+            tcp: tcp_to.saturating_duration_since(tcp_from),
+            tls: this.tls.then(|| ready_at.saturating_duration_since(tcp_to)),
+            total: ready_at.saturating_duration_since(started),
         };
-        let polled = this.inner.poll(cx);
-        if let Some(opened) = OPENED.with(Cell::take) {
-            *this.opened = Some(opened);
+        Poll::Ready(Ok(Timed {
+            io,
+            opened: OpenedConnection(Arc::new(Opened {
+                timings,
+                claimed: AtomicBool::new(false),
+            })),
+        }))
+    }
+}
+
+/// A connection's IO with its [`OpenedConnection`] facts, which it adds to hyper-util's
+/// `Connected` (reads and writes pass straight through).
+#[derive(Debug)]
+pub(crate) struct Timed<T> {
+    io: T,
+    opened: OpenedConnection,
+}
+
+impl<T: Connection> Connection for Timed<T> {
+    fn connected(&self) -> Connected {
+        self.io.connected().extra(self.opened.clone().carrier())
+    }
+}
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for Timed<T> {
+    #[inline]
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Timed<T> {
+    #[inline]
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    #[inline]
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    #[inline]
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    #[inline]
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    #[inline]
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn opened() -> OpenedConnection {
+        OpenedConnection(Arc::new(Opened {
+            timings: ConnectTimings {
+                resolve: None,
+                tcp: Duration::from_millis(1),
+                tls: None,
+                total: Duration::from_millis(2),
+            },
+            claimed: AtomicBool::new(false),
+        }))
+    }
+
+    fn call_info(connect: Option<ConnectTimings>) -> CallInfo {
+        CallInfo {
+            attempts: 1,
+            delays: Vec::new(),
+            retry_stopped: None,
+            breaker: None,
+            time_to_headers: Duration::from_millis(3),
+            connect,
+            connection: None,
         }
-        drop(restore);
-        match polled {
-            Poll::Ready(output) => Poll::Ready((output, *this.opened)),
-            Poll::Pending => Poll::Pending,
-        }
+    }
+
+    #[test]
+    fn only_the_first_response_over_a_connection_claims_it_and_the_facts_are_replaced() {
+        let opened = opened();
+        let timings = opened.0.timings;
+        let connected = Connected::new().extra(opened.clone().carrier());
+        let mut first = Extensions::new();
+        connected.get_extras(&mut first);
+        let mut second = Extensions::new();
+        connected.get_extras(&mut second);
+        OpenedConnection::record(&mut first, call_info);
+        assert_eq!(first.get::<CallInfo>(), Some(&call_info(Some(timings))));
+        OpenedConnection::record(&mut second, call_info);
+        assert_eq!(
+            second.get::<CallInfo>(),
+            Some(&call_info(None)),
+            "claimed already"
+        );
+        let mut none = Extensions::new();
+        OpenedConnection::record(&mut none, call_info);
+        assert_eq!(none.get::<CallInfo>(), Some(&call_info(None)));
+        // An error's connection info, as hyper-util keeps it.
+        let mut third = Extensions::new();
+        Connected::new()
+            .extra(opened.carrier())
+            .get_extras(&mut third);
+        assert_eq!(
+            OpenedConnection::take_from(&mut third),
+            None,
+            "claimed already"
+        );
     }
 }

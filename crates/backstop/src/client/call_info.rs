@@ -7,7 +7,7 @@ use backstop_classify::Error;
 use backstop_retry::{RetryInfo, StopReason};
 use http::Response;
 
-use crate::timed::ConnectTimings;
+use crate::timed::{ConnectTimings, OpenedConnection};
 
 /// What happened during a call, in the response's extensions.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,12 +27,18 @@ pub struct CallInfo {
     /// included; for a failed call, until it failed.
     pub time_to_headers: Duration,
     /// How long establishing the connection took, in all and per phase (DNS, TCP, TLS), when
-    /// this call opened a new one; `None` when it reused a pooled connection.
+    /// the call's answer came over a new connection — the first call answered over a
+    /// connection reports it, every later one gets `None` (a pooled connection). `None` too
+    /// for a failed call that has no connection to show for it (a connect failure, or a call
+    /// cut by its attempt timeout or deadline before any answer).
     pub connect: Option<ConnectTimings>,
+    /// The facts of the connection, while hyper-util carries this record from a new connection
+    /// to the client (see `timed.rs`); `None` in every record a caller sees.
+    pub(crate) connection: Option<OpenedConnection>,
 }
 
 impl CallInfo {
-    pub(super) fn new(
+    pub(crate) fn new(
         retry: RetryInfo,
         breaker: Option<State>,
         time_to_headers: Duration,
@@ -45,6 +51,7 @@ impl CallInfo {
             breaker,
             time_to_headers,
             connect,
+            connection: None,
         }
     }
 

@@ -22,7 +22,9 @@ use backstop_breaker::{Breakers, CircuitBreakerLayer, PerAuthority, State, Windo
 use backstop_classify::{BoxError, ClassifyLayer, Error, Kind, Phase};
 use backstop_deadline::{AttemptTimeoutLayer, Covers, DeadlineLayer, Propagation};
 use backstop_retry::{ReplayBody, RetryBudget, RetryInfo, RetryLayer};
-use backstop_timeout::{ConnectTimeoutLayer, IdleTimeoutLayer, TcpConnector};
+use backstop_timeout::{
+    BodyIdleTimeoutLayer, ConnectTimeoutLayer, ConnectionIdleTimeoutLayer, TcpConnector,
+};
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body_util::BodyExt;
@@ -40,6 +42,7 @@ use self::pool::ServicePool;
 pub use self::resolver::FnResolver;
 use crate::policy::{ConfigError, Policy};
 pub use crate::timed::ConnectTimings;
+use crate::timed::OpenedConnection;
 
 /// A ready HTTP client with every resilience rule, in this order from the outside in:
 ///
@@ -107,15 +110,16 @@ impl Client {
     {
         let tcp = TcpConnector::builder().resolver(resolver).build()?;
         let https = crate::tls::https_connector(tls, tcp)?;
-        let idle = IdleTimeoutLayer::new(policy.idle_timeout)
+        let idle = ConnectionIdleTimeoutLayer::try_new(policy.idle_timeout)
             .map_err(|e| ConfigError::new("idle_timeout", e.rule().to_owned()))?;
         let connector = ServiceBuilder::new()
             .layer(
-                ConnectTimeoutLayer::new(policy.connect_timeout)
+                ConnectTimeoutLayer::try_new(policy.connect_timeout)
                     .map_err(|e| ConfigError::new("connect_timeout", e.rule().to_owned()))?,
             )
             .layer(idle)
             .service(https);
+        // Outermost, so the timings include every layer's work.
         let connector = crate::timed::TimedConnector::new(connector);
         let mut builder = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
         builder.pool_timer(hyper_util::rt::TokioTimer::new());
@@ -150,7 +154,7 @@ impl Client {
         let inner = ServiceBuilder::new()
             .layer(ClassifyLayer::new())
             .layer(attempt)
-            .layer(idle.body_layer())
+            .layer(BodyIdleTimeoutLayer::new(idle.period()))
             .service(hyper_client);
 
         let (service, breakers) = if policy.breaker.enabled {
@@ -200,7 +204,7 @@ impl Client {
         let started = Instant::now();
         // Kept to find the destination's breaker afterwards; a `Uri` clone shares its bytes.
         let uri = self.breakers.is_some().then(|| req.uri().clone());
-        let (res, connect) = crate::timed::ConnectScope::new(self.service.call(req)).await;
+        let res = self.service.call(req).await;
         let time_to_headers = started.elapsed();
         match res {
             Ok(mut res) => {
@@ -211,23 +215,20 @@ impl Client {
                     }
                     _ => None,
                 };
-                let info = CallInfo::new(retry, breaker, time_to_headers, connect);
-                res.extensions_mut().insert(info);
+                // Fills the record the connection put there (no second allocation).
+                OpenedConnection::record(res.extensions_mut(), |connect| {
+                    CallInfo::new(retry, breaker, time_to_headers, connect)
+                });
                 Ok(res)
             }
-            Err(err) => Err(self.failed(err, uri, time_to_headers, connect)),
+            Err(err) => Err(self.failed(err, uri, time_to_headers)),
         }
     }
 
     /// Records what happened in a failed call's error.
     #[cold]
-    fn failed(
-        &self,
-        mut err: Error,
-        uri: Option<http::Uri>,
-        elapsed: Duration,
-        connect: Option<ConnectTimings>,
-    ) -> Error {
+    fn failed(&self, mut err: Error, uri: Option<http::Uri>, elapsed: Duration) -> Error {
+        let connect = OpenedConnection::of_error(&err);
         let retry = RetryInfo::of_error(&err).unwrap_or_default();
         let breaker = match (&self.breakers, uri) {
             (Some(breakers), Some(uri)) => Request::get(uri)

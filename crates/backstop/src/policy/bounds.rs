@@ -18,7 +18,7 @@
 //! | `attempt_timeout` | above zero ..= 1 day | `backstop_deadline::AttemptTimeoutLayerBuilder::build` |
 //! | attempt timeout, set or following `deadline`, with propagation on | ≥ 11 ms (the 10 ms margin + 1 ms left for the callee) | `Propagation::validate_against`, called by the same build |
 //! | `connect_timeout` | 1 ms ..= 600 s | `backstop_timeout::ConnectTimeoutLayer::new` (`MAX_CONNECT_TIMEOUT`) |
-//! | `idle_timeout` | 1 ms ..= 24 h | `backstop_timeout::IdleTimeoutLayer::new` (`MAX_IDLE_TIMEOUT`) |
+//! | `idle_timeout` | 1 ms ..= 24 h | `backstop_timeout::ConnectionIdleTimeoutLayer::try_new` (`MAX_IDLE_TIMEOUT`) |
 //! | `retry.max_attempts` | 1 ..= 10 | `backstop_retry::RetryLayerBuilder::build` (`MAX_ATTEMPTS_LIMIT`) |
 //! | `retry.max_delay` | 0 ..= 1 h | `backstop_retry::Backoff::new` (`MAX_BACKOFF_CAP`) |
 //! | `retry.base_delay` | 0 ..= `retry.max_delay` | `backstop_retry::Backoff::new` |
@@ -115,12 +115,12 @@ pub(crate) const CONNECT_TIMEOUT: Bound<Duration> = Bound {
     layer: "the limit of backstop_timeout::ConnectTimeoutLayer",
 };
 
-/// `backstop_timeout::IdleTimeoutLayer::new`: 1 ms ..= `MAX_IDLE_TIMEOUT` (24 h).
+/// `backstop_timeout::ConnectionIdleTimeoutLayer::try_new`: 1 ms ..= `MAX_IDLE_TIMEOUT` (24 h).
 pub(crate) const IDLE_TIMEOUT: Bound<Duration> = Bound {
     field: "idle_timeout",
     min: Duration::from_millis(1),
     max: Some(Duration::from_secs(24 * 3600)),
-    layer: "the limit of backstop_timeout::IdleTimeoutLayer",
+    layer: "the limit of backstop_timeout::ConnectionIdleTimeoutLayer",
 };
 
 /// `backstop_retry::RetryLayerBuilder::build`: 1 ..= `MAX_ATTEMPTS_LIMIT` (10).

@@ -1,4 +1,6 @@
-//! The client's TLS: the default configuration and the HTTPS connector, built without a panic.
+//! The client's TLS: the default configuration and the HTTPS connector ([`HttpsConnector`], ours
+//! over tokio-rustls, so that its future can tell the connect timeout which phase it is in),
+//! built without a panic.
 //!
 //! Two things in the usual way of building these panic at run time, and `build()` must not:
 //!
@@ -6,13 +8,17 @@
 //!   was installed it picks one from rustls' crate features; when another crate of the
 //!   application enables rustls' `aws-lc-rs` provider next to `ring`, the choice is ambiguous and
 //!   it panics. The default configuration therefore names its provider (ring).
-//! - `hyper_rustls::HttpsConnectorBuilder::with_tls_config` asserts that the configuration has
-//!   no ALPN protocols. A user's ALPN list is therefore checked here and, when the client can
-//!   speak every protocol in it, honoured as given (see [`https_connector`]).
+//! - hyper-rustls' `HttpsConnectorBuilder::with_tls_config` asserts that the configuration has
+//!   no ALPN protocols (we no longer use it, but keep its lesson): a user's ALPN list is checked
+//!   here and, when the client can speak every protocol in it, honoured as given (see
+//!   [`https_connector`]).
+
+mod connector;
+mod stream;
 
 use std::sync::Arc;
 
-use hyper_rustls::HttpsConnector;
+pub(crate) use connector::HttpsConnector;
 
 use crate::policy::ConfigError;
 
@@ -59,10 +65,7 @@ pub(crate) fn https_connector<H>(
     } else {
         check_alpn(&config.alpn_protocols)?;
     }
-    // Not `HttpsConnectorBuilder::with_tls_config`: it asserts an empty ALPN list, then sets its
-    // own. This is what the builder makes with `https_or_http()` and the ALPN list above: the
-    // default server-name resolver (the URL's host), `http://` allowed.
-    Ok(HttpsConnector::from((tcp, Arc::new(config))))
+    Ok(HttpsConnector::new(tcp, Arc::new(config)))
 }
 
 /// Accepts an ALPN list of `h2` and `http/1.1` only, none twice.
