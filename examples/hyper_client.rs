@@ -42,7 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .layer(RetryLayer::builder().max_attempts(3).build()?)
         .layer(CircuitBreakerLayer::new())
         .layer(ClassifyLayer::new())
-        .layer(AttemptTimeoutLayer::new(Duration::from_secs(2))?)
+        .layer(AttemptTimeoutLayer::new(Duration::from_secs(2)))
         .layer(idle.body_layer())
         .service(hyper_client);
 

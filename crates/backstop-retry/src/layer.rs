@@ -10,8 +10,9 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use backstop_classify::{
-    BoxError, Classify, Deadline, Error, Failure, HttpPolicy, Kind, Outcome, Phase, Retryable,
+    BoxError, Classify, Error, Failure, HttpPolicy, Kind, Outcome, Phase, Retryable,
 };
+use backstop_deadline::Deadline;
 use http::uri::Authority;
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, request::Parts};
 use http_body::Body;

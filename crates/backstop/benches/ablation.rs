@@ -70,7 +70,7 @@ fn main() {
             HyperClient::builder(TokioExecutor::new())
                 .build::<_, ReplayBody<Full<Bytes>>>(connector())
         };
-        let attempt = || AttemptTimeoutLayer::new(Duration::from_secs(10)).unwrap();
+        let attempt = || AttemptTimeoutLayer::new(Duration::from_secs(10));
         let deadline = || {
             DeadlineLayer::builder()
                 .timeout(Duration::from_secs(30))

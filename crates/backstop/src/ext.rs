@@ -100,7 +100,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self,
         timeout: Duration,
     ) -> Result<ServiceBuilder<Stack<AttemptTimeoutLayer, L>>, ConfigError> {
-        Ok(self.layer(AttemptTimeoutLayer::new(timeout)?))
+        Ok(self.layer(AttemptTimeoutLayer::builder().timeout(timeout).build()?))
     }
 
     fn body_idle_timeout(
