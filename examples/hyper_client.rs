@@ -9,7 +9,7 @@ use std::time::Duration;
 use backstop_breaker::CircuitBreakerLayer;
 use backstop_chaos::{ChaosServer, Fault, Script};
 use backstop_classify::ClassifyLayer;
-use backstop_deadline::{AttemptTimeoutLayer, DeadlineLayer};
+use backstop_deadline::{AttemptTimeoutLayer, DeadlineLayer, InnerWaits};
 use backstop_retry::{ReplayBody, RetryInfo, RetryLayer};
 use backstop_timeout::{ConnectTimeoutLayer, IdleTimeoutLayer, TcpConnector};
 use bytes::Bytes;
@@ -37,6 +37,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .layer(
             DeadlineLayer::builder()
                 .timeout(Duration::from_secs(5))
+                // The attempt timeout below bounds every attempt by this deadline too, and
+                // backstop's retry never sleeps past it: one timer per attempt.
+                .inner_waits(InnerWaits::BoundedByAttemptTimeout)
                 .build()?,
         )
         .layer(RetryLayer::builder().max_attempts(3).build()?)
