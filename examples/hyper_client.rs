@@ -9,7 +9,7 @@ use std::time::Duration;
 use backstop_breaker::CircuitBreakerLayer;
 use backstop_chaos::{ChaosServer, Fault, Script};
 use backstop_classify::ClassifyLayer;
-use backstop_deadline::{AttemptTimeoutLayer, DeadlineLayer};
+use backstop_deadline::{AttemptTimeoutLayer, DeadlineLayer, InnerWaits};
 use backstop_retry::{ReplayBody, RetryInfo, RetryLayer};
 use backstop_timeout::{
     BodyIdleTimeoutLayer, ConnectTimeoutLayer, ConnectionIdleTimeoutLayer, TcpConnector,
@@ -39,12 +39,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .layer(
             DeadlineLayer::builder()
                 .timeout(Duration::from_secs(5))
+                // The attempt timeout below bounds every attempt by this deadline too, and
+                // backstop's retry never sleeps past it: one timer per attempt.
+                .inner_waits(InnerWaits::BoundedByAttemptTimeout)
                 .build()?,
         )
         .layer(RetryLayer::builder().max_attempts(3).build()?)
         .layer(CircuitBreakerLayer::new())
         .layer(ClassifyLayer::new())
-        .layer(AttemptTimeoutLayer::new(Duration::from_secs(2))?)
+        .layer(AttemptTimeoutLayer::new(Duration::from_secs(2)))
         .layer(BodyIdleTimeoutLayer::new(idle))
         .service(hyper_client);
 

@@ -404,7 +404,7 @@ async fn service_builder_ext_wraps_a_users_own_hyper_client_in_the_same_rules() 
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let attempt = backstop::deadline::AttemptTimeoutLayer::new(Duration::from_secs(1)).unwrap();
+    let attempt = backstop::deadline::AttemptTimeoutLayer::new(Duration::from_secs(1));
     let body_idle = backstop::timeout::BodyIdleTimeoutLayer::new(Duration::from_secs(1));
     let client = ServiceBuilder::new()
         .deadline(deadline)

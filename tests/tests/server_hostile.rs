@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use backstop::ServerStack;
-use backstop::classify::Deadline;
+use backstop::deadline::Deadline;
 use backstop::server::{IncomingBody, ServeConfig, Server};
 use bytes::Bytes;
 use http::{Request, Response};

@@ -33,13 +33,9 @@
 //!   errors into an [`Outcome`]; [`HttpPolicy`] and [`GrpcPolicy`] are the defaults.
 //! - [`ClassifyLayer`]: a tower layer that does the above once and stores the [`Outcome`] in the
 //!   response extensions.
-//! - [`Deadline`]: the instant a whole call must end by, carried in request extensions or as the
-//!   [ambient](mod@ambient) deadline of the task; [`Deadline::current`] reads either.
 //! - [`parse_retry_after`], [`parse_grpc_pushback`]: untrusted headers, parsed without panics.
 
-pub mod ambient;
 mod config;
-mod deadline;
 mod error;
 mod failure;
 mod kind;
@@ -48,7 +44,6 @@ mod policy;
 mod retry_after;
 
 pub use config::ConfigError;
-pub use deadline::Deadline;
 pub use error::{BoxError, Error, classify_error};
 pub use failure::{Failure, Outcome, Phase, Retryable};
 pub use kind::{GrpcCode, Kind, ProtocolFailure, Timer, TlsFailure};

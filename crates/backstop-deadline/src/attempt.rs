@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use backstop_classify::{BoxError, Deadline, Error, Failure, Kind, Phase, Timer};
+use backstop_classify::{BoxError, Error, Failure, Kind, Phase, Timer};
 use http::Request;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
@@ -15,10 +15,11 @@ use tower_service::Service;
 use crate::ambient::Budget;
 use crate::propagate::{Prepared, Propagation};
 use crate::timer::Timer as AttemptTimer;
-use crate::{ConfigError, ambient, deadline_failure};
+use crate::{ConfigError, Deadline, ambient, deadline_failure};
 
-/// The longest attempt timeout accepted (a day): longer ones are surely a unit mistake.
-const MAX_ATTEMPT: Duration = Duration::from_secs(86_400);
+/// The longest attempt timeout [`AttemptTimeoutLayerBuilder::build`] accepts (a day): longer ones
+/// are surely a unit mistake. [`AttemptTimeoutLayer::new`] clamps to it.
+pub const MAX_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(86_400);
 
 /// Bounds one attempt of a call until its response head arrives. Place it inside retry.
 ///
@@ -31,6 +32,11 @@ const MAX_ATTEMPT: Duration = Duration::from_secs(86_400);
 /// turned on), the time this attempt has is written into the outgoing request, so the callee
 /// stops when this attempt is given up.
 ///
+/// Its timer is armed for the earlier of the two bounds, so inside a client
+/// [`DeadlineLayer`](crate::DeadlineLayer) built with
+/// [`InnerWaits::BoundedByAttemptTimeout`](crate::InnerWaits::BoundedByAttemptTimeout) it is the
+/// one timer that wakes the call at the deadline.
+///
 /// ```
 /// use std::time::Duration;
 /// use backstop_classify::{Kind, Timer};
@@ -41,7 +47,7 @@ const MAX_ATTEMPT: Duration = Duration::from_secs(86_400);
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let svc = ServiceBuilder::new()
-///     .layer(AttemptTimeoutLayer::new(Duration::from_millis(300))?)
+///     .layer(AttemptTimeoutLayer::new(Duration::from_millis(300)))
 ///     .service(service_fn(|_req: Request<()>| async {
 ///         std::future::pending::<Result<Response<()>, std::io::Error>>().await
 ///     }));
@@ -55,15 +61,38 @@ const MAX_ATTEMPT: Duration = Duration::from_secs(86_400);
 pub struct AttemptTimeoutLayer {
     timeout: Duration,
     propagation: Propagation,
-    // The headers for the whole attempt timeout left, formatted once.
+    // The headers for the whole attempt timeout left, formatted once; `None` also when the
+    // margin leaves too little to send (see `lazy`).
     prepared: Option<Prepared>,
 }
 
 impl AttemptTimeoutLayer {
     /// Attempts bounded by `timeout`, with the default [`Propagation`]: `grpc-timeout` on gRPC
-    /// requests, nothing on plain HTTP ones.
-    pub fn new(timeout: Duration) -> Result<AttemptTimeoutLayer, ConfigError> {
-        AttemptTimeoutLayer::builder().timeout(timeout).build()
+    /// requests, nothing on plain HTTP ones. Never fails, as tower's `TimeoutLayer::new`: a zero
+    /// timeout fails every attempt that has to wait, one beyond [`MAX_ATTEMPT_TIMEOUT`] is clamped
+    /// to it, and one not longer than the margin plus
+    /// [`MIN_PROPAGATED`](crate::propagate::MIN_PROPAGATED) fails the requests that are to carry
+    /// a header (gRPC ones) locally. The [builder](AttemptTimeoutLayer::builder) rejects those
+    /// instead.
+    pub fn new(timeout: Duration) -> AttemptTimeoutLayer {
+        AttemptTimeoutLayer::with(timeout.min(MAX_ATTEMPT_TIMEOUT), Propagation::new())
+    }
+
+    fn with(timeout: Duration, propagation: Propagation) -> AttemptTimeoutLayer {
+        AttemptTimeoutLayer {
+            timeout,
+            prepared: propagation.prepare(timeout),
+            propagation,
+        }
+    }
+
+    /// Whether an attempt bounded by this timeout alone may start its clock lazily: its headers
+    /// were prepared, or none is ever written. (A margin too large for the timeout leaves
+    /// nothing to prepare; `Propagation::write` then fails, per request, those that are to carry
+    /// a header.) Computed rather than stored: the layer is cloned into every service.
+    #[inline]
+    fn lazy(&self) -> bool {
+        self.prepared.is_some() || !self.propagation.is_enabled()
     }
 
     /// A builder; see [`AttemptTimeoutLayerBuilder`].
@@ -83,7 +112,7 @@ pub struct AttemptTimeoutLayerBuilder {
 }
 
 impl AttemptTimeoutLayerBuilder {
-    /// The bound on one attempt (required; greater than zero, at most a day).
+    /// The bound on one attempt (required; greater than zero, at most [`MAX_ATTEMPT_TIMEOUT`]).
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
@@ -98,7 +127,10 @@ impl AttemptTimeoutLayerBuilder {
         self
     }
 
-    /// The layer, or the first rule the settings break.
+    /// The layer, or the first rule the settings break, naming the field: `attempt_timeout` must
+    /// be set, greater than zero and at most [`MAX_ATTEMPT_TIMEOUT`]; `propagation.margin` plus
+    /// [`MIN_PROPAGATED`](crate::propagate::MIN_PROPAGATED) must not exceed it when propagation is
+    /// enabled.
     pub fn build(self) -> Result<AttemptTimeoutLayer, ConfigError> {
         let Some(timeout) = self.timeout else {
             return Err(ConfigError::new("attempt_timeout", "must be set"));
@@ -109,7 +141,7 @@ impl AttemptTimeoutLayerBuilder {
                 "must be greater than zero",
             ));
         }
-        if timeout > MAX_ATTEMPT {
+        if timeout > MAX_ATTEMPT_TIMEOUT {
             return Err(ConfigError::new(
                 "attempt_timeout",
                 "must be at most one day",
@@ -119,11 +151,7 @@ impl AttemptTimeoutLayerBuilder {
             timeout,
             "must be at least 1 ms shorter than attempt_timeout",
         )?;
-        Ok(AttemptTimeoutLayer {
-            timeout,
-            prepared: self.propagation.prepare(timeout),
-            propagation: self.propagation,
-        })
+        Ok(AttemptTimeoutLayer::with(timeout, self.propagation))
     }
 }
 
@@ -194,7 +222,7 @@ impl<S> AttemptTimeout<S> {
         // has not started starts no earlier than this call, so the timeouts compare as their
         // instants would: a shorter attempt timeout is the earlier bound; an equal one ends with
         // the call's budget (whichever timer fires first, the deadline layer's or ours).
-        if Deadline::of(req).is_none() {
+        if self.layer.lazy() && Deadline::of(req).is_none() {
             let timer = match ambient::peek() {
                 None => Some(Timer::Attempt),
                 Some(Budget::NotStarted(outer)) if timeout < outer => Some(Timer::Attempt),
@@ -294,14 +322,7 @@ where
                 // idempotent requests (phase "awaiting headers").
                 Poll::Pending => match clock.as_mut().poll_expired(cx) {
                     Poll::Ready(()) => Err(Error::new(Kind::TimedOut(*timer), Phase::AwaitHeaders)),
-                    Poll::Pending => {
-                        // Registered with this task's waker: a deadline layer outside need not
-                        // register its own timer if this one fires no later.
-                        if let Some(at) = clock.armed_at() {
-                            crate::timer::report_wake(at);
-                        }
-                        return Poll::Pending;
-                    }
+                    Poll::Pending => return Poll::Pending,
                 },
             },
             StateProj::Failed { failure } => Err(Error::from_failure(*failure)),

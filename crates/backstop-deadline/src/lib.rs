@@ -24,7 +24,7 @@
 //! // Client: a 1 s ceiling over everything, 300 ms per attempt, and the time left told to our
 //! // own services only.
 //! let mut client = ServiceBuilder::new()
-//!     .layer(DeadlineLayer::builder().timeout(Duration::from_secs(1)).build()?)
+//!     .layer(DeadlineLayer::new(Duration::from_secs(1)))
 //!     .layer(
 //!         AttemptTimeoutLayer::builder()
 //!             .timeout(Duration::from_millis(300))
@@ -71,19 +71,36 @@
 //!   time left, so a chain of services shares one budget.
 //!
 //! # Modules
-//! One per middleware, each with its layer, service and response future: [`client`],
-//! [`attempt`], [`server`]; plus [`propagate`] (the wire formats) and [`ambient`] (the task-local
-//! deadline of a server handler).
+//! One per middleware: [`client`] (a module with the layer, the service, the response future
+//! and the body wrapper in files of their own), [`attempt`], [`server`]; plus [`propagate`] (the
+//! wire formats and the propagation policy), [`Deadline`] itself and [`ambient`] (the task-local
+//! deadline the layers and a server handler's clients read).
+//!
+//! # What travels between the layers
+//! - The [`Deadline`] goes inward as the [ambient](mod@ambient) deadline (a task-local: the one
+//!   side channel left, documented there) and, with [`Carry::Extensions`], in the request
+//!   extensions. backstop-retry reads it (it depends on this crate for [`Deadline`]; the arrow
+//!   runs one way, from the readers to here, and this crate to backstop-classify for the error
+//!   vocabulary).
+//! - Who wakes the call at the deadline is decided when the stack is built: the client
+//!   [`DeadlineLayer`] arms a timer of its own unless told, with [`InnerWaits`], that the
+//!   [`AttemptTimeout`] inside bounds every wait by the deadline.
+//! - Propagation headers go out on the request; [`PropagateDeadline`] comes in on its extensions.
+//!
+//! # Bounds
+//! The builders reject, naming the field, what the infallible `new`s accept or clamp:
+//! [`MAX_ATTEMPT_TIMEOUT`] (attempt timeout: more than zero, at most a day),
+//! [`MAX_DEADLINE_AHEAD`] (the client deadline: more than zero, clamped to about 30 years),
+//! [`MAX_SERVER_TIMEOUT`] (the server's maximum: at most a year), and for every layer that
+//! propagates, a [margin](Propagation::margin) plus [`MIN_PROPAGATED`](propagate::MIN_PROPAGATED)
+//! no longer than its timeout.
 //!
 //! # Costs
 //! All timers are tokio's, so everything runs under `tokio::time::pause`. The success path
 //! touches the timer wheel only when the inner service has to wait, and takes no lock. An
-//! attempt has one timer, not two: while an [`AttemptTimeout`] inside has armed a timer that fires
-//! no later than the deadline, the [`DeadlineLayer`] registers none of its own (it does as soon as
-//! a poll leaves the call waiting without one, e.g. in a retry's backoff), and a response body
-//! bounded by the deadline lets the body idle timeout inside skip a timer that could not fire
-//! first ([`Enforced`](backstop_classify::ambient::Enforced)). By default
-//! a call that completes at once reads no clock either (see
+//! attempt under a [`DeadlineLayer`] built with [`InnerWaits::BoundedByAttemptTimeout`] has one
+//! timer, not two: the [`AttemptTimeout`]'s, armed for the earlier of its bound and the deadline.
+//! By default a call that completes at once reads no clock either (see
 //! [when the clock starts](DeadlineLayer#when-the-clock-starts)), and allocates nothing — header
 //! propagation included, since the value for a deadline that has not started is formatted once
 //! when the layer is built. Deciding whether a request gets a header costs one `content-type`
@@ -102,6 +119,7 @@
 //! [`ambient::scope`].
 
 mod config;
+mod deadline;
 mod timer;
 
 pub mod ambient;
@@ -110,14 +128,16 @@ pub mod client;
 pub mod propagate;
 pub mod server;
 
-pub use attempt::{AttemptTimeout, AttemptTimeoutLayer, AttemptTimeoutLayerBuilder};
-pub use backstop_classify::Deadline;
+pub use attempt::{
+    AttemptTimeout, AttemptTimeoutLayer, AttemptTimeoutLayerBuilder, MAX_ATTEMPT_TIMEOUT,
+};
 pub use client::{
-    Carry, Covers, DeadlineBody, DeadlineLayer, DeadlineLayerBuilder, DeadlineService,
+    Carry, Covers, DeadlineBody, DeadlineLayer, DeadlineLayerBuilder, DeadlineService, InnerWaits,
 };
 pub use config::ConfigError;
+pub use deadline::{Deadline, MAX_DEADLINE_AHEAD};
 pub use propagate::{DEFAULT_TIMEOUT_HEADER, PropagateDeadline, Propagation};
-pub use server::DeadlineLayer as ServerDeadlineLayer;
+pub use server::{DeadlineLayer as ServerDeadlineLayer, MAX_SERVER_TIMEOUT};
 
 use backstop_classify::{Error, Failure, Kind, Phase, Timer};
 use http::Request;

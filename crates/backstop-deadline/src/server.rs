@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use backstop_classify::Deadline;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
@@ -19,7 +18,7 @@ use tower_service::Service;
 use crate::propagate::{
     DEFAULT_TIMEOUT_HEADER, GRPC_TIMEOUT, Incoming, is_grpc, parse_grpc_timeout, parse_timeout_ms,
 };
-use crate::{Carry, ConfigError, ambient};
+use crate::{Carry, ConfigError, Deadline, ambient};
 
 /// The server's default deadline when the caller sends none: 30 s.
 pub const DEFAULT_SERVER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -28,6 +27,9 @@ pub const DEFAULT_SERVER_TIMEOUT: Duration = Duration::from_secs(30);
 /// a caller may ask for when the server sets none of its own
 /// ([`no_default_timeout`](DeadlineLayerBuilder::no_default_timeout)).
 pub const DEFAULT_SERVER_MAX: Duration = Duration::from_secs(120);
+
+/// The longest [`max_timeout`](DeadlineLayerBuilder::max_timeout) accepted: a year.
+pub const MAX_SERVER_TIMEOUT: Duration = Duration::from_secs(86_400 * 365);
 
 /// Enforces the caller's deadline on a server handler.
 ///
@@ -219,7 +221,9 @@ impl DeadlineLayerBuilder {
         self
     }
 
-    /// The layer, or the first rule the settings break.
+    /// The layer, or the first rule the settings break, naming the field: `max_timeout` more
+    /// than zero and at most [`MAX_SERVER_TIMEOUT`]; `default_timeout` more than zero and at most
+    /// `max_timeout`; `expired_status` a 4xx or 5xx.
     pub fn build(self) -> Result<DeadlineLayer, ConfigError> {
         let mut config = self.config;
         if !self.default_set {
@@ -228,7 +232,7 @@ impl DeadlineLayerBuilder {
         if config.max.is_zero() {
             return Err(ConfigError::new("max_timeout", "must be greater than zero"));
         }
-        if config.max > Duration::from_secs(86_400 * 365) {
+        if config.max > MAX_SERVER_TIMEOUT {
             return Err(ConfigError::new("max_timeout", "must be at most a year"));
         }
         if let Some(default) = config.default {

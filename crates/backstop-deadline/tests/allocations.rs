@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use backstop_deadline::propagate::{DEFAULT_TIMEOUT_HEADER, Propagation};
 use backstop_deadline::{
-    AttemptTimeoutLayer, Carry, Deadline, DeadlineLayer, ServerDeadlineLayer, ambient,
+    AttemptTimeoutLayer, Carry, Deadline, DeadlineLayer, InnerWaits, ServerDeadlineLayer, ambient,
 };
 use bytes::Bytes;
 use http::{Request, Response};
@@ -55,6 +55,40 @@ impl<S: Service<Request<()>>> Service<Request<()>> for InScope<S> {
         let deadline = Deadline::after(self.0);
         let future = ambient::sync_scope(deadline, || self.1.call(req));
         ambient::scope(deadline, future)
+    }
+}
+
+/// Answers after having to wait once (its future wakes itself and returns pending first),
+/// allocating nothing: what the layers add for a call that waits shows.
+#[derive(Clone, Copy)]
+struct WaitsOnce;
+
+impl Service<Request<()>> for WaitsOnce {
+    type Response = Response<Empty<Bytes>>;
+    type Error = Infallible;
+    type Future = PendingOnce;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: Request<()>) -> Self::Future {
+        PendingOnce(false)
+    }
+}
+
+struct PendingOnce(bool);
+
+impl std::future::Future for PendingOnce {
+    type Output = Result<Response<Empty<Bytes>>, Infallible>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.0 {
+            return Poll::Ready(Ok(Response::new(Empty::new())));
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 
@@ -123,7 +157,7 @@ fn the_success_path_allocates_nothing_in_the_default_configuration() {
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let default_attempt = AttemptTimeoutLayer::new(Duration::from_secs(1)).unwrap();
+    let default_attempt = AttemptTimeoutLayer::new(Duration::from_secs(1));
     // Told to every destination, and to a list that matches the request's authority.
     let propagated = |propagation: Propagation| {
         (
@@ -205,6 +239,34 @@ fn the_success_path_allocates_nothing_in_the_default_configuration() {
             "3 headers",
         ) - headers_noop,
         0.0
+    );
+    // A call that has to wait: the deadline layer's own timer is boxed (one allocation), unless
+    // it is told that the attempt timeout inside bounds every wait by the deadline; that one's
+    // timer lives in its future.
+    let own_timer = measure(
+        "DeadlineLayer + AttemptTimeout default, inner waits once",
+        allocations_per_call(
+            &rt,
+            quiet_deadline.layer(quiet_attempt.layer(WaitsOnce)),
+            bare,
+        ),
+        "bare",
+    );
+    assert_eq!(own_timer, 1.0, "the deadline's own timer");
+    let bounded = DeadlineLayer::builder()
+        .timeout(Duration::from_secs(5))
+        .propagation(Propagation::disabled())
+        .inner_waits(InnerWaits::BoundedByAttemptTimeout)
+        .build()
+        .unwrap();
+    assert_eq!(
+        measure(
+            "DeadlineLayer(bounded inside) + AttemptTimeout, inner waits once",
+            allocations_per_call(&rt, bounded.layer(quiet_attempt.layer(WaitsOnce)), bare),
+            "bare",
+        ),
+        0.0,
+        "one timer per attempt, the attempt timeout's"
     );
     // With the header turned on, for every destination or a list matched against the
     // request's authority: while the deadline has not started, the header values are the ones

@@ -6,9 +6,10 @@ mod support;
 
 use std::time::Duration;
 
-use backstop_classify::{Deadline, Error, Kind, Phase, Retryable, Timer};
+use backstop_classify::{Error, Kind, Phase, Retryable, Timer};
+use backstop_deadline::Deadline;
 use backstop_deadline::propagate::{DEFAULT_TIMEOUT_HEADER, Propagation};
-use backstop_deadline::{AttemptTimeoutLayer, Carry, Covers, DeadlineLayer, ambient};
+use backstop_deadline::{AttemptTimeoutLayer, Carry, Covers, DeadlineLayer, InnerWaits, ambient};
 use http::{HeaderValue, Method, Request, Response};
 use http_body_util::BodyExt;
 use support::{Behaviour, Drip, LocalRetry, Recorder, upstream};
@@ -56,7 +57,7 @@ async fn attempts_that_keep_failing_stop_at_the_deadline_not_at_attempt_n() {
     let recorder = Recorder::default();
     // Each attempt stalls until its 300 ms attempt timeout; 50 ms backoff; 10 attempts allowed
     // would take 3.45 s, but the deadline is 1 s.
-    let attempt = AttemptTimeoutLayer::new(MS(300)).unwrap();
+    let attempt = AttemptTimeoutLayer::new(MS(300));
     let retry = LocalRetry::new(
         attempt.layer(upstream(recorder.clone(), Behaviour::Stall)),
         10,
@@ -92,13 +93,12 @@ async fn attempts_that_keep_failing_stop_at_the_deadline_not_at_attempt_n() {
 
 #[tokio::test(start_paused = true)]
 async fn the_deadline_holds_from_the_call_after_an_attempt_timer_stood_in_for_it() {
-    // While an attempt is in flight its timer (300 ms) wakes the call before the deadline, so the
-    // deadline layer registers none of its own; once the attempt has given up and the call
-    // waits on something without a timer, the deadline must still fire 1 s after the call.
+    // The attempt's timer (300 ms) fires first; once the attempt has given up and the call waits
+    // on something without a timer, the deadline layer's own timer (the default,
+    // `InnerWaits::Unbounded`) must still fire 1 s after the call.
     let recorder = Recorder::default();
-    let attempt = AttemptTimeoutLayer::new(MS(300))
-        .unwrap()
-        .layer(upstream(recorder.clone(), Behaviour::Stall));
+    let attempt =
+        AttemptTimeoutLayer::new(MS(300)).layer(upstream(recorder.clone(), Behaviour::Stall));
     let inner = tower::service_fn(move |req: Request<()>| {
         let first = attempt.clone().oneshot(req);
         async move {
@@ -119,6 +119,72 @@ async fn the_deadline_holds_from_the_call_after_an_attempt_timer_stood_in_for_it
     assert_eq!(start.elapsed(), Duration::from_secs(1));
     assert_eq!(err.kind(), Kind::TimedOut(Timer::Deadline));
     assert_eq!(recorder.count(), 1);
+}
+
+/// Told that the attempt timeout inside bounds every wait, the deadline layer registers no timer
+/// of its own: the attempt's, armed for the earlier of its bound and the deadline, ends the call
+/// at the deadline with the deadline's error, whichever bound is the shorter.
+#[tokio::test(start_paused = true)]
+async fn with_waits_bounded_inside_the_attempt_timer_ends_the_call_at_the_deadline() {
+    let cases = [
+        (
+            MS(300),
+            vec![
+                Kind::TimedOut(Timer::Attempt),
+                Kind::TimedOut(Timer::Attempt),
+                Kind::TimedOut(Timer::Deadline),
+            ],
+        ),
+        (
+            Duration::from_secs(5),
+            vec![Kind::TimedOut(Timer::Deadline)],
+        ),
+    ];
+    for (attempt, expected) in cases {
+        let recorder = Recorder::default();
+        let mut retry = LocalRetry::new(
+            AttemptTimeoutLayer::new(attempt).layer(upstream(recorder.clone(), Behaviour::Stall)),
+            10,
+            MS(50),
+        );
+        // As backstop's retry: no backoff sleep past the deadline.
+        retry.deadline_aware = true;
+        let failures = retry.failures.clone();
+        let svc = DeadlineLayer::builder()
+            .timeout(Duration::from_secs(1))
+            .inner_waits(InnerWaits::BoundedByAttemptTimeout)
+            .build()
+            .unwrap()
+            .layer(retry);
+
+        let start = Instant::now();
+        let err = svc.oneshot(get()).await.unwrap_err();
+
+        assert_eq!(start.elapsed(), Duration::from_secs(1), "{attempt:?}");
+        assert_eq!(err.kind(), Kind::TimedOut(Timer::Deadline), "{attempt:?}");
+        let kinds: Vec<_> = failures.lock().unwrap().iter().map(kind_of).collect();
+        assert_eq!(kinds, expected, "{attempt:?}");
+    }
+}
+
+/// The other side of that promise: the layer registers no timer for the head, so a wait inside
+/// that no attempt timeout bounds outlives the deadline (the default layer cuts it, see
+/// `a_slow_head_fails_at_the_deadline_in_either_mode`).
+#[tokio::test(start_paused = true)]
+async fn with_waits_bounded_inside_the_layer_registers_no_timer_of_its_own() {
+    let svc = DeadlineLayer::builder()
+        .timeout(Duration::from_secs(1))
+        .inner_waits(InnerWaits::BoundedByAttemptTimeout)
+        .build()
+        .unwrap()
+        .layer(upstream(
+            Recorder::default(),
+            Behaviour::After(Duration::from_secs(3)),
+        ));
+    let start = Instant::now();
+    let res = svc.oneshot(get()).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+    assert_eq!(res.status(), 200);
 }
 
 #[tokio::test(start_paused = true)]
@@ -197,7 +263,6 @@ async fn the_attempt_timeout_is_the_smaller_of_its_own_and_the_time_left() {
 
     // Alone (no deadline), the attempt timer is its own.
     let err = AttemptTimeoutLayer::new(MS(250))
-        .unwrap()
         .layer(upstream(Recorder::default(), Behaviour::Stall))
         .oneshot(get())
         .await
@@ -207,9 +272,8 @@ async fn the_attempt_timeout_is_the_smaller_of_its_own_and_the_time_left() {
 
 #[tokio::test(start_paused = true)]
 async fn an_attempt_timeout_is_retryable_only_for_idempotent_requests() {
-    let svc = AttemptTimeoutLayer::new(MS(100))
-        .unwrap()
-        .layer(upstream(Recorder::default(), Behaviour::Stall));
+    let svc =
+        AttemptTimeoutLayer::new(MS(100)).layer(upstream(Recorder::default(), Behaviour::Stall));
     let start = Instant::now();
     let err = svc.oneshot(get()).await.unwrap_err();
     assert_eq!(start.elapsed(), MS(100));
@@ -223,7 +287,7 @@ async fn an_attempt_timeout_is_retryable_only_for_idempotent_requests() {
 #[tokio::test(start_paused = true)]
 async fn a_post_whose_attempt_times_out_is_not_retried_by_the_loop() {
     let recorder = Recorder::default();
-    let attempt = AttemptTimeoutLayer::new(MS(100)).unwrap();
+    let attempt = AttemptTimeoutLayer::new(MS(100));
     let retry = LocalRetry::new(
         attempt.layer(upstream(recorder.clone(), Behaviour::Stall)),
         5,
@@ -319,9 +383,7 @@ async fn an_expired_deadline_fails_fast_without_calling_inner() {
     assert_eq!(recorder.count(), 0);
 
     // Same for the attempt timeout reading an expired ambient deadline.
-    let svc = AttemptTimeoutLayer::new(MS(100))
-        .unwrap()
-        .layer(upstream(recorder.clone(), Behaviour::Ok));
+    let svc = AttemptTimeoutLayer::new(MS(100)).layer(upstream(recorder.clone(), Behaviour::Ok));
     let expired = Deadline::after(MS(1));
     tokio::time::sleep(MS(2)).await;
     let err = ambient::scope(expired, svc.oneshot(get()))
@@ -514,6 +576,72 @@ async fn the_task_local_carry_reaches_the_attempt_timeout_without_extensions() {
     );
 }
 
+/// `new` never fails, as tower-http's layers: what the builders reject is accepted, clamped or
+/// failed per call, as documented on each `new`.
+#[tokio::test(start_paused = true)]
+async fn the_infallible_constructors_take_any_duration_as_documented() {
+    let grpc = || {
+        Request::builder()
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap()
+    };
+    // A zero deadline fails every call at once, without calling the inner service.
+    let recorder = Recorder::default();
+    let err = DeadlineLayer::new(Duration::ZERO)
+        .layer(upstream(recorder.clone(), Behaviour::Ok))
+        .oneshot(get())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.kind(), err.phase()),
+        (Kind::TimedOut(Timer::Deadline), Phase::Local)
+    );
+    assert_eq!(recorder.count(), 0);
+    // A zero attempt timeout fails an attempt that has to wait, at once.
+    let start = Instant::now();
+    let err = AttemptTimeoutLayer::new(Duration::ZERO)
+        .layer(upstream(Recorder::default(), Behaviour::Stall))
+        .oneshot(get())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::TimedOut(Timer::Attempt));
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    // Durations too long for the clock are clamped, not a panic: the deadline's to about 30
+    // years, the attempt's to a day.
+    let res = DeadlineLayer::new(Duration::MAX)
+        .layer(upstream(Recorder::default(), Behaviour::After(MS(5))))
+        .oneshot(get())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let start = Instant::now();
+    let err = AttemptTimeoutLayer::new(Duration::MAX)
+        .layer(upstream(Recorder::default(), Behaviour::Stall))
+        .oneshot(get())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::TimedOut(Timer::Attempt));
+    assert_eq!(start.elapsed(), backstop_deadline::MAX_ATTEMPT_TIMEOUT);
+    // A timeout shorter than the margin (10 ms) plus 1 ms cannot be told to a callee: requests
+    // that are to carry a header (gRPC ones, by default) fail locally, the others are sent.
+    let attempt =
+        AttemptTimeoutLayer::new(MS(5)).layer(upstream(Recorder::default(), Behaviour::Ok));
+    let err = attempt.clone().oneshot(grpc()).await.unwrap_err();
+    assert_eq!(
+        (err.kind(), err.phase()),
+        (Kind::TimedOut(Timer::Deadline), Phase::Local)
+    );
+    assert!(attempt.oneshot(get()).await.is_ok());
+    let deadline = DeadlineLayer::new(MS(5)).layer(upstream(Recorder::default(), Behaviour::Ok));
+    let err = deadline.clone().oneshot(grpc()).await.unwrap_err();
+    assert_eq!(
+        (err.kind(), err.phase()),
+        (Kind::TimedOut(Timer::Deadline), Phase::Local)
+    );
+    assert!(deadline.oneshot(get()).await.is_ok());
+}
+
 #[test]
 fn invalid_configurations_are_rejected_naming_field_and_rule() {
     let err = DeadlineLayer::builder()
@@ -544,11 +672,12 @@ fn invalid_configurations_are_rejected_naming_field_and_rule() {
         (err.field(), err.rule()),
         ("attempt_timeout", "must be set")
     );
-    let err = AttemptTimeoutLayer::new(Duration::ZERO).unwrap_err();
+    let attempt = |t| AttemptTimeoutLayer::builder().timeout(t).build();
+    let err = attempt(Duration::ZERO).unwrap_err();
     assert_eq!(err.field(), "attempt_timeout");
-    let err = AttemptTimeoutLayer::new(Duration::from_secs(86_401)).unwrap_err();
+    let err = attempt(Duration::from_secs(86_401)).unwrap_err();
     assert_eq!(err.rule(), "must be at most one day");
-    let err = AttemptTimeoutLayer::new(MS(5)).unwrap_err();
+    let err = attempt(MS(5)).unwrap_err();
     assert_eq!(err.field(), "propagation.margin");
 }
 
@@ -580,7 +709,7 @@ async fn bounded(
     deadline: Duration,
     attempt: Duration,
 ) -> (Error, Duration, Vec<Kind>) {
-    let attempt = AttemptTimeoutLayer::new(attempt).unwrap();
+    let attempt = AttemptTimeoutLayer::new(attempt);
     let retry = LocalRetry::new(
         attempt.layer(upstream(Recorder::default(), Behaviour::Stall)),
         3,
@@ -648,9 +777,8 @@ async fn an_attempt_bound_earlier_than_the_deadline_times_out_as_the_attempt() {
         assert_eq!(elapsed, MS(300), "{from:?}");
     }
     // Alone, the first attempt's failure is the attempt's, and retryable if idempotent.
-    let err = AttemptTimeoutLayer::new(MS(100))
-        .unwrap()
-        .layer(upstream(Recorder::default(), Behaviour::Stall));
+    let err =
+        AttemptTimeoutLayer::new(MS(100)).layer(upstream(Recorder::default(), Behaviour::Stall));
     let err = ambient::scope(Deadline::after(MS(300)), err.oneshot(get()))
         .await
         .unwrap_err();
@@ -686,7 +814,6 @@ async fn an_equal_bound_is_the_deadline_on_the_real_clock_too() {
 async fn the_attempt_timeout_alone_and_the_deadline_layer_alone_name_their_own_timer() {
     let stall = || upstream(Recorder::default(), Behaviour::Stall);
     let err = AttemptTimeoutLayer::new(MS(300))
-        .unwrap()
         .layer(stall())
         .oneshot(get())
         .await

@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backstop_classify::{Deadline, Kind, Timer};
+use backstop_classify::{Kind, Timer};
+use backstop_deadline::Deadline;
 use backstop_deadline::{DeadlineLayer, Propagation, ServerDeadlineLayer};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -275,7 +276,9 @@ mod chaos {
                     .build()
                     .unwrap(),
             )
-            .layer(backstop_deadline::AttemptTimeoutLayer::new(Duration::from_secs(2)).unwrap())
+            .layer(backstop_deadline::AttemptTimeoutLayer::new(
+                Duration::from_secs(2),
+            ))
             .service(http_client());
         let uri: http::Uri = chaos.url("/fault/stall-headers?ms=5000").parse().unwrap();
         let start = Instant::now();

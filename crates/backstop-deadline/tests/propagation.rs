@@ -59,9 +59,8 @@ async fn told(propagation: &Propagation, req: Request<()>) -> bool {
 #[tokio::test(start_paused = true)]
 async fn by_default_plain_http_requests_carry_no_deadline_and_grpc_ones_do() {
     let recorder = Recorder::default();
-    let attempt = AttemptTimeoutLayer::new(MS(300))
-        .unwrap()
-        .layer(upstream(recorder.clone(), Behaviour::Ok));
+    let attempt =
+        AttemptTimeoutLayer::new(MS(300)).layer(upstream(recorder.clone(), Behaviour::Ok));
     attempt
         .clone()
         .oneshot(plain("https://api.example.com/"))

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use backstop_classify::Deadline;
+use backstop_deadline::Deadline;
 use backstop_deadline::{
     Carry, DEFAULT_TIMEOUT_HEADER, DeadlineLayer, Propagation, ServerDeadlineLayer, ambient,
 };

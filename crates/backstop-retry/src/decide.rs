@@ -4,7 +4,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use backstop_classify::{Deadline, Failure, Kind, Phase, Retryable};
+use backstop_classify::{Failure, Kind, Phase, Retryable};
+use backstop_deadline::Deadline;
 use http::StatusCode;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;

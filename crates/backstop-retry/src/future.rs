@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use backstop_classify::{BoxError, Classify, Deadline, Error, Failure, Kind, Outcome, Phase};
+use backstop_classify::{BoxError, Classify, Error, Failure, Kind, Outcome, Phase};
+use backstop_deadline::Deadline;
 use http::request::Parts;
 use http::{Request, Response};
 use http_body::Body;

@@ -63,7 +63,7 @@
 //! as gRPC A6 says). A server that asks for a longer wait than `retry_after_max` is not retried
 //! early: its response comes back as it is, `Retry-After` intact. A delay that would not leave
 //! the next attempt time to start before the request's
-//! [`Deadline`](backstop_classify::Deadline) is not slept: the last failure is returned at once.
+//! [`Deadline`](backstop_deadline::Deadline) is not slept: the last failure is returned at once.
 //!
 //! A failure rejected locally, before any I/O (an open circuit breaker, a load shedder), ends the
 //! call at once with its own kind: retrying it would only sleep and spend budget to be rejected

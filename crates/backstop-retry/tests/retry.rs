@@ -5,9 +5,8 @@ mod support;
 
 use std::time::{Duration, SystemTime};
 
-use backstop_classify::{
-    Classify, Deadline, Error, GrpcPolicy, HttpPolicy, Kind, Outcome, Phase, Timer,
-};
+use backstop_classify::{Classify, Error, GrpcPolicy, HttpPolicy, Kind, Outcome, Phase, Timer};
+use backstop_deadline::Deadline;
 use backstop_retry::{
     Jitter, RetryBudget, RetryInfo, RetryLayer, RetryLayerBuilder, RetryOverride, StopReason,
 };
@@ -462,7 +461,7 @@ async fn an_ambient_deadline_is_honoured_like_one_on_the_request() {
         .unwrap();
     let start = Instant::now();
     let call = send(layer, &upstream, request(Method::GET));
-    let err = backstop_classify::ambient::scope(Deadline::after(Duration::from_millis(500)), call)
+    let err = backstop_deadline::ambient::scope(Deadline::after(Duration::from_millis(500)), call)
         .await
         .unwrap_err();
     assert_eq!(start.elapsed(), Duration::from_millis(300));

@@ -139,10 +139,8 @@ pin_project! {
     /// A body failing with `TimedOut(Idle)` when no frame arrives for the period while it is read.
     ///
     /// The timer is boxed, and created only at the first wait that needs it: every layer above
-    /// moves the response (body included) on its way out, so the wrapper stays small, and a body
-    /// read under a client deadline that would fail it no later
-    /// ([`Enforced`](backstop_classify::ambient::Enforced)) never creates one. The wrapper is
-    /// `Unpin` when the inner body is.
+    /// moves the response (body included) on its way out, so the wrapper stays small. The wrapper
+    /// is `Unpin` when the inner body is.
     #[derive(Debug)]
     pub struct IdleBody<B> {
         #[pin]
@@ -198,14 +196,6 @@ where
                 let deadline = *this
                     .deadline
                     .get_or_insert_with(|| Instant::now() + *this.period);
-                if this.timer.is_none() {
-                    // A layer outside fails this body by then with a timer of its own (the
-                    // client deadline): ours could not fire first, so it is not registered.
-                    // Checked again at every wait, until ours is needed.
-                    if backstop_classify::ambient::enforced().is_some_and(|at| at <= deadline) {
-                        return Poll::Pending;
-                    }
-                }
                 let timer = this
                     .timer
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use backstop_breaker::CircuitBreakerLayer;
 use backstop_classify::ClassifyLayer;
-use backstop_deadline::{AttemptTimeoutLayer, DeadlineLayer};
+use backstop_deadline::{AttemptTimeoutLayer, DeadlineLayer, InnerWaits};
 use backstop_retry::{ReplayBody, RetryLayer};
 use backstop_timeout::{
     BodyIdleTimeoutLayer, ConnectTimeoutLayer, ConnectionIdleTimeoutLayer, TcpConnector,
@@ -72,10 +72,12 @@ fn main() {
             HyperClient::builder(TokioExecutor::new())
                 .build::<_, ReplayBody<Full<Bytes>>>(connector())
         };
-        let attempt = || AttemptTimeoutLayer::new(Duration::from_secs(10)).unwrap();
+        let attempt = || AttemptTimeoutLayer::new(Duration::from_secs(10));
         let deadline = || {
+            // As the Client builds it: the attempt timeout inside wakes the call at the deadline.
             DeadlineLayer::builder()
                 .timeout(Duration::from_secs(30))
+                .inner_waits(InnerWaits::BoundedByAttemptTimeout)
                 .build()
                 .unwrap()
         };

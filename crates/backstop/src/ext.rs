@@ -34,8 +34,8 @@ use tower::layer::util::Stack;
 ///
 /// # fn main() -> Result<(), backstop::ConfigError> {
 /// let deadline = DeadlineLayer::builder().timeout(Duration::from_secs(5)).build()?;
-/// let attempt = AttemptTimeoutLayer::new(Duration::from_secs(2))?;
-/// let body_idle = BodyIdleTimeoutLayer::new(Duration::from_secs(10))?;
+/// let attempt = AttemptTimeoutLayer::builder().timeout(Duration::from_secs(2)).build()?;
+/// let body_idle = BodyIdleTimeoutLayer::try_new(Duration::from_secs(10))?;
 ///
 /// let hyper_client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Full<Bytes>>>();
 /// let client = ServiceBuilder::new()

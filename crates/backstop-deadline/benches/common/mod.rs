@@ -116,7 +116,7 @@ pub fn cases() -> Vec<Case> {
         .propagation(quiet())
         .build()
         .unwrap();
-    let attempt_default = AttemptTimeoutLayer::new(secs(1)).unwrap();
+    let attempt_default = AttemptTimeoutLayer::new(secs(1));
     let attempt_quiet = AttemptTimeoutLayer::builder()
         .timeout(secs(1))
         .propagation(quiet())

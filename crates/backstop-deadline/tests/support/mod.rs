@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use backstop_classify::{Deadline, Error, Kind, Phase, Timer};
+use backstop_classify::{Error, Kind, Phase, Timer};
+use backstop_deadline::Deadline;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response};
 use http_body::{Body, Frame};

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use backstop_breaker::{Breakers, CircuitBreakerLayer, PerAuthority, State, Window};
 use backstop_classify::{BoxError, ClassifyLayer, Error, Kind, Phase};
-use backstop_deadline::{AttemptTimeoutLayer, Covers, DeadlineLayer, Propagation};
+use backstop_deadline::{AttemptTimeoutLayer, Covers, DeadlineLayer, InnerWaits, Propagation};
 use backstop_retry::{ReplayBody, RetryBudget, RetryInfo, RetryLayer};
 use backstop_timeout::{
     BodyIdleTimeoutLayer, ConnectTimeoutLayer, ConnectionIdleTimeoutLayer, TcpConnector,
@@ -137,6 +137,9 @@ impl Client {
             // of its own bound and this deadline): a header written here would only be parsed
             // and overwritten, after being copied into the head retry keeps.
             .propagation(Propagation::disabled())
+            // The attempt timeout inside bounds every attempt by this deadline too, and retry
+            // never waits past it: one timer per attempt, the attempt timeout's.
+            .inner_waits(InnerWaits::BoundedByAttemptTimeout)
             .covers(if policy.deadline_covers_body {
                 Covers::Body
             } else {

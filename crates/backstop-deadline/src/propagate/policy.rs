@@ -1,45 +1,18 @@
-//! Deadlines on the wire: writing the time left into outgoing requests ([`Propagation`]) and
-//! reading it from incoming ones ([`parse_grpc_timeout`], [`parse_timeout_ms`]).
-//!
-//! The time left travels as a **relative duration**, never as an absolute time, so the two ends
-//! need not agree on the clock. Two encodings:
-//!
-//! - `grpc-timeout` for gRPC requests (`content-type: application/grpc…`): at most 8 ASCII digits
-//!   then a unit, `H` hours, `M` minutes, `S` seconds, `m` millis, `u` micros, `n` nanos. gRPC
-//!   servers expect it, so it is written by default.
-//! - [`DEFAULT_TIMEOUT_HEADER`], `request-timeout-ms`, for every other request: the time left in
-//!   whole milliseconds, ASCII digits only, e.g. `request-timeout-ms: 1490`. The name carries its
-//!   unit so nobody reads it as seconds, has no `x-` prefix (RFC 6648), and says what it is: the
-//!   sender gives up on this request after that many milliseconds. Any name can be configured,
-//!   e.g. Envoy's `x-envoy-expected-rq-timeout-ms`, which has the same encoding.
-//!
-//! Plain HTTP requests carry nothing unless asked: the header tells whoever receives it how long
-//! the caller waits, which is nobody's business outside the services that read it, and costs a
-//! header on every call. Turn it on for every destination ([`Propagation::header`]), for some
-//! ([`Propagation::only_to`]), or for one request ([`PropagateDeadline`]).
-//!
-//! Incoming values are untrusted: parsing never panics, never allocates, and tells malformed
-//! values (ignored) apart from zero or negative ones (the caller has already given up).
+//! [`Propagation`]: which outgoing request gets which deadline header, with how much time.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use backstop_classify::{Error, Failure, Kind, Phase, Timer};
-use http::header::{CONTENT_TYPE, HOST};
-use http::uri::Scheme;
 use http::{HeaderName, HeaderValue, Request};
 use tokio::time::Instant;
 
+use super::destination::{HostPattern, matches_destination};
+use super::wire::{
+    DEFAULT_TIMEOUT_HEADER, GRPC_TIMEOUT, Incoming, format_grpc_timeout, format_timeout_ms,
+    is_grpc, parse_grpc_timeout, parse_timeout_ms,
+};
 use crate::ConfigError;
-
-/// The header for the time left on non-gRPC requests unless another is configured:
-/// `request-timeout-ms`, whole milliseconds as ASCII digits. Written only where propagation to
-/// plain HTTP is turned on ([`Propagation::header`], [`Propagation::only_to`],
-/// [`PropagateDeadline::Always`]); the server layer reads it by default.
-pub const DEFAULT_TIMEOUT_HEADER: HeaderName = HeaderName::from_static("request-timeout-ms");
-
-/// gRPC's deadline header.
-pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// The default safety margin subtracted from the time left before it is sent: the time the
 /// request spends on the wire and the response needs to come back.
@@ -48,135 +21,6 @@ pub const DEFAULT_MARGIN: Duration = Duration::from_millis(10);
 /// The smallest budget worth sending: with less than this left after the margin, the call fails
 /// locally instead of asking the callee to start work it cannot finish.
 pub const MIN_PROPAGATED: Duration = Duration::from_millis(1);
-
-/// What one incoming timeout header says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Incoming {
-    /// The caller waits at most this long (not yet clamped to any maximum).
-    Timeout(Duration),
-    /// Zero or negative: the caller has already given up.
-    Expired,
-    /// Not a valid value: to be ignored.
-    Malformed,
-}
-
-/// Parses a `grpc-timeout` value: 1 to 8 ASCII digits then one of `H M S m u n`, surrounding
-/// spaces and tabs tolerated. `0` is [`Incoming::Expired`], and so is a value that would be valid
-/// but for a leading `-`.
-///
-/// ```
-/// use std::time::Duration;
-/// use http::HeaderValue;
-/// use backstop_deadline::propagate::{Incoming, parse_grpc_timeout};
-///
-/// let parse = |s: &'static str| parse_grpc_timeout(&HeaderValue::from_static(s));
-/// assert_eq!(parse("250m"), Incoming::Timeout(Duration::from_millis(250)));
-/// assert_eq!(parse("0S"), Incoming::Expired);
-/// assert_eq!(parse("123456789S"), Incoming::Malformed); // more than 8 digits
-/// assert_eq!(parse("1.5S"), Incoming::Malformed);
-/// ```
-pub fn parse_grpc_timeout(value: &HeaderValue) -> Incoming {
-    let (negative, body) = split_sign(trim(value.as_bytes()));
-    let Some((&unit, digits)) = body.split_last() else {
-        return Incoming::Malformed;
-    };
-    if digits.is_empty() || digits.len() > 8 {
-        return Incoming::Malformed;
-    }
-    let Some(n) = parse_digits(digits) else {
-        return Incoming::Malformed;
-    };
-    // n < 10^8, so none of these multiplications can overflow.
-    let duration = match unit {
-        b'H' => Duration::from_secs(n * 3600),
-        b'M' => Duration::from_secs(n * 60),
-        b'S' => Duration::from_secs(n),
-        b'm' => Duration::from_millis(n),
-        b'u' => Duration::from_micros(n),
-        b'n' => Duration::from_nanos(n),
-        _ => return Incoming::Malformed,
-    };
-    judge(negative, duration)
-}
-
-/// Parses a milliseconds header such as [`DEFAULT_TIMEOUT_HEADER`]: ASCII digits, surrounding
-/// spaces and tabs tolerated. `0` or a leading `-` is [`Incoming::Expired`]; a number too large
-/// for `u64` saturates (the server clamps it to its maximum anyway).
-///
-/// ```
-/// use std::time::Duration;
-/// use http::HeaderValue;
-/// use backstop_deadline::propagate::{Incoming, parse_timeout_ms};
-///
-/// let parse = |s: &'static str| parse_timeout_ms(&HeaderValue::from_static(s));
-/// assert_eq!(parse(" 1500 "), Incoming::Timeout(Duration::from_millis(1500)));
-/// assert_eq!(parse("-20"), Incoming::Expired);
-/// assert_eq!(parse("1e3"), Incoming::Malformed);
-/// ```
-pub fn parse_timeout_ms(value: &HeaderValue) -> Incoming {
-    let (negative, digits) = split_sign(trim(value.as_bytes()));
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return Incoming::Malformed;
-    }
-    let millis = parse_digits(digits).unwrap_or(u64::MAX);
-    judge(negative, Duration::from_millis(millis))
-}
-
-/// Formats `timeout` as a `grpc-timeout` value in the finest unit that fits in 8 digits, rounding
-/// down so the callee never gets more time than we have.
-///
-/// ```
-/// use std::time::Duration;
-/// use backstop_deadline::propagate::format_grpc_timeout;
-///
-/// assert_eq!(format_grpc_timeout(Duration::from_millis(1990)), "1990000u");
-/// assert_eq!(format_grpc_timeout(Duration::from_millis(50)), "50000000n");
-/// assert_eq!(format_grpc_timeout(Duration::from_secs(3600 * 24 * 365)), "31536000S");
-/// assert_eq!(format_grpc_timeout(Duration::from_secs(3600 * 24 * 365 * 4)), "2102400M");
-/// ```
-pub fn format_grpc_timeout(timeout: Duration) -> HeaderValue {
-    const LIMIT: u128 = 100_000_000;
-    let nanos = timeout.as_nanos();
-    let secs = u128::from(timeout.as_secs());
-    let (value, unit) = if nanos < LIMIT {
-        (nanos, b'n')
-    } else if nanos / 1_000 < LIMIT {
-        (nanos / 1_000, b'u')
-    } else if nanos / 1_000_000 < LIMIT {
-        (nanos / 1_000_000, b'm')
-    } else if secs < LIMIT {
-        (secs, b'S')
-    } else if secs / 60 < LIMIT {
-        (secs / 60, b'M')
-    } else {
-        ((secs / 3600).min(LIMIT - 1), b'H')
-    };
-    let mut buf = [0u8; 40];
-    let len = write_digits(&mut buf, value);
-    buf[len] = unit;
-    header_value(&buf[..=len])
-}
-
-/// Formats `timeout` as whole milliseconds (rounded down) for a milliseconds header.
-///
-/// ```
-/// use std::time::Duration;
-/// use backstop_deadline::propagate::format_timeout_ms;
-///
-/// assert_eq!(format_timeout_ms(Duration::from_micros(1_490_900)), "1490");
-/// ```
-pub fn format_timeout_ms(timeout: Duration) -> HeaderValue {
-    let mut buf = [0u8; 40];
-    let len = write_digits(&mut buf, timeout.as_millis());
-    header_value(&buf[..len])
-}
-
-/// `true` when the request is gRPC (`content-type: application/grpc`, `application/grpc+proto`…).
-pub fn is_grpc<B>(req: &Request<B>) -> bool {
-    req.headers()
-        .get(CONTENT_TYPE)
-        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
-}
 
 /// Forces, for one request, whether the layers write its deadline into it, whatever the
 /// [`Propagation`]'s destinations say: a caller, or a layer in front of the client (e.g. a
@@ -200,7 +44,7 @@ pub fn is_grpc<B>(req: &Request<B>) -> bool {
 ///     Ok::<_, std::convert::Infallible>(Response::new(sent))
 /// });
 /// // The default: no header on plain HTTP requests...
-/// let svc = AttemptTimeoutLayer::new(Duration::from_millis(300))?.layer(echo);
+/// let svc = AttemptTimeoutLayer::new(Duration::from_millis(300)).layer(echo);
 /// assert_eq!(svc.clone().oneshot(Request::new(())).await?.into_body(), None);
 /// // ...unless this request asks for it.
 /// let mut req = Request::new(());
@@ -513,15 +357,15 @@ impl Propagation {
     }
 
     /// The header values for a whole `timeout` left, formatted once when a layer is built (`None`
-    /// when nothing is written). A deadline that has not started yet has all of its timeout left,
-    /// so its headers are always these: writing them clones a shared value instead of formatting
-    /// and allocating a new one per call.
+    /// when nothing is written, or when the margin leaves less than [`MIN_PROPAGATED`], which
+    /// [`write`](Self::write) decides per request). A deadline that has not started yet has all of
+    /// its timeout left, so its headers are always these: writing them clones a shared value
+    /// instead of formatting and allocating a new one per call.
     pub(crate) fn prepare(&self, timeout: Duration) -> Option<Prepared> {
-        if !self.is_enabled() {
+        let budget = timeout.saturating_sub(self.margin);
+        if !self.is_enabled() || budget < MIN_PROPAGATED {
             return None;
         }
-        // The builders reject a margin leaving less than `MIN_PROPAGATED` under the timeout.
-        let budget = timeout.saturating_sub(self.margin).max(MIN_PROPAGATED);
         let ms = self.ms.is_some().then(|| {
             let mut value = format_timeout_ms(budget);
             shareable(&mut value);
@@ -553,157 +397,6 @@ impl Propagation {
             }
             // Prepared from this same configuration: whatever the target, its value is there.
             _ => {}
-        }
-    }
-}
-
-/// One destination of [`Propagation::only_to`], lowercased when parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct HostPattern {
-    host: HostMatch,
-    port: Option<u16>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum HostMatch {
-    Exact(Box<str>),
-    /// The suffix with its leading dot, `.internal` for `*.internal`.
-    Suffix(Box<str>),
-}
-
-impl HostPattern {
-    fn parse(pattern: &str) -> Option<HostPattern> {
-        let (host, port) = split_port(pattern)?;
-        let port = match port {
-            None => None,
-            Some(digits) => Some(parse_port(digits)?),
-        };
-        let host = if let Some(suffix) = host.strip_prefix("*.") {
-            valid_name(suffix).then(|| HostMatch::Suffix(format!(".{suffix}").into()))?
-        } else if host.starts_with('[') {
-            valid_ipv6(host).then(|| HostMatch::Exact(host.into()))?
-        } else {
-            // A fully qualified name's trailing dot names the same host.
-            let host = host.strip_suffix('.').unwrap_or(host);
-            valid_name(host).then(|| HostMatch::Exact(host.into()))?
-        };
-        let host = match host {
-            HostMatch::Exact(h) => HostMatch::Exact(h.to_ascii_lowercase().into()),
-            HostMatch::Suffix(s) => HostMatch::Suffix(s.to_ascii_lowercase().into()),
-        };
-        Some(HostPattern { host, port })
-    }
-
-    /// Whether `destination` is this one: byte comparisons, no allocation.
-    #[inline]
-    fn matches(&self, destination: &Destination<'_>) -> bool {
-        let host = destination.host;
-        let host_matches = match &self.host {
-            HostMatch::Exact(exact) => host.eq_ignore_ascii_case(exact),
-            HostMatch::Suffix(suffix) => {
-                let (host, suffix) = (host.as_bytes(), suffix.as_bytes());
-                host.len() > suffix.len()
-                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
-            }
-        };
-        host_matches && (self.port.is_none() || self.port == destination.port())
-    }
-}
-
-/// Splits `host:port` (`[v6]:port` for IPv6) into its host and, if present, its port digits;
-/// `None` for an unbracketed IPv6 address or an empty host.
-fn split_port(authority: &str) -> Option<(&str, Option<&str>)> {
-    let (host, port) = if authority.starts_with('[') {
-        let end = authority.find(']')?;
-        let (host, rest) = authority.split_at(end + 1);
-        match rest {
-            "" => (host, None),
-            _ => (host, Some(rest.strip_prefix(':')?)),
-        }
-    } else {
-        match authority.split_once(':') {
-            None => (authority, None),
-            Some((host, port)) => (host, Some(port)),
-        }
-    };
-    (!host.is_empty()).then_some((host, port))
-}
-
-fn parse_port(digits: &str) -> Option<u16> {
-    if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok().filter(|&port| port != 0)
-}
-
-/// A DNS name or an IPv4 address: dot-separated labels of letters, digits, `-` and `_`.
-fn valid_name(name: &str) -> bool {
-    name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-}
-
-/// `[` hex digits, `:` and `.` (an embedded IPv4) `]`, as `http` writes an IPv6 host.
-fn valid_ipv6(host: &str) -> bool {
-    host.strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .is_some_and(|inner| {
-            inner.contains(':')
-                && inner
-                    .bytes()
-                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        })
-}
-
-/// Whether the request's authority matches one of `patterns`. No allocation, and the port is
-/// parsed only for a pattern that names one whose host matches.
-fn matches_destination<B>(patterns: &[HostPattern], req: &Request<B>) -> bool {
-    let Some(destination) = Destination::of(req) else {
-        return false;
-    };
-    patterns.iter().any(|pattern| pattern.matches(&destination))
-}
-
-/// Where a request goes, as slices of its URI's authority or of its `Host` header.
-struct Destination<'a> {
-    /// Without a trailing dot.
-    host: &'a str,
-    port: Option<&'a str>,
-    scheme: Option<&'a Scheme>,
-}
-
-impl<'a> Destination<'a> {
-    /// The URI's authority, or else the `Host` header (a request in origin form).
-    fn of<B>(req: &'a Request<B>) -> Option<Destination<'a>> {
-        let uri = req.uri();
-        let authority = match uri.authority() {
-            Some(authority) => authority.as_str(),
-            None => req.headers().get(HOST)?.to_str().ok()?,
-        };
-        // Userinfo is no part of the destination (and `@` cannot appear after it).
-        let authority = authority.rsplit('@').next().unwrap_or(authority);
-        let (host, port) = split_port(authority)?;
-        Some(Destination {
-            host: host.strip_suffix('.').unwrap_or(host),
-            port,
-            scheme: uri.scheme(),
-        })
-    }
-
-    /// The explicit port, or the scheme's default one.
-    fn port(&self) -> Option<u16> {
-        match self.port {
-            Some(digits) => parse_port(digits),
-            None => match self.scheme {
-                Some(scheme) if *scheme == Scheme::HTTP => Some(80),
-                Some(scheme) if *scheme == Scheme::HTTPS => Some(443),
-                _ => None,
-            },
         }
     }
 }
@@ -744,106 +437,5 @@ fn write_if_shorter<B>(
         http::header::Entry::Vacant(entry) => {
             entry.insert(value());
         }
-    }
-}
-
-fn judge(negative: bool, duration: Duration) -> Incoming {
-    if negative || duration.is_zero() {
-        Incoming::Expired
-    } else {
-        Incoming::Timeout(duration)
-    }
-}
-
-fn trim(bytes: &[u8]) -> &[u8] {
-    let is_space = |b: &u8| *b == b' ' || *b == b'\t';
-    let start = bytes
-        .iter()
-        .position(|b| !is_space(b))
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| !is_space(b))
-        .map_or(start, |i| i + 1);
-    &bytes[start..end.max(start)]
-}
-
-fn split_sign(bytes: &[u8]) -> (bool, &[u8]) {
-    match bytes.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, bytes),
-    }
-}
-
-/// Decimal digits to a number, saturating; `None` if any byte is not a digit.
-fn parse_digits(digits: &[u8]) -> Option<u64> {
-    digits.iter().try_fold(0u64, |n, &b| {
-        b.is_ascii_digit()
-            .then(|| n.saturating_mul(10).saturating_add(u64::from(b - b'0')))
-    })
-}
-
-/// Writes `n` in decimal at the start of `buf` (40 bytes hold any `u128`); returns the length.
-fn write_digits(buf: &mut [u8; 40], mut n: u128) -> usize {
-    let mut tmp = [0u8; 40];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    let len = tmp.len() - i;
-    buf[..len].copy_from_slice(&tmp[i..]);
-    len
-}
-
-fn header_value(bytes: &[u8]) -> HeaderValue {
-    // Digits and a unit letter are always a valid header value; the fallback is unreachable but
-    // errs on the side of the shortest budget.
-    HeaderValue::from_bytes(bytes).unwrap_or(HeaderValue::from_static("1n"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_round_trips_through_every_unit() {
-        for d in [
-            Duration::from_nanos(1),
-            Duration::from_millis(99),
-            Duration::from_millis(100),
-            Duration::from_secs(99),
-            Duration::from_secs(100_000),
-            Duration::from_secs(100_000_000),
-            Duration::from_secs(u64::MAX),
-        ] {
-            let value = format_grpc_timeout(d);
-            let Incoming::Timeout(back) = parse_grpc_timeout(&value) else {
-                panic!("{value:?} did not parse");
-            };
-            assert!(back <= d, "{value:?} grew {d:?} to {back:?}");
-            assert!(
-                value.len() <= 9,
-                "{value:?} is longer than 8 digits and a unit"
-            );
-        }
-    }
-
-    #[test]
-    fn ms_parsing_edges() {
-        let parse = |s: &'static str| parse_timeout_ms(&HeaderValue::from_static(s));
-        assert_eq!(parse(""), Incoming::Malformed);
-        assert_eq!(parse("-"), Incoming::Malformed);
-        assert_eq!(parse("+5"), Incoming::Malformed);
-        assert_eq!(parse("0"), Incoming::Expired);
-        assert_eq!(parse("-0"), Incoming::Expired);
-        assert_eq!(
-            parse("99999999999999999999999999"),
-            Incoming::Timeout(Duration::from_millis(u64::MAX))
-        );
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! The deadline layer makes it [ambient](mod@crate::ambient) around the layers inside it, or puts
 //! it in the request's extensions; those layers (retry, attempt timeout) read it with
-//! [`Deadline::current`] to clamp sleeps and bound attempts. It lives in the vocabulary crate so
-//! that no layer has to depend on another to read it.
+//! [`Deadline::current`] to clamp sleeps and bound attempts. A layer that only reads a deadline
+//! (backstop-retry) depends on this crate for it; the arrow runs one way, from the readers to
+//! here.
 
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use tokio::time::Instant;
 ///
 /// ```
 /// use std::time::Duration;
-/// use backstop_classify::Deadline;
+/// use backstop_deadline::Deadline;
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
@@ -29,9 +30,10 @@ pub struct Deadline {
     at: Instant,
 }
 
-/// How far ahead a deadline may lie; longer requests are clamped so instant arithmetic can never
-/// overflow (about 30 years, as tokio's own "far future").
-const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+/// How far ahead a deadline may lie: longer timeouts are clamped to it ([`Deadline::after`], the
+/// client [`DeadlineLayer`](crate::DeadlineLayer)) so instant arithmetic can never overflow
+/// (about 30 years, as tokio's own "far future").
+pub const MAX_DEADLINE_AHEAD: Duration = Duration::from_secs(86_400 * 365 * 30);
 
 impl Deadline {
     /// The deadline at `at`.
@@ -39,11 +41,11 @@ impl Deadline {
         Deadline { at }
     }
 
-    /// The deadline `timeout` from now (clamped to about 30 years).
+    /// The deadline `timeout` from now (clamped to [`MAX_DEADLINE_AHEAD`]).
     pub fn after(timeout: Duration) -> Deadline {
         let now = Instant::now();
         Deadline {
-            at: now + timeout.min(FAR_FUTURE),
+            at: now + timeout.min(MAX_DEADLINE_AHEAD),
         }
     }
 
@@ -80,7 +82,7 @@ impl Deadline {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use backstop_classify::{Deadline, ambient};
+    /// use backstop_deadline::{Deadline, ambient};
     /// use http::Request;
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
