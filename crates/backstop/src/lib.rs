@@ -75,3 +75,19 @@ pub use backstop_deadline as deadline;
 pub use backstop_retry as retry;
 /// Connect and idle timeouts (`backstop-timeout`).
 pub use backstop_timeout as timeout;
+
+/// The private parsers the fuzz targets in `fuzz/` drive directly. Compiled only under
+/// `cfg(fuzzing)`, which `cargo fuzz` sets: not part of the API.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The gateway's path normalisation: the normal form, or why the path is refused.
+    pub fn normalise_path(raw: &str) -> Result<String, String> {
+        crate::gateway::normalise_path(raw).map_err(|err| err.to_string())
+    }
+
+    /// Whether a normalised `path` lies under a normalised `prefix`, as the gateway routes.
+    pub fn path_under(path: &str, prefix: &str) -> bool {
+        crate::gateway::path_under(path, prefix)
+    }
+}

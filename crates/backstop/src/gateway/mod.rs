@@ -39,6 +39,8 @@ use budget::BufferBudget;
 pub use config::{
     BreakerCounts, DEFAULT_BODY_LIMIT, DEFAULT_BUFFER_BUDGET, ForwardedHeaders, RouteConfig,
 };
+#[cfg(fuzzing)]
+pub(crate) use path::{normalise as normalise_path, under as path_under};
 pub use reason::{GatewayReason, REASON_HEADER};
 pub use route::GatewayRoute;
 use route::Route;

@@ -225,5 +225,37 @@ mod tests {
                 proptest::prop_assert_eq!(under(&normal, "/catalog"), inside, "{}", normal);
             }
         }
+
+        /// Any string at all (not only path-like ones): no panic, and what is accepted is
+        /// idempotent and in normal form — every escape left is upper-case hex of a byte that
+        /// is not unreserved, and no backslash survives.
+        #[test]
+        fn any_string_normalises_to_a_fixed_point_or_is_refused(
+            raw in proptest::prop_oneof![
+                proptest::prelude::any::<String>(),
+                proptest::strategy::Strategy::prop_map(
+                    proptest::prelude::any::<String>(),
+                    |s| format!("/{s}"),
+                ),
+                r"/([a-z.%/\\;]|%[0-9a-fA-F]{2}){0,24}",
+            ],
+        ) {
+            let Ok(normal) = normalise(&raw) else { return Ok(()); };
+            proptest::prop_assert!(!normal.contains('\\'), "{}", normal);
+            let bytes = normal.as_bytes();
+            for (i, _) in bytes.iter().enumerate().filter(|(_, b)| **b == b'%') {
+                let escape = bytes.get(i + 1..i + 3).unwrap_or(b"");
+                proptest::prop_assert!(
+                    escape.len() == 2 && escape.iter().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(b)),
+                    "{} -> {}", raw, normal
+                );
+                let byte = hex(escape[0]).unwrap_or(0) << 4 | hex(escape[1]).unwrap_or(0);
+                proptest::prop_assert!(
+                    !(byte.is_ascii_alphanumeric() || b"-._~".contains(&byte)),
+                    "{} -> {}: an unreserved byte left escaped", raw, normal
+                );
+            }
+            proptest::prop_assert_eq!(normalise(&normal), Ok(normal.clone()), "{}", raw);
+        }
     }
 }

@@ -38,14 +38,13 @@ pub(crate) fn path_error<E: fmt::Display>(err: serde_path_to_error::Error<E>) ->
         .map(str::trim)
         .filter(|last| *last != first)
         .map_or_else(|| first.to_owned(), |last| format!("{first}: {last}"));
-    ConfigError::new(
-        if path == "." {
-            "(root)".to_owned()
-        } else {
-            path
-        },
-        rule,
-    )
+    let field = match path.as_str() {
+        "." => "(root)".to_owned(),
+        // An unknown key spelled `""` (`{"": 1}`, `[""]`): named as written, not as nothing.
+        "" => "\"\"".to_owned(),
+        _ => path,
+    };
+    ConfigError::new(field, rule)
 }
 
 #[cfg(test)]
