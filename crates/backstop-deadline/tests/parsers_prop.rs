@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backstop_classify::Deadline;
+use backstop_deadline::Deadline;
 use backstop_deadline::ServerDeadlineLayer;
 use backstop_deadline::propagate::{
     Incoming, format_grpc_timeout, format_timeout_ms, parse_grpc_timeout, parse_timeout_ms,

@@ -17,7 +17,7 @@ use crate::service::RetryService;
 
 /// Retries failed requests when that is safe, spaced by jittered backoff or the server's
 /// `Retry-After`, within a budget and the request's
-/// [`Deadline`](backstop_classify::Deadline).
+/// [`Deadline`](backstop_deadline::Deadline).
 ///
 /// See the [crate documentation](crate) for the rules. Build one with [`RetryLayer::builder`];
 /// [`RetryLayer::new`] gives the defaults. Services made by one layer (and its clones) share its
