@@ -1,7 +1,7 @@
 //! The *ambient* deadline: the one the current task runs under, visible to every layer called
 //! from inside it without anybody passing it along.
 //!
-//! The server [`DeadlineLayer`](crate::server::DeadlineLayer) sets it around its handler, so a
+//! The server [`DeadlineLayer`](crate::server::ServerDeadlineLayer) sets it around its handler, so a
 //! client called from the handler inherits the time left; the client
 //! [`DeadlineLayer`](crate::DeadlineLayer) sets it around the layers inside it (retry, attempt
 //! timeout), which read it with [`Deadline::current`](crate::Deadline::current) or [`current`].

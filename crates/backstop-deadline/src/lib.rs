@@ -137,7 +137,7 @@ pub use client::{
 pub use config::ConfigError;
 pub use deadline::{Deadline, MAX_DEADLINE_AHEAD};
 pub use propagate::{DEFAULT_TIMEOUT_HEADER, PropagateDeadline, Propagation};
-pub use server::{DeadlineLayer as ServerDeadlineLayer, MAX_SERVER_TIMEOUT};
+pub use server::{MAX_SERVER_TIMEOUT, ServerDeadlineLayer};
 
 use backstop_classify::{Error, Failure, Kind, Phase, Timer};
 use http::Request;

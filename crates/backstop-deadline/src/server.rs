@@ -1,4 +1,4 @@
-//! The server [`DeadlineLayer`]: reads how long the caller is still willing to wait, enforces it
+//! The server [`ServerDeadlineLayer`]: reads how long the caller is still willing to wait, enforces it
 //! on the handler, and makes it [ambient](mod@crate::ambient) for every backstop client the handler
 //! calls.
 
@@ -25,10 +25,10 @@ pub const DEFAULT_SERVER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The longest deadline allowed by default: 2 min. It bounds the server's own deadline, and what
 /// a caller may ask for when the server sets none of its own
-/// ([`no_default_timeout`](DeadlineLayerBuilder::no_default_timeout)).
+/// ([`no_default_timeout`](ServerDeadlineLayerBuilder::no_default_timeout)).
 pub const DEFAULT_SERVER_MAX: Duration = Duration::from_secs(120);
 
-/// The longest [`max_timeout`](DeadlineLayerBuilder::max_timeout) accepted: a year.
+/// The longest [`max_timeout`](ServerDeadlineLayerBuilder::max_timeout) accepted: a year.
 pub const MAX_SERVER_TIMEOUT: Duration = Duration::from_secs(86_400 * 365);
 
 /// Enforces the caller's deadline on a server handler.
@@ -36,7 +36,7 @@ pub const MAX_SERVER_TIMEOUT: Duration = Duration::from_secs(86_400 * 365);
 /// For each request it reads `grpc-timeout` and the milliseconds header(s) (by default
 /// [`request-timeout-ms`](DEFAULT_TIMEOUT_HEADER)) and takes the shortest valid value. The server
 /// has a deadline of its own — the default timeout (30 s unless set), or with
-/// [`no_default_timeout`](DeadlineLayerBuilder::no_default_timeout) the maximum — and a caller
+/// [`no_default_timeout`](ServerDeadlineLayerBuilder::no_default_timeout) the maximum — and a caller
 /// can only ever *shorten* it, never extend it: a client sending `request-timeout-ms: 120000` or
 /// `grpc-timeout: 99999S` gets the server's own deadline, not two minutes or a day, so it cannot
 /// hold a handler (and its load-shed slot) longer than the server would on its own. Incoming
@@ -83,7 +83,7 @@ pub const MAX_SERVER_TIMEOUT: Duration = Duration::from_secs(86_400 * 365);
 /// # }
 /// ```
 #[derive(Debug, Clone)]
-pub struct DeadlineLayer {
+pub struct ServerDeadlineLayer {
     config: Arc<Config>,
 }
 
@@ -101,9 +101,9 @@ struct Config {
     carry: Carry,
 }
 
-impl Default for DeadlineLayer {
+impl Default for ServerDeadlineLayer {
     fn default() -> Self {
-        DeadlineLayer {
+        ServerDeadlineLayer {
             config: Arc::new(Config::default()),
         }
     }
@@ -124,30 +124,30 @@ impl Default for Config {
     }
 }
 
-impl DeadlineLayer {
+impl ServerDeadlineLayer {
     /// The defaults: 30 s when the caller sends nothing, at most 2 min, reading `grpc-timeout`
     /// and `request-timeout-ms`, answering 504 (or gRPC `DEADLINE_EXCEEDED`).
-    pub fn new() -> DeadlineLayer {
-        DeadlineLayer::default()
+    pub fn new() -> ServerDeadlineLayer {
+        ServerDeadlineLayer::default()
     }
 
     /// A builder starting from the defaults.
-    pub fn builder() -> DeadlineLayerBuilder {
-        DeadlineLayerBuilder {
+    pub fn builder() -> ServerDeadlineLayerBuilder {
+        ServerDeadlineLayerBuilder {
             config: Config::default(),
             default_set: false,
         }
     }
 }
 
-/// Builds a server [`DeadlineLayer`]; invalid settings are rejected by [`build`](Self::build).
+/// Builds a server [`ServerDeadlineLayer`]; invalid settings are rejected by [`build`](Self::build).
 #[derive(Debug, Clone)]
-pub struct DeadlineLayerBuilder {
+pub struct ServerDeadlineLayerBuilder {
     config: Config,
     default_set: bool,
 }
 
-impl DeadlineLayerBuilder {
+impl ServerDeadlineLayerBuilder {
     /// The server's own deadline: applied when the caller sends none, and the longest a caller
     /// may ask for (callers can only shorten it). Must not exceed the maximum. Left unset, it is
     /// 30 s or the maximum if that is shorter.
@@ -224,7 +224,7 @@ impl DeadlineLayerBuilder {
     /// The layer, or the first rule the settings break, naming the field: `max_timeout` more
     /// than zero and at most [`MAX_SERVER_TIMEOUT`]; `default_timeout` more than zero and at most
     /// `max_timeout`; `expired_status` a 4xx or 5xx.
-    pub fn build(self) -> Result<DeadlineLayer, ConfigError> {
+    pub fn build(self) -> Result<ServerDeadlineLayer, ConfigError> {
         let mut config = self.config;
         if !self.default_set {
             config.default = config.default.map(|d| d.min(config.max));
@@ -256,31 +256,31 @@ impl DeadlineLayerBuilder {
                 "must be a 4xx or 5xx status",
             ));
         }
-        Ok(DeadlineLayer {
+        Ok(ServerDeadlineLayer {
             config: Arc::new(config),
         })
     }
 }
 
-impl<S> Layer<S> for DeadlineLayer {
-    type Service = DeadlineService<S>;
+impl<S> Layer<S> for ServerDeadlineLayer {
+    type Service = ServerDeadlineService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        DeadlineService {
+        ServerDeadlineService {
             inner,
             config: Arc::clone(&self.config),
         }
     }
 }
 
-/// The service made by the server [`DeadlineLayer`].
+/// The service made by the server [`ServerDeadlineLayer`].
 #[derive(Debug, Clone)]
-pub struct DeadlineService<S> {
+pub struct ServerDeadlineService<S> {
     inner: S,
     config: Arc<Config>,
 }
 
-impl<S> DeadlineService<S> {
+impl<S> ServerDeadlineService<S> {
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -328,7 +328,7 @@ impl Config {
     }
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for DeadlineService<S>
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ServerDeadlineService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: Default,
@@ -379,7 +379,7 @@ where
 
 pin_project! {
     #[derive(Debug)]
-    /// The response future of the server [`DeadlineService`].
+    /// The response future of the server [`ServerDeadlineService`].
     pub struct ResponseFuture<F, B> {
         #[pin]
         inner: Option<F>,

@@ -69,7 +69,7 @@
 //!    is outermost so that it also counts what the rules below answer on their own: `504` from
 //!    the deadline, `503` from shedding, `500` from a panic.
 //! 6. **Incoming deadline, clamped** (`ServerStackBuilder::default_deadline`, default 30 s, and
-//!    `max_deadline`): [`deadline::server::DeadlineLayer`](crate::deadline::server::DeadlineLayer)
+//!    `max_deadline`): [`deadline::server::ServerDeadlineLayer`](crate::deadline::server::ServerDeadlineLayer)
 //!    (backstop-deadline) reads `request-timeout-ms` or `grpc-timeout`; a caller may shorten the
 //!    server's own deadline, never extend it. On expiry the handler is dropped and the caller gets
 //!    `504`. The deadline is the ambient one while the handler runs, so a backstop

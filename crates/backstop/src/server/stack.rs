@@ -13,7 +13,7 @@ use crate::policy::{ConfigError, within};
 
 /// The service a [`ServerStack`] makes around a handler `S`.
 pub type ServerStackService<S> = backstop_server::OutcomeService<
-    backstop_deadline::server::DeadlineService<
+    backstop_deadline::server::ServerDeadlineService<
         backstop_server::ShedWith503<
             tower_http::catch_panic::CatchPanic<
                 S,
