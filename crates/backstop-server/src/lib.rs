@@ -19,7 +19,7 @@
 //!     .max_connections(5_000)
 //!     .build()?;
 //! let app = ServiceBuilder::new()
-//!     .layer(ShedWith503Layer::new(512)?.retry_after(Duration::from_secs(2))?)
+//!     .layer(ShedWith503Layer::new(512).retry_after(Duration::from_secs(2)))
 //!     .service_fn(|_req: Request<IncomingBody>| async {
 //!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hello\n"))))
 //!     });
@@ -68,7 +68,9 @@ pub use config::{ConfigError, DEFAULT_MAX_CONNECTIONS, ServeConfig, ServeConfigB
 pub use outcome::{OutcomeCounts, OutcomeFuture, OutcomeLayer, OutcomeService};
 pub use request::{IncomingBody, PeerAddr};
 pub use serve::{BoxError, ServeSummary, Server, ServerStats};
-pub use shed::{MAX_IN_FLIGHT, ShedWith503, ShedWith503Future, ShedWith503Layer};
+pub use shed::{
+    MAX_IN_FLIGHT, RETRY_AFTER_RANGE, ShedWith503, ShedWith503Future, ShedWith503Layer,
+};
 pub use signal::shutdown_signal;
 /// Answers a handler panic with `500 Internal Server Error` instead of dropping the connection
 /// (tower-http's layer, re-exported).

@@ -22,6 +22,10 @@ use crate::config::ConfigError;
 /// The most requests one [`ShedWith503Layer`] may admit at once.
 pub const MAX_IN_FLIGHT: usize = 1 << 20;
 
+/// The `Retry-After` a [`ShedWith503Layer`] may send: 1 s ..= 1 h.
+pub const RETRY_AFTER_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(3600);
+
 /// Admits at most `max_in_flight` requests at a time; every request beyond that is answered at
 /// once with `503 Service Unavailable` and `Retry-After`, without reaching the handler.
 ///
@@ -36,9 +40,10 @@ pub const MAX_IN_FLIGHT: usize = 1 << 20;
 /// use std::time::Duration;
 /// use backstop_server::ShedWith503Layer;
 ///
-/// let shed = ShedWith503Layer::new(256)?.retry_after(Duration::from_secs(1))?;
+/// let shed = ShedWith503Layer::new(256).retry_after(Duration::from_secs(1));
 /// assert_eq!(shed.in_flight(), 0);
-/// # Ok::<(), backstop_server::ConfigError>(())
+/// // Checked, for settings that come from configuration:
+/// assert!(ShedWith503Layer::try_new(0).is_err());
 /// ```
 #[derive(Debug, Clone)]
 pub struct ShedWith503Layer {
@@ -48,32 +53,49 @@ pub struct ShedWith503Layer {
 }
 
 impl ShedWith503Layer {
-    /// At most `max_in_flight` requests at once (1 ..= 1 048 576); shed ones are told to retry
-    /// after 1 s.
-    pub fn new(max_in_flight: usize) -> Result<ShedWith503Layer, ConfigError> {
+    /// At most `max_in_flight` requests at once, clamped to 1 ..= [`MAX_IN_FLIGHT`]; shed ones
+    /// are told to retry after 1 s. [`try_new`](Self::try_new) rejects a value out of range
+    /// instead.
+    pub fn new(max_in_flight: usize) -> ShedWith503Layer {
+        let max_in_flight = max_in_flight.clamp(1, MAX_IN_FLIGHT);
+        ShedWith503Layer {
+            permits: Arc::new(Semaphore::new(max_in_flight)),
+            max_in_flight,
+            retry_after: HeaderValue::from_static("1"),
+        }
+    }
+
+    /// [`new`](Self::new), rejecting a limit outside 1 ..= [`MAX_IN_FLIGHT`] with an error naming
+    /// `max_in_flight`.
+    pub fn try_new(max_in_flight: usize) -> Result<ShedWith503Layer, ConfigError> {
         if !(1..=MAX_IN_FLIGHT).contains(&max_in_flight) {
             return Err(ConfigError::new(
                 "max_in_flight",
                 format!("must be between 1 and {MAX_IN_FLIGHT}, got {max_in_flight}"),
             ));
         }
-        Ok(ShedWith503Layer {
-            permits: Arc::new(Semaphore::new(max_in_flight)),
-            max_in_flight,
-            retry_after: HeaderValue::from_static("1"),
-        })
+        Ok(ShedWith503Layer::new(max_in_flight))
     }
 
-    /// The `Retry-After` sent with a shed request, in whole seconds (1 s ..= 1 h).
-    pub fn retry_after(mut self, after: Duration) -> Result<ShedWith503Layer, ConfigError> {
-        if after < Duration::from_secs(1) || after > Duration::from_secs(3600) {
+    /// The `Retry-After` sent with a shed request, in whole seconds, clamped to
+    /// [`RETRY_AFTER_RANGE`] (1 s ..= 1 h). [`try_retry_after`](Self::try_retry_after) rejects a
+    /// value out of range instead.
+    pub fn retry_after(mut self, after: Duration) -> ShedWith503Layer {
+        let after = after.clamp(*RETRY_AFTER_RANGE.start(), *RETRY_AFTER_RANGE.end());
+        self.retry_after = HeaderValue::from(after.as_secs());
+        self
+    }
+
+    /// [`retry_after`](Self::retry_after), rejecting a value outside [`RETRY_AFTER_RANGE`] with
+    /// an error naming `shed_retry_after`.
+    pub fn try_retry_after(self, after: Duration) -> Result<ShedWith503Layer, ConfigError> {
+        if !RETRY_AFTER_RANGE.contains(&after) {
             return Err(ConfigError::new(
                 "shed_retry_after",
                 format!("must be between 1s and 1h, got {after:?}"),
             ));
         }
-        self.retry_after = HeaderValue::from(after.as_secs());
-        Ok(self)
+        Ok(self.retry_after(after))
     }
 
     /// Requests admitted and not yet answered.

@@ -122,7 +122,7 @@ async fn a_trickled_request_body_is_dropped_at_the_idle_bound_and_frees_its_shed
             }
         })
     };
-    let shed = ShedWith503Layer::new(LIMIT).unwrap();
+    let shed = ShedWith503Layer::new(LIMIT);
     let app = ServiceBuilder::new().layer(shed.clone()).service(service);
     let config = ServeConfig::builder()
         .idle_timeout(Some(IDLE))

@@ -176,10 +176,7 @@ async fn overload_is_shed_with_503_and_retry_after_while_admitted_requests_compl
             }
         })
     };
-    let shed = ShedWith503Layer::new(LIMIT)
-        .unwrap()
-        .retry_after(Duration::from_secs(2))
-        .unwrap();
+    let shed = ShedWith503Layer::new(LIMIT).retry_after(Duration::from_secs(2));
     let app = ServiceBuilder::new().layer(shed.clone()).service(service);
     let server = start(ServeConfig::default(), app).await;
 
@@ -349,7 +346,7 @@ async fn malformed_requests_are_a_connection_error_not_a_server_error() {
 async fn serves_an_axum_router() {
     let app = axum::Router::new()
         .route("/", axum::routing::get(|| async { "axum\n" }))
-        .layer(ShedWith503Layer::new(8).unwrap());
+        .layer(ShedWith503Layer::new(8));
     let server = start(ServeConfig::default(), app).await;
     let (status, _, body) = get(server.addr, "/").await.unwrap();
     assert_eq!(status, StatusCode::OK);
@@ -372,4 +369,36 @@ async fn a_handler_thinking_longer_than_the_idle_period_is_not_cut() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(&body[..], b"thought\n");
     server.stop().await;
+}
+
+#[test]
+fn the_shed_layer_clamps_when_built_infallibly_and_rejects_when_checked() {
+    use backstop_server::{MAX_IN_FLIGHT, RETRY_AFTER_RANGE};
+    assert_eq!(ShedWith503Layer::new(0).max_in_flight(), 1);
+    assert_eq!(
+        ShedWith503Layer::new(usize::MAX).max_in_flight(),
+        MAX_IN_FLIGHT
+    );
+    assert_eq!(ShedWith503Layer::new(7).max_in_flight(), 7);
+    let err = ShedWith503Layer::try_new(0).unwrap_err();
+    assert_eq!(err.field(), "max_in_flight");
+    assert!(ShedWith503Layer::try_new(MAX_IN_FLIGHT).is_ok());
+    assert!(ShedWith503Layer::try_new(MAX_IN_FLIGHT + 1).is_err());
+    let shed = ShedWith503Layer::new(1);
+    assert!(
+        shed.clone()
+            .try_retry_after(*RETRY_AFTER_RANGE.start())
+            .is_ok()
+    );
+    assert!(
+        shed.clone()
+            .try_retry_after(*RETRY_AFTER_RANGE.end())
+            .is_ok()
+    );
+    let err = shed
+        .clone()
+        .try_retry_after(Duration::from_millis(999))
+        .unwrap_err();
+    assert_eq!(err.field(), "shed_retry_after");
+    assert!(shed.try_retry_after(Duration::from_secs(3601)).is_err());
 }

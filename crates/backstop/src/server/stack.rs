@@ -161,8 +161,8 @@ impl ServerStackBuilder {
                 ),
             ));
         }
-        let shed = ShedWith503Layer::new(self.max_in_flight)
-            .and_then(|shed| shed.retry_after(self.shed_retry_after))?;
+        let shed = ShedWith503Layer::try_new(self.max_in_flight)?
+            .try_retry_after(self.shed_retry_after)?;
         let deadline = ServerDeadlineLayer::builder()
             .default_timeout(self.default_deadline)
             .max_timeout(self.max_deadline)
