@@ -1,5 +1,5 @@
 //! A sequence-numbered feed over WebSocket, served on loopback by a server that restarts itself,
-//! and a client that follows it through `backstop_reconnect::Supervisor`, replaying its
+//! and a client that follows it through `backstop::reconnect::Supervisor`, replaying its
 //! subscription from the last sequence it saw on every new connection.
 //!
 //! Shared by the `reconnect_ws` example and part 3 of the tour.
@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use backstop_classify::Kind;
-use backstop_reconnect::{Event, Heartbeat, State, Supervisor, WebSocket, WsMessage};
-use backstop_retry::{Backoff, Jitter};
+use backstop::classify::Kind;
+use backstop::reconnect::{Event, Heartbeat, State, Supervisor, WebSocket, WsMessage};
+use backstop::retry::{Backoff, Jitter};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;

@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
+use backstop::chaos::{ChaosServer, Fault, Script};
 use backstop::server::{ServeConfig, Server, shutdown_signal};
 use backstop::{Gateway, ServerStack};
-use backstop_chaos::{ChaosServer, Fault, Script};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;

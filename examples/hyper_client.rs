@@ -6,12 +6,12 @@
 
 use std::time::Duration;
 
-use backstop_breaker::CircuitBreakerLayer;
-use backstop_chaos::{ChaosServer, Fault, Script};
-use backstop_classify::ClassifyLayer;
-use backstop_deadline::{AttemptTimeoutLayer, DeadlineLayer, InnerWaits};
-use backstop_retry::{ReplayBody, RetryInfo, RetryLayer};
-use backstop_timeout::{
+use backstop::breaker::CircuitBreakerLayer;
+use backstop::chaos::{ChaosServer, Fault, Script};
+use backstop::classify::ClassifyLayer;
+use backstop::deadline::{AttemptTimeoutLayer, DeadlineLayer, InnerWaits};
+use backstop::retry::{ReplayBody, RetryInfo, RetryLayer};
+use backstop::timeout::{
     BodyIdleTimeoutLayer, ConnectTimeoutLayer, ConnectionIdleTimeoutLayer, TcpConnector,
 };
 use bytes::Bytes;

@@ -1,4 +1,4 @@
-//! A WebSocket client following a sequence-numbered feed through `backstop_reconnect`, while the
+//! A WebSocket client following a sequence-numbered feed through `backstop::reconnect`, while the
 //! server restarts itself over and over (up 1.2 s, down 0.5 s), ending its connections
 //! alternately with a close frame and a TCP reset.
 //!
@@ -6,7 +6,7 @@
 //! state change of the supervisor, then proves there is no gap: every sequence number from 1 to
 //! the last one received arrived, across every reconnection, because the on-connect hook replays
 //! the subscription from the last sequence seen. It exits non-zero on a gap.
-//! `RUST_LOG=backstop_reconnect=debug` shows the supervisor's tracing events too.
+//! `RUST_LOG=backstop::reconnect=debug` shows the supervisor's tracing events too.
 //!
 //! Everything runs in this process, on 127.0.0.1.
 

@@ -12,7 +12,7 @@
 //! attempt timeout, with connect and idle timeouts) through the same faults and prints what it
 //! did about each: attempts, delays, breaker state, outcome, elapsed time.
 //!
-//! Part 3 keeps a WebSocket subscription alive with `backstop_reconnect::Supervisor` while its
+//! Part 3 keeps a WebSocket subscription alive with `backstop::reconnect::Supervisor` while its
 //! server restarts twice: reconnections, backoff delays, and proof that the replayed
 //! subscription left no gap in the feed's sequence numbers (`cargo run --example reconnect_ws`
 //! for the longer version).
@@ -21,8 +21,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use backstop::CallInfoExt;
-use backstop_chaos::{BlackHole, ChaosServer, ConnectionFault, Fault, RetryAfter};
-use backstop_classify::{BoxError, ClassifyLayer, Error, Failure, Outcome, Phase};
+use backstop::chaos::{BlackHole, ChaosServer, ConnectionFault, Fault, RetryAfter};
+use backstop::classify::{BoxError, ClassifyLayer, Error, Failure, Outcome, Phase};
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
@@ -57,7 +57,7 @@ async fn part1() -> Result<(), BoxError> {
     let reset_listener = ConnectionFault::AcceptThenReset.start().await?;
     let tls_stall = ConnectionFault::TlsStall.start().await?;
     let black_hole = BlackHole::start().await?;
-    let closed = backstop_chaos::closed_port_addr()?;
+    let closed = backstop::chaos::closed_port_addr()?;
 
     let plain = plain_client(None);
     let mut rows = Vec::new();
@@ -241,7 +241,7 @@ where
             .uri(url)
             .body(Full::new(Bytes::from_static(b"tour")))
             .map_err(|err| {
-                Error::new(backstop_classify::Kind::Other, Phase::Local).with_source(err)
+                Error::new(backstop::classify::Kind::Other, Phase::Local).with_source(err)
             })?;
         let svc = ClassifyLayer::new().layer(client.clone());
         let res = timeout(PATIENCE, svc.oneshot(req))
@@ -265,7 +265,7 @@ where
 /// A body that stops moving is a failure while reading the body, whichever timer noticed.
 fn stalled_body() -> Failure {
     Failure::new(
-        backstop_classify::Kind::TimedOut(backstop_classify::Timer::Attempt),
+        backstop::classify::Kind::TimedOut(backstop::classify::Timer::Attempt),
         Phase::ReadBody,
     )
 }
@@ -431,7 +431,7 @@ fn req(method: Method, url: &str) -> Request<Body> {
 }
 
 async fn part2() -> Result<(), BoxError> {
-    use backstop_chaos::Script;
+    use backstop::chaos::Script;
 
     println!("\nPART 2 — the full backstop::Client through each fault\n");
     // One upstream per scenario: each host has its own circuit breaker, so one scenario's
@@ -449,7 +449,7 @@ async fn part2() -> Result<(), BoxError> {
     let sick = ChaosServer::start().await?;
     sick.set_fault_for("/", Fault::status(500));
     let black_hole = BlackHole::start().await?;
-    let closed = backstop_chaos::closed_port_addr()?;
+    let closed = backstop::chaos::closed_port_addr()?;
 
     let client = backstop::Client::builder()
         .deadline(Duration::from_secs(3))

@@ -76,6 +76,15 @@ pub use backstop_retry as retry;
 /// Connect and idle timeouts (`backstop-timeout`).
 pub use backstop_timeout as timeout;
 
+/// The fault-injecting upstream (`backstop-chaos`), for tests and demos: with the `chaos` feature.
+#[cfg(feature = "chaos")]
+pub use backstop_chaos as chaos;
+
+/// The supervisor for long-lived connections (`backstop-reconnect`): with the `reconnect`
+/// feature.
+#[cfg(feature = "reconnect")]
+pub use backstop_reconnect as reconnect;
+
 /// The private parsers the fuzz targets in `fuzz/` drive directly. Compiled only under
 /// `cfg(fuzzing)`, which `cargo fuzz` sets: not part of the API.
 #[cfg(fuzzing)]
