@@ -3,6 +3,10 @@
 //!
 //! See the crate README for the output, the JSON schema and the exit codes.
 
+// clap makes the options' doc comments into `--help` text, where `[::1]` is an IPv6 address in
+// brackets, not an intra-doc link.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;

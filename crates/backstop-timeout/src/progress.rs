@@ -22,6 +22,14 @@ use tower_service::Service;
 
 /// What a connect future knows about its own progress.
 ///
+/// The hand-off between the two ends of a connector stack, in the future's type: implemented by
+/// the futures that know the phase ([`TcpConnecting`](crate::TcpConnecting): resolving, then
+/// connecting; the client's HTTPS connector in the `backstop` facade: then TLS; wrappers such as
+/// [`IdleConnectFuture`](crate::IdleConnectFuture) pass it through), read by those that act on
+/// it ([`ConnectTimeout`](crate::ConnectTimeout), to name the phase it cut; the facade's
+/// connection timing, for the stamps). A connector that reports nothing goes through
+/// [`OpaqueConnector`] and is attributed to [`Phase::Connect`].
+///
 /// Read through a shared reference at any time — between polls, and after the future completed
 /// (the stamps of a finished connect stay readable until it is dropped).
 ///
