@@ -3,8 +3,8 @@
 //! not expose (the resolved addresses, per-address connects after a failed connect, TLS session
 //! and certificate).
 //!
-//! The runs live here; the client setup in [`setup`], the report in [`report`], the per-address
-//! connect diagnosis in [`connect`].
+//! The runs live here; the client setup in [`setup`](mod@setup), the report in [`report`], the
+//! per-address connect diagnosis in [`connect`].
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
