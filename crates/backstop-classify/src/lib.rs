@@ -40,13 +40,15 @@ mod error;
 mod failure;
 mod kind;
 mod layer;
+mod map;
 mod policy;
 mod retry_after;
 
 pub use config::ConfigError;
-pub use error::{BoxError, Error, classify_error};
+pub use error::{BoxError, Error};
 pub use failure::{Failure, Outcome, Phase, Retryable};
 pub use kind::{GrpcCode, Kind, ProtocolFailure, Timer, TlsFailure};
 pub use layer::{ClassifiedBody, ClassifyLayer, ClassifyService, ResponseFuture, TrailerOutcome};
+pub use map::classify_error;
 pub use policy::{Classify, GrpcPolicy, HttpPolicy};
 pub use retry_after::{DEFAULT_RETRY_AFTER_CAP, Pushback, parse_grpc_pushback, parse_retry_after};

@@ -6,9 +6,9 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, StatusCode};
 
-use crate::error::classify_error;
 use crate::failure::{Failure, Outcome, Phase, Retryable, judge_status};
 use crate::kind::{GrpcCode, Kind};
+use crate::map::classify_error;
 use crate::retry_after::{
     DEFAULT_RETRY_AFTER_CAP, Pushback, parse_grpc_pushback, parse_retry_after,
 };
