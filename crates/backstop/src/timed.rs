@@ -211,8 +211,19 @@ pub(crate) struct Timed<T> {
 }
 
 impl<T: Connection> Connection for Timed<T> {
+    /// The connection as hyper-util needs it (HTTP/2 negotiated, proxied), with our facts as its
+    /// one extra. The TCP stream's own extra (hyper-util's `HttpInfo`, which nothing in backstop
+    /// reads) is left out: hyper-util copies every extra into every response, and a second one
+    /// chained behind ours would cost each request an allocation and a map insert.
     fn connected(&self) -> Connected {
-        self.io.connected().extra(self.opened.clone().carrier())
+        let inner = self.io.connected();
+        let mut connected = Connected::new()
+            .proxy(inner.is_proxied())
+            .extra(self.opened.clone().carrier());
+        if inner.is_negotiated_h2() {
+            connected = connected.negotiated_h2();
+        }
+        connected
     }
 }
 
