@@ -152,17 +152,37 @@ fn field(result: Result<Policy, ConfigError>) -> Result<Policy, String> {
     })
 }
 
-/// What every loaded policy promises.
+/// What every loaded policy promises: the bounds of `Policy::validate`'s table, which are the
+/// layers' own (`crates/backstop/src/policy/bounds.rs`).
 fn within_bounds(p: &Policy) -> Result<(), TestCaseError> {
-    let (milli, day) = (Duration::from_millis(1), Duration::from_secs(86_400));
-    for d in [p.deadline, p.connect_timeout, p.idle_timeout] {
-        prop_assert!((milli..=day).contains(&d), "{:?}", d);
+    let milli = Duration::from_millis(1);
+    prop_assert!(p.deadline > Duration::ZERO, "{:?}", p.deadline);
+    prop_assert!(
+        (milli..=backstop::timeout::MAX_CONNECT_TIMEOUT).contains(&p.connect_timeout),
+        "{:?}",
+        p.connect_timeout
+    );
+    prop_assert!(
+        (milli..=backstop::timeout::MAX_IDLE_TIMEOUT).contains(&p.idle_timeout),
+        "{:?}",
+        p.idle_timeout
+    );
+    if let Some(attempt) = p.attempt_timeout {
+        prop_assert!(
+            attempt > Duration::ZERO && attempt <= backstop::deadline::MAX_ATTEMPT_TIMEOUT,
+            "{:?}",
+            attempt
+        );
     }
     let attempt = p.effective_attempt_timeout();
-    prop_assert!(attempt >= milli && attempt <= p.deadline, "{:?}", attempt);
+    prop_assert!(
+        attempt > Duration::ZERO && attempt <= p.deadline,
+        "{:?}",
+        attempt
+    );
     prop_assert!((1..=backstop::retry::MAX_ATTEMPTS_LIMIT).contains(&p.retry.max_attempts));
     prop_assert!(p.retry.base_delay <= p.retry.max_delay);
-    prop_assert!((0.0..=1.0).contains(&p.retry.budget.ratio));
+    prop_assert!(backstop::retry::BUDGET_RATIO_RANGE.contains(&p.retry.budget.ratio));
     prop_assert!(p.breaker.failure_rate > 0.0 && p.breaker.failure_rate <= 1.0);
     prop_assert!(p.breaker.open_for <= p.breaker.max_open_for);
     Ok(())
