@@ -123,7 +123,7 @@ where
             // not: an HTTP/2 REFUSED_STREAM or a GOAWAY above the request's stream says the
             // server never processed it, which makes even a POST safe to send again (as gRPC
             // buffers every call it may retry) — after part of its body went out.
-            ReplayBody::replayable(body, || config.replay_limit)
+            ReplayBody::replayable(body, config.replay_limit)
         } else {
             ReplayBody::once(body)
         };

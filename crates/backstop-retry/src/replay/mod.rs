@@ -151,15 +151,12 @@ impl<B: Body> ReplayBody<B> {
     /// data from it (a connection refused before the write). A body whose size hint says it is
     /// larger than the limit is treated the same way from the start, rather than buffered up to
     /// the limit only to be dropped: it is replayable only while untouched.
-    ///
-    /// `limit` is asked only when the body has something in it.
     #[inline]
-    pub(crate) fn replayable(body: B, limit: impl FnOnce() -> usize) -> (ReplayBody<B>, Replay<B>) {
+    pub(crate) fn replayable(body: B, limit: usize) -> (ReplayBody<B>, Replay<B>) {
         if body.is_end_stream() {
             return (ReplayBody { repr: Repr::Empty }, Replay::Empty);
         }
         let hint = body.size_hint();
-        let limit = limit();
         let (limit, too_large) = if limit == 0 {
             (0, READ_UNKEPT)
         } else if hint.lower() > limit as u64 {
