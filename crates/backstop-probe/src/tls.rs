@@ -111,17 +111,35 @@ pub(crate) fn client_config(trust: &Trust, alpn: Alpn) -> Result<rustls::ClientC
 }
 
 /// DANGEROUS: accepts every server certificate, whoever issued it and whatever name it is for
-/// (`--insecure`). The handshake signatures are still checked, so the peer must hold the key of
+/// (`--insecure`, and the diagnostic handshake, which must go on to describe a certificate the
+/// client refused). The handshake signatures are still checked, so the peer must hold the key of
 /// the certificate it sent; but anyone can make such a certificate, so this protects nothing.
 #[derive(Debug)]
 pub(crate) struct DangerousAcceptAnyCertificate {
     algorithms: WebPkiSupportedAlgorithms,
+    /// For the diagnostic handshake: where to record the chain and the real verifier's verdict.
+    recorder: Option<Recorder>,
+}
+
+/// Records the chain and the real verifier's verdict, without letting the verdict decide.
+#[derive(Debug)]
+struct Recorder {
+    real: Arc<WebPkiServerVerifier>,
+    seen: Arc<Mutex<Seen>>,
 }
 
 impl DangerousAcceptAnyCertificate {
     pub(crate) fn new() -> DangerousAcceptAnyCertificate {
         DangerousAcceptAnyCertificate {
             algorithms: provider().signature_verification_algorithms,
+            recorder: None,
+        }
+    }
+
+    fn recording(real: Arc<WebPkiServerVerifier>, seen: Arc<Mutex<Seen>>) -> Self {
+        DangerousAcceptAnyCertificate {
+            recorder: Some(Recorder { real, seen }),
+            ..DangerousAcceptAnyCertificate::new()
         }
     }
 }
@@ -129,12 +147,24 @@ impl DangerousAcceptAnyCertificate {
 impl ServerCertVerifier for DangerousAcceptAnyCertificate {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(Recorder { real, seen }) = &self.recorder {
+            let verdict = real
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            if let Ok(mut seen) = seen.lock() {
+                seen.chain = std::iter::once(end_entity.clone().into_owned())
+                    .chain(intermediates.iter().map(|c| c.clone().into_owned()))
+                    .collect();
+                seen.verdict = Some(verdict);
+            }
+        }
         Ok(ServerCertVerified::assertion())
     }
 
@@ -166,61 +196,6 @@ impl ServerCertVerifier for DangerousAcceptAnyCertificate {
 struct Seen {
     chain: Vec<CertificateDer<'static>>,
     verdict: Option<Result<(), String>>,
-}
-
-/// Records the chain and the real verifier's verdict, then lets the handshake go on whatever
-/// the verdict, so that the probe can describe a certificate the client refused.
-#[derive(Debug)]
-struct RecordingVerifier {
-    real: Arc<WebPkiServerVerifier>,
-    seen: Arc<Mutex<Seen>>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for RecordingVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let verdict = self
-            .real
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-            .map(|_| ())
-            .map_err(|e| e.to_string());
-        if let Ok(mut seen) = self.seen.lock() {
-            seen.chain = std::iter::once(end_entity.clone().into_owned())
-                .chain(intermediates.iter().map(|c| c.clone().into_owned()))
-                .collect();
-            seen.verdict = Some(verdict);
-        }
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
 }
 
 /// The leaf certificate, as a person reads it.
@@ -273,11 +248,7 @@ pub(crate) async fn inspect(
         .build()
         .map_err(|e| InspectError(format!("no usable root certificate: {e}")))?;
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let verifier = RecordingVerifier {
-        real,
-        seen: seen.clone(),
-        algorithms: provider().signature_verification_algorithms,
-    };
+    let verifier = DangerousAcceptAnyCertificate::recording(real, seen.clone());
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| InspectError(e.to_string()))?
