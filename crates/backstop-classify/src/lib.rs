@@ -28,12 +28,27 @@
 //! # The pieces
 //! - [`Failure`]: kind + phase + retryable + the server's `Retry-After`; `Copy`, 24 bytes.
 //! - [`Error`]: a `Failure` with the original error kept as `source()`; every backstop layer fails
-//!   with it. [`classify_error`] maps std, tokio, hyper, hyper-util, h2 and rustls errors.
+//!   with it. [`classify_error`] maps std and tokio errors, and hyper, hyper-util, h2 and rustls
+//!   errors with the features below.
 //! - [`Classify`]: the policy turning responses (status, headers, gRPC status and trailers) and
 //!   errors into an [`Outcome`]; [`HttpPolicy`] and [`GrpcPolicy`] are the defaults.
 //! - [`ClassifyLayer`]: a tower layer that does the above once and stores the [`Outcome`] in the
 //!   response extensions.
 //! - [`parse_retry_after`], [`parse_grpc_pushback`]: untrusted headers, parsed without panics.
+//!
+//! # Features
+//!
+//! All off by default, so that the vocabulary alone stays small. Each maps one library's errors
+//! precisely; without it, that library's errors are still classified from their `io::Error`
+//! sources and messages, less precisely. Turn on the features of the libraries your stack uses
+//! (the `backstop` facade does).
+//!
+//! | feature | maps | pulls in |
+//! |---|---|---|
+//! | `hyper` | `hyper::Error`: incomplete message, parse, header timeout, canceled (never sent), closed | hyper |
+//! | `hyper-util` | the legacy client's `Error`: `is_connect()`, the request handed back unsent; implies `hyper` | hyper-util (`client-legacy`, `http1`) |
+//! | `h2` | `REFUSED_STREAM` and the peer's `GOAWAY`: never processed, safe to retry | h2 |
+//! | `rustls` | certificate and handshake failures | rustls (no crypto provider) |
 
 mod config;
 mod error;

@@ -15,13 +15,21 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+#[cfg(feature = "tls")]
 use tokio::time::timeout;
-use tokio_rustls::TlsAcceptor;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::request::{IncomingBody, Prepare};
 use crate::serve::{BoxError, OpenConnection, ServerStats};
+
+/// What terminates TLS on accepted streams: tokio-rustls' acceptor with the `tls` feature; without
+/// it, a type with no values, so a server cannot be told to serve TLS.
+#[cfg(feature = "tls")]
+pub(crate) type TlsAcceptor = tokio_rustls::TlsAcceptor;
+/// What terminates TLS on accepted streams: without the `tls` feature, nothing can.
+#[cfg(not(feature = "tls"))]
+pub(crate) type TlsAcceptor = std::convert::Infallible;
 
 /// What the accept loop hands the task serving one connection.
 pub(crate) struct Connection<S> {
@@ -68,6 +76,8 @@ where
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        // Only the TLS handshake reads the handshake bound and borrows the shutdown signal.
+        #[cfg_attr(not(feature = "tls"), allow(unused_mut, unused_variables))]
         let Connection {
             http,
             service,
@@ -85,6 +95,9 @@ where
             body_idle: idle.map(|idle| idle.period()),
         }));
         let result = match tls {
+            #[cfg(not(feature = "tls"))]
+            Some(never) => match never {},
+            #[cfg(feature = "tls")]
             Some(tls) => {
                 // No request can be in progress during the handshake: shutdown ends it at once.
                 let stream = tokio::select! {
@@ -106,6 +119,7 @@ async fn shutting_down(shutdown: &mut watch::Receiver<bool>) {
 }
 
 /// The TLS handshake, bounded: a client that opens TCP and never finishes TLS is dropped.
+#[cfg(feature = "tls")]
 async fn handshake<I>(
     tls: &TlsAcceptor,
     stream: I,

@@ -55,6 +55,13 @@
 //!
 //! A handler panic should be answered with `500` instead of a dropped connection: put
 //! [`CatchPanicLayer`] innermost, around the handler.
+//!
+//! # Features
+//!
+//! | feature | default | enables | pulls in |
+//! |---|---|---|---|
+//! | `axum` | on | axum's `ConnectInfo<SocketAddr>` in every request | axum (no default features) |
+//! | `tls` | off | `Server::tls`: serve TLS with your `rustls::ServerConfig` | tokio-rustls, rustls (no crypto provider: your configuration brings one) |
 
 mod config;
 mod connection;

@@ -16,11 +16,10 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::{sleep, timeout};
-use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 
 use crate::config::ServeConfig;
-use crate::connection::Connection;
+use crate::connection::{Connection, TlsAcceptor};
 use crate::request::IncomingBody;
 
 /// A boxed error, as hyper and tower pass them around.
@@ -193,9 +192,11 @@ impl Server {
     }
 
     /// Serves TLS: every accepted stream does the handshake (bounded by the header read timeout)
-    /// before HTTP. Offer `h2` and `http/1.1` in the acceptor's ALPN to get both.
+    /// before HTTP. Offer `h2` and `http/1.1` in the acceptor's ALPN to get both. With the `tls`
+    /// feature.
+    #[cfg(feature = "tls")]
     #[must_use]
-    pub fn tls(mut self, acceptor: TlsAcceptor) -> Server {
+    pub fn tls(mut self, acceptor: tokio_rustls::TlsAcceptor) -> Server {
         self.tls = Some(acceptor);
         self
     }

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use hyper_util::rt::TokioTimer;
-
 use crate::config::{ConfigError, MAX_KEEP_ALIVE, MIN_TIMEOUT, check_duration};
 
 /// HTTP/2 keep-alive PING settings for hyper's client and server builders.
@@ -77,20 +75,24 @@ impl Http2KeepAlive {
         self.timeout
     }
 
-    /// Sets the PINGs (and the tokio timer they need) on hyper-util's client builder.
+    /// Sets the PINGs (and the tokio timer they need) on hyper-util's client builder. With the
+    /// `http2` feature.
+    #[cfg(feature = "http2")]
     pub fn apply_to_client(&self, builder: &mut hyper_util::client::legacy::Builder) {
         builder
-            .timer(TokioTimer::new())
+            .timer(hyper_util::rt::TokioTimer::new())
             .http2_keep_alive_interval(self.interval)
             .http2_keep_alive_timeout(self.timeout)
             .http2_keep_alive_while_idle(self.while_idle);
     }
 
-    /// Sets the PINGs (and the tokio timer they need) on hyper-util's auto server builder.
+    /// Sets the PINGs (and the tokio timer they need) on hyper-util's auto server builder. With
+    /// the `http2-server` feature.
+    #[cfg(feature = "http2-server")]
     pub fn apply_to_server<E>(&self, builder: &mut hyper_util::server::conn::auto::Builder<E>) {
         builder
             .http2()
-            .timer(TokioTimer::new())
+            .timer(hyper_util::rt::TokioTimer::new())
             .keep_alive_interval(self.interval)
             .keep_alive_timeout(self.timeout);
     }

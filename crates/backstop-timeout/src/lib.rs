@@ -21,6 +21,10 @@
 //! bounds ([`MIN_TIMEOUT`], [`MAX_CONNECT_TIMEOUT`], [`MAX_IDLE_TIMEOUT`], [`MAX_KEEP_ALIVE`])
 //! with a [`ConfigError`] naming it.
 //!
+//! Features (off by default; the `backstop` facade turns on what its client and server use):
+//! `http2` gives `Http2KeepAlive::apply_to_client` (hyper-util's `http2`, so h2), and
+//! `http2-server` gives `Http2KeepAlive::apply_to_server` too (hyper-util's `server-auto`).
+//!
 //! [`Kind::TimedOut`]: backstop_classify::Kind::TimedOut
 //! [`Timer::Connect`]: backstop_classify::Timer::Connect
 //! [`Timer::Idle`]: backstop_classify::Timer::Idle

@@ -1,15 +1,16 @@
 //! h2's errors into backstop's failures: `REFUSED_STREAM` and the peer's `GOAWAY` (HTTP/2's ways
 //! of saying "never processed"), and the messages h2 puts in the I/O errors of a lost connection.
-//! Its own module so that the h2 mapping can later be a cargo feature of its own.
+//! The messages need no h2 types, so they are read with or without the `h2` feature; the
+//! errors themselves only with it.
 
 use std::io;
 
-use super::Evidence;
 use crate::failure::Phase;
 use crate::kind::{Kind, ProtocolFailure};
 
 /// Reads an h2 stream or connection error into the evidence.
-pub(super) fn classify_h2(h2: &h2::Error, evidence: &mut Evidence) {
+#[cfg(feature = "h2")]
+pub(super) fn classify_h2(h2: &h2::Error, evidence: &mut super::Evidence) {
     if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
         evidence.kind(Kind::Protocol(ProtocolFailure::RefusedStream));
     } else if h2.is_go_away() {
@@ -83,6 +84,7 @@ mod tests {
 
     /// Real HTTP/2 errors, from an h2 client and server talking over an in-memory pipe: the
     /// tests need the errors' private kinds (remote or local GOAWAY), which no constructor makes.
+    #[cfg(feature = "h2")]
     mod h2_exchange {
         #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -1,5 +1,5 @@
-//! hyper's [`hyper::Error`] into backstop's failures. Its own module so that the hyper mapping
-//! can later be a cargo feature of its own.
+//! hyper's [`hyper::Error`] into backstop's failures (feature `hyper`). It reads only the kind
+//! predicates hyper has with any of its features, so turning this on adds no hyper feature.
 
 use super::Evidence;
 use crate::error::Error;
@@ -17,7 +17,9 @@ pub(super) fn classify_hyper(err: &hyper::Error, evidence: &mut Evidence) {
     if err.is_incomplete_message() {
         evidence.phase(Phase::AwaitHeaders);
         evidence.kind(Kind::Protocol(ProtocolFailure::Incomplete));
-    } else if err.is_parse() || err.is_parse_status() || err.is_parse_too_large() {
+    } else if err.is_parse() {
+        // Every parse error, a status line's and a head too large included (`is_parse_status`
+        // and `is_parse_too_large` are narrower views of the same kind).
         evidence.phase(Phase::AwaitHeaders);
         evidence.kind(Kind::Protocol(ProtocolFailure::Malformed));
     } else if err.is_timeout() {

@@ -1,5 +1,4 @@
-//! hyper-util's legacy client error into backstop's failures. Its own module so that the
-//! hyper-util mapping can later be a cargo feature of its own.
+//! hyper-util's legacy client error into backstop's failures (feature `hyper-util`).
 
 use super::Evidence;
 use crate::error::Error;

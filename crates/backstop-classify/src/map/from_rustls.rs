@@ -1,5 +1,4 @@
-//! rustls's errors into backstop's TLS failures. Its own module so that the rustls mapping can
-//! later be a cargo feature of its own.
+//! rustls's errors into backstop's TLS failures (feature `rustls`).
 
 use crate::error::Error;
 use crate::failure::Phase;

@@ -1,8 +1,10 @@
 //! The mapping from other libraries' errors into backstop's [`Failure`]: the walk down an
 //! error's source chain, and what each link says. Separate from [`Error`](crate::Error) itself
 //! because the mapping depends on every I/O and HTTP library backstop meets, the type on none of
-//! them; each library's part lives in its own `from_*` module so that it can later sit behind a
-//! cargo feature of its own.
+//! them; each library's part lives in its own `from_*` module, behind the cargo feature of the
+//! same name (`hyper`, `hyper-util`, `h2`, `rustls`): a crate that never meets a library's errors
+//! does not compile that library in. Without a library's feature its errors are still
+//! classified, by what their `io::Error` sources and messages say, only less precisely.
 
 use std::error::Error as StdError;
 use std::io;
@@ -12,9 +14,12 @@ use crate::failure::{Failure, Phase, Retryable};
 use crate::kind::{Kind, Timer};
 
 mod from_h2;
+#[cfg(feature = "hyper")]
 mod from_hyper;
+#[cfg(feature = "hyper-util")]
 mod from_hyper_util;
 mod from_io;
+#[cfg(feature = "rustls")]
 mod from_rustls;
 
 /// Iterates an error and its sources. `io::Error` hides the error it wraps from `source()` (it
@@ -66,9 +71,10 @@ impl Evidence {
 /// Classifies any error by walking its source chain.
 ///
 /// It recognises, at any depth: backstop's own [`Error`] (returned as is), hyper-util's legacy
-/// client error (`is_connect()`) and its connector's "dns error" / "tcp connect error", hyper's
-/// error kinds, h2's `REFUSED_STREAM` and `GOAWAY`, rustls errors, `std::io::Error` by kind and
-/// raw OS error, and tokio's `Elapsed`. `phase_hint` is used when nothing in the chain says where
+/// client error (`is_connect()`, feature `hyper-util`) and its connector's "dns error" / "tcp
+/// connect error", hyper's error kinds (feature `hyper`), h2's `REFUSED_STREAM` and `GOAWAY`
+/// (feature `h2`), rustls errors (feature `rustls`), `std::io::Error` by kind and raw OS error,
+/// and tokio's `Elapsed`. `phase_hint` is used when nothing in the chain says where
 /// the call failed.
 ///
 /// HTTP/2's two ways of saying "never processed" are [`Retryable::Safe`] for any method: a
@@ -84,18 +90,22 @@ pub fn classify_error(err: &(dyn StdError + 'static), phase_hint: Phase) -> Fail
             // backstop's own layers already know exactly what and where.
             return ours.failure();
         }
+        #[cfg(feature = "hyper-util")]
         if let Some(client) = link.downcast_ref::<hyper_util::client::legacy::Error>() {
             from_hyper_util::classify_client(client, &mut evidence);
             continue;
         }
+        #[cfg(feature = "hyper")]
         if let Some(hyper) = link.downcast_ref::<hyper::Error>() {
             from_hyper::classify_hyper(hyper, &mut evidence);
             continue;
         }
+        #[cfg(feature = "h2")]
         if let Some(h2) = link.downcast_ref::<h2::Error>() {
             from_h2::classify_h2(h2, &mut evidence);
             continue;
         }
+        #[cfg(feature = "rustls")]
         if let Some(tls) = link.downcast_ref::<rustls::Error>() {
             evidence.kind(Kind::Tls(from_rustls::tls_failure(tls)));
             continue;
