@@ -393,7 +393,10 @@ mod tests {
                 "retry.base_delay",
             ),
             (b().max_delay(MAX_BACKOFF_CAP * 2), "retry.max_delay"),
-            (b().retry_after_max(MAX_BACKOFF_CAP * 2), "retry.retry_after_max"),
+            (
+                b().retry_after_max(MAX_BACKOFF_CAP * 2),
+                "retry.retry_after_max",
+            ),
             (
                 b().budget(RetryBudget::builder().ratio(-1.0)),
                 "retry.budget.ratio",

@@ -103,7 +103,10 @@ impl BackstopMiddleware {
     /// The circuit breakers, one per host (scheme, host, port): their states, and manual
     /// control. `None` when built with [`Builder::no_breaker`].
     pub fn breakers(&self) -> Option<Breakers<PerAuthority>> {
-        self.config.breaker.as_ref().map(CircuitBreakerLayer::breakers)
+        self.config
+            .breaker
+            .as_ref()
+            .map(CircuitBreakerLayer::breakers)
     }
 
     /// The retry budget shared by every call. `None` when built with [`Builder::no_budget`].

@@ -117,12 +117,8 @@ async fn retry_after_is_waited_for_within_its_cap() {
     let chaos = ChaosServer::builder().tls(false).start().await.unwrap();
     let client = client_with(backstop());
     let busy = chaos.url("/busy");
-    let once = |code| {
-        Script::fail_times(
-            1,
-            Fault::status_retry_after(code, RetryAfter::Seconds(2)),
-        )
-    };
+    let once =
+        |code| Script::fail_times(1, Fault::status_retry_after(code, RetryAfter::Seconds(2)));
 
     // A GET waits exactly the advertised 2 s (not its 50 ms backoff), then gets the answer.
     for code in [503, 429] {
@@ -220,7 +216,10 @@ async fn an_open_breaker_fails_fast_without_reaching_the_upstream() {
     // is rejected locally, and that ends it.
     let err = client.get(&down).send().await.unwrap_err();
     let ours = backstop_reqwest::classified(&err).unwrap();
-    assert_eq!((ours.kind(), ours.phase()), (Kind::BreakerOpen, Phase::Local));
+    assert_eq!(
+        (ours.kind(), ours.phase()),
+        (Kind::BreakerOpen, Phase::Local)
+    );
     let info = RetryInfo::of_error(ours).unwrap();
     assert_eq!(
         (info.attempts(), info.stopped()),
@@ -307,7 +306,10 @@ async fn the_deadline_bounds_the_whole_call_and_is_never_retried() {
     let ours = backstop_reqwest::classified(&err).unwrap();
     let info = RetryInfo::of_error(ours).unwrap();
     // Two 800 ms attempts, then the third is cut by the deadline, not by its own timeout.
-    assert_eq!(ours.kind(), Kind::TimedOut(backstop_classify::Timer::Deadline));
+    assert_eq!(
+        ours.kind(),
+        Kind::TimedOut(backstop_classify::Timer::Deadline)
+    );
     assert_eq!(info.attempts(), 3);
     assert!(
         elapsed >= Duration::from_secs(2) && elapsed < Duration::from_millis(2_050),
