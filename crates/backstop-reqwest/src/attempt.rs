@@ -20,8 +20,7 @@ pub(crate) struct Attempt<'a> {
     pub(crate) extensions: &'a mut Extensions,
 }
 
-/// Sends one attempt down the rest of the chain, bounded by the attempt timeout and the
-/// deadline, and classifies what comes back (the breaker reads the [`Outcome`] it leaves in the
+/// Sends one attempt down the rest of the chain, bounded by the attempt timeout, and classifies what comes back (the breaker reads the [`Outcome`] it leaves in the
 /// response's extensions).
 pub(crate) struct Sender<'a> {
     pub(crate) next: Next<'a>,
@@ -48,27 +47,35 @@ impl<'a> Service<http::Request<Attempt<'a>>> for Sender<'a> {
             extensions,
         } = req.into_body();
         let next = self.next.clone();
-        let remaining = self.deadline.remaining();
-        // Whichever bound is nearer names the timeout: an attempt's may be retried, the
-        // deadline's never.
-        let (limit, timer) = if self.attempt_timeout < remaining {
-            (self.attempt_timeout, Timer::Attempt)
-        } else {
-            (remaining, Timer::Deadline)
-        };
+        // The deadline's own timer is outside the breaker (see `BackstopMiddleware::attempt`):
+        // this one only bounds an attempt that would end before it.
+        let limit =
+            (self.attempt_timeout < self.deadline.remaining()).then_some(self.attempt_timeout);
         let deadline = self.deadline;
         let policy = self.policy.clone();
         Box::pin(async move {
-            match tokio::time::timeout(limit, next.run(request, extensions)).await {
-                Ok(Ok(res)) => {
+            let sent = next.run(request, extensions);
+            let result = match limit {
+                Some(limit) => match tokio::time::timeout(limit, sent).await {
+                    Ok(result) => result,
+                    Err(_elapsed) => {
+                        return Err(Error::new(
+                            Kind::TimedOut(Timer::Attempt),
+                            Phase::AwaitHeaders,
+                        ));
+                    }
+                },
+                None => sent.await,
+            };
+            match result {
+                Ok(res) => {
                     let outcome = policy.classify_response(res.status(), res.headers());
                     let mut head = http::Response::new(());
                     *head.status_mut() = res.status();
                     head.extensions_mut().insert(outcome);
                     Ok(head.map(|()| res))
                 }
-                Ok(Err(err)) => Err(classify_failed(err, deadline)),
-                Err(_elapsed) => Err(Error::new(Kind::TimedOut(timer), Phase::AwaitHeaders)),
+                Err(err) => Err(classify_failed(err, deadline)),
             }
         })
     }

@@ -132,6 +132,12 @@ impl Builder {
 
     /// Whether the deadline also bounds reading the response body (through reqwest's
     /// per-request timeout, which then ends the body with a timeout error). Default `true`.
+    ///
+    /// reqwest lets a request's timeout replace the client's (`ClientBuilder::timeout`), so
+    /// with this on that one no longer applies: bound the call with
+    /// [`deadline`](Builder::deadline) and each attempt with
+    /// [`attempt_timeout`](Builder::attempt_timeout) instead. A shorter timeout set on the
+    /// request itself is kept.
     pub fn deadline_covers_body(mut self, covers: bool) -> Self {
         self.deadline_covers_body = covers;
         self

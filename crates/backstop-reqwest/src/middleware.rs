@@ -25,6 +25,9 @@ use crate::builder::Builder;
 /// The header that makes a non-idempotent request safe to send twice (as in backstop-retry).
 static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
+/// How long after the deadline reqwest's own timer, which bounds the response body, fires.
+const BODY_TIMER_SLACK: Duration = Duration::from_millis(1);
+
 /// The checked settings, shared by the middleware's clones.
 pub(crate) struct Config {
     pub(crate) deadline: Duration,
@@ -149,7 +152,9 @@ impl BackstopMiddleware {
                 None
             };
             if config.deadline_covers_body {
-                let left = call.deadline.remaining();
+                // A tick after the deadline: while the head is awaited the middleware's own timer
+                // fires first, and the breaker is not told of the caller's deadline.
+                let left = call.deadline.remaining() + BODY_TIMER_SLACK;
                 let timeout = request.timeout_mut();
                 *timeout = Some(timeout.map_or(left, |own| own.min(left)));
             }
@@ -219,14 +224,26 @@ impl BackstopMiddleware {
             extensions,
         });
         *head.method_mut() = method;
-        match (&config.breaker, origin) {
-            (Some(layer), Some(origin)) => {
-                *head.uri_mut() = origin;
-                let mut breaker = layer.layer(sender);
-                std::future::poll_fn(|cx| breaker.poll_ready(cx)).await?;
-                breaker.call(head).await
+        let through = async {
+            match (&config.breaker, origin) {
+                (Some(layer), Some(origin)) => {
+                    *head.uri_mut() = origin;
+                    let mut breaker = layer.layer(sender);
+                    std::future::poll_fn(|cx| breaker.poll_ready(cx)).await?;
+                    breaker.call(head).await
+                }
+                _ => sender.call(head).await,
             }
-            _ => sender.call(head).await,
+        };
+        match tokio::time::timeout_at(call.deadline.instant(), through).await {
+            Ok(result) => result,
+            // The caller's time ran out, which says nothing about the host: the attempt is
+            // dropped before the breaker records it, as backstop's deadline layer, outside its
+            // breaker, drops it.
+            Err(_elapsed) => Err(Error::new(
+                Kind::TimedOut(Timer::Deadline),
+                Phase::AwaitHeaders,
+            )),
         }
     }
 

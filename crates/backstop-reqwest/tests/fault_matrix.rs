@@ -23,7 +23,11 @@ const END: &str = "<!-- fault-matrix:end -->";
 const CALL_BOUND: Duration = Duration::from_millis(30_050);
 
 fn client_with(backstop: BackstopMiddleware) -> ClientWithMiddleware {
-    let inner = reqwest::Client::builder().no_proxy().build().unwrap();
+    let inner = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     ClientBuilder::new(inner).with(backstop).build()
 }
 
@@ -75,6 +79,18 @@ async fn the_fault_matrix_cells_match_backstops_own_client() {
         assert!(started.elapsed() <= CALL_BOUND);
         measured.push(("connection refused", call, outcome, 0));
 
+        // The connect timeout is the client's (backstop's `connect_timeout`, 5 s by default).
+        let hole = backstop_chaos::BlackHole::start().await.unwrap();
+        let started = Instant::now();
+        let outcome = describe(
+            call.request(&client, &format!("http://{}/", hole.addr()))
+                .send()
+                .await,
+        )
+        .await;
+        assert!(started.elapsed() <= CALL_BOUND);
+        measured.push(("black-holed connect", call, outcome, 0));
+
         for (name, fault) in &faults {
             let chaos = ChaosServer::builder().tls(false).start().await.unwrap();
             let client = client_with(backstop());
@@ -99,7 +115,7 @@ async fn the_fault_matrix_cells_match_backstops_own_client() {
         }
     }
 
-    assert_eq!(measured.len(), 45);
+    assert_eq!(measured.len(), 50);
     let mismatches: Vec<String> = measured
         .iter()
         .filter_map(|(fault, call, outcome, deliveries)| {
@@ -316,5 +332,120 @@ async fn the_deadline_bounds_the_whole_call_and_is_never_retried() {
         "{elapsed:?}"
     );
     assert_eq!(chaos.request_count(), 3);
+
+    // A body that stalls after the head is cut at the deadline too (reqwest's per-request
+    // timeout, set from the time left).
+    chaos.reset_counts();
+    chaos.script(
+        "/drip",
+        Script::always(Fault::StallBody {
+            sent: 16,
+            total: 1024,
+            duration: None,
+        }),
+    );
+    let started = Instant::now();
+    let res = client.get(chaos.url("/drip")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let err = timeout(Duration::from_secs(60), res.bytes())
+        .await
+        .expect("the body ends at the deadline")
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_millis(2_050),
+        "{elapsed:?}"
+    );
+    assert_eq!(chaos.request_count(), 1);
+    chaos.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_request_extensions_override_idempotency_and_shorten_the_deadline() {
+    use backstop_reqwest::RetryOverride;
+
+    let chaos = ChaosServer::builder().tls(false).start().await.unwrap();
+    let client = client_with(backstop());
+
+    // This POST is a search: safe to send twice.
+    chaos.script("/search", Script::fail_times(1, Fault::ResetAfterRead));
+    let res = client
+        .post(chaos.url("/search"))
+        .body("{}")
+        .with_extension(RetryOverride::Idempotent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(chaos.count("POST", "/search"), 2);
+
+    // Never retried, not even a refused connection.
+    let closed = backstop_chaos::closed_port_addr().unwrap();
+    let err = client
+        .get(format!("http://{closed}/"))
+        .with_extension(RetryOverride::NeverRetry)
+        .send()
+        .await
+        .unwrap_err();
+    let ours = backstop_reqwest::classified(&err).unwrap();
+    assert_eq!(ours.kind(), Kind::Refused);
+    let info = RetryInfo::of_error(ours).unwrap();
+    assert_eq!(
+        (info.attempts(), info.stopped()),
+        (1, Some(StopReason::NotRetryable))
+    );
+
+    // A deadline already on the call (a caller's, nearer than the middleware's 30 s) wins.
+    chaos.script(
+        "/slow",
+        Script::always(Fault::StallHeaders { duration: None }),
+    );
+    let started = Instant::now();
+    let err = client
+        .get(chaos.url("/slow"))
+        .with_extension(backstop_deadline::Deadline::after(Duration::from_secs(1)))
+        .send()
+        .await
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(1) && elapsed < Duration::from_millis(1_050),
+        "{elapsed:?}"
+    );
+    let ours = backstop_reqwest::classified(&err).unwrap();
+    assert_eq!(
+        ours.kind(),
+        Kind::TimedOut(backstop_classify::Timer::Deadline)
+    );
+    assert_eq!(chaos.count("GET", "/slow"), 1);
+    chaos.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spent_deadline_is_not_held_against_the_host() {
+    let chaos = ChaosServer::builder().tls(false).start().await.unwrap();
+    chaos.script(
+        "/slow",
+        Script::always(Fault::StallHeaders { duration: None }),
+    );
+    let backstop = BackstopMiddleware::builder()
+        .deadline(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let breakers = backstop.breakers().unwrap();
+    let client = client_with(backstop);
+    // More calls than the 5 consecutive failures that would open the circuit.
+    for _ in 0..7 {
+        let err = client.get(chaos.url("/slow")).send().await.unwrap_err();
+        let ours = backstop_reqwest::classified(&err).unwrap();
+        assert_eq!(
+            ours.kind(),
+            Kind::TimedOut(backstop_classify::Timer::Deadline)
+        );
+    }
+    assert_eq!(chaos.request_count(), 7);
+    let (_, snapshot) = breakers.snapshots().remove(0);
+    assert_eq!(snapshot.state, backstop_breaker::State::Closed);
     chaos.shutdown().await;
 }
