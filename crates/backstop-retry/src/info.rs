@@ -158,14 +158,20 @@ impl RetryInfo {
         }
     }
 
-    pub(crate) fn record_attempt(&mut self, delay_before: Duration) {
+    /// Records one more attempt, made after sleeping `delay_before`.
+    ///
+    /// For a retry loop outside this crate's layer that reports in the same type (backstop-reqwest
+    /// does, so that [`RetryInfo::of_error`] reads its errors too). Delays beyond the
+    /// [`MAX_ATTEMPTS_LIMIT`]th attempt are not kept.
+    pub fn record_attempt(&mut self, delay_before: Duration) {
         if let Some(slot) = self.delays_us.get_mut(self.attempts as usize - 1) {
             *slot = u32::try_from(delay_before.as_micros()).unwrap_or(u32::MAX);
         }
-        self.attempts += 1;
+        self.attempts = self.attempts.saturating_add(1);
     }
 
-    pub(crate) fn stop(&mut self, reason: StopReason) {
+    /// Records why retrying stopped (the counterpart of [`RetryInfo::record_attempt`]).
+    pub fn stop(&mut self, reason: StopReason) {
         self.stopped = Some(reason);
     }
 }
