@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use backstop_server::{IncomingBody, PeerAddr, ServeConfig, ShedWith503Layer};
 use bytes::Bytes;
-use common::start;
+use common::{read_response, start};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
@@ -43,37 +43,6 @@ async fn get(addr: SocketAddr, path: &str) -> StatusCode {
     let status = res.status();
     let _ = res.into_body().collect().await;
     status
-}
-
-/// Reads one HTTP/1.1 response (head and `Content-Length` body) from a raw connection and returns
-/// the status line and the body.
-async fn read_response(stream: &mut TcpStream) -> (String, String) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_string();
-            let length: usize = head
-                .lines()
-                .find_map(|line| {
-                    let (name, value) = line.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length")
-                        .then(|| value.trim().parse().ok())?
-                })
-                .unwrap_or(0);
-            while buf.len() < end + 4 + length {
-                let n = stream.read(&mut chunk).await.unwrap();
-                assert!(n > 0, "connection closed mid-body");
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            let status = head.lines().next().unwrap_or_default().to_owned();
-            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).to_string();
-            return (status, body);
-        }
-        let n = stream.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "connection closed before a response: {buf:?}");
-        buf.extend_from_slice(&chunk[..n]);
-    }
 }
 
 /// Polls `done` until it holds, within [`BOUND`].
