@@ -1,8 +1,8 @@
 //! An axum app served by `axum::serve` on backstop's listener, behind backstop's server stack:
 //! incoming deadlines, load shedding, panic → 500, response classification for every route, a
 //! tighter stack of its own on one expensive route (`Router::route_layer`), and a listener that
-//! survives accept errors, caps connections, drops silent clients and gives handlers
-//! `ConnectInfo<SocketAddr>`.
+//! survives accept errors, caps connections, drops silent clients (but not slow handlers:
+//! `track_requests`) and gives handlers `ConnectInfo<SocketAddr>`.
 //!
 //! `cargo run --example axum_server` runs a short demo and exits; `-- --serve` keeps it up until
 //! SIGTERM or Ctrl-C, then drains in-flight requests and exits.
@@ -14,7 +14,7 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::routing::get;
 use backstop::ServerStack;
-use backstop::server::{ServeConfig, listener, shutdown_signal};
+use backstop::server::{ServeConfig, listener, shutdown_signal, track_requests};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -61,10 +61,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         // Every route.
         .layer(stack);
 
-    // The idle period stays above the longest deadline: under `axum::serve` the idle timer also
-    // runs while a handler thinks (see `backstop::server::AxumListener`).
     let config = ServeConfig::builder()
-        .idle_timeout(Some(Duration::from_secs(15)))
+        .idle_timeout(Some(Duration::from_secs(5)))
         .max_connections(1_000)
         .build()?;
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -77,7 +75,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mut running = tokio::spawn(
         axum::serve(
             listener(tcp, config),
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            // The idle timer pauses while a handler runs (without it, one slower than the idle
+            // period would lose its connection).
+            track_requests(app.into_make_service_with_connect_info::<SocketAddr>()),
         )
         .with_graceful_shutdown(async move {
             match signal {

@@ -55,9 +55,10 @@
 //!
 //! An application that keeps `axum::serve` gets the connection rules from [`listener`] instead
 //! (with the `axum` feature): accept errors survived with the same backoff, the connection cap,
-//! the idle rule on every stream, and axum's `ConnectInfo<SocketAddr>`. The rules that live in
-//! `Server`'s HTTP side (the idle timer paused while a handler runs, the request body idle rule,
-//! the header read timeout, the bounded drain) do not apply there: [`AxumListener`] lists them.
+//! the idle rule on every stream, and axum's `ConnectInfo<SocketAddr>`; with [`track_requests`]
+//! around the make-service, the idle timer pauses while a handler runs. The rules that live in
+//! `Server`'s HTTP side (the request body idle rule, the header read timeout, the bounded drain)
+//! do not apply there: [`AxumListener`] lists them.
 //!
 //! ```
 //! # #[cfg(feature = "axum")]
@@ -65,13 +66,13 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::net::SocketAddr;
 //! use axum::{Router, routing::get};
-//! use backstop_server::{ServeConfig, listener};
+//! use backstop_server::{ServeConfig, listener, track_requests};
 //!
 //! let app = Router::new().route("/", get(|| async { "hello\n" }));
 //! let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! axum::serve(
 //!     listener(tcp, ServeConfig::default()),
-//!     app.into_make_service_with_connect_info::<SocketAddr>(),
+//!     track_requests(app.into_make_service_with_connect_info::<SocketAddr>()),
 //! )
 //! .with_graceful_shutdown(async {}) // a real server: `backstop_server::shutdown_signal()`
 //! .await?;
@@ -88,7 +89,7 @@
 //!
 //! | feature | default | enables | pulls in |
 //! |---|---|---|---|
-//! | `axum` | on | axum's `ConnectInfo<SocketAddr>` in every request; [`listener`] / [`AxumListener`] for `axum::serve` | axum (no default features) |
+//! | `axum` | on | axum's `ConnectInfo<SocketAddr>` in every request; [`listener`], [`AxumListener`], [`track_requests`] for `axum::serve` | axum (no default features) |
 //! | `tls` | off | `Server::tls`: serve TLS with your `rustls::ServerConfig` | tokio-rustls, rustls (no crypto provider: your configuration brings one) |
 
 mod accept;
@@ -101,6 +102,8 @@ mod request;
 mod serve;
 mod shed;
 mod signal;
+#[cfg(feature = "axum")]
+mod track;
 
 pub use config::{ConfigError, DEFAULT_MAX_CONNECTIONS, ServeConfig, ServeConfigBuilder};
 #[cfg(feature = "axum")]
@@ -115,3 +118,5 @@ pub use signal::shutdown_signal;
 /// Answers a handler panic with `500 Internal Server Error` instead of dropping the connection
 /// (tower-http's layer, re-exported).
 pub use tower_http::catch_panic::CatchPanicLayer;
+#[cfg(feature = "axum")]
+pub use track::{TrackRequests, TrackRequestsFuture, Tracked, TrackedFuture, track_requests};

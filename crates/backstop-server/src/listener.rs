@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::serve::{Listener, ListenerExt, TapIo};
-use backstop_timeout::{IdleIo, ServerIdleTimeout};
+use backstop_timeout::{IdleIo, ServerActivity, ServerIdleTimeout};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -26,12 +26,14 @@ pub type ConnectInfoListener = TapIo<AxumListener, fn(&mut AcceptedStream)>;
 /// A listener for `axum::serve` under the server's connection rules, ready for
 /// `into_make_service_with_connect_info::<SocketAddr>()`: shorthand for
 /// [`AxumListener::new`]`(tcp, config).`[`with_connect_info`](AxumListener::with_connect_info)`()`.
+/// Wrap the make-service in [`track_requests`](crate::track_requests) so that a slow handler does
+/// not lose its connection at the idle bound.
 ///
 /// ```
 /// use std::net::SocketAddr;
 /// use std::time::Duration;
 /// use axum::{Router, extract::ConnectInfo, routing::get};
-/// use backstop_server::ServeConfig;
+/// use backstop_server::{ServeConfig, track_requests};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -45,10 +47,13 @@ pub type ConnectInfoListener = TapIo<AxumListener, fn(&mut AcceptedStream)>;
 /// );
 /// let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 /// let listener = backstop_server::listener(tcp, config);
-/// axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-///     // A real server passes `backstop_server::shutdown_signal()`: SIGTERM or Ctrl-C.
-///     .with_graceful_shutdown(async {})
-///     .await?;
+/// axum::serve(
+///     listener,
+///     track_requests(app.into_make_service_with_connect_info::<SocketAddr>()),
+/// )
+/// // A real server passes `backstop_server::shutdown_signal()`: SIGTERM or Ctrl-C.
+/// .with_graceful_shutdown(async {})
+/// .await?;
 /// # Ok(())
 /// # }
 /// ```
@@ -71,16 +76,17 @@ pub fn listener(tcp: TcpListener, config: ServeConfig) -> ConnectInfoListener {
 /// - **Silent clients** (`idle_timeout`): each stream is under backstop's idle rule from its first
 ///   read, so a client that connects and says nothing, or stops reading a response, is dropped
 ///   after the idle period.
+/// - **Slow handlers are not cut**, if the make-service given to `axum::serve` is wrapped in
+///   [`track_requests`](crate::track_requests): it tells each stream when a request is in
+///   progress, and the read timer pauses meanwhile, as under `Server`. Without it, hyper's read
+///   kept pending on an HTTP/1 connection (to notice a client hanging up) is timed while the
+///   handler thinks, and a handler that takes longer than the idle period before its response
+///   starts loses its connection.
 /// - `TCP_NODELAY` on every stream, as `Server` sets it.
 ///
 /// What differs from [`Server`](crate::Server), because the HTTP side is axum's own server, which
 /// backstop does not see into:
 ///
-/// - **The idle timer is not paused while a handler runs.** hyper keeps a read pending on an
-///   HTTP/1 connection to notice a client hanging up, and the listener cannot tell that read
-///   from a silent client's: a handler that takes longer than the idle period before its
-///   response starts loses its connection. Keep the idle period above your longest handler
-///   (above `ServerStack`'s deadline, say). `Server` pauses it.
 /// - **No request body idle rule**: handlers get axum's `Body`, not [`IncomingBody`](crate::IncomingBody),
 ///   and a client trickling its body a byte now and then keeps its connection and its handler.
 /// - **No header read timeout**: axum sets no timer on hyper, so a request head sent one byte at
@@ -92,7 +98,7 @@ pub fn listener(tcp: TcpListener, config: ServeConfig) -> ConnectInfoListener {
 ///   `connection_errors` stays 0, as the listener does not see how a connection ends.
 ///
 /// For `ConnectInfo<SocketAddr>` use [`listener`] (or [`with_connect_info`](Self::with_connect_info)),
-/// which returns this listener wrapped for it.
+/// which returns this listener wrapped for it. Either works with [`track_requests`](crate::track_requests).
 ///
 /// ```
 /// use std::net::SocketAddr;
@@ -158,11 +164,21 @@ impl Listener for AxumListener {
             // `Server` does too; axum's trait has no way to say so.
             return std::future::pending().await;
         };
-        let io = match self.idle {
-            Some(idle) => Io::Timed(idle.wrap(stream)),
-            None => Io::Plain(stream),
+        // Without `track_requests` around the make-service, the activity stays idle and the
+        // stream is timed as by `ServerIdleTimeout::wrap`.
+        let (io, activity) = match self.idle {
+            Some(idle) => {
+                let (io, activity) = idle.wrap_tracked(stream);
+                (Io::Timed(io), activity)
+            }
+            None => (Io::Plain(stream), ServerActivity::new()),
         };
-        (AcceptedStream { io, _open: open }, peer)
+        let stream = AcceptedStream {
+            io,
+            activity,
+            _open: open,
+        };
+        (stream, peer)
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -175,6 +191,8 @@ impl Listener for AxumListener {
 #[derive(Debug)]
 pub struct AcceptedStream {
     io: Io,
+    /// Requests in progress on this connection, told by [`track_requests`](crate::track_requests).
+    pub(crate) activity: ServerActivity,
     _open: OpenConnection,
 }
 

@@ -1,6 +1,7 @@
 //! `axum::serve` on backstop's listener, on real loopback sockets: handlers get
-//! `ConnectInfo<SocketAddr>`, a silent client is dropped at the idle bound, and at the connection
-//! cap nothing more is served until a connection ends. (Surviving `EMFILE` is in
+//! `ConnectInfo<SocketAddr>`, a silent client is dropped at the idle bound, a handler slower than
+//! the idle period keeps its connection with `track_requests` (and, as documented, only with it),
+//! and at the connection cap nothing more is served until a connection ends. (Surviving `EMFILE` is in
 //! `axum_listener_accept_errors.rs`: the descriptor limit is process-wide.)
 //!
 //! The idle and cap tests run on tokio's paused clock: with nothing else to do the runtime jumps
@@ -17,7 +18,7 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::routing::get;
 use axum::serve::Listener;
-use backstop_server::{AxumListener, ServeConfig, ServerStats, listener};
+use backstop_server::{AxumListener, ServeConfig, ServerStats, listener, track_requests};
 use common::read_response;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -178,4 +179,73 @@ async fn at_the_connection_cap_nothing_more_is_served_until_a_connection_ends() 
     assert_eq!(server.stats.accepted(), CAP as u64 + 1);
     assert_eq!(server.stats.open_connections(), CAP as u64);
     assert_eq!(server.stats.accept_errors(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_slower_than_the_idle_period_keeps_its_connection_with_track_requests() {
+    const IDLE: Duration = Duration::from_secs(5);
+    let config = || {
+        ServeConfig::builder()
+            .idle_timeout(Some(IDLE))
+            .build()
+            .unwrap()
+    };
+    let app = || {
+        Router::new().route(
+            "/",
+            get(|| async {
+                tokio::time::sleep(IDLE * 3).await;
+                "late\n"
+            }),
+        )
+    };
+    let bind = || async {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        (listener(tcp, config()), addr)
+    };
+    let (untracked, untracked_addr) = bind().await;
+    tokio::spawn(axum::serve(untracked, app()).into_future());
+    let (tracked, tracked_addr) = bind().await;
+    tokio::spawn(axum::serve(tracked, track_requests(app().into_make_service())).into_future());
+
+    async fn slow_request(addr: SocketAddr) -> (String, Duration) {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let started = Instant::now();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = timeout(BOUND * 10, stream.read_to_end(&mut answer))
+            .await
+            .expect("the connection ends");
+        (
+            String::from_utf8_lossy(&answer).into_owned(),
+            started.elapsed(),
+        )
+    }
+
+    // Untracked: the read hyper keeps pending while the handler thinks is timed, and the
+    // connection is cut at the idle bound (the difference from `Server` that `AxumListener`'s
+    // docs state).
+    let (answer, waited) = slow_request(untracked_addr).await;
+    assert_eq!(answer, "");
+    assert!(waited >= IDLE && waited < IDLE * 2, "{waited:?}");
+
+    // Tracked: the handler is answered.
+    let (answer, waited) = slow_request(tracked_addr).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(answer.ends_with("late\n"), "{answer:?}");
+    assert!(waited >= IDLE * 3, "{waited:?}");
+
+    // Tracked, a silent client is still dropped at the idle bound.
+    let mut silent = TcpStream::connect(tracked_addr).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let read = timeout(BOUND * 10, silent.read(&mut buf))
+        .await
+        .expect("the listener must drop a silent client");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(started.elapsed() >= IDLE && started.elapsed() < IDLE * 2);
 }

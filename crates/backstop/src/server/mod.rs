@@ -8,7 +8,8 @@
 //!
 //! An application that keeps `axum::serve` takes what it can of steps 1 and 3 from [`listener`]
 //! instead (the connection cap, accept errors survived, the idle rule on every stream, and axum's
-//! `ConnectInfo<SocketAddr>`); [`AxumListener`] lists what only [`Server`] does. A
+//! `ConnectInfo<SocketAddr>`), and [`track_requests`] pauses the idle timer while a handler runs;
+//! [`AxumListener`] lists what only [`Server`] does. A
 //! [`ServerStack`] goes on the whole router with `Router::layer`, or on some routes with
 //! `Router::route_layer`, each with its own limits, deadline and counts:
 //!
@@ -17,7 +18,7 @@
 //! use std::time::Duration;
 //! use axum::{Router, routing::get};
 //! use backstop::ServerStack;
-//! use backstop::server::{ServeConfig, listener};
+//! use backstop::server::{ServeConfig, listener, track_requests};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -33,7 +34,7 @@
 //! let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! axum::serve(
 //!     listener(tcp, ServeConfig::default()),
-//!     app.into_make_service_with_connect_info::<SocketAddr>(),
+//!     track_requests(app.into_make_service_with_connect_info::<SocketAddr>()),
 //! )
 //! .with_graceful_shutdown(async {}) // a real server: `shutdown_signal()`
 //! .await?;
