@@ -56,9 +56,10 @@
 //! An application that keeps `axum::serve` gets the connection rules from [`listener`] instead
 //! (with the `axum` feature): accept errors survived with the same backoff, the connection cap,
 //! the idle rule on every stream, and axum's `ConnectInfo<SocketAddr>`; with [`track_requests`]
-//! around the make-service, the idle timer pauses while a handler runs. The rules that live in
-//! `Server`'s HTTP side (the request body idle rule, the header read timeout, the bounded drain)
-//! do not apply there: [`AxumListener`] lists them.
+//! around the make-service, the idle timer pauses while a handler runs and request bodies are
+//! under the idle rule, as here. The rules that live in `Server`'s HTTP side (the header read
+//! timeout, the bounded drain, HTTP/2 settings, TLS) do not apply there: [`AxumListener`] lists
+//! them.
 //!
 //! ```
 //! # #[cfg(feature = "axum")]

@@ -5,6 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::serve::{Listener, ListenerExt, TapIo};
 use backstop_timeout::{IdleIo, ServerActivity, ServerIdleTimeout};
@@ -84,11 +85,14 @@ pub fn listener(tcp: TcpListener, config: ServeConfig) -> ConnectInfoListener {
 ///   starts loses its connection.
 /// - `TCP_NODELAY` on every stream, as `Server` sets it.
 ///
+/// - **Stalled request bodies**, with `track_requests` too: a handler waiting longer than the idle
+///   period for the next bytes of its request body gets an error, as [`IncomingBody`](crate::IncomingBody)
+///   gives under `Server`. (Without it, the stream's read timer catches a body that stops, but
+///   not one trickled a byte now and then.)
+///
 /// What differs from [`Server`](crate::Server), because the HTTP side is axum's own server, which
 /// backstop does not see into:
 ///
-/// - **No request body idle rule**: handlers get axum's `Body`, not [`IncomingBody`](crate::IncomingBody),
-///   and a client trickling its body a byte now and then keeps its connection and its handler.
 /// - **No header read timeout**: axum sets no timer on hyper, so a request head sent one byte at
 ///   a time is bounded only by the idle period between bytes.
 /// - **Shutdown** is axum's `with_graceful_shutdown`: it waits for every connection without
@@ -176,6 +180,7 @@ impl Listener for AxumListener {
         let stream = AcceptedStream {
             io,
             activity,
+            idle: self.idle.map(|idle| idle.period()),
             _open: open,
         };
         (stream, peer)
@@ -193,6 +198,8 @@ pub struct AcceptedStream {
     io: Io,
     /// Requests in progress on this connection, told by [`track_requests`](crate::track_requests).
     pub(crate) activity: ServerActivity,
+    /// The idle period, for [`track_requests`](crate::track_requests) to put request bodies under.
+    pub(crate) idle: Option<Duration>,
     _open: OpenConnection,
 }
 

@@ -1,13 +1,14 @@
 //! [`track_requests`]: tells the streams of [`AxumListener`](crate::AxumListener) when a request
 //! is being handled, so that under `axum::serve` too a slow handler is not taken for a silent
-//! client.
+//! client, and puts request bodies under the idle rule.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use axum::serve::{IncomingStream, Listener};
-use backstop_timeout::{ActiveFuture, ServerActivity, TrackActivity};
+use backstop_timeout::{ActiveFuture, IdleBody, ServerActivity, TrackActivity};
 use bytes::Bytes;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
@@ -23,8 +24,13 @@ use crate::serve::BoxError;
 /// connection. Writes stay timed, so a client that stops reading its response is still dropped.
 ///
 /// Each request is marked in progress from the moment it reaches the router until its response
-/// body ends or is dropped. The cost: axum wants its own `Body` back, so every response body is
-/// boxed once more.
+/// body ends or is dropped. Its body is put under the idle rule instead, as [`Server`](crate::Server)
+/// does with [`IncomingBody`](crate::IncomingBody): a handler waiting longer than the idle period
+/// for the next bytes of its request body gets `TimedOut(Idle)` in `Phase::ReadBody` (axum's
+/// extractors answer `400`), so a client trickling its body is not kept for the request deadline.
+///
+/// The cost: axum wants its own `Body` both ways, so every response body, and with an idle
+/// period every request body, is boxed once more.
 ///
 /// ```
 /// use std::net::SocketAddr;
@@ -84,9 +90,11 @@ where
 
     fn call(&mut self, stream: IncomingStream<'a, L>) -> Self::Future {
         let activity = stream.io().activity.clone();
+        let body_idle = stream.io().idle;
         TrackRequestsFuture {
             inner: self.inner.call(stream),
             activity: Some(activity),
+            body_idle,
         }
     }
 }
@@ -99,6 +107,7 @@ pin_project! {
         #[pin]
         inner: F,
         activity: Option<ServerActivity>,
+        body_idle: Option<Duration>,
     }
 }
 
@@ -115,20 +124,24 @@ where
         let activity = this.activity.take().unwrap_or_default();
         Poll::Ready(Ok(Tracked {
             inner: activity.layer(service),
+            body_idle: *this.body_idle,
         }))
     }
 }
 
 /// One connection's service under [`track_requests`]: marks the connection busy while a request
-/// is handled, and hands axum its own `Body` back.
+/// is handled, puts the request body under the idle rule, and hands axum its own `Body` back.
 #[derive(Debug, Clone)]
 pub struct Tracked<S> {
     inner: TrackActivity<S>,
+    body_idle: Option<Duration>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Tracked<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<axum::body::Body>, Response = Response<ResBody>>,
+    ReqBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ReqBody::Error: Into<BoxError>,
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
@@ -141,6 +154,11 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // `Body::new` of axum's own `Body` (what axum::serve passes) does not box it again.
+        let req = match self.body_idle {
+            Some(period) => req.map(|body| axum::body::Body::new(IdleBody::new(body, period))),
+            None => req.map(axum::body::Body::new),
+        };
         TrackedFuture {
             inner: self.inner.call(req),
         }

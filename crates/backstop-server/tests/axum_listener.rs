@@ -1,7 +1,8 @@
 //! `axum::serve` on backstop's listener, on real loopback sockets: handlers get
 //! `ConnectInfo<SocketAddr>`, a silent client is dropped at the idle bound, a handler slower than
-//! the idle period keeps its connection with `track_requests` (and, as documented, only with it),
-//! and at the connection cap nothing more is served until a connection ends. (Surviving `EMFILE` is in
+//! the idle period keeps its connection with `track_requests` (and, as documented, only with it)
+//! while a stalled request body is still cut at the idle bound, and at the connection cap nothing
+//! more is served until a connection ends. (Surviving `EMFILE` is in
 //! `axum_listener_accept_errors.rs`: the descriptor limit is process-wide.)
 //!
 //! The idle and cap tests run on tokio's paused clock: with nothing else to do the runtime jumps
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::serve::Listener;
 use backstop_server::{AxumListener, ServeConfig, ServerStats, listener, track_requests};
 use common::read_response;
@@ -248,4 +249,52 @@ async fn a_handler_slower_than_the_idle_period_keeps_its_connection_with_track_r
         .expect("the listener must drop a silent client");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     assert!(started.elapsed() >= IDLE && started.elapsed() < IDLE * 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_track_requests_a_stalled_request_body_still_fails_at_the_idle_bound() {
+    const IDLE: Duration = Duration::from_secs(5);
+    let config = ServeConfig::builder()
+        .idle_timeout(Some(IDLE))
+        .build()
+        .unwrap();
+    let app = Router::new().route(
+        "/upload",
+        post(|body: String| async move { body.len().to_string() }),
+    );
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    tokio::spawn(
+        axum::serve(
+            listener(tcp, config),
+            track_requests(app.into_make_service()),
+        )
+        .into_future(),
+    );
+
+    // A whole body, to show the rule lets one through.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 3\r\n\r\nabc")
+        .await
+        .unwrap();
+    let (status, body) = timeout(BOUND, read_response(&mut stream)).await.unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(body, "3");
+
+    // 1000 bytes announced, one sent: the request is in progress, so the stream's read timer is
+    // paused, and the body's own idle rule must end the wait.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\r\nx")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (status, _) = timeout(BOUND * 10, read_response(&mut stream))
+        .await
+        .expect("the handler gets an error at the idle bound and answers");
+    let waited = started.elapsed();
+    // axum's `String` extractor answers a body error with 400.
+    assert!(status.starts_with("HTTP/1.1 400"), "{status}");
+    assert!(waited >= IDLE && waited < IDLE * 2, "{waited:?}");
 }

@@ -8,7 +8,8 @@
 //!
 //! An application that keeps `axum::serve` takes what it can of steps 1 and 3 from [`listener`]
 //! instead (the connection cap, accept errors survived, the idle rule on every stream, and axum's
-//! `ConnectInfo<SocketAddr>`), and [`track_requests`] pauses the idle timer while a handler runs;
+//! `ConnectInfo<SocketAddr>`), and [`track_requests`] pauses the idle timer while a handler runs
+//! and puts request bodies under the idle rule (step 4);
 //! [`AxumListener`] lists what only [`Server`] does. A
 //! [`ServerStack`] goes on the whole router with `Router::layer`, or on some routes with
 //! `Router::route_layer`, each with its own limits, deadline and counts:
