@@ -53,6 +53,36 @@
 //! # }
 //! ```
 //!
+//! An application that keeps `axum::serve` gets the connection rules from [`listener`] instead
+//! (with the `axum` feature): accept errors survived with the same backoff, the connection cap,
+//! the idle rule on every stream, and axum's `ConnectInfo<SocketAddr>`; with [`track_requests`]
+//! around the make-service, the idle timer pauses while a handler runs and request bodies are
+//! under the idle rule, as here. The rules that live in `Server`'s HTTP side (the header read
+//! timeout, the bounded drain, HTTP/2 settings, TLS) do not apply there: [`AxumListener`] lists
+//! them.
+//!
+//! ```
+//! # #[cfg(feature = "axum")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::net::SocketAddr;
+//! use axum::{Router, routing::get};
+//! use backstop_server::{ServeConfig, listener, track_requests};
+//!
+//! let app = Router::new().route("/", get(|| async { "hello\n" }));
+//! let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! axum::serve(
+//!     listener(tcp, ServeConfig::default()),
+//!     track_requests(app.into_make_service_with_connect_info::<SocketAddr>()),
+//! )
+//! .with_graceful_shutdown(async {}) // a real server: `backstop_server::shutdown_signal()`
+//! .await?;
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "axum"))]
+//! # fn main() {}
+//! ```
+//!
 //! A handler panic should be answered with `500` instead of a dropped connection: put
 //! [`CatchPanicLayer`] innermost, around the handler.
 //!
@@ -60,18 +90,25 @@
 //!
 //! | feature | default | enables | pulls in |
 //! |---|---|---|---|
-//! | `axum` | on | axum's `ConnectInfo<SocketAddr>` in every request | axum (no default features) |
+//! | `axum` | on | axum's `ConnectInfo<SocketAddr>` in every request; [`listener`], [`AxumListener`], [`track_requests`] for `axum::serve` | axum (no default features) |
 //! | `tls` | off | `Server::tls`: serve TLS with your `rustls::ServerConfig` | tokio-rustls, rustls (no crypto provider: your configuration brings one) |
 
+mod accept;
 mod config;
 mod connection;
+#[cfg(feature = "axum")]
+mod listener;
 mod outcome;
 mod request;
 mod serve;
 mod shed;
 mod signal;
+#[cfg(feature = "axum")]
+mod track;
 
 pub use config::{ConfigError, DEFAULT_MAX_CONNECTIONS, ServeConfig, ServeConfigBuilder};
+#[cfg(feature = "axum")]
+pub use listener::{AcceptedStream, AxumListener, ConnectInfoListener, listener};
 pub use outcome::{OutcomeCounts, OutcomeFuture, OutcomeLayer, OutcomeService};
 pub use request::{IncomingBody, PeerAddr};
 pub use serve::{BoxError, ServeSummary, Server, ServerStats};
@@ -82,3 +119,5 @@ pub use signal::shutdown_signal;
 /// Answers a handler panic with `500 Internal Server Error` instead of dropping the connection
 /// (tower-http's layer, re-exported).
 pub use tower_http::catch_panic::CatchPanicLayer;
+#[cfg(feature = "axum")]
+pub use track::{TrackRequests, TrackRequestsFuture, Tracked, TrackedFuture, track_requests};

@@ -6,7 +6,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -14,10 +13,11 @@ use http_body::Body;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio::time::{sleep, timeout};
+use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::time::timeout;
 use tower_service::Service;
 
+use crate::accept::{Accepted, Acceptor};
 use crate::config::ServeConfig;
 use crate::connection::{Connection, TlsAcceptor};
 use crate::request::IncomingBody;
@@ -58,6 +58,16 @@ impl ServerStats {
         self.0.connection_errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts an accepted connection (`accept.rs`).
+    pub(crate) fn count_accepted(&self) {
+        self.0.accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a failed accept call (`accept.rs`).
+    pub(crate) fn count_accept_error(&self) {
+        self.0.accept_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Connections accepted so far.
     pub fn accepted(&self) -> u64 {
         self.0.accepted.load(Ordering::Relaxed)
@@ -81,6 +91,7 @@ impl ServerStats {
 
 /// Counts a connection open from its acceptance until its task ends, and holds its place under
 /// the connection cap.
+#[derive(Debug)]
 pub(crate) struct OpenConnection {
     stats: ServerStats,
     _slot: OwnedSemaphorePermit,
@@ -250,59 +261,23 @@ impl Server {
         // Every connection holds a receiver; the sender says "shut down", and its `closed()`
         // tells when the last connection has ended.
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let slots = Arc::new(Semaphore::new(config.max_connections));
-        let mut backoff = config.accept_backoff;
+        let mut acceptor = Acceptor::new(listener, &config, stats.clone());
         tokio::pin!(signal);
 
         loop {
-            // A slot first, then accept: at the cap the connection waits in the listen backlog
-            // (the kernel's queue) instead of being accepted only to be closed.
-            if slots.available_permits() == 0 {
-                tracing::debug!(
-                    max_connections = config.max_connections,
-                    "at the connection cap; not accepting until a connection ends"
-                );
-            }
-            let slot = tokio::select! {
-                biased;
-                () = &mut signal => break,
-                slot = Arc::clone(&slots).acquire_owned() => slot,
-            };
-            // The semaphore is never closed; should it be, serving stops like on a signal.
-            let Ok(slot) = slot else { break };
+            // The signal first, also while the acceptor waits for a place or backs off, so a
+            // shutdown is not delayed.
             let accepted = tokio::select! {
                 biased;
                 () = &mut signal => break,
-                accepted = listener.accept() => accepted,
+                accepted = acceptor.accept() => accepted,
             };
-            let (stream, peer) = match accepted {
-                Ok(accepted) => {
-                    backoff = config.accept_backoff;
-                    accepted
-                }
-                Err(err) if is_per_connection(&err) => {
-                    tracing::debug!(error = %err, "accept failed for one connection; going on");
-                    continue;
-                }
-                Err(err) => {
-                    stats.0.accept_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        error = %err,
-                        backoff_ms = backoff.as_millis() as u64,
-                        "accept failed (out of file descriptors or memory?); backing off"
-                    );
-                    // Keep draining the signal while we wait, so a shutdown is not delayed.
-                    tokio::select! {
-                        biased;
-                        () = &mut signal => break,
-                        () = sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
-                    continue;
-                }
+            // The cap's semaphore is never closed; should it be, serving stops like on a signal.
+            let Some(Accepted { stream, peer, open }) = accepted else {
+                break;
             };
-            stats.0.accepted.fetch_add(1, Ordering::Relaxed);
-            let _ = stream.set_nodelay(true);
+            // Without the `tls` feature the acceptor is `Option<Infallible>`, which is `Copy`.
+            #[cfg_attr(not(feature = "tls"), allow(clippy::clone_on_copy))]
             let conn = Connection {
                 http: Arc::clone(&http),
                 service: service.clone(),
@@ -312,12 +287,12 @@ impl Server {
                 stats: stats.clone(),
                 peer,
                 shutdown: shutdown_rx.clone(),
-                open: OpenConnection::new(stats.clone(), slot),
+                open,
             };
             tokio::spawn(conn.run(stream));
         }
 
-        drop(listener);
+        drop(acceptor);
         drop(shutdown_rx);
         shutdown.send_replace(true);
         let drained = timeout(config.drain_timeout, shutdown.closed())
@@ -336,22 +311,6 @@ impl Server {
             drained,
         })
     }
-}
-
-/// The longest pause after a failed accept.
-const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
-
-/// Accept errors that concern only the connection being accepted: the next accept may succeed at
-/// once.
-fn is_per_connection(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock
-    )
 }
 
 fn http_builder(config: &ServeConfig) -> auto::Builder<TokioExecutor> {

@@ -3,7 +3,8 @@
 use std::future::Future;
 
 /// A future that completes on the first `SIGTERM` or `SIGINT` (Ctrl-C) — on other platforms,
-/// on Ctrl-C — for [`Server::serve_with_shutdown`](crate::Server::serve_with_shutdown).
+/// on Ctrl-C — for [`Server::serve_with_shutdown`](crate::Server::serve_with_shutdown), or
+/// axum's `with_graceful_shutdown`.
 ///
 /// Both must drain: `SIGTERM` is what process managers send (systemd, Kubernetes, Docker stop),
 /// `SIGINT` what a terminal sends. The handlers are installed when this function is called

@@ -3,20 +3,18 @@
 //! is process-wide.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::time::Duration;
 
 use backstop_server::{IncomingBody, ServeConfig, Server};
 use bytes::Bytes;
+use common::exhaust_descriptors;
 use http::{Request, Response};
 use http_body_util::Full;
-use rlimit::Resource;
 use tokio::time::{Instant, timeout};
-
-fn open_descriptors() -> u64 {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count() as u64)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accept_survives_emfile_and_serves_once_descriptors_are_free() {
@@ -34,18 +32,7 @@ async fn accept_survives_emfile_and_serves_once_descriptors_are_free() {
     }
 
     // No descriptor left: every accept fails with EMFILE.
-    let (soft, hard) = Resource::NOFILE.get().unwrap();
-    let used = open_descriptors();
-    Resource::NOFILE.set(used, hard).unwrap();
-    // Whatever slack the count missed (its own directory handle, a descriptor closed since),
-    // fill it, so the next accept really finds none.
-    let mut filler = Vec::new();
-    while filler.len() < 64 {
-        match std::fs::File::open("/dev/null") {
-            Ok(file) => filler.push(file),
-            Err(_) => break,
-        }
-    }
+    let exhausted = exhaust_descriptors();
 
     let config = ServeConfig::builder()
         .accept_backoff(Duration::from_millis(5))
@@ -71,8 +58,7 @@ async fn accept_survives_emfile_and_serves_once_descriptors_are_free() {
     .await;
     let accepted_while_exhausted = stats.accepted();
     // Restore the limit before asserting, so a failure cannot starve the rest of the process.
-    drop(filler);
-    Resource::NOFILE.set(soft, hard).unwrap();
+    drop(exhausted);
     assert!(waited.is_ok(), "accept errors were not counted");
     assert_eq!(accepted_while_exhausted, 0);
 

@@ -1,4 +1,5 @@
-//! A server on a loopback port, for the tests of this crate.
+//! A server on a loopback port, a raw HTTP/1.1 reader, and a process out of file descriptors,
+//! for the tests of this crate.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -7,7 +8,8 @@ use std::time::Duration;
 use backstop_server::{IncomingBody, ServeConfig, ServeSummary, Server, ServerStats};
 use bytes::Bytes;
 use http::{Request, Response};
-use tokio::net::TcpListener;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -56,5 +58,74 @@ where
         stats,
         stop: Some(stop),
         task,
+    }
+}
+
+/// Reads one HTTP/1.1 response (head and `Content-Length` body) from a raw connection and returns
+/// the status line and the body.
+pub async fn read_response(stream: &mut TcpStream) -> (String, String) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let length: usize = head
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            while buf.len() < end + 4 + length {
+                let n = stream.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "connection closed mid-body");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let status = head.lines().next().unwrap_or_default().to_owned();
+            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).to_string();
+            return (status, body);
+        }
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed before a response: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Open file descriptors of this process.
+fn open_descriptors() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count() as u64)
+}
+
+/// While it lives, the process can open no file descriptor: every `accept` fails with `EMFILE`.
+/// Dropping it gives them back, also when a test fails. The limit is process-wide: use it only in
+/// a test binary of its own, with a single test.
+pub struct NoDescriptorsLeft {
+    soft: u64,
+    hard: u64,
+    filler: Vec<std::fs::File>,
+}
+
+/// Lowers the soft `RLIMIT_NOFILE` to the descriptors open now and fills whatever slack is left.
+pub fn exhaust_descriptors() -> NoDescriptorsLeft {
+    let (soft, hard) = rlimit::Resource::NOFILE.get().unwrap();
+    let used = open_descriptors();
+    rlimit::Resource::NOFILE.set(used, hard).unwrap();
+    // Whatever slack the count missed (its own directory handle, a descriptor closed since),
+    // fill it, so the next accept really finds none.
+    let mut filler = Vec::new();
+    while filler.len() < 64 {
+        match std::fs::File::open("/dev/null") {
+            Ok(file) => filler.push(file),
+            Err(_) => break,
+        }
+    }
+    NoDescriptorsLeft { soft, hard, filler }
+}
+
+impl Drop for NoDescriptorsLeft {
+    fn drop(&mut self) {
+        self.filler.clear();
+        let _ = rlimit::Resource::NOFILE.set(self.soft, self.hard);
     }
 }

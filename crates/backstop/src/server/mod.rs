@@ -6,6 +6,43 @@
 //! module re-exports all of `backstop-server`, so `backstop::server::Server` and
 //! `backstop_server::Server` are the same type.
 //!
+//! An application that keeps `axum::serve` takes what it can of steps 1 and 3 from [`listener`]
+//! instead (the connection cap, accept errors survived, the idle rule on every stream, and axum's
+//! `ConnectInfo<SocketAddr>`), and [`track_requests`] pauses the idle timer while a handler runs
+//! and puts request bodies under the idle rule (step 4);
+//! [`AxumListener`] lists what only [`Server`] does. A
+//! [`ServerStack`] goes on the whole router with `Router::layer`, or on some routes with
+//! `Router::route_layer`, each with its own limits, deadline and counts:
+//!
+//! ```
+//! use std::net::SocketAddr;
+//! use std::time::Duration;
+//! use axum::{Router, routing::get};
+//! use backstop::ServerStack;
+//! use backstop::server::{ServeConfig, listener, track_requests};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let reports = ServerStack::builder()
+//!     .max_in_flight(4)
+//!     .default_deadline(Duration::from_secs(2))
+//!     .build()?;
+//! let app = Router::new()
+//!     .route("/reports", get(|| async { "a heavy report" }))
+//!     .route_layer(reports) // the routes above only
+//!     .route("/", get(|| async { "hello" }))
+//!     .layer(ServerStack::builder().build()?); // every route
+//! let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! axum::serve(
+//!     listener(tcp, ServeConfig::default()),
+//!     track_requests(app.into_make_service_with_connect_info::<SocketAddr>()),
+//! )
+//! .with_graceful_shutdown(async {}) // a real server: `shutdown_signal()`
+//! .await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ```
 //! use std::time::Duration;
 //! use axum::{Router, routing::get};
