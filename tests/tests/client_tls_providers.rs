@@ -1,8 +1,8 @@
 //! `Client::builder().build()` never panics over TLS: not when both of rustls' crypto providers
-//! are compiled in (this test package enables `aws_lc_rs` next to `ring`, as another crate of an
-//! application may), and not when the user's TLS config already lists ALPN protocols (which
-//! hyper-rustls' connector builder asserts against). Everything runs against the chaos upstream
-//! on 127.0.0.1.
+//! are compiled in (this test package enables backstop's `rustls-aws-lc` next to its default
+//! `rustls-ring`, as an application may, and rustls' `aws_lc_rs` next to `ring`), and not when the
+//! user's TLS config already lists ALPN protocols (which hyper-rustls' connector builder asserts
+//! against). Everything runs against the chaos upstream on 127.0.0.1.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -51,8 +51,9 @@ async fn with_both_providers_compiled_in_the_default_client_builds_and_calls_ove
 
     let chaos = ChaosServer::builder().tls(true).start().await.unwrap();
 
-    // The default TLS config (webpki roots, ring named): builds, handshakes, and rejects the
-    // chaos certificate no public root signed.
+    // The default TLS config (webpki roots, its provider named: aws-lc-rs, preferred when
+    // `rustls-aws-lc` is on): builds, handshakes, and rejects the chaos certificate no public
+    // root signed.
     let default = client().build().expect("build() chooses its provider");
     let err = bounded(default.get(&chaos.url("/"))).await.unwrap_err();
     assert_eq!(

@@ -17,11 +17,12 @@
 //!   [`breaker`], [`server`].
 //!
 //! ```
+//! # #[cfg(feature = "client")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
 //! use backstop::{Client, Kind, Retryable};
 //!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let client = Client::builder()
 //!     .deadline(Duration::from_secs(2))
 //!     .attempt_timeout(Duration::from_millis(500))
@@ -36,21 +37,91 @@
 //! assert_eq!(err.retryable(), Retryable::Safe);
 //! # Ok(())
 //! # }
+//! # #[cfg(not(feature = "client"))]
+//! # fn main() {}
 //! ```
+//!
+//! # Features
+//!
+//! Everything above the layers is behind a cargo feature, so an application compiles only what
+//! it uses: with `default-features = false` the crate is the layers, [`ServiceBuilderExt`], the
+//! failure vocabulary ([`Error`], [`Kind`]…) and [`Policy`] (its builder-style fields and
+//! [`Policy::validate`]).
+//!
+//! | feature | enables | pulls in |
+//! |---|---|---|
+//! | `client` (default) | [`Client`], [`ClientBuilder`], [`CallInfo`], [`FnResolver`], [`RequestBody`], [`ResponseBody`]; `http://` only without `tls` | hyper (client, HTTP/1, HTTP/2), hyper-util's pooled client, tokio (`rt`, `time`) |
+//! | `server` | [`ServerStack`], the [`server`] module ([`server::Server`]) | backstop-server, tower-http (`catch-panic`) |
+//! | `server-tls` | `server::Server::tls`: serving TLS with your `rustls::ServerConfig`; implies `server` | tokio-rustls, rustls (no provider of its own: the configuration brings one) |
+//! | `gateway` | [`Gateway`], [`RouteConfig`], [`GatewayRoute`]…; implies `client` and `server` | axum (for its `ConnectInfo`) |
+//! | `config` | `Policy::from_toml`, `Policy::from_json`, serde on [`Policy`] and its sections (durations as `"250ms"`), `Gateway::from_toml` and `Gateway::from_toml_with` | serde, humantime-serde, toml, serde_json, serde_path_to_error |
+//! | `tls` | the client's `https://` (rustls) and `ClientBuilder::tls`; implies `client`. Enabled by every feature below | rustls, tokio-rustls |
+//! | `rustls-ring` (default) | rustls' ring crypto provider | ring |
+//! | `rustls-aws-lc` | rustls' aws-lc-rs crypto provider | aws-lc-rs (C, built with cmake) |
+//! | `webpki-roots` (default) | the Mozilla root certificates, compiled in | webpki-roots |
+//! | `native-roots` | the operating system's root certificates, read when a client is built | rustls-native-certs |
+//! | `platform-verifier` | the operating system's certificate verifier (instead of the roots above) | rustls-platform-verifier |
+//! | `chaos` | [`chaos`]: the fault-injecting upstream, for tests and demos | backstop-chaos |
+//! | `reconnect` | [`reconnect`]: the supervisor for long-lived connections | backstop-reconnect |
+//!
+//! **The crypto provider** of the default TLS configuration is, never by a panic: the process
+//! default when the application installed one (`rustls::crypto::CryptoProvider::install_default`);
+//! else the one compiled in — aws-lc-rs when `rustls-aws-lc` is enabled, even next to the default
+//! `rustls-ring` (enabling it is an explicit choice), ring otherwise. With `tls` but neither
+//! provider feature nor a process default, [`ClientBuilder::build`] returns a [`ConfigError`]
+//! naming `tls`, unless a configuration was passed with `ClientBuilder::tls`.
+//!
+//! **The roots** are the platform verifier's when `platform-verifier` is enabled; else the
+//! union of the enabled `native-roots` and `webpki-roots` (native certificates that fail to load
+//! are skipped with a warning). With none, the default configuration is a [`ConfigError`] naming
+//! `tls`: pass your own with `ClientBuilder::tls`.
+//!
+//! **Without TLS** (`default-features = false, features = ["client"]`) the client speaks
+//! `http://` only: an `https://` URL fails the call with a classified [`Error`] (never sent, not
+//! retried) whose message names the features to enable, and what is known to need HTTPS when it
+//! is built is a [`ConfigError`] then: `ClientBuilder::https_only(true)`, a gateway route
+//! whose upstream is `https://`.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+// Links to what a disabled feature leaves out point at the table above instead (after a blank
+// line: a link definition cannot interrupt a paragraph).
+#![doc = ""]
+#![cfg_attr(not(feature = "client"), doc = "[`Client`]: #features")]
+#![cfg_attr(not(feature = "client"), doc = "[`ClientBuilder`]: #features")]
+#![cfg_attr(not(feature = "client"), doc = "[`ClientBuilder::build`]: #features")]
+#![cfg_attr(not(feature = "client"), doc = "[`CallInfo`]: #features")]
+#![cfg_attr(not(feature = "client"), doc = "[`FnResolver`]: #features")]
+#![cfg_attr(not(feature = "client"), doc = "[`RequestBody`]: #features")]
+#![cfg_attr(not(feature = "client"), doc = "[`ResponseBody`]: #features")]
+#![cfg_attr(not(feature = "gateway"), doc = "[`Gateway`]: #features")]
+#![cfg_attr(not(feature = "gateway"), doc = "[`GatewayReason`]: #features")]
+#![cfg_attr(not(feature = "gateway"), doc = "[`GatewayRoute`]: #features")]
+#![cfg_attr(not(feature = "gateway"), doc = "[`RouteConfig`]: #features")]
+#![cfg_attr(not(feature = "server"), doc = "[`ServerStack`]: #features")]
+#![cfg_attr(not(feature = "server"), doc = "[`server`]: #features")]
+#![cfg_attr(not(feature = "server"), doc = "[`server::Server`]: #features")]
+#![cfg_attr(not(feature = "chaos"), doc = "[`chaos`]: #features")]
+#![cfg_attr(not(feature = "reconnect"), doc = "[`reconnect`]: #features")]
 
+#[cfg(feature = "client")]
 mod client;
 mod ext;
+#[cfg(feature = "gateway")]
 mod gateway;
 mod policy;
+#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "client")]
 mod timed;
+#[cfg(feature = "tls")]
 mod tls;
 
+#[cfg(feature = "client")]
 pub use client::{
     CallInfo, CallInfoExt, Client, ClientBuilder, ConnectTimings, FnResolver, RequestBody,
     ResponseBody,
 };
 pub use ext::ServiceBuilderExt;
+#[cfg(feature = "gateway")]
 pub use gateway::{
     BreakerCounts, DEFAULT_BODY_LIMIT, DEFAULT_BUFFER_BUDGET, ForwardedHeaders, Gateway,
     GatewayBody, GatewayReason, GatewayRoute, REASON_HEADER, RouteConfig,
@@ -59,6 +130,7 @@ pub use policy::{
     BreakerPolicy, BudgetPolicy, ConfigError, DEFAULT_ATTEMPT_TIMEOUT, JitterMode, Policy,
     PropagationPolicy, RetryPolicy,
 };
+#[cfg(feature = "server")]
 pub use server::{ServerStack, ServerStackBuilder, ServerStackService};
 
 pub use backstop_classify::{
@@ -87,7 +159,7 @@ pub use backstop_reconnect as reconnect;
 
 /// The private parsers the fuzz targets in `fuzz/` drive directly. Compiled only under
 /// `cfg(fuzzing)`, which `cargo fuzz` sets: not part of the API.
-#[cfg(fuzzing)]
+#[cfg(all(fuzzing, feature = "gateway"))]
 #[doc(hidden)]
 pub mod fuzzing {
     /// The gateway's path normalisation: the normal form, or why the path is refused.

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use hyper_util::client::legacy::connect::dns::GaiResolver;
 
+use super::scheme::Schemes;
 use super::{Client, FnResolver};
 use crate::policy::{BudgetPolicy, ConfigError, JitterMode, Policy, PropagationPolicy};
 
@@ -12,7 +13,9 @@ use crate::policy::{BudgetPolicy, ConfigError, JitterMode, Policy, PropagationPo
 /// validates them all and names the field of the first one that breaks a rule.
 pub struct ClientBuilder {
     policy: Policy,
+    #[cfg(feature = "tls")]
     tls: Option<rustls::ClientConfig>,
+    https_only: bool,
     resolver: Option<FnResolver>,
     seed: Option<u64>,
     judge: Option<backstop_breaker::Judge>,
@@ -24,6 +27,9 @@ pub struct ClientBuilder {
 /// The builder's settings that are not part of a [`Policy`]: they shape the transport, not the
 /// rules.
 pub(super) struct Transport {
+    /// The TLS configuration of `https://` connections.
+    #[cfg(feature = "tls")]
+    pub(super) tls: rustls::ClientConfig,
     pub(super) seed: Option<u64>,
     pub(super) judge: Option<backstop_breaker::Judge>,
     pub(super) http1_max_buf_size: Option<usize>,
@@ -32,9 +38,11 @@ pub(super) struct Transport {
 
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientBuilder")
-            .field("policy", &self.policy)
-            .field("custom_tls", &self.tls.is_some())
+        let mut d = f.debug_struct("ClientBuilder");
+        d.field("policy", &self.policy);
+        #[cfg(feature = "tls")]
+        d.field("custom_tls", &self.tls.is_some());
+        d.field("https_only", &self.https_only)
             .field("custom_resolver", &self.resolver.is_some())
             .field("custom_breaker_judge", &self.judge.is_some())
             .field("http1_max_buf_size", &self.http1_max_buf_size)
@@ -48,7 +56,9 @@ impl ClientBuilder {
     pub(super) fn new() -> ClientBuilder {
         ClientBuilder {
             policy: Policy::default(),
+            #[cfg(feature = "tls")]
             tls: None,
+            https_only: false,
             resolver: None,
             seed: None,
             judge: None,
@@ -222,7 +232,9 @@ impl ClientBuilder {
         self
     }
 
-    /// The TLS configuration (default: the Mozilla root certificates, TLS 1.2 and 1.3, ring).
+    /// The TLS configuration (with the `tls` feature). Default: TLS 1.2 and 1.3, the crypto
+    /// provider and the roots the crate features choose (see [the crate docs](crate#features):
+    /// the process default provider or the one compiled in, the Mozilla roots by default).
     ///
     /// Build it with the crypto provider named, e.g.
     /// `rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))`:
@@ -236,9 +248,23 @@ impl ClientBuilder {
     /// HTTP/1.1, as TLS allows). Any entry other than `h2` and `http/1.1`, or one listed twice,
     /// makes [`build`](ClientBuilder::build) return a [`ConfigError`] naming
     /// `tls.alpn_protocols`: the client could not speak it if the server chose it.
+    #[cfg(feature = "tls")]
     #[must_use]
     pub fn tls(mut self, config: rustls::ClientConfig) -> Self {
         self.tls = Some(config);
+        self
+    }
+
+    /// Refuse `http://` URLs: every call must be `https://` (as reqwest's `https_only`).
+    /// Default off.
+    ///
+    /// A refused call fails at once with a classified [`Error`](crate::Error) (`Kind::Other`,
+    /// `Phase::Local`, never retried), before anything is sent. Built without TLS (no `tls`
+    /// feature), `https_only(true)` could never make a call: [`build`](ClientBuilder::build)
+    /// returns a [`ConfigError`] naming `https_only`.
+    #[must_use]
+    pub fn https_only(mut self, enabled: bool) -> Self {
+        self.https_only = enabled;
         self
     }
 
@@ -251,7 +277,7 @@ impl ClientBuilder {
 
     /// How the breakers judge an outcome: what counts as a failure of the destination. Default
     /// [`backstop_breaker::default_verdict`] (every `5xx`, timeouts, connect failures…). The
-    /// [`Gateway`](crate::Gateway) uses it for a route's `breaker_counts`.
+    /// gateway (the `gateway` feature) uses it for a route's `breaker_counts`.
     #[must_use]
     pub fn breaker_judge(mut self, judge: backstop_breaker::Judge) -> Self {
         self.judge = Some(judge);
@@ -279,6 +305,7 @@ impl ClientBuilder {
     /// The gateway streams request bodies through its route clients: each chunk queued for the
     /// upstream is a slice of the client connection's read buffer, and keeps that whole buffer
     /// allocated while it waits. A short queue bounds what each upload pins.
+    #[cfg(feature = "gateway")]
     pub(crate) fn http1_max_buf_size(mut self, bytes: usize) -> Self {
         self.http1_max_buf_size = Some(bytes.max(8 * 1024));
         self
@@ -286,6 +313,7 @@ impl ClientBuilder {
 
     /// The policy as set so far (the gateway reads the retry rules that decide what a route
     /// keeps for replay).
+    #[cfg(feature = "gateway")]
     pub(crate) fn current_policy(&self) -> &Policy {
         &self.policy
     }
@@ -293,30 +321,28 @@ impl ClientBuilder {
     /// Validates every setting and builds the client.
     ///
     /// Never panics: a setting that breaks a rule, the TLS configuration included (see
-    /// [`tls`](ClientBuilder::tls)), is a [`ConfigError`] naming it.
+    /// `tls`, and [the crate docs](crate#features) for a build without a crypto provider or
+    /// roots), is a [`ConfigError`] naming it.
     pub fn build(self) -> Result<Client, ConfigError> {
         let policy = self.policy;
         policy.validate()?;
+        let schemes = Schemes::new(self.https_only)?;
         let transport = Transport {
+            #[cfg(feature = "tls")]
+            tls: match self.tls {
+                Some(tls) => tls,
+                None => crate::tls::default_config()?,
+            },
             seed: self.seed,
             judge: self.judge,
             http1_max_buf_size: self.http1_max_buf_size,
             http2_prior_knowledge: self.http2_prior_knowledge,
         };
-        let tls = match self.tls {
-            Some(tls) => tls,
-            None => default_tls()?,
-        };
         match self.resolver {
-            Some(resolver) => Client::assemble(&policy, tls, resolver, transport),
-            None => Client::assemble(&policy, tls, GaiResolver::new(), transport),
+            Some(resolver) => Client::assemble(&policy, resolver, transport, schemes),
+            None => Client::assemble(&policy, GaiResolver::new(), transport, schemes),
         }
     }
-}
-
-/// The default TLS configuration, its crypto provider (ring) named so that it cannot panic.
-fn default_tls() -> Result<rustls::ClientConfig, ConfigError> {
-    crate::tls::default_config()
 }
 
 #[cfg(test)]
@@ -400,7 +426,10 @@ mod tests {
         assert_eq!(overlaid, expected);
 
         // policy() after a setter keeps the setter where the policy says nothing…
-        let p = Policy::from_toml("deadline = \"2s\"").unwrap();
+        let p = Policy {
+            deadline: ms(2000),
+            ..Policy::default()
+        };
         let b = Client::builder().max_attempts(1).policy(p.clone());
         assert_eq!(
             (b.policy.retry.max_attempts, b.policy.deadline),

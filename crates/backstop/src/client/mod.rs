@@ -4,13 +4,15 @@
 //! them; `Client::assemble` (here) turns a validated [`Policy`] into the layer stack; a call goes
 //! through [`Client::send`] (here), an instance of the stack taken from the `ServicePool`
 //! (`pool.rs`), and comes back with a [`CallInfo`] (`call_info.rs`). The body types are in
-//! `body.rs`, the resolver made from a function in `resolver.rs`.
+//! `body.rs`, the resolver made from a function in `resolver.rs`, which URLs a client calls
+//! (`https://` only with TLS, `http://` unless `https_only`) in `scheme.rs`.
 
 mod body;
 mod builder;
 mod call_info;
 mod pool;
 mod resolver;
+mod scheme;
 
 use std::fmt;
 use std::future::Future;
@@ -40,6 +42,9 @@ use self::builder::Transport;
 pub use self::call_info::{CallInfo, CallInfoExt};
 use self::pool::ServicePool;
 pub use self::resolver::FnResolver;
+#[cfg(feature = "gateway")]
+pub(crate) use self::scheme::NO_TLS;
+use self::scheme::Schemes;
 use crate::policy::{ConfigError, Policy};
 pub use crate::timed::ConnectTimings;
 use crate::timed::OpenedConnection;
@@ -47,9 +52,10 @@ use crate::timed::OpenedConnection;
 /// A ready HTTP client with every resilience rule, in this order from the outside in:
 ///
 /// `Deadline → Retry (budget, backoff, Retry-After, body replay) → CircuitBreaker (per host) →
-/// Classify → AttemptTimeout → hyper-util client (HTTP/1 + HTTP/2, HTTPS via rustls)`, whose
-/// connector is `ConnectTimeout(IdleTimeout(HTTPS(TCP with happy eyeballs)))` and whose response
-/// bodies fail when idle.
+/// Classify → AttemptTimeout → hyper-util client (HTTP/1 + HTTP/2, HTTPS via rustls with the
+/// `tls` feature)`, whose connector is `ConnectTimeout(IdleTimeout(HTTPS(TCP with happy
+/// eyeballs)))` (without `tls`, TCP alone: `http://` only, see [the crate docs](crate#features))
+/// and whose response bodies fail when idle.
 ///
 /// Every error is a [`backstop_classify::Error`] (what failed, where, whether a retry was safe):
 /// always the last real failure, never the reason retrying stopped. Every response and every
@@ -77,6 +83,7 @@ pub struct Client {
     breakers: Option<Breakers<PerAuthority>>,
     /// Half-open admits a single probe, so a first-attempt success proves the breaker closed.
     single_probe: bool,
+    schemes: Schemes,
 }
 
 impl fmt::Debug for Client {
@@ -98,9 +105,9 @@ impl Client {
 
     fn assemble<R>(
         policy: &Policy,
-        tls: rustls::ClientConfig,
         resolver: R,
         transport: Transport,
+        schemes: Schemes,
     ) -> Result<Client, ConfigError>
     where
         R: Service<Name> + Clone + Send + Sync + 'static,
@@ -109,7 +116,8 @@ impl Client {
         R::Future: Send,
     {
         let tcp = TcpConnector::builder().resolver(resolver).build()?;
-        let https = crate::tls::https_connector(tls, tcp)?;
+        #[cfg(feature = "tls")]
+        let tcp = crate::tls::https_connector(transport.tls, tcp)?;
         let idle = ConnectionIdleTimeoutLayer::try_new(policy.idle_timeout)
             .map_err(|e| ConfigError::new("idle_timeout", e.rule().to_owned()))?;
         let connector = ServiceBuilder::new()
@@ -118,7 +126,7 @@ impl Client {
                     .map_err(|e| ConfigError::new("connect_timeout", e.rule().to_owned()))?,
             )
             .layer(idle)
-            .service(https);
+            .service(tcp);
         // Outermost, so the timings include every layer's work.
         let connector = crate::timed::TimedConnector::new(connector);
         let mut builder = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
@@ -182,6 +190,7 @@ impl Client {
             service: Arc::new(ServicePool::new(service)),
             breakers,
             single_probe: policy.breaker.half_open_probes == 1,
+            schemes,
         })
     }
 
@@ -205,6 +214,9 @@ impl Client {
 
     async fn send_body(&self, req: Request<RequestBody>) -> Result<Response<ResponseBody>, Error> {
         let started = Instant::now();
+        if let Some(refused) = self.schemes.refuse(req.uri()) {
+            return Err(self.failed(refused, None, started.elapsed()));
+        }
         // Kept to find the destination's breaker afterwards; a `Uri` clone shares its bytes.
         let uri = self.breakers.is_some().then(|| req.uri().clone());
         let res = self.service.call(req).await;
@@ -358,12 +370,15 @@ fn breaker_layer(
 #[allow(clippy::expect_used)]
 pub(crate) fn layers_reject(policy: &Policy) -> Option<ConfigError> {
     let transport = Transport {
+        #[cfg(feature = "tls")]
+        // The TLS configuration plays no part in the bounds.
+        tls: crate::tls::test_config(),
         seed: None,
         judge: None,
         http1_max_buf_size: None,
         http2_prior_knowledge: false,
     };
-    let tls = crate::tls::default_config().expect("the default TLS configuration");
     let resolver = hyper_util::client::legacy::connect::dns::GaiResolver::new();
-    Client::assemble(policy, tls, resolver, transport).err()
+    let schemes = Schemes::new(false).expect("plain schemes need no TLS");
+    Client::assemble(policy, resolver, transport, schemes).err()
 }

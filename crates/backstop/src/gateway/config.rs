@@ -3,7 +3,6 @@
 
 use backstop_breaker::{Verdict, default_verdict};
 use backstop_classify::{Kind, Outcome};
-use serde::Deserialize;
 
 use crate::policy::Policy;
 
@@ -35,34 +34,38 @@ use crate::policy::Policy;
 /// `policy.retry.replay_limit` bytes of its body (default 64 KiB) for replay, reserved from the
 /// gateway's buffer budget (see [`Gateway`](super::Gateway)); a larger body is sent once, without
 /// replay. Note that the route's deadline and attempt timeout then also bound the upload.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Deserialize),
+    serde(deny_unknown_fields)
+)]
 pub struct RouteConfig {
     /// The path prefix it serves, starting with `/`; the longest matching prefix wins. It
     /// matches at a segment boundary: `/catalog` serves `/catalog`, `/catalog/` and
     /// `/catalog/x`, not `/catalogue-admin`. A trailing `/` is ignored.
     pub prefix: String,
     /// The methods it serves; empty means all.
-    #[serde(default)]
+    #[cfg_attr(feature = "config", serde(default))]
     pub methods: Vec<String>,
     /// The upstream's base URL (`http://host:port` or `https://…`, optionally with a base path
     /// such as `/api/v2`): the base path, then the request's normalised path (without the
     /// prefix when `strip_prefix`), then its query are forwarded.
     pub upstream: String,
     /// Remove the route's prefix from the forwarded path. Default `false`.
-    #[serde(default)]
+    #[cfg_attr(feature = "config", serde(default))]
     pub strip_prefix: bool,
     /// Which forwarding headers the gateway writes. Default `x-forwarded`.
-    #[serde(default)]
+    #[cfg_attr(feature = "config", serde(default))]
     pub forwarded: ForwardedHeaders,
     /// Whether the previous hop is a trusted proxy. Default `false`: forwarding headers a
     /// client sent (`X-Forwarded-*`, `Forwarded`) are dropped and replaced, since anyone can
     /// write them. `true`: they are kept and the gateway's hop is appended.
-    #[serde(default)]
+    #[cfg_attr(feature = "config", serde(default))]
     pub trust_forwarded: bool,
     /// What the route's circuit breaker counts as the upstream being sick. Default
     /// `gateway-errors`.
-    #[serde(default)]
+    #[cfg_attr(feature = "config", serde(default))]
     pub breaker_counts: BreakerCounts,
     /// The largest request body the route accepts, in bytes (inclusive); in TOML a number or a
     /// string with a unit: `"512KiB"`, `"64MiB"`, `"1GiB"` (`B`, `KiB`, `MiB`, `GiB`). Default
@@ -70,10 +73,13 @@ pub struct RouteConfig {
     /// `Content-Length` above it is answered `413` (`RB`) before the body is read; a body that
     /// grows past it makes the forward fail, answered `413` unless the upstream already answered
     /// (which may then have seen part of the body, as behind nginx).
-    #[serde(default = "default_body_limit", deserialize_with = "size::deserialize")]
+    #[cfg_attr(
+        feature = "config",
+        serde(default = "default_body_limit", deserialize_with = "size::deserialize")
+    )]
     pub body_limit: u64,
     /// The route's client policy; every field defaults as in [`Policy`].
-    #[serde(default)]
+    #[cfg_attr(feature = "config", serde(default))]
     pub policy: Policy,
 }
 
@@ -85,11 +91,13 @@ pub const DEFAULT_BODY_LIMIT: u64 = 64 * 1024 * 1024;
 /// [`Gateway::with_buffer_budget`](super::Gateway::with_buffer_budget).
 pub const DEFAULT_BUFFER_BUDGET: u64 = 256 * 1024 * 1024;
 
+#[cfg(feature = "config")]
 fn default_body_limit() -> u64 {
     DEFAULT_BODY_LIMIT
 }
 
 /// Sizes in bytes as configuration writes them: a number, or a string with an IEC unit.
+#[cfg(feature = "config")]
 pub(crate) mod size {
     use std::fmt;
 
@@ -175,8 +183,12 @@ impl RouteConfig {
 }
 
 /// The forwarding headers a route writes, telling the upstream who the client was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum ForwardedHeaders {
     /// `X-Forwarded-For` (the client's IP), `X-Forwarded-Proto` (`http`, or the scheme of an
     /// absolute request URI) and `X-Forwarded-Host` (the `Host` the client asked for). The
@@ -196,8 +208,12 @@ pub enum ForwardedHeaders {
 /// reached, times out, or answers `502`/`503`/`504` (itself a proxy saying *its* upstream is
 /// down, or an overloaded server) is. Envoy's outlier detection keeps the same two counts apart
 /// ("consecutive gateway errors" and "consecutive 5xx").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum BreakerCounts {
     /// Connect failures, timeouts, resets and `502`/`503`/`504` (and what the breaker counts
     /// by default beside HTTP statuses: gRPC `UNAVAILABLE`…, `429` toward the rate); other
@@ -205,7 +221,7 @@ pub enum BreakerCounts {
     #[default]
     GatewayErrors,
     /// Every `5xx` too, as a plain [`Client`](crate::Client) counts.
-    #[serde(rename = "5xx")]
+    #[cfg_attr(feature = "config", serde(rename = "5xx"))]
     ServerErrors,
 }
 
@@ -237,6 +253,7 @@ mod tests {
     use backstop_classify::{Failure, Phase};
     use http::StatusCode;
 
+    #[cfg(feature = "config")]
     #[test]
     fn sizes_are_bytes_or_iec_units() {
         assert_eq!(size::parse("1024"), Ok(1024));

@@ -20,9 +20,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body::Body;
-use serde::Deserialize;
 
-use crate::policy::{ConfigError, path_error};
+use crate::policy::ConfigError;
 
 mod body;
 mod budget;
@@ -97,11 +96,12 @@ use route::Route;
 /// [`route_service`]: Gateway::route_service
 ///
 /// ```
+/// # #[cfg(feature = "config")]
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use backstop::{Gateway, GatewayReason, REASON_HEADER};
 /// use tower::ServiceExt;
 ///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let gateway = Gateway::from_toml(r#"
 ///     buffer_budget = "64MiB"      # request-body bytes kept for replay, all requests together
 ///
@@ -124,6 +124,8 @@ use route::Route;
 /// assert_eq!(GatewayReason::of(&res), Some(GatewayReason::DeniedPath));
 /// # Ok(())
 /// # }
+/// # #[cfg(not(feature = "config"))]
+/// # fn main() {}
 /// ```
 #[derive(Clone)]
 pub struct Gateway {
@@ -144,7 +146,8 @@ impl fmt::Debug for Gateway {
     }
 }
 
-#[derive(Deserialize)]
+#[cfg(feature = "config")]
+#[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GatewayFile {
     /// See [`Gateway::with_buffer_budget`].
@@ -161,16 +164,24 @@ impl Gateway {
     /// `buffer_budget`.
     ///
     /// [`with_buffer_budget`]: Gateway::with_buffer_budget
+    ///
+    /// With the `config` feature.
+    #[cfg(feature = "config")]
     pub fn from_toml(text: &str) -> Result<Gateway, ConfigError> {
         Gateway::from_toml_with(text, |builder| builder)
     }
 
     /// Like [`from_toml`](Gateway::from_toml), letting `customize` adjust every route's client
     /// builder (e.g. to trust a test CA or inject a resolver).
+    ///
+    /// With the `config` feature.
+    #[cfg(feature = "config")]
     pub fn from_toml_with(
         text: &str,
         customize: impl Fn(crate::ClientBuilder) -> crate::ClientBuilder,
     ) -> Result<Gateway, ConfigError> {
+        use crate::policy::path_error;
+
         let de = toml::Deserializer::new(text);
         let file: GatewayFile = serde_path_to_error::deserialize(de).map_err(path_error)?;
         let mut configs = Vec::with_capacity(file.routes.len());

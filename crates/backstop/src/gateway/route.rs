@@ -222,6 +222,9 @@ fn parse_upstream(text: &str) -> Result<(Uri, String), ConfigError> {
             format!("must be an absolute http:// or https:// URL, got {text:?}"),
         ));
     }
+    if !cfg!(feature = "tls") && uri.scheme_str() == Some("https") {
+        return Err(ConfigError::new("upstream", crate::client::NO_TLS));
+    }
     if uri.query().is_some() {
         return Err(ConfigError::new(
             "upstream",
@@ -257,15 +260,11 @@ fn parse_upstream(text: &str) -> Result<(Uri, String), ConfigError> {
 /// `/catalog/../payments` is not the catalog's), `404` (`NR`) for a method it does not serve.
 ///
 /// ```
-/// use std::time::Duration;
-/// use backstop::Gateway;
+/// use backstop::{Gateway, RouteConfig};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let gateway = Gateway::from_toml(r#"
-///     [[route]]
-///     prefix = "/catalog"
-///     upstream = "http://127.0.0.1:9002"
-/// "#)?;
+/// let routes = vec![RouteConfig::new("/catalog", "http://127.0.0.1:9002")];
+/// let gateway = Gateway::from_routes(routes, |client| client)?;
 /// let catalog = gateway.route_service("/catalog").ok_or("no /catalog route")?;
 /// // A layer for this route alone: here, a header the upstream sees.
 /// let catalog = tower::ServiceBuilder::new()
@@ -388,6 +387,26 @@ where
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    /// A route whose upstream needs HTTPS, in a build that cannot speak it, is refused when the
+    /// gateway is built, naming the route and the field; the same route over `http://` builds.
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn without_tls_an_https_upstream_is_a_config_error_at_build() {
+        let https = vec![RouteConfig::new("/pay", "https://127.0.0.1:9443/api")];
+        let err = super::super::Gateway::from_routes(https, |client| client).unwrap_err();
+        assert_eq!(err.field(), "route /pay.upstream");
+        assert!(err.rule().contains("rustls-ring"), "{}", err.rule());
+        let plain = vec![RouteConfig::new("/pay", "http://127.0.0.1:9080/api")];
+        assert!(super::super::Gateway::from_routes(plain, |client| client).is_ok());
+    }
+
+    /// With TLS, the same upstream is not refused for its scheme.
+    #[cfg(feature = "tls")]
+    #[test]
+    fn with_tls_an_https_upstream_is_accepted() {
+        assert!(parse_upstream("https://127.0.0.1:9443/api").is_ok());
+    }
 
     fn rule(retries: bool, limit: u64, keyed: bool) -> ReplayRule {
         ReplayRule {

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 /// Circuit breaker settings (one breaker per host).
 ///
 /// The breaker sits inside the retry, so it counts **attempts**, not calls: a call that tries
@@ -11,8 +9,12 @@ use serde::{Deserialize, Serialize};
 /// attempts could open the breaker for every caller (`retry.max_attempts` ≥
 /// `consecutive_failures`, or ≥ `minimum_calls` of the failure-rate rule) is rejected unless
 /// `single_call_may_trip` says that is intended.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(deny_unknown_fields, default)
+)]
 pub struct BreakerPolicy {
     /// Whether calls go through a breaker. Default `true`.
     pub enabled: bool,
@@ -25,10 +27,10 @@ pub struct BreakerPolicy {
     /// Calls the window must hold before the rate counts. Default `20`.
     pub minimum_calls: u32,
     /// The first cool-down before a probe. Default `5s`.
-    #[serde(with = "humantime_serde")]
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub open_for: Duration,
     /// The longest cool-down after repeated trips. Default `300s`.
-    #[serde(with = "humantime_serde")]
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub max_open_for: Duration,
     /// Probes let through when half-open. Default `1`.
     pub half_open_probes: u32,

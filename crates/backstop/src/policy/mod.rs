@@ -1,5 +1,5 @@
-//! [`Policy`]: every client layer's settings in one value, deserializable from TOML or JSON and
-//! validated with messages that name the field and the rule.
+//! [`Policy`]: every client layer's settings in one value, validated with messages that name the
+//! field and the rule, and (with the `config` feature) deserializable from TOML or JSON.
 //!
 //! One concept per file: the sections ([`RetryPolicy`] and its [`BudgetPolicy`] in `retry.rs`,
 //! [`BreakerPolicy`] in `breaker.rs`, [`PropagationPolicy`] in `propagation.rs`), loading from
@@ -9,7 +9,10 @@
 
 mod bounds;
 mod breaker;
+#[cfg(feature = "config")]
 mod load;
+// How a policy composes with a client builder's setters: the builder's alone.
+#[cfg(feature = "client")]
 mod overlay;
 mod propagation;
 mod retry;
@@ -17,10 +20,10 @@ mod validate;
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
+#[cfg(feature = "server")]
 pub(crate) use self::bounds::within;
 pub use self::breaker::BreakerPolicy;
+#[cfg(all(feature = "config", feature = "gateway"))]
 pub(crate) use self::load::path_error;
 pub use self::propagation::PropagationPolicy;
 pub use self::retry::{BudgetPolicy, JitterMode, RetryPolicy};
@@ -32,20 +35,37 @@ pub use backstop_classify::ConfigError;
 /// The attempt timeout when none is set: 10 s, or the deadline when that is shorter.
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Every client layer's settings. `Default` gives the documented production defaults; every field
-/// may be omitted in TOML or JSON, durations are written like `"250ms"` or `"5s"`.
+/// Every client layer's settings. `Default` gives the documented production defaults; with the
+/// `config` feature every field may be omitted in TOML or JSON, durations written like `"250ms"`
+/// or `"5s"` (`Policy::from_toml`, `Policy::from_json`, or serde).
 ///
 /// ```
-/// let policy: backstop::Policy = toml::from_str(r#"
+/// # #[cfg(feature = "config")] {
+/// let policy = backstop::Policy::from_toml(r#"
 ///     deadline = "2s"
 ///     attempt_timeout = "500ms"
 ///     [retry]
 ///     max_attempts = 1
 /// "#)?;
-/// policy.validate()?;
 /// assert_eq!(policy.retry.max_attempts, 1);
 /// assert_eq!(policy.connect_timeout, std::time::Duration::from_secs(5)); // the default
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }
+/// # Ok::<(), backstop::ConfigError>(())
+/// ```
+///
+/// Without `config`, the same policy is written in Rust:
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let mut policy = backstop::Policy {
+///     deadline: Duration::from_secs(2),
+///     attempt_timeout: Some(Duration::from_millis(500)),
+///     ..backstop::Policy::default()
+/// };
+/// policy.retry.max_attempts = 1;
+/// policy.validate()?;
+/// # Ok::<(), backstop::ConfigError>(())
 /// ```
 ///
 /// | field | default | rule |
@@ -62,23 +82,30 @@ pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The bounds are those of the layers each setting configures, quoted in one table (see
 /// [`Policy::validate`]): a policy that validates builds a client. The retry budget's and the
 /// breaker's settings are checked even when they are disabled.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(deny_unknown_fields, default)
+)]
 pub struct Policy {
     /// The ceiling over the whole call.
-    #[serde(with = "humantime_serde")]
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub deadline: Duration,
     /// Whether the deadline also bounds the response body (until its end).
     pub deadline_covers_body: bool,
     /// The bound on one attempt; `None` (the default) follows the deadline: 10 s, or the
     /// deadline when that is shorter.
-    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "config",
+        serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")
+    )]
     pub attempt_timeout: Option<Duration>,
     /// The bound on establishing a connection (DNS + TCP + TLS).
-    #[serde(with = "humantime_serde")]
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub connect_timeout: Duration,
     /// The idle bound on connections and response bodies.
-    #[serde(with = "humantime_serde")]
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub idle_timeout: Duration,
     /// Retry settings.
     pub retry: RetryPolicy,

@@ -142,7 +142,11 @@ mod tests {
         let mut base = Policy::default();
         base.retry.max_attempts = 1;
         base.connect_timeout = Duration::from_millis(200);
-        let over = Policy::from_toml("deadline = \"2s\"\n[retry]\njitter = \"equal\"").unwrap();
+        let mut over = Policy {
+            deadline: Duration::from_secs(2),
+            ..Policy::default()
+        };
+        over.retry.jitter = JitterMode::Equal;
         base.overlay(over);
         assert_eq!(base.retry.max_attempts, 1);
         assert_eq!(base.connect_timeout, Duration::from_millis(200));

@@ -1,8 +1,6 @@
 //! The propagation section of a [`Policy`](super::Policy): [`PropagationPolicy`], and how it
 //! becomes the deadline layers' [`Propagation`](backstop_deadline::Propagation).
 
-use serde::{Deserialize, Serialize};
-
 use super::ConfigError;
 
 /// Where the time left before the deadline is written into outgoing requests.
@@ -16,8 +14,12 @@ use super::ConfigError;
 /// http = true                             # write request-timeout-ms on plain HTTP requests…
 /// only_to = ["*.internal", "10.0.0.5:8080"] # …to these destinations only (default: all)
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(deny_unknown_fields, default)
+)]
 pub struct PropagationPolicy {
     /// Write the milliseconds header on plain HTTP requests. Default `false`.
     pub http: bool,

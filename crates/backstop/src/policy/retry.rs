@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 /// How retries are spread out; see `backstop_retry::Jitter`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum JitterMode {
     /// `random(0, min(cap, base·2ⁿ))`: the fewest calls under contention (the default).
     #[default]
@@ -32,8 +34,12 @@ impl From<JitterMode> for backstop_retry::Jitter {
 }
 
 /// The retry budget: retries allowed as a fraction of recent requests, plus a floor per second.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(deny_unknown_fields, default)
+)]
 pub struct BudgetPolicy {
     /// Whether retries are budgeted at all. Default `true`.
     pub enabled: bool,
@@ -42,7 +48,7 @@ pub struct BudgetPolicy {
     /// Retries always allowed per second, whatever the ratio. Default `10`.
     pub min_per_second: u32,
     /// The window the ratio is measured over. Default `10s`.
-    #[serde(with = "humantime_serde")]
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub window: Duration,
 }
 
@@ -58,21 +64,25 @@ impl Default for BudgetPolicy {
 }
 
 /// Retry settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(deny_unknown_fields, default)
+)]
 pub struct RetryPolicy {
     /// Attempts per request, the first included: 1 means "never retry". 1 ..= 10, default `3`.
     pub max_attempts: u32,
     /// The first backoff. Default `50ms`; at most `max_delay`.
-    #[serde(with = "humantime_serde")]
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub base_delay: Duration,
     /// The longest backoff, jitter included. Default `5s`.
-    #[serde(with = "humantime_serde")]
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub max_delay: Duration,
     /// How delays are randomised. Default `full`.
     pub jitter: JitterMode,
     /// The longest server `Retry-After` honoured. Default `30s`.
-    #[serde(with = "humantime_serde")]
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub retry_after_max: Duration,
     /// The largest request body kept for replay, in bytes. Default 65 536.
     pub replay_limit: usize,

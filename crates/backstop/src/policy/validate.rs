@@ -179,7 +179,11 @@ mod tests {
 
     #[test]
     fn a_deadline_alone_is_valid_and_the_attempt_timeout_follows_it() {
-        let policy = Policy::from_toml("deadline = \"300ms\"").unwrap();
+        let policy = Policy {
+            deadline: Duration::from_millis(300),
+            ..Policy::default()
+        };
+        assert_eq!(policy.validate(), Ok(()));
         assert_eq!(policy.attempt_timeout, None);
         assert_eq!(
             policy.effective_attempt_timeout(),
@@ -191,7 +195,11 @@ mod tests {
         );
 
         // One the user set and that contradicts the deadline is still an error naming both.
-        let err = Policy::from_toml("deadline = \"300ms\"\nattempt_timeout = \"10s\"").unwrap_err();
+        let policy = Policy {
+            attempt_timeout: Some(Duration::from_secs(10)),
+            ..policy
+        };
+        let err = policy.validate().unwrap_err();
         assert_eq!(err.field(), "attempt_timeout");
         assert!(err.rule().contains("deadline"), "{}", err.rule());
     }
@@ -227,10 +235,16 @@ mod tests {
 
     #[test]
     fn an_invalid_propagation_header_names_the_field() {
-        let err =
-            Policy::from_toml("[propagation]\nhttp = true\nheader = \"bad header\"").unwrap_err();
-        assert_eq!(err.field(), "propagation.header");
-        let err = Policy::from_toml("[propagation]\nhttp = true\nonly_to = [\"a b\"]").unwrap_err();
-        assert_eq!(err.field(), "propagation.only_to");
+        let mut policy = Policy::default();
+        policy.propagation.http = true;
+        policy.propagation.header = "bad header".into();
+        assert_eq!(policy.validate().unwrap_err().field(), "propagation.header");
+        let mut policy = Policy::default();
+        policy.propagation.http = true;
+        policy.propagation.only_to = vec!["a b".into()];
+        assert_eq!(
+            policy.validate().unwrap_err().field(),
+            "propagation.only_to"
+        );
     }
 }

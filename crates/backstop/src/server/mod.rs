@@ -110,7 +110,7 @@
 //!    (backstop-deadline) reads `request-timeout-ms` or `grpc-timeout`; a caller may shorten the
 //!    server's own deadline, never extend it. On expiry the handler is dropped and the caller gets
 //!    `504`. The deadline is the ambient one while the handler runs, so a backstop
-//!    [`Client`](crate::Client) called inside inherits the time left.
+//!    [`Client`] called inside inherits the time left.
 //! 7. **Overload shedding** (`ServerStackBuilder::max_in_flight`, default 1 024, and
 //!    `shed_retry_after`): [`ShedWith503Layer`] (backstop-server) admits that many requests at
 //!    once and answers every other one at once with `503` + `Retry-After`, instead of queueing it.
@@ -127,6 +127,9 @@
 //!
 //! The bounds of each setting are on the builders: [`ServeConfig`] for steps 1–4 and 9,
 //! [`ServerStackBuilder`] for steps 5–8.
+#![doc = ""]
+#![cfg_attr(feature = "client", doc = "[`Client`]: crate::Client")]
+#![cfg_attr(not(feature = "client"), doc = "[`Client`]: crate#features")]
 
 mod stack;
 

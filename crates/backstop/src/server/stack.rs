@@ -31,7 +31,7 @@ pub type ServerStackService<S> = backstop_server::OutcomeService<
 ///    `default_deadline` applies, and a caller may only shorten it, never extend it (a client
 ///    sending `request-timeout-ms: 120000` cannot hold a handler and its load-shed slot longer
 ///    than the server would on its own); on expiry the handler is dropped and the caller gets
-///    `504` — and any backstop [`Client`](crate::Client) called inside the handler inherits the
+///    `504` — and any backstop [`Client`] called inside the handler inherits the
 ///    time left;
 /// 3. overload shedding: beyond `max_in_flight` requests, `503` + `Retry-After` at once;
 /// 4. a handler panic answered with `500` instead of a dropped connection.
@@ -56,6 +56,9 @@ pub type ServerStackService<S> = backstop_server::OutcomeService<
 /// # Ok(())
 /// # }
 /// ```
+#[doc = ""]
+#[cfg_attr(feature = "client", doc = "[`Client`]: crate::Client")]
+#[cfg_attr(not(feature = "client"), doc = "[`Client`]: crate#features")]
 #[derive(Clone)]
 pub struct ServerStack {
     outcome: OutcomeLayer,

@@ -234,8 +234,7 @@ mod tests {
     use super::*;
 
     fn connector() -> HttpsConnector<TcpConnector> {
-        let config = crate::tls::default_config().unwrap();
-        HttpsConnector::new(TcpConnector::new(), Arc::new(config))
+        HttpsConnector::new(TcpConnector::new(), Arc::new(crate::tls::test_config()))
     }
 
     #[test]

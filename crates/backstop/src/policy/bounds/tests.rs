@@ -144,8 +144,11 @@ fn a_one_day_connect_timeout_names_the_field_and_the_rule() {
     assert_eq!(err.field(), "connect_timeout");
     assert!(err.rule().contains("600s"), "{}", err.rule());
     assert!(err.rule().contains("ConnectTimeoutLayer"), "{}", err.rule());
-    let err = Policy::from_toml("connect_timeout = \"1day\"").unwrap_err();
-    assert_eq!(err.field(), "connect_timeout");
+    #[cfg(feature = "config")]
+    {
+        let err = Policy::from_toml("connect_timeout = \"1day\"").unwrap_err();
+        assert_eq!(err.field(), "connect_timeout");
+    }
 }
 
 #[test]
