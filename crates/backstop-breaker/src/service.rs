@@ -194,10 +194,20 @@ impl<S, K: BreakerKey> CircuitBreaker<S, K> {
             let wait = async move {
                 match reopens_at {
                     Some(at) => {
-                        tokio::select! {
-                            () = tokio::time::sleep_until(at) => {}
-                            _ = changes.changed() => {}
-                        }
+                        // Whichever comes first (by hand, not `tokio::select!`: that macro would
+                        // pull tokio's proc-macros, and syn, into every client's build).
+                        let mut reopened = std::pin::pin!(tokio::time::sleep_until(at));
+                        let mut changed = std::pin::pin!(changes.changed());
+                        std::future::poll_fn(|cx| {
+                            if reopened.as_mut().poll(cx).is_ready()
+                                || changed.as_mut().poll(cx).is_ready()
+                            {
+                                Poll::Ready(())
+                            } else {
+                                Poll::Pending
+                            }
+                        })
+                        .await;
                     }
                     None => {
                         let _ = changes.changed().await;
