@@ -1,7 +1,6 @@
 //! The retry decision: whether a failed attempt is tried again, after which delay, or why the
 //! layer stops — and the logs that say so.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use backstop_classify::{Failure, Kind, Phase, Retryable};
@@ -13,7 +12,7 @@ use rand::rngs::SmallRng;
 use crate::budget::RetryBudget;
 use crate::info::{RetryInfo, StopReason};
 use crate::layer::Config;
-use crate::random::{NO_STREAM, mix};
+use crate::random::{NO_STREAM, mix, next_stream};
 use crate::replay::Replay;
 
 /// What [`decide`] answers.
@@ -82,7 +81,7 @@ pub(crate) fn decide<P, B>(
             // Each request draws from its own stream, numbered at its first retry, so a seeded
             // layer repeats its delays whatever the interleaving of successful requests.
             if *stream == NO_STREAM {
-                *stream = config.sequence.fetch_add(1, Ordering::Relaxed) & !NO_STREAM;
+                *stream = next_stream(&config.sequence);
             }
             let retry = u64::from(info.attempts() - 1);
             let mut rng = SmallRng::seed_from_u64(mix(config.seed ^ mix(*stream) ^ mix(!retry)));

@@ -92,6 +92,85 @@
 //! attempt-number header for the server; `tracing` events for each retry and for an exhausted
 //! budget (a warning at most once a second per budget, counting the exhaustions in between; debug
 //! level otherwise).
+//!
+//! # Using backstop's budget and backoff in tower's `Retry`
+//! With the feature `tower-retry`, a policy for tower's own
+//! [`Retry`](https://docs.rs/tower/0.5/tower/retry/struct.Retry.html) can use backstop's pieces:
+//! [`RetryBudget`] implements tower's `retry::budget::Budget` (its ratio honoured exactly, see
+//! its `Budget` implementation for how it differs from tower's `TpsBudget`), and `BackoffMaker` implements
+//! tower's `retry::backoff::MakeBackoff`, making per-request sessions whose `next_backoff` sleeps
+//! on tokio's clock the delays a [`RetryLayer`] with the same [`Backoff`] and seed computes.
+//! Everything else — which failures, how many attempts, `Retry-After`, deadlines, body replay —
+//! is the policy's to decide.
+//!
+#![cfg_attr(feature = "tower-retry", doc = "```")]
+#![cfg_attr(not(feature = "tower-retry"), doc = "```ignore")]
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use std::time::Duration;
+//!
+//! use backstop_retry::{Backoff, BackoffMaker, BackoffSession, Jitter, RetryBudget};
+//! use tower::retry::backoff::{Backoff as _, MakeBackoff};
+//! use tower::retry::budget::Budget;
+//! use tower::retry::{Policy, RetryLayer};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! /// Retries every error while the budget allows, spaced by backstop's backoff.
+//! #[derive(Clone)]
+//! struct Retries {
+//!     budget: RetryBudget,
+//!     // tower's `Retry` clones the policy for each request; a session's clone starts afresh.
+//!     backoff: BackoffSession,
+//!     first_result: bool,
+//! }
+//!
+//! impl<Req: Clone, Res, E> Policy<Req, Res, E> for Retries {
+//!     type Future = tokio::time::Sleep;
+//!
+//!     fn retry(&mut self, _req: &mut Req, result: &mut Result<Res, E>) -> Option<Self::Future> {
+//!         // One deposit per request, not per attempt.
+//!         if std::mem::take(&mut self.first_result) {
+//!             self.budget.deposit();
+//!         }
+//!         match result {
+//!             Err(_) if self.budget.withdraw() => Some(self.backoff.next_backoff()),
+//!             _ => None,
+//!         }
+//!     }
+//!
+//!     fn clone_request(&mut self, req: &Req) -> Option<Req> {
+//!         Some(req.clone())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), backstop_retry::ConfigError> {
+//! let budget = RetryBudget::builder().ratio(0.5).min_per_second(0).build()?;
+//! let backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1), Jitter::Full)?;
+//! let policy = Retries {
+//!     budget,
+//!     backoff: BackoffMaker::with_seed(backoff, 7).make_backoff(),
+//!     first_result: true,
+//! };
+//!
+//! let calls = Arc::new(AtomicU32::new(0));
+//! let upstream = {
+//!     let calls = calls.clone();
+//!     service_fn(move |_req: &'static str| {
+//!         calls.fetch_add(1, Ordering::Relaxed);
+//!         async { Err::<(), _>("down") }
+//!     })
+//! };
+//! let client = ServiceBuilder::new().layer(RetryLayer::new(policy)).service(upstream);
+//! for _ in 0..4 {
+//!     assert!(client.clone().oneshot("ping").await.is_err());
+//! }
+//! // 4 requests, 50 % of them retried once: 2 retries.
+//! assert_eq!(calls.load(Ordering::Relaxed), 6);
+//! # Ok(())
+//! # }
+//! ```
+//!
 
 mod backoff;
 mod budget;
@@ -106,6 +185,8 @@ mod per_host;
 mod random;
 mod replay;
 mod service;
+#[cfg(feature = "tower-retry")]
+mod tower_interop;
 
 pub use backoff::{Backoff, Jitter, MAX_BACKOFF_CAP};
 pub use budget::{
@@ -120,3 +201,5 @@ pub use info::{MAX_ATTEMPTS_LIMIT, RetryInfo, RetryOverride, StopReason};
 pub use layer::RetryLayer;
 pub use replay::{DEFAULT_REPLAY_LIMIT, ReplayBody};
 pub use service::RetryService;
+#[cfg(feature = "tower-retry")]
+pub use tower_interop::{BackoffMaker, BackoffSession};
