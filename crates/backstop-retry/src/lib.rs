@@ -99,6 +99,7 @@ mod builder;
 mod config_error;
 mod decide;
 mod future;
+mod grpc;
 mod idempotency;
 mod info;
 mod layer;
@@ -115,6 +116,7 @@ pub use budget::{
 pub use builder::{MAX_ATTEMPTS_RANGE, MAX_REPLAY_LIMIT, RetryLayerBuilder};
 pub use config_error::ConfigError;
 pub use future::ResponseFuture;
+pub use grpc::{GrpcRetryPolicy, MethodRetry};
 pub use idempotency::is_idempotent_method;
 pub use info::{MAX_ATTEMPTS_LIMIT, RetryInfo, RetryOverride, StopReason};
 pub use layer::RetryLayer;
