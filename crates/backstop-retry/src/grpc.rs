@@ -138,7 +138,8 @@ const fn bit(code: GrpcCode) -> u32 {
 /// never left the client retry until its deadline); `maxAttempts` is capped at
 /// [`MAX_ATTEMPTS_LIMIT`] (A6's client-side cap is 5) and a larger value is rejected rather than
 /// lowered; the backoff is the layer's (or the method's [`MethodRetry::backoff`]), exponential
-/// with a fixed multiplier of 2 — A6's `backoffMultiplier` is not configurable.
+/// with a fixed multiplier of 2 — A6's `backoffMultiplier` is not configurable — and it does not
+/// start over from the initial backoff after a pushback; hedging is not offered.
 ///
 /// ```
 /// use backstop_classify::{GrpcCode, GrpcPolicy};
@@ -161,9 +162,12 @@ const fn bit(code: GrpcCode) -> u32 {
 pub struct GrpcRetryPolicy {
     /// `(service, method)`, the method empty for a whole service. Few entries per client: a
     /// linear scan beats hashing the path.
-    entries: Arc<[(Box<str>, Box<str>, MethodRetry)]>,
+    entries: Arc<[Entry]>,
     every: Option<MethodRetry>,
 }
+
+/// `(service, method, policy)`; the method is empty for a whole service.
+type Entry = (Box<str>, Box<str>, MethodRetry);
 
 impl fmt::Debug for GrpcRetryPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use backstop_breaker::CircuitBreakerLayer;
 use backstop_classify::{ClassifyLayer, GrpcCode, GrpcPolicy};
-use backstop_deadline::{AttemptTimeoutLayer, DeadlineLayer, ServerDeadlineLayer};
+use backstop_deadline::{AttemptTimeoutLayer, DeadlineLayer, Propagation, ServerDeadlineLayer};
 use backstop_retry::{GrpcRetryPolicy, MethodRetry, ReplayBody, RetryInfo, RetryLayer};
 use bytes::Bytes;
 use http::uri::PathAndQuery;
@@ -65,12 +65,15 @@ enum Answer {
     Slow(Duration),
 }
 
+/// When a delivery reached the handler, and the `grpc-timeout` it carried.
+type Delivery = (Instant, Option<String>);
+
 /// The scripted server and what it saw.
 #[derive(Clone, Default)]
 struct Upstream {
     script: Arc<Mutex<VecDeque<Answer>>>,
     /// When each delivery reached the handler, and the `grpc-timeout` it carried.
-    deliveries: Arc<Mutex<Vec<(Instant, Option<String>)>>>,
+    deliveries: Arc<Mutex<Vec<Delivery>>>,
     /// Handlers dropped before they finished (the server stopped waiting).
     abandoned: Arc<Mutex<u32>>,
     /// Told when a handler is dropped before its end.
@@ -206,6 +209,12 @@ impl Service<http::Request<Incoming>> for Router {
 
 /// Serves the router on a loopback port, HTTP/2 only, behind the server deadline layer.
 async fn serve(upstream: &Upstream) -> SocketAddr {
+    serve_dropping(upstream, 0).await
+}
+
+/// Like [`serve`], but closes the first `drop_first` connections as soon as they are accepted,
+/// before reading a byte: calls sent on them never reach the server.
+async fn serve_dropping(upstream: &Upstream, mut drop_first: usize) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let answered = upstream.answered.clone();
@@ -223,6 +232,11 @@ async fn serve(upstream: &Upstream) -> SocketAddr {
             let Ok((io, _)) = listener.accept().await else {
                 return;
             };
+            if drop_first > 0 {
+                drop_first -= 1;
+                drop(io);
+                continue;
+            }
             let svc = TowerToHyperService::new(svc.clone());
             tokio::spawn(async move {
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -389,6 +403,19 @@ async fn the_methods_max_attempts_replaces_the_layers() {
     assert_eq!(upstream.deliveries(), 4);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_call_that_never_reached_the_server_is_retried_without_a_policy() {
+    // A6's transparent retry: the connection closed before the call went out, so even a method
+    // no policy covers is sent again.
+    let upstream = Upstream::new([Answer::Ok]);
+    let addr = serve_dropping(&upstream, 1).await;
+    let res = call(addr, SAY, retry(None), LONG).await.unwrap();
+    assert_eq!(res.get_ref().text, "hello");
+    assert_eq!(upstream.deliveries(), 1);
+    let info = res.extensions().get::<RetryInfo>().copied().unwrap();
+    assert_eq!(info.attempts(), 2);
+}
+
 // === (d) the deadline travels as grpc-timeout and the server enforces it ===
 
 /// The `grpc-timeout` the server saw on its first delivery, in milliseconds.
@@ -444,6 +471,58 @@ async fn a_handler_slower_than_the_propagated_deadline_ends_in_deadline_exceeded
     let answered = upstream.answered.lock().unwrap().clone();
     assert_eq!(answered, [Some(http::HeaderValue::from_static("4"))]);
     // DEADLINE_EXCEEDED is not in the policy: one delivery.
+    assert_eq!(upstream.deliveries(), 1);
+}
+
+#[tokio::test]
+async fn the_server_enforces_the_propagated_deadline_under_a_hyper_util_client() {
+    // A hyper-util client enforces no `grpc-timeout` of its own, so what the caller hears is the
+    // server's deadline layer. Real time (hyper-util's pooled HTTP/2 client stalls under tokio's
+    // paused clock), so the margin is wide: the server is told 200 ms, the caller waits 300.
+    let upstream = Upstream::new([Answer::Slow(Duration::from_secs(5))]);
+    let addr = serve(&upstream).await;
+    let hyper_client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<ReplayBody<TonicBody>>();
+    let deadline = DeadlineLayer::builder()
+        .timeout(Duration::from_millis(300))
+        .propagation(Propagation::new().margin(Duration::from_millis(100)))
+        .build()
+        .unwrap();
+    let stack = ServiceBuilder::new()
+        .map_err(to_status)
+        .layer(deadline)
+        .layer(retry(Some(say_policy())))
+        .layer(CircuitBreakerLayer::new())
+        .layer(ClassifyLayer::with_policy(GrpcPolicy::new()))
+        .service(hyper_client);
+    let origin = format!("http://{addr}").parse().unwrap();
+    let mut client = tonic::client::Grpc::with_origin(stack, origin);
+    client.ready().await.unwrap();
+    let start = Instant::now();
+    let status = client
+        .unary(
+            tonic::Request::new(SayRequest::default()),
+            PathAndQuery::from_static(SAY),
+            ProstCodec::<SayRequest, SayReply>::default(),
+        )
+        .await
+        .unwrap_err();
+    let elapsed = start.elapsed();
+    let ms = sent_timeout_ms(&upstream);
+    assert!((150..=200).contains(&ms), "grpc-timeout: {ms}m");
+    // The server's answer, not the client's timer (which would say "timed out (deadline)…").
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(status.message(), "Deadline exceeded");
+    assert!(
+        elapsed >= Duration::from_millis(ms) && elapsed < Duration::from_millis(300),
+        "{elapsed:?}"
+    );
+    handler_dropped(&upstream).await;
+    assert_eq!(
+        *upstream.answered.lock().unwrap(),
+        [Some(http::HeaderValue::from_static("4"))]
+    );
     assert_eq!(upstream.deliveries(), 1);
 }
 
