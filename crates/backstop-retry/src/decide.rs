@@ -47,6 +47,7 @@ pub(crate) fn decide<P, B>(
     info: &RetryInfo,
     replay: &Replay<B>,
     stream: &mut u64,
+    backoff_restart: &mut u32,
     host_budget: Option<&RetryBudget>,
 ) -> Verdict {
     // A call rejected before any I/O (an open breaker, a load shedder) would be rejected again:
@@ -97,7 +98,14 @@ pub(crate) fn decide<P, B>(
         Some(wait) if wait > config.retry_after_max => {
             return Verdict::Stop(StopReason::ServerWaitTooLong);
         }
-        Some(wait) => wait,
+        Some(wait) => {
+            // gRPC A6: after a retry the server timed with its pushback, the backoff starts over
+            // from the initial delay.
+            if matches!(failure.kind(), Kind::Grpc(_)) {
+                *backoff_restart = info.attempts();
+            }
+            wait
+        }
         None => {
             // Each request draws from its own stream, numbered at its first retry, so a seeded
             // layer repeats its delays whatever the interleaving of successful requests.
@@ -109,7 +117,14 @@ pub(crate) fn decide<P, B>(
             let backoff = grpc
                 .and_then(|call| call.method.backoff_override())
                 .unwrap_or(config.backoff);
-            let delay = backoff.delay(info.attempts() - 1, info.last_delay(), &mut rng);
+            // Retries since the backoff last started over (only a gRPC pushback restarts it).
+            let since = (info.attempts() - 1).saturating_sub(*backoff_restart);
+            let previous = if since == 0 {
+                Duration::ZERO
+            } else {
+                info.last_delay()
+            };
+            let delay = backoff.delay(since, previous, &mut rng);
             // tokio's timer ticks in whole milliseconds; a delay it can actually sleep is the
             // one reported.
             Duration::from_millis(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))

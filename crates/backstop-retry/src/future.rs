@@ -171,6 +171,9 @@ pub(crate) struct Retries {
     info: RetryInfo,
     /// The request's stream of randomness, drawn at its first backoff.
     stream: u64,
+    /// The retry from which the backoff counts again from its initial delay (0, or the retry
+    /// after one timed by a gRPC pushback).
+    backoff_restart: u32,
 }
 
 fn attempts(retries: &Option<Box<Retries>>) -> u32 {
@@ -196,6 +199,7 @@ fn next_attempt<P, B: Body, R>(
     let mut first = Retries {
         info: RetryInfo::default(),
         stream: NO_STREAM,
+        backoff_restart: 0,
     };
     let state = match retries.as_deref_mut() {
         Some(state) => state,
@@ -229,6 +233,7 @@ fn next_attempt<P, B: Body, R>(
         &state.info,
         replay,
         &mut state.stream,
+        &mut state.backoff_restart,
         host_budget,
     );
     let delay = match verdict {

@@ -138,8 +138,9 @@ const fn bit(code: GrpcCode) -> u32 {
 /// never left the client retry until its deadline); `maxAttempts` is capped at
 /// [`MAX_ATTEMPTS_LIMIT`] (A6's client-side cap is 5) and a larger value is rejected rather than
 /// lowered; the backoff is the layer's (or the method's [`MethodRetry::backoff`]), exponential
-/// with a fixed multiplier of 2 — A6's `backoffMultiplier` is not configurable — and it does not
-/// start over from the initial backoff after a pushback; hedging is not offered.
+/// with a fixed multiplier of 2 — A6's `backoffMultiplier` is not configurable; hedging is not
+/// offered. As A6 asks, the backoff starts over from its initial delay after a retry timed by a
+/// pushback.
 ///
 /// ```
 /// use backstop_classify::{GrpcCode, GrpcPolicy};

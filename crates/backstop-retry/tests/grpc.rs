@@ -20,7 +20,9 @@ use std::time::Duration;
 use backstop_breaker::CircuitBreakerLayer;
 use backstop_classify::{ClassifyLayer, GrpcCode, GrpcPolicy};
 use backstop_deadline::{AttemptTimeoutLayer, DeadlineLayer, Propagation, ServerDeadlineLayer};
-use backstop_retry::{GrpcRetryPolicy, MethodRetry, ReplayBody, RetryInfo, RetryLayer};
+use backstop_retry::{
+    Backoff, GrpcRetryPolicy, Jitter, MethodRetry, ReplayBody, RetryInfo, RetryLayer,
+};
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http_body_util::{BodyExt, Empty};
@@ -608,6 +610,47 @@ async fn pushback_replaces_the_backoff() {
     );
     let info = res.extensions().get::<RetryInfo>().copied().unwrap();
     assert_eq!(info.delay(0), Some(Duration::from_millis(700)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_pushback_the_methods_backoff_starts_over() {
+    // The method's own backoff (no jitter: 100 ms, 200 ms, 400 ms…); A6 restarts it from the
+    // initial delay after a retry the server timed.
+    let backoff = Backoff::new(
+        Duration::from_millis(100),
+        Duration::from_secs(10),
+        Jitter::None,
+    )
+    .unwrap();
+    let policy = GrpcRetryPolicy::new().method(
+        "backstop.test.Echo",
+        "Say",
+        MethodRetry::new(4, [GrpcCode::Unavailable]).backoff(backoff),
+    );
+    let upstream = Upstream::new([
+        Answer::Fail(Code::Unavailable),
+        Answer::Pushback(Code::Unavailable, "500"),
+        Answer::Fail(Code::Unavailable),
+        Answer::Ok,
+    ]);
+    let addr = serve(&upstream).await;
+    let res = call(addr, SAY, retry(Some(policy)), LONG).await.unwrap();
+    let info = res.extensions().get::<RetryInfo>().copied().unwrap();
+    let delays: Vec<_> = info.delays().map(|d| d.as_millis()).collect();
+    // Without the restart the third would be 400 ms.
+    assert_eq!(delays, [100, 500, 100]);
+    let times = upstream.times();
+    let gaps: Vec<_> = times
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_millis())
+        .collect();
+    assert_eq!(gaps.len(), 3);
+    for (gap, delay) in gaps.iter().zip(&delays) {
+        assert!(
+            gap >= delay && *gap < delay + 10,
+            "{gaps:?} against {delays:?}"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]
