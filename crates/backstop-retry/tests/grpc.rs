@@ -418,6 +418,47 @@ async fn a_call_that_never_reached_the_server_is_retried_without_a_policy() {
     assert_eq!(info.attempts(), 2);
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_breaker_counts_unavailable_and_not_invalid_argument() {
+    // One stack for every call, so one breaker (5 consecutive failures open it by default).
+    async fn calls(upstream: &Upstream, n: usize) -> Vec<Code> {
+        let addr = serve(upstream).await;
+        let stack = ServiceBuilder::new()
+            .map_err(to_status)
+            .layer(retry(None))
+            .layer(CircuitBreakerLayer::new())
+            .layer(ClassifyLayer::with_policy(GrpcPolicy::new()))
+            .service(channel(addr));
+        let client = tonic::client::Grpc::new(stack);
+        let mut codes = Vec::new();
+        for _ in 0..n {
+            let mut client = client.clone();
+            client.ready().await.unwrap();
+            let result = client
+                .unary(
+                    tonic::Request::new(SayRequest::default()),
+                    PathAndQuery::from_static(SAY),
+                    ProstCodec::<SayRequest, SayReply>::default(),
+                )
+                .await;
+            codes.push(result.map_or_else(|status| status.code(), |_| Code::Ok));
+        }
+        codes
+    }
+    // A wrong request is an answer: the server is healthy, every call reaches it.
+    let upstream = Upstream::new([Answer::Fail(Code::InvalidArgument); 8]);
+    let codes = calls(&upstream, 9).await;
+    assert_eq!(codes[..8], [Code::InvalidArgument; 8]);
+    assert_eq!(codes[8], Code::Ok);
+    assert_eq!(upstream.deliveries(), 9);
+    // UNAVAILABLE five times opens it: the sixth call is refused locally, as UNAVAILABLE, and
+    // never reaches the server.
+    let upstream = Upstream::new([Answer::Fail(Code::Unavailable); 5]);
+    let codes = calls(&upstream, 6).await;
+    assert_eq!(codes, [Code::Unavailable; 6]);
+    assert_eq!(upstream.deliveries(), 5);
+}
+
 // === (d) the deadline travels as grpc-timeout and the server enforces it ===
 
 /// The `grpc-timeout` the server saw on its first delivery, in milliseconds.
