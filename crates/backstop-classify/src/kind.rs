@@ -217,6 +217,59 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The gRPC status a gRPC client reports for this failure, so that a gRPC stack (tonic's
+    /// `Channel` under backstop's layers) can hand its caller a status instead of an opaque
+    /// error: any timer → `DEADLINE_EXCEEDED`, the caller giving up → `CANCELLED`, a failure to
+    /// reach or keep the server (refused, reset, closed, DNS, TLS, an open breaker, a load
+    /// shedder, a refused stream or `GOAWAY`) → `UNAVAILABLE`, an exhausted retry budget →
+    /// `RESOURCE_EXHAUSTED`, a gRPC status as it is, an HTTP status as gRPC maps it (`429`, `502`,
+    /// `503`, `504` → `UNAVAILABLE`, `401` → `UNAUTHENTICATED`, `403` → `PERMISSION_DENIED`,
+    /// `404` → `UNIMPLEMENTED`, `400` → `INTERNAL`, any other → `UNKNOWN`), anything else
+    /// → `INTERNAL` or `UNKNOWN`.
+    ///
+    /// ```
+    /// use backstop_classify::{GrpcCode, Kind, Timer};
+    /// use http::StatusCode;
+    ///
+    /// assert_eq!(Kind::TimedOut(Timer::Deadline).grpc_code(), GrpcCode::DeadlineExceeded);
+    /// assert_eq!(Kind::BreakerOpen.grpc_code(), GrpcCode::Unavailable);
+    /// assert_eq!(Kind::Status(StatusCode::BAD_GATEWAY).grpc_code(), GrpcCode::Unavailable);
+    /// // With tonic: `tonic::Status::new(tonic::Code::from_i32(code.as_i32()), err.to_string())`.
+    /// ```
+    pub fn grpc_code(&self) -> GrpcCode {
+        match *self {
+            Kind::Grpc(code) => code,
+            Kind::Status(status) => match status.as_u16() {
+                400 => GrpcCode::Internal,
+                401 => GrpcCode::Unauthenticated,
+                403 => GrpcCode::PermissionDenied,
+                404 => GrpcCode::Unimplemented,
+                429 | 502 | 503 | 504 => GrpcCode::Unavailable,
+                _ => GrpcCode::Unknown,
+            },
+            Kind::TimedOut(_) => GrpcCode::DeadlineExceeded,
+            Kind::Cancelled => GrpcCode::Cancelled,
+            Kind::Refused
+            | Kind::Reset
+            | Kind::HostUnreachable
+            | Kind::NetworkUnreachable
+            | Kind::BrokenPipe
+            | Kind::AddrNotAvailable
+            | Kind::DnsNotFound
+            | Kind::DnsTemporary
+            | Kind::Tls(_)
+            | Kind::Closed
+            | Kind::BreakerOpen
+            | Kind::Overloaded
+            | Kind::Protocol(ProtocolFailure::RefusedStream | ProtocolFailure::GoAway) => {
+                GrpcCode::Unavailable
+            }
+            Kind::BudgetExhausted => GrpcCode::ResourceExhausted,
+            Kind::AddrInUse | Kind::Protocol(_) | Kind::BodyNotReplayable => GrpcCode::Internal,
+            Kind::Other => GrpcCode::Unknown,
+        }
+    }
+
     /// A short name for logs and tables, e.g. `"refused"`, `"timed out (connect)"`.
     pub fn name(&self) -> &'static str {
         match self {

@@ -35,6 +35,9 @@
 //! - [`ClassifyLayer`]: a tower layer that does the above once and stores the [`Outcome`] in the
 //!   response extensions.
 //! - [`parse_retry_after`], [`parse_grpc_pushback`]: untrusted headers, parsed without panics.
+//! - [`Kind::grpc_code`]: the gRPC status a failure stands for, for a gRPC stack (tonic) that
+//!   hands its caller a status. tonic's own `grpc-timeout` expiry ("Timeout expired", which its
+//!   `Channel` enforces on every request carrying the header) is classified as the deadline.
 //!
 //! # Features
 //!

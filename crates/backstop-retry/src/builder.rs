@@ -14,6 +14,7 @@ use rand::{Rng, SeedableRng};
 use crate::ConfigError;
 use crate::backoff::{Backoff, Jitter, MAX_BACKOFF_CAP};
 use crate::budget::{RetryBudget, RetryBudgetBuilder};
+use crate::grpc::GrpcRetryPolicy;
 use crate::idempotency::IDEMPOTENCY_KEY;
 use crate::info::MAX_ATTEMPTS_LIMIT;
 use crate::layer::{Config, RetryLayer};
@@ -41,6 +42,7 @@ pub struct RetryLayerBuilder<P = HttpPolicy> {
     budget: Option<RetryBudget>,
     per_host: Option<RetryBudgetBuilder>,
     retry_conflict: bool,
+    grpc: Option<GrpcRetryPolicy>,
     seed: Option<u64>,
     policy: P,
 }
@@ -76,6 +78,7 @@ impl RetryLayerBuilder<HttpPolicy> {
             budget: Some(RetryBudget::default()),
             per_host: None,
             retry_conflict: false,
+            grpc: None,
             seed: None,
             policy: HttpPolicy::new(),
         }
@@ -207,6 +210,17 @@ impl<P> RetryLayerBuilder<P> {
         self
     }
 
+    /// gRPC's per-method retry policies (gRFC A6's `retryPolicy`): the gRPC methods whose listed
+    /// status codes are retried although the call (an HTTP/2 `POST`) reached the server, and how
+    /// many attempts each gets instead of [`max_attempts`](Self::max_attempts). A gRPC call to a
+    /// method it does not cover gets only the retries of a call that was never sent or never
+    /// processed. See [`GrpcRetryPolicy`] for the rules and where they differ from A6.
+    #[must_use]
+    pub fn grpc_methods(mut self, methods: GrpcRetryPolicy) -> Self {
+        self.grpc = Some(methods);
+        self
+    }
+
     /// Seeds the jitter, making delays reproducible (default: seeded from the OS). Idempotency
     /// keys are always drawn from an OS-seeded source, so they never repeat across processes.
     #[must_use]
@@ -233,12 +247,15 @@ impl<P> RetryLayerBuilder<P> {
             budget: self.budget,
             per_host: self.per_host,
             retry_conflict: self.retry_conflict,
+            grpc: self.grpc,
             seed: self.seed,
             policy,
         }
     }
 
-    /// The layer, or the first rule broken.
+    /// The layer, or the first rule broken (the bounds exported here, the backoff's, and each
+    /// [`MethodRetry`](crate::MethodRetry) of [`grpc_methods`](Self::grpc_methods): 2 to
+    /// [`MAX_ATTEMPTS_LIMIT`] attempts, at least one retryable code and never `OK`).
     pub fn build(self) -> Result<RetryLayer<P>, ConfigError> {
         if !MAX_ATTEMPTS_RANGE.contains(&self.max_attempts) {
             return Err(ConfigError::new(
@@ -261,6 +278,9 @@ impl<P> RetryLayerBuilder<P> {
                 "attempt_header",
                 "must differ from the idempotency key header",
             ));
+        }
+        if let Some(grpc) = &self.grpc {
+            grpc.check()?;
         }
         let per_host = match &self.per_host {
             Some(template) => Some(PerHost::new(template.clone())?),
@@ -287,6 +307,7 @@ impl<P> RetryLayerBuilder<P> {
             budget: self.budget,
             per_host: None,
             retry_conflict: self.retry_conflict,
+            grpc: self.grpc,
             seed: self.seed.unwrap_or_else(|| os.random()),
             sequence: AtomicU64::new(0),
             key_seed: os.random(),

@@ -10,10 +10,19 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
 use crate::budget::RetryBudget;
+use crate::grpc::{MethodRetry, status_code};
 use crate::info::{RetryInfo, StopReason};
 use crate::layer::Config;
 use crate::random::{NO_STREAM, mix, next_stream};
 use crate::replay::Replay;
+
+/// What a gRPC call's per-method policy says about its failed attempt.
+#[derive(Clone, Copy)]
+pub(crate) struct GrpcCall<'a> {
+    pub(crate) method: &'a MethodRetry,
+    /// The server's `grpc-retry-pushback-ms` was negative or garbage: "do not retry" (A6).
+    pub(crate) pushback_refused: bool,
+}
 
 /// What [`decide`] answers.
 pub(crate) enum Verdict {
@@ -25,16 +34,19 @@ pub(crate) enum Verdict {
 
 /// Whether the failed attempt recorded in `info` is tried again, and after which delay: the
 /// classification, the method, the attempt limit, the body, the server's wait, the deadline and
-/// the budgets, in that order.
+/// the budgets, in that order. A gRPC call under a per-method policy (`grpc`) is judged by its
+/// status codes and attempt limit instead of by idempotency.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn decide<P, B>(
     config: &Config<P>,
     failure: &Failure,
     idempotent: bool,
+    grpc: Option<GrpcCall<'_>>,
     deadline: Option<Deadline>,
     info: &RetryInfo,
     replay: &Replay<B>,
     stream: &mut u64,
+    backoff_restart: &mut u32,
     host_budget: Option<&RetryBudget>,
 ) -> Verdict {
     // A call rejected before any I/O (an open breaker, a load shedder) would be rejected again:
@@ -51,15 +63,24 @@ pub(crate) fn decide<P, B>(
         Kind::Status(StatusCode::CONFLICT) if config.retry_conflict => Retryable::IfIdempotent,
         _ => failure.retryable(),
     };
-    let allowed = match retryable {
-        Retryable::Safe => true,
-        Retryable::IfIdempotent => idempotent,
-        Retryable::Never => false,
+    let allowed = match (retryable, grpc) {
+        // Never sent, or never processed: A6's transparent retry, policy or not.
+        (Retryable::Safe, _) => true,
+        // The service owner listed the codes that mean "not processed" (or a method safe to
+        // repeat); a status after processing is retried only if listed, and the server's
+        // pushback can still forbid it.
+        (_, Some(call)) => match status_code(failure.kind()) {
+            Some(code) => call.method.retries(code) && !call.pushback_refused,
+            None => retryable == Retryable::IfIdempotent && idempotent,
+        },
+        (Retryable::IfIdempotent, None) => idempotent,
+        (Retryable::Never, None) => false,
     };
     if !allowed {
         return Verdict::Stop(StopReason::NotRetryable);
     }
-    if info.attempts() >= config.max_attempts {
+    let max_attempts = grpc.map_or(config.max_attempts, |call| call.method.max_attempts());
+    if info.attempts() >= max_attempts {
         return Verdict::Stop(StopReason::AttemptsExhausted);
     }
     if replay.can_replay().is_err() {
@@ -76,7 +97,14 @@ pub(crate) fn decide<P, B>(
         Some(wait) if wait > config.retry_after_max => {
             return Verdict::Stop(StopReason::ServerWaitTooLong);
         }
-        Some(wait) => wait,
+        Some(wait) => {
+            // gRPC A6: after a retry the server timed with its pushback, the backoff starts over
+            // from the initial delay.
+            if matches!(failure.kind(), Kind::Grpc(_)) {
+                *backoff_restart = info.attempts();
+            }
+            wait
+        }
         None => {
             // Each request draws from its own stream, numbered at its first retry, so a seeded
             // layer repeats its delays whatever the interleaving of successful requests.
@@ -85,9 +113,17 @@ pub(crate) fn decide<P, B>(
             }
             let retry = u64::from(info.attempts() - 1);
             let mut rng = SmallRng::seed_from_u64(mix(config.seed ^ mix(*stream) ^ mix(!retry)));
-            let delay = config
-                .backoff
-                .delay(info.attempts() - 1, info.last_delay(), &mut rng);
+            let backoff = grpc
+                .and_then(|call| call.method.backoff_override())
+                .unwrap_or(config.backoff);
+            // Retries since the backoff last started over (only a gRPC pushback restarts it).
+            let since = (info.attempts() - 1).saturating_sub(*backoff_restart);
+            let previous = if since == 0 {
+                Duration::ZERO
+            } else {
+                info.last_delay()
+            };
+            let delay = backoff.delay(since, previous, &mut rng);
             // tokio's timer ticks in whole milliseconds; a delay it can actually sleep is the
             // one reported.
             Duration::from_millis(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use backstop_classify::{BoxError, Classify, Error, Failure, Kind, Outcome, Phase};
+use backstop_classify::{
+    BoxError, Classify, DEFAULT_RETRY_AFTER_CAP, Error, Failure, Kind, Outcome, Phase, Pushback,
+    parse_grpc_pushback,
+};
 use backstop_deadline::Deadline;
 use http::request::Parts;
 use http::{Request, Response};
@@ -16,7 +19,7 @@ use tokio::time::Sleep;
 use tower_service::Service;
 
 use crate::budget::RetryBudget;
-use crate::decide::{Verdict, decide, log_not_replayed};
+use crate::decide::{GrpcCall, Verdict, decide, log_not_replayed};
 use crate::idempotency::is_idempotent;
 use crate::info::{RetryInfo, StopReason};
 use crate::layer::Config;
@@ -168,6 +171,9 @@ pub(crate) struct Retries {
     info: RetryInfo,
     /// The request's stream of randomness, drawn at its first backoff.
     stream: u64,
+    /// The retry from which the backoff counts again from its initial delay (0, or the retry
+    /// after one timed by a gRPC pushback).
+    backoff_restart: u32,
 }
 
 fn attempts(retries: &Option<Box<Retries>>) -> u32 {
@@ -193,6 +199,7 @@ fn next_attempt<P, B: Body, R>(
     let mut first = Retries {
         info: RetryInfo::default(),
         stream: NO_STREAM,
+        backoff_restart: 0,
     };
     let state = match retries.as_deref_mut() {
         Some(state) => state,
@@ -207,16 +214,26 @@ fn next_attempt<P, B: Body, R>(
         });
         return Err(stopped(result, &state.info));
     };
+    let grpc = config
+        .grpc
+        .as_ref()
+        .and_then(|methods| methods.for_request(parts))
+        .map(|method| GrpcCall {
+            method,
+            pushback_refused: result.as_ref().is_ok_and(pushback_refused),
+        });
     let verdict = decide(
         config,
         failure,
         is_idempotent(parts, &config.idempotency_key),
+        grpc,
         // The deadline travels ambiently (set by the deadline layer around every poll) or in
         // the retained request head; the earlier wins. Read only when a retry is considered.
         Deadline::current_in(&parts.extensions),
         &state.info,
         replay,
         &mut state.stream,
+        &mut state.backoff_restart,
         host_budget,
     );
     let delay = match verdict {
@@ -252,6 +269,15 @@ fn next_attempt<P, B: Body, R>(
         *retries = Some(Box::new(first));
     }
     Ok((body, delay))
+}
+
+/// Whether the response's `grpc-retry-pushback-ms` says "do not retry" (negative or garbage).
+fn pushback_refused<R>(res: &Response<R>) -> bool {
+    res.headers()
+        .get("grpc-retry-pushback-ms")
+        .is_some_and(|value| {
+            parse_grpc_pushback(value, DEFAULT_RETRY_AFTER_CAP) == Pushback::DoNotRetry
+        })
 }
 
 fn finish<B>(mut res: Response<B>, info: &RetryInfo) -> Response<B> {

@@ -12,6 +12,7 @@ use tower_layer::Layer;
 use crate::backoff::Backoff;
 use crate::budget::RetryBudget;
 use crate::builder::RetryLayerBuilder;
+use crate::grpc::GrpcRetryPolicy;
 use crate::per_host::PerHost;
 use crate::service::RetryService;
 
@@ -54,6 +55,8 @@ pub(crate) struct Config<P> {
     pub(crate) budget: Option<RetryBudget>,
     pub(crate) per_host: Option<PerHost>,
     pub(crate) retry_conflict: bool,
+    /// gRPC's per-method retry policies (A6), `None` when there are none.
+    pub(crate) grpc: Option<GrpcRetryPolicy>,
     pub(crate) seed: u64,
     /// Numbers the request streams of randomness, so a seeded layer is deterministic.
     pub(crate) sequence: AtomicU64,
@@ -75,6 +78,7 @@ impl<P> fmt::Debug for Config<P> {
             .field("budget", &self.budget)
             .field("per_host", &self.per_host.as_ref().map(PerHost::template))
             .field("retry_conflict", &self.retry_conflict)
+            .field("grpc_methods", &self.grpc)
             .finish()
     }
 }

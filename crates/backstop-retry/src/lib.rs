@@ -54,8 +54,14 @@
 //!   ([`RetryLayerBuilder::attach_idempotency_key`] adds one).
 //! - [`Never`](backstop_classify::Retryable::Never) is never retried (400, 422, a bad
 //!   certificate, a spent deadline…). [`RetryOverride`] changes the judgement per request.
+//! - gRPC calls are all `POST`s: a status after the server saw the call (`UNAVAILABLE`
+//!   included) is retried only for the methods a [`GrpcRetryPolicy`] lists, on the status codes
+//!   and up to the attempts it gives them — gRPC's per-method `retryPolicy` (gRFC A6). Without
+//!   one, a gRPC call gets only the retries of a call never sent or never processed (A6's
+//!   transparent retries). Give the layer [`GrpcPolicy`](backstop_classify::GrpcPolicy) to read
+//!   `grpc-status` from a Trailers-Only response head.
 //! - Once a successful response head arrives the call is committed: a response body failing
-//!   later is never retried.
+//!   later is never retried (a gRPC status in the trailers included, as A6 says).
 //!
 //! # When
 //! Capped exponential [`Backoff`] with [`Jitter`] (full by default), or exactly the server's
@@ -178,6 +184,7 @@ mod builder;
 mod config_error;
 mod decide;
 mod future;
+mod grpc;
 mod idempotency;
 mod info;
 mod layer;
@@ -196,6 +203,7 @@ pub use budget::{
 pub use builder::{MAX_ATTEMPTS_RANGE, MAX_REPLAY_LIMIT, RetryLayerBuilder};
 pub use config_error::ConfigError;
 pub use future::ResponseFuture;
+pub use grpc::{GrpcRetryPolicy, MethodRetry};
 pub use idempotency::is_idempotent_method;
 pub use info::{MAX_ATTEMPTS_LIMIT, RetryInfo, RetryOverride, StopReason};
 pub use layer::RetryLayer;

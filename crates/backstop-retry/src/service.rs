@@ -99,7 +99,11 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let config = &*self.shared.config;
         let (mut parts, body) = req.into_parts();
-        let may_retry = config.max_attempts > 1
+        let may_retry = (config.max_attempts > 1
+            || config
+                .grpc
+                .as_ref()
+                .is_some_and(|grpc| grpc.for_request(&parts).is_some()))
             && parts.extensions.get::<RetryOverride>() != Some(&RetryOverride::NeverRetry);
         if may_retry && config.attach_idempotency_key {
             attach_idempotency_key(config, &mut parts);

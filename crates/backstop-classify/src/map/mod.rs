@@ -144,6 +144,7 @@ pub fn classify_error(err: &(dyn StdError + 'static), phase_hint: Phase) -> Fail
                 evidence.phase(Phase::Local);
                 evidence.kind(Kind::Overloaded);
             }
+            Some(ConnectorMessage::GrpcTimeout) => evidence.kind(Kind::TimedOut(Timer::Deadline)),
             None => {}
         }
     }
@@ -184,6 +185,10 @@ enum ConnectorMessage {
     /// tower's `load_shed::error::Overloaded`, whose message is all a crate without tower's
     /// `load-shed` feature can see.
     Overloaded,
+    /// tonic's `TimeoutExpired`: its `Channel` enforces the `grpc-timeout` header of each request
+    /// itself — the deadline backstop propagated, minus the margin — so the caller's deadline has
+    /// passed (never retried; tonic alone would report `CANCELLED`).
+    GrpcTimeout,
 }
 
 fn connector_message(err: &(dyn StdError + 'static)) -> Option<ConnectorMessage> {
@@ -205,7 +210,39 @@ fn connector_message(err: &(dyn StdError + 'static)) -> Option<ConnectorMessage>
         Some(ConnectorMessage::DnsTemporary)
     } else if text == "service overloaded" {
         Some(ConnectorMessage::Overloaded)
+    } else if text == "Timeout expired" {
+        Some(ConnectorMessage::GrpcTimeout)
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt;
+
+    use super::*;
+
+    /// An error that says what tonic's private-to-downcast `TimeoutExpired` says.
+    #[derive(Debug)]
+    struct Expired;
+
+    impl fmt::Display for Expired {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("Timeout expired")
+        }
+    }
+
+    impl StdError for Expired {}
+
+    #[test]
+    fn tonics_own_grpc_timeout_is_the_deadline() {
+        let failure = classify_error(&Expired, Phase::AwaitHeaders);
+        assert_eq!(failure.kind(), Kind::TimedOut(Timer::Deadline));
+        assert_eq!(failure.retryable(), Retryable::Never);
+        assert_eq!(
+            failure.kind().grpc_code(),
+            crate::GrpcCode::DeadlineExceeded
+        );
     }
 }
