@@ -21,10 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use backstop_breaker::CircuitBreakerLayer;
-use backstop_classify::{ClassifyLayer, GrpcCode, GrpcPolicy};
-use backstop_deadline::{AttemptTimeoutLayer, DeadlineLayer, ServerDeadlineLayer};
-use backstop_retry::{GrpcRetryPolicy, MethodRetry, ReplayBody, RetryInfo, RetryLayer};
+use backstop::ServiceBuilderExt;
+use backstop::breaker::CircuitBreakerLayer;
+use backstop::classify::{GrpcCode, GrpcPolicy};
+use backstop::deadline::{AttemptTimeoutLayer, DeadlineLayer, ServerDeadlineLayer};
+use backstop::retry::{GrpcRetryPolicy, MethodRetry, ReplayBody, RetryInfo, RetryLayer};
 use http::uri::PathAndQuery;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -78,17 +79,17 @@ async fn main() -> Result<(), Error> {
     let client = |deadline: Duration| {
         let stack = ServiceBuilder::new()
             // tonic turns an error it does not know into UNKNOWN: say what it was.
-            .map_err(|err: backstop_classify::Error| {
+            .map_err(|err: backstop::Error| {
                 Status::new(
                     Code::from_i32(err.kind().grpc_code().as_i32()),
                     err.to_string(),
                 )
             })
-            .layer(DeadlineLayer::new(deadline))
-            .layer(retry.clone())
-            .layer(CircuitBreakerLayer::new())
-            .layer(ClassifyLayer::with_policy(GrpcPolicy::new()))
-            .layer(AttemptTimeoutLayer::new(Duration::from_secs(2)))
+            .deadline(DeadlineLayer::new(deadline))
+            .retry_classified(retry.clone())
+            .circuit_breaker(CircuitBreakerLayer::new())
+            .classify_with(GrpcPolicy::new())
+            .attempt_timeout(AttemptTimeoutLayer::new(Duration::from_secs(2)))
             .service(channel.clone());
         tonic::client::Grpc::new(stack)
     };

@@ -9,7 +9,15 @@ use tower::ServiceBuilder;
 use tower::layer::util::Stack;
 
 /// backstop's layers as `ServiceBuilder` methods, so any `Service<http::Request<B>>` — your own
-/// hyper-util client, a tonic channel — gets the same rules.
+/// hyper-util client, a tonic `Channel` — gets the same rules.
+///
+/// For gRPC, classify with [`classify_with`](ServiceBuilderExt::classify_with)`(GrpcPolicy)`
+/// (the HTTP policy of [`classify`](ServiceBuilderExt::classify) takes a trailers-only gRPC error
+/// for a `200` success), say which methods may be retried after the server processed them with
+/// `RetryLayer::builder().grpc_methods(…)`, and, under tonic's `Channel` (which takes only
+/// `tonic::body::Body`), turn the retry layer's replay body back into one at the bottom of the
+/// stack: `.map_request(|r: http::Request<_>| r.map(tonic::body::Body::new))`. backstop-retry's
+/// `tests/grpc.rs` and `examples/grpc.rs` run that stack against a real tonic server.
 ///
 /// Call them in the documented order, outermost first: deadline → retry → breaker → classify →
 /// attempt timeout → body idle timeout → the client.
@@ -72,6 +80,12 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
     /// Classifies responses and errors with the default [`HttpPolicy`] (see [`ClassifyLayer`]).
     fn classify(self) -> ServiceBuilder<Stack<ClassifyLayer<HttpPolicy>, L>>;
 
+    /// Classifies responses and errors with `policy`: `GrpcPolicy` for gRPC (status in the
+    /// headers of a trailers-only answer or in the trailers), or your own [`Classify`].
+    ///
+    /// [`Classify`]: backstop_classify::Classify
+    fn classify_with<P>(self, policy: P) -> ServiceBuilder<Stack<ClassifyLayer<P>, L>>;
+
     /// Bounds each attempt (see [`AttemptTimeoutLayer`]).
     fn attempt_timeout(
         self,
@@ -103,6 +117,10 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
 
     fn classify(self) -> ServiceBuilder<Stack<ClassifyLayer<HttpPolicy>, L>> {
         self.layer(ClassifyLayer::new())
+    }
+
+    fn classify_with<P>(self, policy: P) -> ServiceBuilder<Stack<ClassifyLayer<P>, L>> {
+        self.layer(ClassifyLayer::with_policy(policy))
     }
 
     fn attempt_timeout(
