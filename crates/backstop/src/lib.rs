@@ -117,9 +117,11 @@ mod tls;
 
 #[cfg(feature = "client")]
 pub use client::{
-    CallInfo, CallInfoExt, Client, ClientBuilder, ConnectTimings, FnResolver, RequestBody,
-    ResponseBody,
+    CallInfo, CallInfoExt, Client, ClientBuilder, ClientFuture, ConnectTimings, FnResolver,
+    RequestBody, ResponseBody,
 };
+#[cfg(all(feature = "client", feature = "config"))]
+pub use client::{JSON_BODY_LIMIT, JsonBodyExt};
 pub use ext::ServiceBuilderExt;
 #[cfg(feature = "gateway")]
 pub use gateway::{
