@@ -94,14 +94,12 @@ pub trait JsonBodyExt: sealed::Sealed + Sized {
 }
 
 impl JsonBodyExt for ResponseBody {
-    fn json_limited<T>(self, max_bytes: usize) -> impl Future<Output = Result<T, Error>> + Send
+    async fn json_limited<T>(self, max_bytes: usize) -> Result<T, Error>
     where
         T: DeserializeOwned,
     {
-        async move {
-            let bytes = read_limited(self, max_bytes).await?;
-            serde_json::from_slice(&bytes).map_err(local)
-        }
+        let bytes = read_limited(self, max_bytes).await?;
+        serde_json::from_slice(&bytes).map_err(local)
     }
 }
 
