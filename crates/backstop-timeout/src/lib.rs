@@ -71,6 +71,7 @@ mod keepalive;
 mod progress;
 mod race;
 mod server;
+mod socket;
 mod tcp;
 
 pub use activity::{ActiveBody, ActiveFuture, ServerActivity, TrackActivity};
@@ -84,6 +85,7 @@ pub use io::{IdleIo, Side};
 pub use keepalive::Http2KeepAlive;
 pub use progress::{ConnectProgress, OpaqueConnecting, OpaqueConnector, PhaseStamps};
 pub use server::ServerIdleTimeout;
+pub use socket::{MAX_KEEPALIVE, MAX_KEEPALIVE_RETRIES, MIN_KEEPALIVE};
 pub use tcp::{
     DEFAULT_ATTEMPT_DELAY, DEFAULT_ATTEMPT_TIMEOUT, TcpConnecting, TcpConnector,
     TcpConnectorBuilder,

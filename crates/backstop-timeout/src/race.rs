@@ -4,6 +4,7 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use backstop_classify::{Error, Kind, Phase, Timer};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::socket::SocketOptions;
 use crate::tcp::invalid;
 
 /// Orders addresses as RFC 8305 §4 asks: alternate families, starting with the resolver's first.
@@ -35,12 +37,15 @@ pub(crate) fn interleave_families(addrs: impl Iterator<Item = SocketAddr>) -> Ve
 
 type AttemptFuture = Pin<Box<dyn Future<Output = Result<TcpStream, Error>> + Send>>;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Attempts {
     /// The bound of every attempt but the last.
     pub(crate) timeout: Duration,
     /// How long an attempt runs alone before the next one starts alongside it.
     pub(crate) delay: Duration,
+    /// The socket options to set before connecting; `None` (every option unset) connects as
+    /// `TcpStream::connect` does, with no shared state to count.
+    pub(crate) options: Option<Arc<SocketOptions>>,
 }
 
 impl Attempts {
@@ -48,7 +53,7 @@ impl Attempts {
     pub(crate) async fn race(self, addrs: Vec<SocketAddr>) -> Result<TcpStream, Error> {
         if let [only] = addrs[..] {
             // Nothing to race: the one attempt has the whole budget, and no bookkeeping.
-            return attempt(only, None).await;
+            return attempt(only, None, self.options).await;
         }
         let total = addrs.len();
         let mut queue = addrs.into_iter().enumerate();
@@ -63,7 +68,7 @@ impl Attempts {
                     start_next = false;
                     if let Some((index, addr)) = queue.next() {
                         let bound = (index + 1 < total).then_some(self.timeout);
-                        running.push(Box::pin(attempt(addr, bound)));
+                        running.push(Box::pin(attempt(addr, bound, self.options.clone())));
                         stagger.as_mut().reset(Instant::now() + self.delay);
                     }
                 }
@@ -99,8 +104,17 @@ impl Attempts {
     }
 }
 
-async fn attempt(addr: SocketAddr, bound: Option<Duration>) -> Result<TcpStream, Error> {
-    let connect = TcpStream::connect(addr);
+async fn attempt(
+    addr: SocketAddr,
+    bound: Option<Duration>,
+    options: Option<Arc<SocketOptions>>,
+) -> Result<TcpStream, Error> {
+    let connect = async move {
+        match options {
+            Some(options) => options.connect(addr).await,
+            None => TcpStream::connect(addr).await,
+        }
+    };
     let result = match bound {
         Some(bound) => match tokio::time::timeout(bound, connect).await {
             Ok(result) => result,

@@ -2,9 +2,10 @@
 //! happy-eyeballs style, with an injectable resolver.
 
 use std::future::{Future, poll_fn};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use tower_service::Service;
 use crate::config::{ConfigError, MAX_CONNECT_TIMEOUT, MIN_TIMEOUT, check_duration};
 use crate::progress::{ConnectProgress, PhaseStamps};
 use crate::race::{Attempts, interleave_families};
+use crate::socket::SocketOptions;
 
 /// RFC 8305's recommended "connection attempt delay".
 pub const DEFAULT_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
@@ -43,13 +45,20 @@ pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// - Failures are [`backstop_classify::Error`]s: resolver failures in [`Phase::Resolve`], socket
 ///   failures in [`Phase::Connect`]; the error of the last attempt is returned.
 ///
-/// Responses are `TokioIo<TcpStream>` with `TCP_NODELAY` set (configurable).
+/// Responses are `TokioIo<TcpStream>` with `TCP_NODELAY` set (configurable). The builder sets
+/// the socket options `HttpConnector` users expect, under the same names: TCP keep-alive
+/// ([`keepalive`](TcpConnectorBuilder::keepalive), its interval and retries), the local address
+/// to connect from ([`local_address`](TcpConnectorBuilder::local_address)), the device
+/// (`interface`, Linux), `TCP_USER_TIMEOUT` (`tcp_user_timeout`, Linux) and the buffer sizes;
+/// every one unset by default, each checked by [`build`](TcpConnectorBuilder::build).
 #[derive(Debug, Clone)]
 pub struct TcpConnector<R = GaiResolver> {
     resolver: R,
     attempt_timeout: Duration,
     attempt_delay: Duration,
     nodelay: bool,
+    /// `None` when every option is unset: a connect then allocates nothing for them.
+    options: Option<Arc<SocketOptions>>,
 }
 
 impl TcpConnector<GaiResolver> {
@@ -61,6 +70,7 @@ impl TcpConnector<GaiResolver> {
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
             attempt_delay: DEFAULT_ATTEMPT_DELAY,
             nodelay: true,
+            options: None,
         }
     }
 
@@ -71,6 +81,7 @@ impl TcpConnector<GaiResolver> {
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
             attempt_delay: DEFAULT_ATTEMPT_DELAY,
             nodelay: true,
+            options: SocketOptions::default(),
         }
     }
 }
@@ -88,6 +99,7 @@ pub struct TcpConnectorBuilder<R> {
     attempt_timeout: Duration,
     attempt_delay: Duration,
     nodelay: bool,
+    options: SocketOptions,
 }
 
 impl<R> TcpConnectorBuilder<R> {
@@ -99,6 +111,7 @@ impl<R> TcpConnectorBuilder<R> {
             attempt_timeout: self.attempt_timeout,
             attempt_delay: self.attempt_delay,
             nodelay: self.nodelay,
+            options: self.options,
         }
     }
 
@@ -119,6 +132,79 @@ impl<R> TcpConnectorBuilder<R> {
     /// Sets `TCP_NODELAY` on connected sockets (default `true`).
     pub fn nodelay(mut self, nodelay: bool) -> Self {
         self.nodelay = nodelay;
+        self
+    }
+
+    /// Turns TCP keep-alive on: the first probe after `idle` without traffic (1 s to
+    /// [`MAX_KEEPALIVE`](crate::MAX_KEEPALIVE); the kernel counts whole seconds). Default off.
+    /// hyper-util's `HttpConnector::set_keepalive`, reqwest's `tcp_keepalive`.
+    pub fn keepalive(mut self, idle: Duration) -> Self {
+        self.options.keepalive = Some(idle);
+        self
+    }
+
+    /// The time between keep-alive probes (1 s to [`MAX_KEEPALIVE`](crate::MAX_KEEPALIVE)); needs
+    /// [`keepalive`](Self::keepalive). Default: the system's (75 s on Linux).
+    pub fn keepalive_interval(mut self, interval: Duration) -> Self {
+        self.options.keepalive_interval = Some(interval);
+        self
+    }
+
+    /// Unanswered keep-alive probes before the connection is dropped (1 to
+    /// [`MAX_KEEPALIVE_RETRIES`](crate::MAX_KEEPALIVE_RETRIES)); needs
+    /// [`keepalive`](Self::keepalive). Default: the system's (9 on Linux).
+    pub fn keepalive_retries(mut self, retries: u32) -> Self {
+        self.options.keepalive_retries = Some(retries);
+        self
+    }
+
+    /// Connects from `ip` (bound with port 0 before connecting): destinations of its family
+    /// only, the other family connects from wherever the system routes it. Default: unbound.
+    /// A second call replaces the address of the same family.
+    pub fn local_address(mut self, ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => self.options.local_v4 = Some(v4),
+            IpAddr::V6(v6) => self.options.local_v6 = Some(v6),
+        }
+        self
+    }
+
+    /// Connects from `v4` to IPv4 destinations and from `v6` to IPv6 ones (hyper-util's
+    /// `set_local_addresses`).
+    pub fn local_addresses(mut self, v4: Ipv4Addr, v6: Ipv6Addr) -> Self {
+        self.options.local_v4 = Some(v4);
+        self.options.local_v6 = Some(v6);
+        self
+    }
+
+    /// Binds every socket to the network device `name` (`SO_BINDTODEVICE`, Linux only; 1 to 15
+    /// bytes). Binding needs `CAP_NET_RAW` on kernels before 5.7: without it the connect fails
+    /// with the permission error. Default: any device.
+    #[cfg(target_os = "linux")]
+    pub fn interface(mut self, name: impl Into<String>) -> Self {
+        self.options.interface = Some(name.into());
+        self
+    }
+
+    /// `TCP_USER_TIMEOUT` (Linux only): how long sent data may stay unacknowledged before the
+    /// kernel drops the connection ([`MIN_TIMEOUT`] to [`MAX_IDLE_TIMEOUT`](crate::MAX_IDLE_TIMEOUT)).
+    /// It catches a peer gone silent while a request is being written, which keep-alive probes
+    /// (sent only on an idle connection) do not. Default: the system's.
+    #[cfg(target_os = "linux")]
+    pub fn tcp_user_timeout(mut self, timeout: Duration) -> Self {
+        self.options.tcp_user_timeout = Some(timeout);
+        self
+    }
+
+    /// `SO_SNDBUF`, in bytes (at least 1; the kernel doubles and clamps it). Default: the system's.
+    pub fn send_buffer_size(mut self, bytes: usize) -> Self {
+        self.options.send_buffer_size = Some(bytes);
+        self
+    }
+
+    /// `SO_RCVBUF`, in bytes (at least 1; the kernel doubles and clamps it). Default: the system's.
+    pub fn recv_buffer_size(mut self, bytes: usize) -> Self {
+        self.options.recv_buffer_size = Some(bytes);
         self
     }
 
@@ -145,11 +231,14 @@ impl<R> TcpConnectorBuilder<R> {
                 ),
             )
         })?;
+        self.options.validate()?;
+        let options = (self.options != SocketOptions::default()).then(|| Arc::new(self.options));
         Ok(TcpConnector {
             resolver: self.resolver,
             attempt_timeout,
             attempt_delay,
             nodelay: self.nodelay,
+            options,
         })
     }
 }
@@ -175,6 +264,7 @@ where
         let attempts = Attempts {
             timeout: self.attempt_timeout,
             delay: self.attempt_delay,
+            options: self.options.clone(),
         };
         let state = match destination(&dst) {
             Err(err) => State::Failed(Some(err)),
@@ -243,7 +333,7 @@ impl Future for TcpConnecting {
                         }
                     };
                     this.stamps.resolved = Some(Instant::now());
-                    this.state = State::Connecting(Box::pin(attempts.race(addrs)));
+                    this.state = State::Connecting(Box::pin(attempts.clone().race(addrs)));
                 }
                 State::Connecting(racing) => {
                     let stream = match racing.as_mut().poll(cx) {

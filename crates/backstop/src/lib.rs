@@ -2,7 +2,10 @@
 //!
 //! - [`Client`]: a ready HTTP client — deadline, safe retries with budget and backoff, a circuit
 //!   breaker per host, classified errors, attempt/connect/idle timeouts — built from a validated
-//!   [`Policy`].
+//!   [`Policy`]. It is a `tower::Service<http::Request<B>>` too, for any body, to sit at the
+//!   bottom of a `ServiceBuilder` stack of your own; its builder takes the TCP options
+//!   hyper-util's `HttpConnector` and reqwest users know (`tcp_keepalive`, `local_address`,
+//!   `tcp_user_timeout`, `happy_eyeballs_timeout`…).
 //! - [`Gateway`]: a reverse proxy with per-route policies from configuration (path prefix and
 //!   methods → upstream + [`Policy`]), e.g. no retries and a tight deadline for `/payments`,
 //!   three retries for `/catalog`; paths normalised before routing, hop-by-hop headers removed,
@@ -54,7 +57,7 @@
 //! | `server` | [`ServerStack`], the [`server`] module ([`server::Server`]) | backstop-server, tower-http (`catch-panic`) |
 //! | `server-tls` | `server::Server::tls`: serving TLS with your `rustls::ServerConfig`; implies `server` | tokio-rustls, rustls (no provider of its own: the configuration brings one) |
 //! | `gateway` | [`Gateway`], [`RouteConfig`], [`GatewayRoute`]…; implies `client` and `server` | axum (for its `ConnectInfo`) |
-//! | `config` | `Policy::from_toml`, `Policy::from_json`, serde on [`Policy`] and its sections (durations as `"250ms"`), `Gateway::from_toml` and `Gateway::from_toml_with` | serde, humantime-serde, toml, serde_json, serde_path_to_error |
+//! | `config` | `Policy::from_toml`, `Policy::from_json`, serde on [`Policy`] and its sections (durations as `"250ms"`), `Gateway::from_toml` and `Gateway::from_toml_with`; with `client`, `Client::post_json` / `put_json` and `JsonBodyExt` (`res.json::<T>()`) | serde, humantime-serde, toml, serde_json, serde_path_to_error |
 //! | `tls` | the client's `https://` (rustls) and `ClientBuilder::tls`; implies `client`. Enabled by every feature below | rustls, tokio-rustls |
 //! | `rustls-ring` (default) | rustls' ring crypto provider | ring |
 //! | `rustls-aws-lc` | rustls' aws-lc-rs crypto provider | aws-lc-rs (C, built with cmake) |
@@ -117,9 +120,11 @@ mod tls;
 
 #[cfg(feature = "client")]
 pub use client::{
-    CallInfo, CallInfoExt, Client, ClientBuilder, ConnectTimings, FnResolver, RequestBody,
-    ResponseBody,
+    CallInfo, CallInfoExt, Client, ClientBuilder, ClientFuture, ConnectTimings, FnResolver,
+    RequestBody, ResponseBody,
 };
+#[cfg(all(feature = "client", feature = "config"))]
+pub use client::{JSON_BODY_LIMIT, JsonBodyExt};
 pub use ext::ServiceBuilderExt;
 #[cfg(feature = "gateway")]
 pub use gateway::{

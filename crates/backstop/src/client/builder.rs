@@ -1,9 +1,12 @@
 //! [`ClientBuilder`]: every setting of a [`Client`], validated when it is built.
 
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use hyper_util::client::legacy::connect::dns::GaiResolver;
+
+use backstop_timeout::{TcpConnector, TcpConnectorBuilder};
 
 use super::scheme::Schemes;
 use super::{Client, FnResolver};
@@ -22,6 +25,102 @@ pub struct ClientBuilder {
     /// hyper's HTTP/1 buffer bound, when not its default (about 400 KiB).
     http1_max_buf_size: Option<usize>,
     http2_prior_knowledge: bool,
+    tcp: TcpSettings,
+}
+
+/// The TCP connector's settings, applied to [`TcpConnector`]'s builder when the client is built
+/// (which validates them).
+#[derive(Debug, Clone)]
+pub(super) struct TcpSettings {
+    nodelay: bool,
+    happy_eyeballs_timeout: Option<Duration>,
+    keepalive: Option<Duration>,
+    keepalive_interval: Option<Duration>,
+    keepalive_retries: Option<u32>,
+    local_v4: Option<Ipv4Addr>,
+    local_v6: Option<Ipv6Addr>,
+    #[cfg(target_os = "linux")]
+    interface: Option<String>,
+    #[cfg(target_os = "linux")]
+    user_timeout: Option<Duration>,
+    send_buffer_size: Option<usize>,
+    recv_buffer_size: Option<usize>,
+}
+
+impl Default for TcpSettings {
+    fn default() -> TcpSettings {
+        TcpSettings {
+            nodelay: true,
+            happy_eyeballs_timeout: None,
+            keepalive: None,
+            keepalive_interval: None,
+            keepalive_retries: None,
+            local_v4: None,
+            local_v6: None,
+            #[cfg(target_os = "linux")]
+            interface: None,
+            #[cfg(target_os = "linux")]
+            user_timeout: None,
+            send_buffer_size: None,
+            recv_buffer_size: None,
+        }
+    }
+}
+
+impl TcpSettings {
+    /// `builder` with these settings; its `build` then checks them. A rejected setting is named
+    /// as the facade's setter names it.
+    pub(super) fn build<R>(
+        &self,
+        builder: TcpConnectorBuilder<R>,
+    ) -> Result<TcpConnector<R>, ConfigError> {
+        let mut builder = builder.nodelay(self.nodelay);
+        if let Some(delay) = self.happy_eyeballs_timeout {
+            builder = builder.attempt_delay(delay);
+        }
+        if let Some(idle) = self.keepalive {
+            builder = builder.keepalive(idle);
+        }
+        if let Some(interval) = self.keepalive_interval {
+            builder = builder.keepalive_interval(interval);
+        }
+        if let Some(retries) = self.keepalive_retries {
+            builder = builder.keepalive_retries(retries);
+        }
+        if let Some(v4) = self.local_v4 {
+            builder = builder.local_address(IpAddr::V4(v4));
+        }
+        if let Some(v6) = self.local_v6 {
+            builder = builder.local_address(IpAddr::V6(v6));
+        }
+        #[cfg(target_os = "linux")]
+        if let Some(name) = &self.interface {
+            builder = builder.interface(name.clone());
+        }
+        #[cfg(target_os = "linux")]
+        if let Some(timeout) = self.user_timeout {
+            builder = builder.tcp_user_timeout(timeout);
+        }
+        if let Some(bytes) = self.send_buffer_size {
+            builder = builder.send_buffer_size(bytes);
+        }
+        if let Some(bytes) = self.recv_buffer_size {
+            builder = builder.recv_buffer_size(bytes);
+        }
+        builder.build().map_err(|err| {
+            let field = match err.field() {
+                "attempt_delay" => "happy_eyeballs_timeout",
+                "keepalive" => "tcp_keepalive",
+                "keepalive_interval" => "tcp_keepalive_interval",
+                "keepalive_retries" => "tcp_keepalive_retries",
+                "send_buffer_size" => "tcp_send_buffer_size",
+                "recv_buffer_size" => "tcp_recv_buffer_size",
+                // `interface`, `tcp_user_timeout`: the same name on both builders.
+                other => return ConfigError::new(other.to_owned(), err.rule().to_owned()),
+            };
+            ConfigError::new(field, err.rule().to_owned())
+        })
+    }
 }
 
 /// The builder's settings that are not part of a [`Policy`]: they shape the transport, not the
@@ -34,6 +133,7 @@ pub(super) struct Transport {
     pub(super) judge: Option<backstop_breaker::Judge>,
     pub(super) http1_max_buf_size: Option<usize>,
     pub(super) http2_prior_knowledge: bool,
+    pub(super) tcp: TcpSettings,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -47,6 +147,7 @@ impl fmt::Debug for ClientBuilder {
             .field("custom_breaker_judge", &self.judge.is_some())
             .field("http1_max_buf_size", &self.http1_max_buf_size)
             .field("http2_prior_knowledge", &self.http2_prior_knowledge)
+            .field("tcp", &self.tcp)
             .finish()
     }
 }
@@ -64,6 +165,7 @@ impl ClientBuilder {
             judge: None,
             http1_max_buf_size: None,
             http2_prior_knowledge: false,
+            tcp: TcpSettings::default(),
         }
     }
 
@@ -300,6 +402,96 @@ impl ClientBuilder {
         self
     }
 
+    /// Sets `TCP_NODELAY` on every connection (as reqwest's `tcp_nodelay`). Default on: small
+    /// requests are sent at once instead of waiting on Nagle's algorithm.
+    #[must_use]
+    pub fn tcp_nodelay(mut self, enabled: bool) -> Self {
+        self.tcp.nodelay = enabled;
+        self
+    }
+
+    /// How long one address is tried alone before the next of the host's addresses is tried
+    /// alongside it (happy eyeballs, RFC 8305; hyper-util's `set_happy_eyeballs_timeout`).
+    /// Default 250 ms; 1 ms up to the per-address attempt bound (2 s).
+    #[must_use]
+    pub fn happy_eyeballs_timeout(mut self, delay: Duration) -> Self {
+        self.tcp.happy_eyeballs_timeout = Some(delay);
+        self
+    }
+
+    /// Turns TCP keep-alive on, the first probe after `idle` without traffic (as reqwest's
+    /// `tcp_keepalive`; 1 s to 32,767 s). Default off: pooled connections are dropped after
+    /// 90 s idle anyway, and [`idle_timeout`](Self::idle_timeout) bounds a silent one in use.
+    /// Keep-alive helps where a NAT or firewall forgets a quiet connection sooner.
+    #[must_use]
+    pub fn tcp_keepalive(mut self, idle: Duration) -> Self {
+        self.tcp.keepalive = Some(idle);
+        self
+    }
+
+    /// The time between keep-alive probes (1 s to 32,767 s); needs
+    /// [`tcp_keepalive`](Self::tcp_keepalive). Default: the system's.
+    #[must_use]
+    pub fn tcp_keepalive_interval(mut self, interval: Duration) -> Self {
+        self.tcp.keepalive_interval = Some(interval);
+        self
+    }
+
+    /// Unanswered keep-alive probes before a connection is dropped (1 to 127); needs
+    /// [`tcp_keepalive`](Self::tcp_keepalive). Default: the system's.
+    #[must_use]
+    pub fn tcp_keepalive_retries(mut self, retries: u32) -> Self {
+        self.tcp.keepalive_retries = Some(retries);
+        self
+    }
+
+    /// Connects from `ip` (as reqwest's `local_address`): to destinations of its family; the
+    /// other family connects from wherever the system routes it. Call it with an IPv4 and an
+    /// IPv6 address to set both. Default: the system chooses.
+    #[must_use]
+    pub fn local_address(mut self, ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => self.tcp.local_v4 = Some(v4),
+            IpAddr::V6(v6) => self.tcp.local_v6 = Some(v6),
+        }
+        self
+    }
+
+    /// Binds every connection to the network device `name` (`SO_BINDTODEVICE`, Linux only, as
+    /// reqwest's `interface`; 1 to 15 bytes). Default: any device.
+    #[cfg(target_os = "linux")]
+    #[must_use]
+    pub fn interface(mut self, name: impl Into<String>) -> Self {
+        self.tcp.interface = Some(name.into());
+        self
+    }
+
+    /// `TCP_USER_TIMEOUT` (Linux only, as reqwest's `tcp_user_timeout`): how long written data
+    /// may stay unacknowledged before the kernel drops the connection (1 ms to 24 h). Default:
+    /// the system's (about 15 minutes of retransmissions).
+    #[cfg(target_os = "linux")]
+    #[must_use]
+    pub fn tcp_user_timeout(mut self, timeout: Duration) -> Self {
+        self.tcp.user_timeout = Some(timeout);
+        self
+    }
+
+    /// `SO_SNDBUF` of every connection, in bytes (the kernel doubles and clamps it). Default:
+    /// the system's, which auto-tunes.
+    #[must_use]
+    pub fn tcp_send_buffer_size(mut self, bytes: usize) -> Self {
+        self.tcp.send_buffer_size = Some(bytes);
+        self
+    }
+
+    /// `SO_RCVBUF` of every connection, in bytes (the kernel doubles and clamps it). Default:
+    /// the system's, which auto-tunes.
+    #[must_use]
+    pub fn tcp_recv_buffer_size(mut self, bytes: usize) -> Self {
+        self.tcp.recv_buffer_size = Some(bytes);
+        self
+    }
+
     /// Bounds hyper's HTTP/1 read buffer and write queue per connection (at least 8 KiB).
     ///
     /// The gateway streams request bodies through its route clients: each chunk queued for the
@@ -337,6 +529,7 @@ impl ClientBuilder {
             judge: self.judge,
             http1_max_buf_size: self.http1_max_buf_size,
             http2_prior_knowledge: self.http2_prior_knowledge,
+            tcp: self.tcp,
         };
         match self.resolver {
             Some(resolver) => Client::assemble(&policy, resolver, transport, schemes),

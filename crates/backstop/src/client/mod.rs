@@ -10,9 +10,12 @@
 mod body;
 mod builder;
 mod call_info;
+#[cfg(feature = "config")]
+mod json;
 mod pool;
 mod resolver;
 mod scheme;
+mod service;
 
 use std::fmt;
 use std::future::Future;
@@ -40,11 +43,14 @@ pub use self::body::{RequestBody, ResponseBody};
 pub use self::builder::ClientBuilder;
 use self::builder::Transport;
 pub use self::call_info::{CallInfo, CallInfoExt};
+#[cfg(feature = "config")]
+pub use self::json::{JSON_BODY_LIMIT, JsonBodyExt};
 use self::pool::ServicePool;
 pub use self::resolver::FnResolver;
 #[cfg(feature = "gateway")]
 pub(crate) use self::scheme::NO_TLS;
 use self::scheme::Schemes;
+pub use self::service::ClientFuture;
 use crate::policy::{ConfigError, Policy};
 pub use crate::timed::ConnectTimings;
 use crate::timed::OpenedConnection;
@@ -66,6 +72,14 @@ use crate::timed::OpenedConnection;
 /// open it is rejected at build (see [`crate::BreakerPolicy`]). A call rejected locally (an open
 /// breaker) ends at once, with no delay and no retry budget spent. Only gRPC requests carry the
 /// time left (`grpc-timeout`) unless [`ClientBuilder::propagation`] opts plain HTTP in.
+///
+/// A `Client` is also a [`tower_service::Service`] of `http::Request<B>` for any body `B`
+/// (see the `Service` impl below: bodies in memory stay zero-copy, `poll_ready` is always
+/// ready), so it fits at the bottom of a `tower::ServiceBuilder` stack and works with
+/// `tower::ServiceExt::oneshot(client.clone(), req)`.
+///
+/// Cloning is cheap and shares everything: the layer stack and its connection pool behind one
+/// `Arc`, the breakers behind another. Clone it rather than building one per call.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -115,7 +129,9 @@ impl Client {
         R::Error: Into<BoxError>,
         R::Future: Send,
     {
-        let tcp = TcpConnector::builder().resolver(resolver).build()?;
+        let tcp = transport
+            .tcp
+            .build(TcpConnector::builder().resolver(resolver))?;
         #[cfg(feature = "tls")]
         let tcp = crate::tls::https_connector(transport.tls, tcp)?;
         let idle = ConnectionIdleTimeoutLayer::try_new(policy.idle_timeout)
@@ -294,6 +310,20 @@ impl Client {
         self.send(request(Method::POST, url, body.into())?).await
     }
 
+    /// `PUT url` with `body`.
+    pub async fn put(
+        &self,
+        url: &str,
+        body: impl Into<Bytes>,
+    ) -> Result<Response<ResponseBody>, Error> {
+        self.send(request(Method::PUT, url, body.into())?).await
+    }
+
+    /// `DELETE url`, with no body.
+    pub async fn delete(&self, url: &str) -> Result<Response<ResponseBody>, Error> {
+        self.send(request(Method::DELETE, url, Bytes::new())?).await
+    }
+
     /// The circuit breakers, one per host, for dashboards and manual control (`None` when off).
     pub fn breakers(&self) -> Option<&Breakers<PerAuthority>> {
         self.breakers.as_ref()
@@ -377,6 +407,7 @@ pub(crate) fn layers_reject(policy: &Policy) -> Option<ConfigError> {
         judge: None,
         http1_max_buf_size: None,
         http2_prior_knowledge: false,
+        tcp: builder::TcpSettings::default(),
     };
     let resolver = hyper_util::client::legacy::connect::dns::GaiResolver::new();
     let schemes = Schemes::new(false).expect("plain schemes need no TLS");
