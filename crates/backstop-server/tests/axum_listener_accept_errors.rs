@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::routing::get;
 use backstop_server::{AxumListener, ServeConfig};
-use common::exhaust_descriptors;
+use common::{accept_errors_counted, exhaust_descriptors, get_and_close, queued_clients};
 use tokio::time::{Instant, timeout};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,14 +23,7 @@ async fn the_listener_survives_emfile_and_serves_once_descriptors_are_free() {
     let addr = tcp.local_addr().unwrap();
 
     // Clients connect before the server accepts: the kernel queues them.
-    let mut clients: Vec<std::net::TcpStream> = (0..4)
-        .map(|_| std::net::TcpStream::connect(addr).unwrap())
-        .collect();
-    for client in &clients {
-        client
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-    }
+    let mut clients = queued_clients(addr, 4);
 
     // No descriptor left: every accept fails with EMFILE.
     let exhausted = exhaust_descriptors();
@@ -61,13 +53,7 @@ async fn the_listener_survives_emfile_and_serves_once_descriptors_are_free() {
         .into_future(),
     );
 
-    // Polled: the errors happen in the listener, which has no hook to wait on.
-    let waited = timeout(Duration::from_secs(10), async {
-        while stats.accept_errors() < 3 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    let waited = accept_errors_counted(&stats, 3).await;
     let accepted_while_exhausted = stats.accepted();
     // Restore the limit before asserting, so a failure cannot starve the rest of the process.
     drop(exhausted);
@@ -75,19 +61,10 @@ async fn the_listener_survives_emfile_and_serves_once_descriptors_are_free() {
     assert_eq!(accepted_while_exhausted, 0);
 
     // Descriptors are back: the queued clients are accepted and served.
-    let mut client = clients.pop().unwrap();
+    let client = clients.pop().unwrap();
     let me = client.local_addr().unwrap();
     let started = Instant::now();
-    let answer = tokio::task::spawn_blocking(move || {
-        client
-            .write_all(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
-            .unwrap();
-        let mut answer = String::new();
-        let _ = client.read_to_string(&mut answer);
-        answer
-    })
-    .await
-    .unwrap();
+    let answer = get_and_close(client).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
     assert!(
         answer.ends_with(&format!("still here, {me}\n")),

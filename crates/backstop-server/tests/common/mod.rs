@@ -129,3 +129,48 @@ impl Drop for NoDescriptorsLeft {
         let _ = rlimit::Resource::NOFILE.set(self.soft, self.hard);
     }
 }
+
+/// `n` clients connected to `addr` before the server accepts anything (the kernel queues them),
+/// each with a 10 s read timeout so a server that never answers fails the test instead of
+/// hanging it.
+pub fn queued_clients(addr: SocketAddr, n: usize) -> Vec<std::net::TcpStream> {
+    (0..n)
+        .map(|_| {
+            let client = std::net::TcpStream::connect(addr).unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            client
+        })
+        .collect()
+}
+
+/// Waits (up to 10 s) until `stats` has counted `n` accept errors. Polled: the errors happen in
+/// the accept loop, which has no hook to wait on. `Err` when they never came.
+pub async fn accept_errors_counted(
+    stats: &ServerStats,
+    n: u64,
+) -> Result<(), tokio::time::error::Elapsed> {
+    timeout(Duration::from_secs(10), async {
+        while stats.accept_errors() < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+}
+
+/// `GET /` with `connection: close` over a blocking client, off the runtime's threads; the whole
+/// answer as text.
+pub async fn get_and_close(mut client: std::net::TcpStream) -> String {
+    use std::io::{Read, Write};
+    tokio::task::spawn_blocking(move || {
+        client
+            .write_all(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        let _ = client.read_to_string(&mut answer);
+        answer
+    })
+    .await
+    .unwrap()
+}
