@@ -101,21 +101,15 @@ impl SocketOptions {
                 target_vendor = "apple",
                 windows,
             ))]
-            let keepalive = match self.keepalive_interval {
-                Some(interval) => keepalive.with_interval(interval),
-                None => keepalive,
-            };
-            #[cfg(any(
-                target_os = "linux",
-                target_os = "android",
-                target_os = "freebsd",
-                target_os = "netbsd",
-                target_vendor = "apple",
-                windows,
-            ))]
-            let keepalive = match self.keepalive_retries {
-                Some(retries) => keepalive.with_retries(retries),
-                None => keepalive,
+            let keepalive = {
+                let mut keepalive = keepalive;
+                if let Some(interval) = self.keepalive_interval {
+                    keepalive = keepalive.with_interval(interval);
+                }
+                if let Some(retries) = self.keepalive_retries {
+                    keepalive = keepalive.with_retries(retries);
+                }
+                keepalive
             };
             sock.set_tcp_keepalive(&keepalive)?;
         }
