@@ -54,6 +54,24 @@ mod tests {
         assert_eq!(name(&compiled_in().unwrap()), "AwsLcRs");
     }
 
+    /// The README's promise: a process default the application installed wins over the provider
+    /// backstop's features would pick (aws-lc-rs here, both being compiled in). Installing is
+    /// process-wide and happens once; the other tests of this binary read `compiled_in`, or build
+    /// clients that work with either provider.
+    #[cfg(all(feature = "rustls-ring", feature = "rustls-aws-lc"))]
+    #[test]
+    fn a_process_default_the_application_installed_wins_over_the_compiled_in_choice() {
+        assert_eq!(name(&compiled_in().unwrap()), "AwsLcRs");
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let installed = CryptoProvider::get_default().unwrap();
+        assert_eq!(
+            name(installed),
+            "Ring",
+            "this test installed the process default"
+        );
+        assert_eq!(name(&provider().unwrap()), "Ring");
+    }
+
     #[cfg(all(feature = "rustls-ring", not(feature = "rustls-aws-lc")))]
     #[test]
     fn with_rustls_ring_alone_the_compiled_in_provider_is_ring() {
