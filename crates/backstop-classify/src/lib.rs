@@ -61,6 +61,7 @@ mod layer;
 mod map;
 mod policy;
 mod retry_after;
+pub mod telemetry;
 
 pub use config::ConfigError;
 pub use error::{BoxError, Error};
