@@ -57,6 +57,7 @@
 //! | `server` | [`ServerStack`], the [`server`] module ([`server::Server`]) | backstop-server, tower-http (`catch-panic`) |
 //! | `server-tls` | `server::Server::tls`: serving TLS with your `rustls::ServerConfig`; implies `server` | tokio-rustls, rustls (no provider of its own: the configuration brings one) |
 //! | `gateway` | [`Gateway`], [`RouteConfig`], [`GatewayRoute`]…; implies `client` and `server` | axum (for its `ConnectInfo`) |
+//! | `admin` | [`admin`]: a live status page (HTML and JSON: breakers, retry budgets, in flight, shed) on an admin listener of its own, loopback unless allowed otherwise; implies `server` | httpdate, http-body-util |
 //! | `config` | `Policy::from_toml`, `Policy::from_json`, serde on [`Policy`] and its sections (durations as `"250ms"`), `Gateway::from_toml` and `Gateway::from_toml_with`; with `client`, `Client::post_json` / `put_json` and `JsonBodyExt` (`res.json::<T>()`) | serde, humantime-serde, toml, serde_json, serde_path_to_error |
 //! | `tls` | the client's `https://` (rustls) and `ClientBuilder::tls`; implies `client`. Enabled by every feature below | rustls, tokio-rustls |
 //! | `rustls-ring` (default) | rustls' ring crypto provider | ring |
@@ -102,9 +103,12 @@
 #![cfg_attr(not(feature = "server"), doc = "[`ServerStack`]: #features")]
 #![cfg_attr(not(feature = "server"), doc = "[`server`]: #features")]
 #![cfg_attr(not(feature = "server"), doc = "[`server::Server`]: #features")]
+#![cfg_attr(not(feature = "admin"), doc = "[`admin`]: #features")]
 #![cfg_attr(not(feature = "chaos"), doc = "[`chaos`]: #features")]
 #![cfg_attr(not(feature = "reconnect"), doc = "[`reconnect`]: #features")]
 
+#[cfg(feature = "admin")]
+pub mod admin;
 #[cfg(feature = "client")]
 mod client;
 mod ext;

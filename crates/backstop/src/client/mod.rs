@@ -95,6 +95,7 @@ use crate::timed::OpenedConnection;
 pub struct Client {
     service: Arc<ServicePool>,
     breakers: Option<Breakers<PerAuthority>>,
+    retry_budget: Option<RetryBudget>,
     /// Half-open admits a single probe, so a first-attempt success proves the breaker closed.
     single_probe: bool,
     schemes: Schemes,
@@ -177,6 +178,7 @@ impl Client {
             .build()
             .map_err(|e| ConfigError::new("attempt_timeout", e.rule().to_owned()))?;
         let retry = retry_layer(policy, transport.seed)?;
+        let retry_budget = retry.budget().cloned();
 
         let inner = ServiceBuilder::new()
             .layer(ClassifyLayer::new())
@@ -205,6 +207,7 @@ impl Client {
         Ok(Client {
             service: Arc::new(ServicePool::new(service)),
             breakers,
+            retry_budget,
             single_probe: policy.breaker.half_open_probes == 1,
             schemes,
         })
@@ -327,6 +330,12 @@ impl Client {
     /// The circuit breakers, one per host, for dashboards and manual control (`None` when off).
     pub fn breakers(&self) -> Option<&Breakers<PerAuthority>> {
         self.breakers.as_ref()
+    }
+
+    /// The retry budget shared by every call of this client, for dashboards (`None` when off):
+    /// [`RetryBudget::available`] is its balance.
+    pub fn retry_budget(&self) -> Option<&RetryBudget> {
+        self.retry_budget.as_ref()
     }
 }
 

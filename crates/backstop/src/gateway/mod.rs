@@ -314,6 +314,12 @@ impl Gateway {
         (!routes.is_empty()).then(|| GatewayRoute::of(routes, self.budget.clone()))
     }
 
+    /// Every route, most specific first (for the status page).
+    #[cfg(feature = "admin")]
+    pub(crate) fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+
     fn route(&self, method: &Method, path: &str) -> Option<&Route> {
         self.routes
             .iter()

@@ -95,6 +95,11 @@ impl ServerStack {
     pub fn in_flight(&self) -> usize {
         self.shed.in_flight()
     }
+
+    /// Requests handled at once before shedding starts (`max_in_flight`).
+    pub fn max_in_flight(&self) -> usize {
+        self.shed.max_in_flight()
+    }
 }
 
 impl<S> Layer<S> for ServerStack {
