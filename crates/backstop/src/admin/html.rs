@@ -25,7 +25,7 @@ impl StatusSnapshot {
             servers(&mut content, &self.servers);
         }
         if !self.clients.is_empty() {
-            content.push_str("<h2>Clients</h2>\n");
+            content.push_str("<h2>Clients</h2>\n<div class=\"grid\">\n");
             for client in &self.clients {
                 content.push_str("<section class=\"card\">\n<h3>");
                 escape(&mut content, &client.name);
@@ -33,12 +33,13 @@ impl StatusSnapshot {
                 client_body(&mut content, client);
                 content.push_str("</section>\n");
             }
+            content.push_str("</div>\n");
         }
         #[cfg(feature = "gateway")]
         for gateway in &self.gateways {
             content.push_str("<h2>Gateway ");
             escape(&mut content, &gateway.name);
-            content.push_str("</h2>\n");
+            content.push_str("</h2>\n<div class=\"grid\">\n");
             for route in &gateway.routes {
                 content.push_str("<section class=\"card\">\n<h3>");
                 escape(&mut content, &route.prefix);
@@ -53,6 +54,7 @@ impl StatusSnapshot {
                 client_body(&mut content, &route.client);
                 content.push_str("</section>\n");
             }
+            content.push_str("</div>\n");
             let _ = writeln!(
                 content,
                 "<p class=\"summary\">Replay buffer: {} of {} reserved.</p>",
@@ -142,8 +144,8 @@ fn client_body(out: &mut String, client: &ClientStatus) {
     }
     out.push_str(
         "<table>\n<tr><th>upstream host</th><th>state</th><th class=\"num\">time left</th>\
-         <th class=\"num\">failure rate</th><th class=\"num\">calls in window</th>\
-         <th class=\"num\">consecutive failures</th><th class=\"num\">trips</th></tr>\n",
+         <th class=\"num\">failure rate</th><th class=\"num\">window</th>\
+         <th class=\"num\">in a row</th><th class=\"num\">trips</th></tr>\n",
     );
     if client.breakers.is_empty() {
         out.push_str("<tr><td class=\"none\" colspan=\"7\">no upstream called yet</td></tr>\n");
@@ -156,7 +158,7 @@ fn client_body(out: &mut String, client: &ClientStatus) {
 
 fn breaker_row(out: &mut String, breaker: &BreakerStatus) {
     let s = &breaker.snapshot;
-    out.push_str("<tr><td>");
+    out.push_str("<tr><td class=\"host\">");
     escape(out, &breaker.host);
     let name = s.state.name();
     out.push_str("</td><td><span class=\"badge state-");
@@ -180,9 +182,9 @@ fn breaker_row(out: &mut String, breaker: &BreakerStatus) {
     }
     let _ = writeln!(
         out,
-        "</td><td class=\"num\">{} ({} failed)</td><td class=\"num\">{}</td>\
+        "</td><td class=\"num\">{}/{} failed</td><td class=\"num\">{}</td>\
          <td class=\"num\">{}</td></tr>",
-        s.calls, s.failures, s.consecutive_failures, s.trips
+        s.failures, s.calls, s.consecutive_failures, s.trips
     );
 }
 
@@ -196,13 +198,15 @@ fn percent(ratio: f64) -> String {
     }
 }
 
-/// `1.2 s`, `850 ms`, `3 min 5 s`.
+/// `850 ms`, `4.2 s`, `69 s`, `12 min 5 s`.
 fn duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {
         format!("{ms} ms")
-    } else if ms < 60_000 {
+    } else if ms < 10_000 {
         format!("{:.1} s", d.as_secs_f64())
+    } else if ms < 600_000 {
+        format!("{} s", d.as_secs())
     } else {
         format!("{} min {} s", d.as_secs() / 60, d.as_secs() % 60)
     }
@@ -263,7 +267,8 @@ mod tests {
         assert_eq!(percent(0.125), "12.5");
         assert_eq!(duration(Duration::from_millis(850)), "850 ms");
         assert_eq!(duration(Duration::from_millis(4_210)), "4.2 s");
-        assert_eq!(duration(Duration::from_secs(185)), "3 min 5 s");
+        assert_eq!(duration(Duration::from_millis(69_900)), "69 s");
+        assert_eq!(duration(Duration::from_secs(725)), "12 min 5 s");
         assert_eq!(bytes(256 * 1024 * 1024), "256 MiB");
         assert_eq!(bytes(10), "10 B");
     }
