@@ -213,9 +213,10 @@ fn duration(d: Duration) -> String {
 }
 
 /// `256 MiB`, `12 KiB`, `10 B`.
+#[cfg(feature = "gateway")]
 fn bytes(n: u64) -> String {
     const KIB: u64 = 1024;
-    if n >= KIB * KIB && n % (KIB * KIB) == 0 {
+    if n >= KIB * KIB && n.is_multiple_of(KIB * KIB) {
         format!("{} MiB", n / (KIB * KIB))
     } else if n >= KIB {
         format!("{:.0} KiB", n as f64 / KIB as f64)
@@ -269,7 +270,13 @@ mod tests {
         assert_eq!(duration(Duration::from_millis(4_210)), "4.2 s");
         assert_eq!(duration(Duration::from_millis(69_900)), "69 s");
         assert_eq!(duration(Duration::from_secs(725)), "12 min 5 s");
+    }
+
+    #[cfg(feature = "gateway")]
+    #[test]
+    fn sizes_are_readable() {
         assert_eq!(bytes(256 * 1024 * 1024), "256 MiB");
+        assert_eq!(bytes(12 * 1024 + 7), "12 KiB");
         assert_eq!(bytes(10), "10 B");
     }
 }
