@@ -5,7 +5,9 @@
 //! `track_requests`) and gives handlers `ConnectInfo<SocketAddr>`.
 //!
 //! `cargo run --example axum_server` runs a short demo and exits; `-- --serve` keeps it up until
-//! SIGTERM or Ctrl-C, then drains in-flight requests and exits.
+//! SIGTERM or Ctrl-C, then drains in-flight requests and exits. Either way the stacks' status
+//! page (in flight, shed) is served on loopback: `--admin-port N` (or `BACKSTOP_ADMIN_PORT`;
+//! default 9901 with `--serve`, any free port for the demo).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::routing::get;
 use backstop::ServerStack;
+use backstop::admin::{Admin, Status};
 use backstop::server::{ServeConfig, listener, shutdown_signal, track_requests};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -52,6 +55,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .default_deadline(Duration::from_secs(1))
         .build()?;
     let counts = stack.counts();
+    let status = Status::new()
+        .server("every route", &stack)
+        .server("/slow", &slow_stack);
     let app = Router::new()
         .route("/slow", get(slow))
         // Only the routes added above.
@@ -91,6 +97,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .into_future(),
     );
     println!("listening on http://{addr}");
+    let admin = start_admin(status, serve).await?;
 
     if serve {
         println!("try: curl -v http://{addr}/slow   (504: the route's own 1 s deadline)");
@@ -124,6 +131,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             counts.timed_out(),
             counts.shed()
         );
+        let req = http::Request::get(format!("http://{admin}/status.json")).body(Empty::new())?;
+        let json = client.request(req).await?.into_body().collect().await?;
+        println!(
+            "/status.json: {}",
+            String::from_utf8_lossy(&json.to_bytes())
+        );
         let _ = stop.send(());
     }
     // Once the shutdown has begun, the drain is bounded.
@@ -139,4 +152,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         None => println!("stopped: connections still open after {DRAIN:?}, abandoned"),
     }
     Ok(())
+}
+
+// === the status page ===
+
+/// Starts the status page (`backstop::admin`) on an admin listener of its own, loopback only:
+/// port `--admin-port N`, else `BACKSTOP_ADMIN_PORT`, else 9901 when serving and any free port
+/// for the demo. It stops with the process (or on SIGTERM / Ctrl-C).
+async fn start_admin(
+    status: Status,
+    serving: bool,
+) -> Result<SocketAddr, Box<dyn std::error::Error + Send + Sync>> {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = args
+        .iter()
+        .position(|arg| arg == "--admin-port")
+        .and_then(|at| args.get(at + 1).cloned());
+    let port: u16 = match flag.or_else(|| std::env::var("BACKSTOP_ADMIN_PORT").ok()) {
+        Some(port) => port.parse()?,
+        None if serving => 9901,
+        None => 0,
+    };
+    let admin = Admin::builder()
+        .bind(SocketAddr::from(([127, 0, 0, 1], port)))
+        .build()?
+        .listen()
+        .await?;
+    let addr = admin.local_addr()?;
+    tokio::spawn(admin.serve_with_shutdown(status, shutdown_signal()));
+    println!("status page on http://{addr}/status (JSON: http://{addr}/status.json)");
+    Ok(addr)
 }

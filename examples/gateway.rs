@@ -2,10 +2,14 @@
 //! upstreams on loopback.
 //!
 //! `cargo run --example gateway` runs a short demo and exits; `-- --serve` keeps the gateway up
-//! (SIGTERM or Ctrl-C drains and stops it) so you can `curl` it.
+//! (SIGTERM or Ctrl-C drains and stops it) so you can `curl` it. Either way its status page
+//! (breakers, budgets, in flight, shed) is served on loopback: `--admin-port N` (or
+//! `BACKSTOP_ADMIN_PORT`; default 9901 with `--serve`, any free port for the demo).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use backstop::admin::{Admin, Status};
 use backstop::chaos::{ChaosServer, Fault, Script};
 use backstop::server::{ServeConfig, Server, shutdown_signal};
 use backstop::{Gateway, ServerStack};
@@ -30,9 +34,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let gateway = Gateway::from_toml(&config)?;
     println!("routes: {:?}", gateway.prefixes().collect::<Vec<_>>());
 
-    let app = axum::Router::new()
-        .fallback_service(gateway)
-        .layer(ServerStack::builder().build()?);
+    let stack = ServerStack::builder().build()?;
+    let status = Status::new()
+        .gateway("edge", &gateway)
+        .server("gateway", &stack);
+    let app = axum::Router::new().fallback_service(gateway).layer(stack);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = Server::new(listener, ServeConfig::default());
@@ -48,6 +54,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         }
     }));
     println!("gateway listening on http://{addr}");
+    let admin = start_admin(status, serve).await?;
 
     if serve {
         println!("try: curl -v -X POST http://{addr}/payments/charge   (no retries: 503)");
@@ -88,9 +95,46 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             payments.count("POST", "/payments/charge"),
             catalog.count("GET", "/catalog/items"),
         );
+        let req = http::Request::get(format!("http://{admin}/status.json"))
+            .body(Full::new(Bytes::new()))?;
+        let json = client.request(req).await?.into_body().collect().await?;
+        println!(
+            "\n/status.json: {}",
+            String::from_utf8_lossy(&json.to_bytes())
+        );
     }
     let _ = stop.send(());
     let summary = tokio::time::timeout(Duration::from_secs(10), running).await???;
     println!("gateway stopped: {summary:?}");
     Ok(())
+}
+
+// === the status page ===
+
+/// Starts the status page (`backstop::admin`) on an admin listener of its own, loopback only:
+/// port `--admin-port N`, else `BACKSTOP_ADMIN_PORT`, else 9901 when serving and any free port
+/// for the demo. It stops with the process (or on SIGTERM / Ctrl-C).
+async fn start_admin(
+    status: Status,
+    serving: bool,
+) -> Result<SocketAddr, Box<dyn std::error::Error + Send + Sync>> {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = args
+        .iter()
+        .position(|arg| arg == "--admin-port")
+        .and_then(|at| args.get(at + 1).cloned());
+    let port: u16 = match flag.or_else(|| std::env::var("BACKSTOP_ADMIN_PORT").ok()) {
+        Some(port) => port.parse()?,
+        None if serving => 9901,
+        None => 0,
+    };
+    let admin = Admin::builder()
+        .bind(SocketAddr::from(([127, 0, 0, 1], port)))
+        .build()?
+        .listen()
+        .await?;
+    let addr = admin.local_addr()?;
+    tokio::spawn(admin.serve_with_shutdown(status, shutdown_signal()));
+    println!("status page on http://{addr}/status (JSON: http://{addr}/status.json)");
+    Ok(addr)
 }
