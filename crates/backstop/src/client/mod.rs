@@ -95,7 +95,6 @@ use crate::timed::OpenedConnection;
 pub struct Client {
     service: Arc<ServicePool>,
     breakers: Option<Breakers<PerAuthority>>,
-    retry_budget: Option<RetryBudget>,
     /// Half-open admits a single probe, so a first-attempt success proves the breaker closed.
     single_probe: bool,
     schemes: Schemes,
@@ -205,9 +204,8 @@ impl Client {
             (BoxCloneSyncService::new(service), None)
         };
         Ok(Client {
-            service: Arc::new(ServicePool::new(service)),
+            service: Arc::new(ServicePool::new(service, retry_budget)),
             breakers,
-            retry_budget,
             single_probe: policy.breaker.half_open_probes == 1,
             schemes,
         })
@@ -335,7 +333,7 @@ impl Client {
     /// The retry budget shared by every call of this client, for dashboards (`None` when off):
     /// [`RetryBudget::available`] is its balance.
     pub fn retry_budget(&self) -> Option<&RetryBudget> {
-        self.retry_budget.as_ref()
+        self.service.retry_budget.as_ref()
     }
 }
 

@@ -1,6 +1,7 @@
 //! [`ServicePool`]: instances of the client's service stack, reused across calls.
 
 use backstop_classify::Error;
+use backstop_retry::RetryBudget;
 use http::{Request, Response};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
@@ -22,16 +23,21 @@ pub(super) type StackService =
 pub(super) struct ServicePool {
     template: StackService,
     idle: std::sync::Mutex<Vec<StackService>>,
+    /// The stack's retry budget, for [`Client::retry_budget`](super::Client::retry_budget):
+    /// kept here, behind the `Arc` every clone of the client already shares, so that a clone
+    /// stays two reference counts.
+    pub(super) retry_budget: Option<RetryBudget>,
 }
 
 /// The most idle instances kept; beyond that, returned instances are dropped.
 const POOLED_INSTANCES: usize = 64;
 
 impl ServicePool {
-    pub(super) fn new(template: StackService) -> ServicePool {
+    pub(super) fn new(template: StackService, retry_budget: Option<RetryBudget>) -> ServicePool {
         ServicePool {
             template,
             idle: std::sync::Mutex::new(Vec::new()),
+            retry_budget,
         }
     }
 
