@@ -149,7 +149,10 @@ mod tests {
     use super::*;
 
     fn redacted(s: &str) -> String {
-        redact_url(&s.parse::<http::Uri>().unwrap())
+        match s.parse::<http::Uri>() {
+            Ok(uri) => redact_url(&uri),
+            Err(e) => panic!("{s}: {e}"),
+        }
     }
 
     #[test]
