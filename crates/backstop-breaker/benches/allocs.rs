@@ -15,17 +15,26 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 const N: usize = 10_000;
 
+/// Whether this is a quick run: `cargo test` runs the bench binary without `--bench` (as
+/// criterion's test mode does, `--test` too): a few calls per case, to show it still runs, and
+/// no figure worth reading. `cargo bench` passes `--bench`.
+fn quick() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--test") || !args.iter().any(|a| a == "--bench")
+}
+
 fn count<S: Service<Request<()>>>(name: &str, mut svc: S) {
+    let n = if quick() { 100 } else { N };
     drive(&mut svc, request());
     let region = Region::new(GLOBAL);
-    for _ in 0..N {
+    for _ in 0..n {
         std::hint::black_box(drive(&mut svc, request()));
     }
     let change = region.change();
     println!(
         "{name:<34} {:>6.2} allocations/call {:>8.1} bytes/call",
-        change.allocations as f64 / N as f64,
-        change.bytes_allocated as f64 / N as f64
+        change.allocations as f64 / n as f64,
+        change.bytes_allocated as f64 / n as f64
     );
 }
 

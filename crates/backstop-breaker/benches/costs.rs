@@ -23,6 +23,16 @@ use tower::Service;
 
 const ROUNDS: usize = 41;
 const CALLS: usize = 5_000;
+/// Rounds and calls of a quick run (see [`quick`]).
+const QUICK: (usize, usize) = (3, 100);
+
+/// Whether this is a quick run: `cargo test` runs the bench binary without `--bench` (as
+/// criterion's test mode does, `--test` too): a few calls per case, to show it still runs, and
+/// no figure worth reading. `cargo bench` passes `--bench`.
+fn quick() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--test") || !args.iter().any(|a| a == "--bench")
+}
 
 /// The counted region: one whole call with a prebuilt request.
 #[inline(never)]
@@ -104,18 +114,19 @@ fn main() {
         return;
     }
 
+    let (rounds, calls) = if quick() { QUICK } else { (ROUNDS, CALLS) };
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds {
         for ((_, run), samples) in cases.iter_mut().zip(&mut samples) {
-            let requests: Vec<Request<()>> = (0..CALLS).map(|_| request()).collect();
+            let requests: Vec<Request<()>> = (0..calls).map(|_| request()).collect();
             let start = Instant::now();
             for req in requests {
                 black_box(run(req));
             }
-            samples.push(start.elapsed().as_nanos() as f64 / CALLS as f64);
+            samples.push(start.elapsed().as_nanos() as f64 / calls as f64);
         }
     }
-    println!("| case | median ns/call (interleaved, {ROUNDS} rounds × {CALLS}) |");
+    println!("| case | median ns/call (interleaved, {rounds} rounds × {calls}) |");
     println!("|---|---:|");
     for ((name, _), samples) in cases.iter().zip(&mut samples) {
         samples.sort_by(f64::total_cmp);

@@ -18,6 +18,16 @@ use tower::Service;
 
 const ROUNDS: usize = 31;
 const CALLS: usize = 5_000;
+/// Rounds and calls of a quick run (see [`quick`]).
+const QUICK: (usize, usize) = (2, 100);
+
+/// Whether this is a quick run: `cargo test` runs the bench binary without `--bench` (as
+/// criterion's test mode does, `--test` too): a few calls per case, to show it still runs, and
+/// no figure worth reading. `cargo bench` passes `--bench`.
+fn quick() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--test") || !args.iter().any(|a| a == "--bench")
+}
 
 type Worker = Box<dyn FnMut(Request<()>) -> bool + Send>;
 
@@ -60,13 +70,14 @@ fn main() {
     let rt = runtime();
     let _guard = rt.enter();
     let mut cases = cases();
+    let (rounds, calls) = if quick() { QUICK } else { (ROUNDS, CALLS) };
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
-    for round in 0..=ROUNDS {
+    for round in 0..=rounds {
         for ((_, workers), samples) in cases.iter_mut().zip(&mut samples) {
             let [first, second] = workers;
             let batches: [Vec<Request<()>>; 2] = [
-                (0..CALLS).map(|_| request()).collect(),
-                (0..CALLS).map(|_| request()).collect(),
+                (0..calls).map(|_| request()).collect(),
+                (0..calls).map(|_| request()).collect(),
             ];
             let [batch_a, batch_b] = batches;
             let barrier = Barrier::new(3);
@@ -88,11 +99,11 @@ fn main() {
             .elapsed();
             // Round 0 warms every case up.
             if round > 0 {
-                samples.push(elapsed.as_nanos() as f64 / CALLS as f64);
+                samples.push(elapsed.as_nanos() as f64 / calls as f64);
             }
         }
     }
-    println!("| case | median ns per call per thread (2 threads, {ROUNDS} rounds × {CALLS}) |");
+    println!("| case | median ns per call per thread (2 threads, {rounds} rounds × {calls}) |");
     println!("|---|---:|");
     for ((name, _), samples) in cases.iter().zip(&mut samples) {
         samples.sort_by(f64::total_cmp);

@@ -19,12 +19,22 @@
 
 mod common;
 
+/// Whether this is a quick run: `cargo test` runs the bench binary without `--bench` (as
+/// criterion's test mode does, `--test` too): a few calls per case, to show it still runs, and
+/// no figure worth reading. `cargo bench` passes `--bench`.
+fn quick() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--test") || !args.iter().any(|a| a == "--bench")
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; only bare numbers are ours.
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut numbers = args.iter().filter_map(|a| a.parse::<u64>().ok());
-    let rounds = numbers.next().unwrap_or(41) as usize;
-    let calls = numbers.next().unwrap_or(20_000);
+    // A quick run (see [`quick`]) unless the numbers are given.
+    let (rounds, calls) = if quick() { (3, 100) } else { (41, 20_000) };
+    let rounds = numbers.next().map_or(rounds, |n| n as usize);
+    let calls = numbers.next().unwrap_or(calls);
     // A case name runs that case alone (e.g. under `valgrind --tool=callgrind` to count
     // instructions per call, which no other process can disturb).
     let only = args

@@ -17,13 +17,23 @@ use tower::retry::RetryLayer as TowerRetryLayer;
 
 const ROUNDS: usize = 41;
 const CALLS: u32 = 20_000;
+/// Rounds and calls of a quick run (see [`quick`]).
+const QUICK: (usize, u32) = (3, 100);
 
-fn time(mut f: impl FnMut()) -> f64 {
+/// Whether this is a quick run: `cargo test` runs the bench binary without `--bench` (as
+/// criterion's test mode does, `--test` too): a few calls per case, to show it still runs, and
+/// no figure worth reading. `cargo bench` passes `--bench`.
+fn quick() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--test") || !args.iter().any(|a| a == "--bench")
+}
+
+fn time(calls: u32, mut f: impl FnMut()) -> f64 {
     let start = Instant::now();
-    for _ in 0..CALLS {
+    for _ in 0..calls {
         f();
     }
-    start.elapsed().as_nanos() as f64 / f64::from(CALLS)
+    start.elapsed().as_nanos() as f64 / f64::from(calls)
 }
 
 fn main() {
@@ -77,29 +87,30 @@ fn main() {
         println!("{}: {calls} calls", names.get(case).unwrap_or(&"?"));
         return;
     }
+    let (rounds, calls) = if quick() { QUICK } else { (ROUNDS, CALLS) };
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
-    for _ in 0..ROUNDS {
-        samples[0].push(time(|| {
+    for _ in 0..rounds {
+        samples[0].push(time(calls, || {
             black_box(call_once(&mut bare, black_box(request())));
         }));
-        samples[1].push(time(|| {
+        samples[1].push(time(calls, || {
             let req = black_box(request());
             drop(black_box(clone_request(&req)));
             black_box(call_once(&mut bare_clone, req));
         }));
-        samples[2].push(time(|| {
+        samples[2].push(time(calls, || {
             black_box(call_once(&mut tower_retry, black_box(request())));
         }));
-        samples[3].push(time(|| {
+        samples[3].push(time(calls, || {
             black_box(call_once(&mut tower_budget, black_box(request())));
         }));
-        samples[4].push(time(|| {
+        samples[4].push(time(calls, || {
             black_box(call_once(&mut ours, black_box(request())));
         }));
-        samples[5].push(time(|| {
+        samples[5].push(time(calls, || {
             black_box(call_once(&mut ours_budget, black_box(request())));
         }));
-        samples[6].push(time(|| {
+        samples[6].push(time(calls, || {
             black_box(call_once(&mut ours_once, black_box(request())));
         }));
     }

@@ -6,9 +6,16 @@
 //!    Reports total calls and time until every client succeeded, per jitter mode.
 //! 2. **Outage**: clients send GETs at a steady rate through the real `RetryLayer` to an upstream
 //!    that is down for 30 s and then serves up to a fixed capacity. Reports the load offered and
-//!    actually sent during the outage, and the time to recover, with and without the budget.
+//!    actually sent during the outage, and the time to recover: without a budget, with the
+//!    budget, and with the real `CircuitBreakerLayer` (backstop-breaker, default settings) under
+//!    the retry layer, with and without the budget. "Sent" is what reaches the upstream: a
+//!    breaker rejection is not sent.
 //!
-//! `cargo run --release -p backstop-retry --example simulate -- [seed]`
+//! `cargo run --release -p backstop-retry --example simulate -- [seed] [--series FILE]`
+//!
+//! `--series FILE` also writes the outage runs per second (offered, attempted, sent, served) as
+//! tab-separated values, for `scripts/bench-all`'s charts. Virtual time: the whole run takes
+//! about a second, so `cargo test` runs it as it is (the example is `test = true`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::cmp::Reverse;
@@ -16,6 +23,7 @@ use std::collections::BinaryHeap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use backstop_breaker::CircuitBreakerLayer;
 use backstop_classify::Error;
 use backstop_retry::{Backoff, Jitter, ReplayBody, RetryBudget, RetryLayer};
 use bytes::Bytes;
@@ -24,7 +32,8 @@ use http_body_util::Empty;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
-use tower::{Layer, ServiceExt, service_fn};
+use tower::util::MapRequestLayer;
+use tower::{Layer, Service, ServiceExt, service_fn};
 
 const MODES: [Jitter; 4] = [
     Jitter::None,
@@ -34,10 +43,12 @@ const MODES: [Jitter; 4] = [
 ];
 
 fn main() {
-    let seed = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let seed = args.iter().find_map(|a| a.parse().ok()).unwrap_or(1);
+    let series = args
+        .iter()
+        .position(|a| a == "--series")
+        .and_then(|at| args.get(at + 1));
     println!("seed {seed}\n");
     contention(seed);
     println!();
@@ -46,7 +57,7 @@ fn main() {
         .start_paused(true)
         .build()
         .unwrap();
-    runtime.block_on(outage(seed));
+    runtime.block_on(outage(seed, series.map(String::as_str)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -166,77 +177,220 @@ impl Upstream {
     }
 }
 
-async fn outage(seed: u64) {
+/// What stands between the callers and the upstream.
+#[derive(Clone, Copy, PartialEq)]
+enum Guard {
+    /// Retries, no budget.
+    None,
+    /// Retries within the default budget.
+    Budget,
+    /// Retries without a budget over the real circuit breaker (default settings).
+    Breaker,
+    /// Retries within the default budget over the real circuit breaker (default settings).
+    BudgetBreaker,
+}
+
+impl Guard {
+    fn label(self) -> &'static str {
+        match self {
+            Guard::None => "none",
+            Guard::Budget => "budget",
+            Guard::Breaker => "breaker",
+            Guard::BudgetBreaker => "budget + breaker",
+        }
+    }
+}
+
+/// One run's per-second figures, for the charts: requests offered, attempts the retry layer
+/// made, attempts that reached the upstream (a breaker rejection never does), attempts served.
+struct Second {
+    offered: u32,
+    attempts: u32,
+    sent: u32,
+    served: u32,
+}
+
+struct OutageRun {
+    sent: u64,
+    attempts: u64,
+    recovery: Option<Duration>,
+    failed: u64,
+    seconds: Vec<Second>,
+}
+
+async fn outage(seed: u64, series: Option<&str>) {
     println!(
-        "## Outage: {OFFERED_PER_SECOND} requests/s offered for {} s, upstream down for the first {} s, then serving up to its capacity (503 beyond); 5 attempts, full jitter 50 ms – 1 s\n",
+        "## Outage: {OFFERED_PER_SECOND} requests/s offered for {} s, upstream down for the first {} s, then serving up to its capacity (503 beyond); 5 attempts, full jitter 50 ms – 1 s; budget 20 % + 10/s over 10 s; breaker with its defaults (5 consecutive failures or 50 % of the last 100, open 5 s doubling to 300 s, ± 20 %, one probe), under the retry layer\n",
         RUN.as_secs(),
         OUTAGE.as_secs()
     );
     println!(
-        "| capacity | budget | offered during outage | sent during outage | amplification | time to recover after the outage | requests failed |"
+        "| capacity | guard | offered during outage | sent during outage | amplification | breaker rejections during outage | time to recover after the outage | requests failed |"
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|");
-    for (capacity, budget) in [
-        (150, None),
-        (150, Some(RetryBudget::default())),
-        (110, None),
-        (110, Some(RetryBudget::default())),
-    ] {
-        let builder = RetryLayer::builder()
-            .seed(seed)
-            .max_attempts(5)
-            .base_delay(Duration::from_millis(50))
-            .max_delay(Duration::from_secs(1));
-        let label = if budget.is_some() {
-            "20 % + 10/s over 10 s"
-        } else {
-            "none"
-        };
-        let layer = match budget {
-            Some(budget) => builder.budget(budget),
-            None => builder.no_budget(),
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
+    let mut rows = Vec::new();
+    for capacity in [150, 110] {
+        for guard in [
+            Guard::None,
+            Guard::Budget,
+            Guard::Breaker,
+            Guard::BudgetBreaker,
+        ] {
+            let run = run_outage(seed, guard, capacity).await;
+            let offered = u64::from(OFFERED_PER_SECOND) * OUTAGE.as_secs();
+            println!(
+                "| {capacity}/s | {} | {offered} | {} | {:.2}× | {} | {} | {} |",
+                guard.label(),
+                run.sent,
+                run.sent as f64 / offered as f64,
+                run.attempts - run.sent,
+                run.recovery
+                    .map_or("not within the run".to_owned(), |d| format!(
+                        "{:.1} s",
+                        d.as_secs_f64()
+                    )),
+                run.failed,
+            );
+            rows.push((capacity, guard, run));
         }
-        .build()
-        .unwrap();
-        let (sent, recovery, failed) = run_outage(layer, capacity).await;
-        let offered = OFFERED_PER_SECOND as u64 * OUTAGE.as_secs();
-        println!(
-            "| {capacity}/s | {label} | {offered} | {sent} | {:.2}× | {} | {failed} |",
-            sent as f64 / offered as f64,
-            recovery.map_or("not within the run".to_owned(), |d| format!(
-                "{:.1} s",
-                d.as_secs_f64()
-            ))
-        );
+    }
+    if let Some(path) = series {
+        // One line per (capacity, guard, second): what the charts draw.
+        let mut out = String::from("capacity\tguard\tsecond\toffered\tattempts\tsent\tserved\n");
+        for (capacity, guard, run) in &rows {
+            for (second, s) in run.seconds.iter().enumerate() {
+                out.push_str(&format!(
+                    "{capacity}\t{}\t{second}\t{}\t{}\t{}\t{}\n",
+                    guard.label(),
+                    s.offered,
+                    s.attempts,
+                    s.sent,
+                    s.served
+                ));
+            }
+        }
+        std::fs::write(path, out).unwrap();
     }
 }
 
-async fn run_outage(layer: RetryLayer, capacity: u32) -> (u64, Option<Duration>, u64) {
+/// Per 100 ms slot of virtual time since `start`.
+fn slot_of(start: Instant) -> usize {
+    ((Instant::now() - start).as_millis() / 100) as usize
+}
+
+fn count_in(log: &Mutex<Vec<u32>>, slot: usize) {
+    let mut log = log.lock().unwrap();
+    if log.len() <= slot {
+        log.resize(slot + 1, 0);
+    }
+    log[slot] += 1;
+}
+
+async fn run_outage(seed: u64, guard: Guard, capacity: u32) -> OutageRun {
+    let start = Instant::now();
     let upstream = Arc::new(Mutex::new(Upstream {
-        start: Instant::now(),
+        start,
         capacity,
         slot: 0,
         served_in_slot: 0,
         log: Vec::new(),
     }));
     let shared = upstream.clone();
-    let service = layer.layer(service_fn(
-        move |_req: Request<ReplayBody<Empty<Bytes>>>| {
-            let ok = shared.lock().unwrap().handle();
-            async move {
-                let mut res = Response::new(());
-                if !ok {
-                    *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-                }
-                Ok::<_, Error>(res)
+    let target = service_fn(move |_req: Request<ReplayBody<Empty<Bytes>>>| {
+        let ok = shared.lock().unwrap().handle();
+        async move {
+            let mut res = Response::new(());
+            if !ok {
+                *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
             }
-        },
-    ));
+            Ok::<_, Error>(res)
+        }
+    });
+    let builder = RetryLayer::builder()
+        .seed(seed)
+        .max_attempts(5)
+        .base_delay(Duration::from_millis(50))
+        .max_delay(Duration::from_secs(1));
+    let retry = match guard {
+        Guard::Budget | Guard::BudgetBreaker => builder.budget(RetryBudget::default()),
+        Guard::None | Guard::Breaker => builder.no_budget(),
+    }
+    .build()
+    .unwrap();
+    // Every attempt the retry layer makes, per 100 ms, whether or not the breaker lets it go.
+    let attempts = Arc::new(Mutex::new(Vec::<u32>::new()));
+    let counted = attempts.clone();
+    let count = move |req| {
+        count_in(&counted, slot_of(start));
+        req
+    };
+    let run = if matches!(guard, Guard::Breaker | Guard::BudgetBreaker) {
+        let breaker = CircuitBreakerLayer::builder().seed(seed).build().unwrap();
+        drive(retry.layer(MapRequestLayer::new(count).layer(breaker.layer(target)))).await
+    } else {
+        drive(retry.layer(MapRequestLayer::new(count).layer(target))).await
+    };
+    let (failed, offered) = run;
+    let upstream = upstream.lock().unwrap();
+    let attempts = attempts.lock().unwrap();
+    let outage_slots = (OUTAGE.as_millis() / 100) as usize;
+    let run_slots = (RUN.as_millis() / 100) as usize;
+    let received = |slot: usize| upstream.log.get(slot).map_or(0, |(n, _)| *n);
+    let served = |slot: usize| upstream.log.get(slot).map_or(0, |(_, s)| *s);
+    let tried = |slot: usize| attempts.get(slot).copied().unwrap_or(0);
+    let sent: u64 = (0..outage_slots).map(|i| u64::from(received(i))).sum();
+    let tried_in_outage: u64 = (0..outage_slots).map(|i| u64::from(tried(i))).sum();
+    // Per second, up to the end of the run or of the last attempt, whichever is later.
+    let slots = run_slots.max(upstream.log.len()).max(attempts.len());
+    let seconds: Vec<Second> = (0..slots.div_ceil(10))
+        .map(|second| {
+            let range = second * 10..(second + 1) * 10;
+            Second {
+                offered: offered.get(second).copied().unwrap_or(0),
+                attempts: range.clone().map(tried).sum(),
+                sent: range.clone().map(received).sum(),
+                served: range.map(served).sum(),
+            }
+        })
+        .collect();
+    // Recovered: the first second after the outage from which on every second had at most 1 %
+    // of its requests' attempts rejected or left unsent (a breaker rejection is a failure the
+    // caller sees, as a 503 is).
+    let after: &[Second] = &seconds[OUTAGE.as_secs() as usize..];
+    let healthy = |s: &Second| {
+        s.attempts == 0 || f64::from(s.attempts - s.served) <= 0.01 * f64::from(s.attempts)
+    };
+    let recovery = (0..after.len())
+        .find(|&i| after[i..].iter().all(healthy))
+        .map(|i| Duration::from_secs(i as u64));
+    OutageRun {
+        sent,
+        attempts: tried_in_outage,
+        recovery,
+        failed,
+        seconds,
+    }
+}
+
+/// Offers `OFFERED_PER_SECOND` requests per second for `RUN` through `service`; returns the
+/// requests that failed and the requests offered in each second.
+async fn drive<S>(service: S) -> (u64, Vec<u32>)
+where
+    S: Service<Request<Empty<Bytes>>, Response = Response<()>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+{
+    let start = Instant::now();
+    let mut offered = vec![0u32; RUN.as_secs() as usize];
     let mut tasks = tokio::task::JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1) / OFFERED_PER_SECOND);
-    let total = OFFERED_PER_SECOND as u64 * RUN.as_secs();
+    let total = u64::from(OFFERED_PER_SECOND) * RUN.as_secs();
     for _ in 0..total {
         tick.tick().await;
+        let second = (Instant::now() - start).as_secs() as usize;
+        if let Some(n) = offered.get_mut(second) {
+            *n += 1;
+        }
         let svc = service.clone();
         tasks.spawn(async move {
             let req = Request::get("http://upstream/item")
@@ -254,21 +408,5 @@ async fn run_outage(layer: RetryLayer, capacity: u32) -> (u64, Option<Duration>,
             failed += 1;
         }
     }
-    let upstream = upstream.lock().unwrap();
-    let outage_slots = (OUTAGE.as_millis() / 100) as usize;
-    let sent: u64 = upstream.log[..outage_slots]
-        .iter()
-        .map(|(n, _)| u64::from(*n))
-        .sum();
-    // Recovered: the first second after the outage from which on every second had at most 1 %
-    // of its attempts rejected.
-    let seconds: Vec<(u32, u32)> = upstream.log[outage_slots..]
-        .chunks(10)
-        .map(|c| c.iter().fold((0, 0), |(a, b), (n, s)| (a + n, b + s)))
-        .collect();
-    let healthy = |(n, s): &(u32, u32)| *n == 0 || f64::from(*n - *s) <= 0.01 * f64::from(*n);
-    let recovery = (0..seconds.len())
-        .find(|&i| seconds[i..].iter().all(healthy))
-        .map(|i| Duration::from_secs(i as u64));
-    (sent, recovery, failed)
+    (failed, offered)
 }

@@ -29,6 +29,15 @@ const PER_ROUND: usize = 1_500;
 const CONCURRENCY: usize = 32;
 const PER_TASK: usize = 100;
 
+/// Whether this is a quick run: `cargo test` runs the bench binary without `--bench` (as
+/// criterion's test mode does, `--test` too): one round of a few requests, to show it still runs,
+/// and no figure worth reading. `cargo bench` passes `--bench`. `ABLATION_PROFILE` runs are never
+/// quick.
+fn quick() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--test") || !args.iter().any(|a| a == "--bench")
+}
+
 type Boxed =
     tower::util::BoxCloneSyncService<Request<Full<Bytes>>, (), backstop_classify::BoxError>;
 
@@ -170,8 +179,14 @@ fn main() {
             println!("profiled {} requests through {name}", latencies.len());
             return;
         }
+        // (rounds, sequential requests per round, requests per task, warm-up requests)
+        let (rounds, per_round, per_task, warm_up) = if quick() {
+            (1, 10, 2, 5)
+        } else {
+            (ROUNDS, PER_ROUND, PER_TASK, 300)
+        };
         for (_, svc) in &variants {
-            for _ in 0..300 {
+            for _ in 0..warm_up {
                 svc.clone()
                     .oneshot(Request::get(&url).body(Full::new(Bytes::new())).unwrap())
                     .await
@@ -186,23 +201,23 @@ fn main() {
         // ... and the wall time and every request's latency, for throughput and p99.
         let mut walls = vec![Duration::ZERO; variants.len()];
         let mut latencies: Vec<Vec<Duration>> = vec![Vec::new(); variants.len()];
-        for _ in 0..ROUNDS {
+        for _ in 0..rounds {
             for (i, (_, svc)) in variants.iter().enumerate() {
                 let started = Instant::now();
-                for _ in 0..PER_ROUND {
+                for _ in 0..per_round {
                     let req = Request::get(&url).body(Full::new(Bytes::new())).unwrap();
                     svc.clone().oneshot(req).await.unwrap();
                 }
                 totals[i] += started.elapsed();
                 let before = process_cpu();
                 let started = Instant::now();
-                latencies[i].extend(concurrent(svc, &url, PER_TASK).await);
+                latencies[i].extend(concurrent(svc, &url, per_task).await);
                 walls[i] += started.elapsed();
                 cpu[i] += process_cpu().saturating_sub(before);
             }
         }
-        let n = (ROUNDS * PER_ROUND) as f64;
-        let m = (ROUNDS * CONCURRENCY * PER_TASK) as f64;
+        let n = (rounds * per_round) as f64;
+        let m = (rounds * CONCURRENCY * per_task) as f64;
         let base = totals[0].as_secs_f64() / n;
         let cpu_base = cpu[0].as_secs_f64() / m;
         let p99 = |latencies: &mut Vec<Duration>| {

@@ -37,6 +37,15 @@ const SEQUENTIAL_PER_ROUND: usize = 2_000;
 const CONCURRENCY: usize = 32;
 const CONCURRENT_PER_TASK: usize = 100;
 
+/// Whether this is a quick run: `cargo test` runs the bench binary without `--bench` (as
+/// criterion's test mode does, `--test` too): a few requests per round, to show it still runs,
+/// and no figure worth reading. `cargo bench` passes `--bench`. `STACK_PROFILE` runs are never
+/// quick.
+fn quick() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--test") || !args.iter().any(|a| a == "--bench")
+}
+
 type PeerService = tower::util::BoxCloneSyncService<
     Request<Full<Bytes>>,
     http::Response<hyper::body::Incoming>,
@@ -146,9 +155,9 @@ impl Side {
     }
 }
 
-async fn sequential(side: &Side, url: &str, latencies: &mut Vec<Duration>) -> Duration {
+async fn sequential(side: &Side, url: &str, latencies: &mut Vec<Duration>, n: usize) -> Duration {
     let started = Instant::now();
-    for _ in 0..SEQUENTIAL_PER_ROUND {
+    for _ in 0..n {
         let t = Instant::now();
         side.get(url).await;
         latencies.push(t.elapsed());
@@ -156,15 +165,20 @@ async fn sequential(side: &Side, url: &str, latencies: &mut Vec<Duration>) -> Du
     started.elapsed()
 }
 
-async fn concurrent(side: &Side, url: &str, latencies: &mut Vec<Duration>) -> Duration {
+async fn concurrent(
+    side: &Side,
+    url: &str,
+    latencies: &mut Vec<Duration>,
+    per_task: usize,
+) -> Duration {
     let started = Instant::now();
     let tasks: Vec<_> = (0..CONCURRENCY)
         .map(|_| {
             let side = side.clone();
             let url = url.to_owned();
             tokio::spawn(async move {
-                let mut own = Vec::with_capacity(CONCURRENT_PER_TASK);
-                for _ in 0..CONCURRENT_PER_TASK {
+                let mut own = Vec::with_capacity(per_task);
+                for _ in 0..per_task {
                     let t = Instant::now();
                     side.get(&url).await;
                     own.push(t.elapsed());
@@ -229,15 +243,21 @@ fn main() {
             };
             let mut latencies = Vec::new();
             for _ in 0..PROFILE_ROUNDS {
-                concurrent(side, &url, &mut latencies).await;
+                concurrent(side, &url, &mut latencies, CONCURRENT_PER_TASK).await;
             }
             println!("profiled {} requests through {which}", latencies.len());
             return;
         }
+        // (rounds, sequential requests per round, requests per task, warm-up requests)
+        let (rounds, per_round, per_task, warm_up) = if quick() {
+            (2, 20, 2, 10)
+        } else {
+            (ROUNDS, SEQUENTIAL_PER_ROUND, CONCURRENT_PER_TASK, 500)
+        };
         let names = ["bare", "timeout", "peers", "backstop"];
         let sides = [&bare, &timeout, &peers, &backstop];
         // Warm up the pools and code paths.
-        for _ in 0..500 {
+        for _ in 0..warm_up {
             for side in sides {
                 side.get(&url).await;
             }
@@ -250,8 +270,8 @@ fn main() {
         for mode in ["sequential", "32 tasks"] {
             let mut tallies: Vec<Tally> = sides.iter().map(|_| Tally::new()).collect();
             // Per round, each side's throughput over bare's in that same round.
-            let mut ratios: Vec<Vec<f64>> = vec![Vec::with_capacity(ROUNDS); sides.len() - 1];
-            for round in 0..ROUNDS {
+            let mut ratios: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); sides.len() - 1];
+            for round in 0..rounds {
                 let mut round_rps = vec![0.0; sides.len()];
                 // Rotate which side goes first, so none always follows another.
                 for step in 0..sides.len() {
@@ -260,13 +280,13 @@ fn main() {
                     let tally = &mut tallies[i];
                     let (time, n) = if mode == "sequential" {
                         (
-                            sequential(side, &url, &mut tally.latencies).await,
-                            SEQUENTIAL_PER_ROUND,
+                            sequential(side, &url, &mut tally.latencies, per_round).await,
+                            per_round,
                         )
                     } else {
                         (
-                            concurrent(side, &url, &mut tally.latencies).await,
-                            CONCURRENCY * CONCURRENT_PER_TASK,
+                            concurrent(side, &url, &mut tally.latencies, per_task).await,
+                            CONCURRENCY * per_task,
                         )
                     };
                     tally.time += time;
