@@ -111,6 +111,7 @@ mod clock;
 mod future;
 mod key;
 mod layer;
+pub mod metrics;
 mod registry;
 mod service;
 mod settings;

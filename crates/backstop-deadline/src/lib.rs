@@ -125,6 +125,7 @@ mod timer;
 pub mod ambient;
 pub mod attempt;
 pub mod client;
+pub mod metrics;
 pub mod propagate;
 pub mod server;
 
