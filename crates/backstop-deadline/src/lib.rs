@@ -120,6 +120,7 @@
 
 mod config;
 mod deadline;
+mod telemetry;
 mod timer;
 
 pub mod ambient;
