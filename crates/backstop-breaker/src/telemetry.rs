@@ -47,6 +47,9 @@ pub(crate) fn transition_event(
 pub(crate) struct KeyMetrics {
     #[cfg(feature = "metrics")]
     key: std::sync::Arc<str>,
+    /// The rejection counter's key, built once: a rejection allocates nothing.
+    #[cfg(feature = "metrics")]
+    rejections: metrics::Key,
 }
 
 #[cfg(not(feature = "metrics"))]
@@ -66,21 +69,27 @@ impl KeyMetrics {
 #[cfg(feature = "metrics")]
 impl KeyMetrics {
     pub(crate) fn new<K: crate::BreakerKey>(key_fn: &K, key: &K::Key) -> KeyMetrics {
+        let key = backstop_classify::telemetry::host_label(&key_fn.label(key));
         KeyMetrics {
-            key: backstop_classify::telemetry::host_label(&key_fn.label(key)),
+            rejections: metrics::Key::from_parts(
+                crate::metrics::REJECTIONS,
+                vec![metrics::Label::new(crate::metrics::KEY, key.clone())],
+            ),
+            key,
         }
     }
 
     /// Sets the state gauge.
     pub(crate) fn state(&self, state: State) {
         use crate::metrics::{KEY, STATE, state_value};
-        metrics::gauge!(STATE, KEY => self.key.clone()).set(state_value(state));
+        metrics::gauge!(target: TARGET, STATE, KEY => self.key.clone()).set(state_value(state));
     }
 
     /// Counts a transition and sets the state gauge to its new state.
     pub(crate) fn transition(&self, from: State, to: State) {
         use crate::metrics::{FROM, KEY, TO, TRANSITIONS};
         metrics::counter!(
+            target: TARGET,
             TRANSITIONS,
             KEY => self.key.clone(),
             FROM => from.label(),
@@ -92,7 +101,9 @@ impl KeyMetrics {
 
     /// Counts a call rejected while open.
     pub(crate) fn rejection(&self) {
-        use crate::metrics::{KEY, REJECTIONS};
-        metrics::counter!(REJECTIONS, KEY => self.key.clone()).increment(1);
+        static METADATA: metrics::Metadata<'static> =
+            metrics::Metadata::new(TARGET, metrics::Level::INFO, Some(module_path!()));
+        metrics::with_recorder(|recorder| recorder.register_counter(&self.rejections, &METADATA))
+            .increment(1);
     }
 }

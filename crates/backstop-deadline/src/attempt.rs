@@ -13,9 +13,9 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::ambient::Budget;
+use crate::metrics::SIDE_CLIENT;
 use crate::propagate::{Prepared, Propagation};
 use crate::timer::Timer as AttemptTimer;
-use crate::metrics::SIDE_CLIENT;
 use crate::{ConfigError, Deadline, ambient, deadline_failure};
 
 /// The longest attempt timeout [`AttemptTimeoutLayerBuilder::build`] accepts (a day): longer ones

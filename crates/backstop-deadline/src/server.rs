@@ -15,10 +15,10 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::metrics::SIDE_SERVER;
 use crate::propagate::{
     DEFAULT_TIMEOUT_HEADER, GRPC_TIMEOUT, Incoming, is_grpc, parse_grpc_timeout, parse_timeout_ms,
 };
-use crate::metrics::SIDE_SERVER;
 use crate::{Carry, ConfigError, Deadline, ambient};
 
 /// The server's default deadline when the caller sends none: 30 s.

@@ -117,13 +117,14 @@ pub(crate) fn retry_stopped(stop: StopReason, failure: &Failure, returns_error: 
     }
 }
 
-/// The host label of a call's metrics, taken once when the call starts: the bounded
-/// [`host_label`](backstop_classify::telemetry::host_label) of its host with the `metrics`
-/// feature, nothing at all without.
+/// The call's per-host metrics, looked up once when the call starts: nothing at all without the
+/// `metrics` feature; with it, the host's bounded
+/// [`host_label`](backstop_classify::telemetry::host_label) and its counter keys, built once per
+/// host so that counting an attempt allocates nothing.
 #[derive(Clone, Default)]
 pub(crate) struct HostMetrics {
     #[cfg(feature = "metrics")]
-    host: Option<std::sync::Arc<str>>,
+    keys: Option<std::sync::Arc<keys::HostKeys>>,
 }
 
 #[cfg(not(feature = "metrics"))]
@@ -146,38 +147,111 @@ impl HostMetrics {
 impl HostMetrics {
     pub(crate) fn of(parts: &Parts) -> HostMetrics {
         HostMetrics {
-            host: Some(backstop_classify::telemetry::host_label(
+            keys: Some(keys::for_host(
                 server_address(parts).unwrap_or(backstop_classify::telemetry::OTHER_HOST),
             )),
         }
     }
 
-    fn host(&self) -> std::sync::Arc<str> {
-        match &self.host {
-            Some(host) => host.clone(),
-            None => std::sync::Arc::from(backstop_classify::telemetry::OTHER_HOST),
+    fn count(&self, key: impl Fn(&keys::HostKeys) -> &metrics::Key) {
+        if let Some(keys) = &self.keys {
+            metrics::with_recorder(|recorder| {
+                recorder.register_counter(key(keys), &keys::METADATA)
+            })
+            .increment(1);
         }
     }
 
     pub(crate) fn attempt(&self) {
-        use crate::metrics::{ATTEMPTS, SERVER_ADDRESS};
-        metrics::counter!(ATTEMPTS, SERVER_ADDRESS => self.host()).increment(1);
+        self.count(|keys| &keys.attempts);
+    }
+
+    pub(crate) fn budget_rejection(&self) {
+        self.count(|keys| &keys.budget_rejections);
     }
 
     pub(crate) fn retry(&self, failure: &Failure) {
         use crate::metrics::{REASON, RETRIES, SERVER_ADDRESS};
-        metrics::counter!(RETRIES, SERVER_ADDRESS => self.host(), REASON => failure.kind().label())
+        if let Some(keys) = &self.keys {
+            metrics::counter!(
+                target: TARGET,
+                RETRIES,
+                SERVER_ADDRESS => keys.host.clone(),
+                REASON => failure.kind().label()
+            )
             .increment(1);
+        }
     }
 
     pub(crate) fn stopped(&self, stop: StopReason) {
         use crate::metrics::{SERVER_ADDRESS, STOP, STOPPED};
-        metrics::counter!(STOPPED, SERVER_ADDRESS => self.host(), STOP => stop.label())
+        if let Some(keys) = &self.keys {
+            metrics::counter!(
+                target: TARGET,
+                STOPPED,
+                SERVER_ADDRESS => keys.host.clone(),
+                STOP => stop.label()
+            )
             .increment(1);
+        }
+    }
+}
+
+#[cfg(feature = "metrics")]
+mod keys {
+    use std::collections::HashMap;
+    use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+
+    use backstop_classify::telemetry::host_label;
+    use metrics::{Key, Label};
+
+    use crate::metrics::{ATTEMPTS, BUDGET_REJECTIONS, SERVER_ADDRESS};
+
+    pub(super) static METADATA: metrics::Metadata<'static> =
+        metrics::Metadata::new(super::TARGET, metrics::Level::INFO, Some(module_path!()));
+
+    /// One host's label and the keys of its single-label counters.
+    pub(super) struct HostKeys {
+        pub(super) host: Arc<str>,
+        pub(super) attempts: Key,
+        pub(super) budget_rejections: Key,
     }
 
-    pub(crate) fn budget_rejection(&self) {
-        use crate::metrics::{BUDGET_REJECTIONS, SERVER_ADDRESS};
-        metrics::counter!(BUDGET_REJECTIONS, SERVER_ADDRESS => self.host()).increment(1);
+    /// The keys of `host`, made at its first call. The map is bounded as
+    /// [`host_label`] is: hosts past its bound share the `"_other"` keys.
+    pub(super) fn for_host(host: &str) -> Arc<HostKeys> {
+        static HOSTS: OnceLock<RwLock<HashMap<Arc<str>, Arc<HostKeys>>>> = OnceLock::new();
+        let hosts = HOSTS.get_or_init(Default::default);
+        if let Some(found) = hosts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(host)
+        {
+            return found.clone();
+        }
+        let label = host_label(host);
+        if let Some(found) = hosts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&*label)
+        {
+            // Past the bound: the shared "_other" keys.
+            return found.clone();
+        }
+        let keys = Arc::new(HostKeys {
+            attempts: Key::from_parts(ATTEMPTS, vec![Label::new(SERVER_ADDRESS, label.clone())]),
+            budget_rejections: Key::from_parts(
+                BUDGET_REJECTIONS,
+                vec![Label::new(SERVER_ADDRESS, label.clone())],
+            ),
+            host: label.clone(),
+        });
+        // Keyed by the label: a host past the bound maps to "_other" and is not kept.
+        hosts
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(label)
+            .or_insert(keys)
+            .clone()
     }
 }

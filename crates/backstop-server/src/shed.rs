@@ -257,7 +257,7 @@ impl ShedLog {
     #[inline(never)]
     fn shed(&self, in_flight: usize, limit: usize) {
         #[cfg(feature = "metrics")]
-        ::metrics::counter!(crate::metrics::SHED).increment(1);
+        ::metrics::counter!(target: "backstop_server", crate::metrics::SHED).increment(1);
         let now = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let next = self.next_warning.load(Ordering::Relaxed);
         let due = now >= next
