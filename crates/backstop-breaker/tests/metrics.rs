@@ -31,10 +31,19 @@ async fn an_opening_breaker_moves_its_gauge_and_counts_the_transition_and_reject
     let key = (KEY, "http://gauge.internal:80");
 
     // Created closed: the gauge is set to 0 at once.
-    assert_eq!(call(&mut svc, "http://gauge.internal/").await.unwrap().status(), 200);
+    assert_eq!(
+        call(&mut svc, "http://gauge.internal/")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let metrics = recorded.take();
     assert_eq!(metrics.gauge(STATE, &[key]), Some(0.0), "{metrics:#?}");
-    assert_eq!(metrics.counter(TRANSITIONS, &[key, (FROM, "closed"), (TO, "open")]), None);
+    assert_eq!(
+        metrics.counter(TRANSITIONS, &[key, (FROM, "closed"), (TO, "open")]),
+        None
+    );
 
     mock.reply(Reply::Status(503));
     for _ in 0..2 {
@@ -72,10 +81,7 @@ async fn an_opening_breaker_moves_its_gauge_and_counts_the_transition_and_reject
 #[tokio::test(start_paused = true)]
 async fn a_single_breaker_is_labelled_single() {
     let (recorded, _recorder) = Recorded::install();
-    let layer = CircuitBreakerLayer::builder()
-        .key(Single)
-        .build()
-        .unwrap();
+    let layer = CircuitBreakerLayer::builder().key(Single).build().unwrap();
     let mut svc = layer.layer(Mock::new());
     call(&mut svc, "http://one.internal/").await.unwrap();
     layer.breakers().force_open(&());

@@ -35,7 +35,11 @@ async fn expiries_are_counted_by_side() {
         .layer(upstream(Recorder::default(), Behaviour::Stall));
     assert!(svc.oneshot(get()).await.is_err());
     let metrics = recorded.take();
-    assert_eq!(metrics.counter(EXPIRED, &[(SIDE, SIDE_CLIENT)]), Some(2), "{metrics:#?}");
+    assert_eq!(
+        metrics.counter(EXPIRED, &[(SIDE, SIDE_CLIENT)]),
+        Some(2),
+        "{metrics:#?}"
+    );
     assert_eq!(metrics.counter(EXPIRED, &[(SIDE, SIDE_SERVER)]), None);
 
     let layer = ServerDeadlineLayer::builder()

@@ -62,7 +62,8 @@ async fn an_attempt_timer_standing_in_for_the_deadline_reports_it_once() {
 #[tokio::test(start_paused = true)]
 async fn an_attempt_timeout_of_its_own_is_no_deadline_expiry() {
     let (capture, _guard) = Capture::install();
-    let svc = AttemptTimeoutLayer::new(MS(100)).layer(upstream(Recorder::default(), Behaviour::Stall));
+    let svc =
+        AttemptTimeoutLayer::new(MS(100)).layer(upstream(Recorder::default(), Behaviour::Stall));
     let err = svc.oneshot(get()).await.unwrap_err();
     assert_eq!(err.kind(), Kind::TimedOut(Timer::Attempt));
     assert!(expired(&capture).is_empty());
