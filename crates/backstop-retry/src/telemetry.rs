@@ -44,10 +44,20 @@ fn server_port(uri: &Uri) -> Option<u16> {
 /// HTTP client span. `resend_count` is `None` for the first attempt (the attribute is set only on
 /// resends), then 1, 2, …
 ///
-/// The field values are computed only when a subscriber enables the span: with none, this is a
-/// level check and [`Span::none`].
-#[inline]
-pub(crate) fn attempt_span(parts: &Parts, resend_count: Option<u32>) -> Span {
+/// `None` at once, inline, unless some subscriber listens at info level (the check `tracing`'s
+/// macros make first); the field values are computed only when a subscriber enables the span.
+#[inline(always)]
+pub(crate) fn attempt_span(parts: &Parts, resend_count: Option<u32>) -> Option<Span> {
+    use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
+    if tracing::Level::INFO <= STATIC_MAX_LEVEL && tracing::Level::INFO <= LevelFilter::current() {
+        Some(new_attempt_span(parts, resend_count))
+    } else {
+        None
+    }
+}
+
+#[inline(never)]
+fn new_attempt_span(parts: &Parts, resend_count: Option<u32>) -> Span {
     tracing::info_span!(
         target: TARGET,
         ATTEMPT_SPAN,
@@ -65,12 +75,19 @@ pub(crate) fn attempt_span(parts: &Parts, resend_count: Option<u32>) -> Span {
 
 /// Records how the attempt of `span` ended: the response's status, and the failure's kind as
 /// `error.type` when the answer is a failure.
-#[inline]
+#[inline(always)]
 pub(crate) fn record_answer(
-    span: &Span,
+    span: Option<Span>,
     status: Option<http::StatusCode>,
     failure: Option<&Failure>,
 ) {
+    if let Some(span) = span {
+        record_in(span, status, failure);
+    }
+}
+
+#[inline(never)]
+fn record_in(span: Span, status: Option<http::StatusCode>, failure: Option<&Failure>) {
     if span.is_disabled() {
         return;
     }
