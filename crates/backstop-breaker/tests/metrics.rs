@@ -4,15 +4,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-mod recorded;
 
 use std::time::Duration;
 
 use backstop_breaker::metrics::{FROM, KEY, REJECTIONS, STATE, TO, TRANSITIONS};
 use backstop_breaker::{CircuitBreakerLayer, Single};
 use backstop_classify::Kind;
+use backstop_testing::recorded::Recorded;
 use common::*;
-use recorded::Recorded;
 use tower::Layer;
 
 #[tokio::test(start_paused = true)]

@@ -3,14 +3,13 @@
 //! capturing subscriber on its own thread.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod capture;
 mod common;
 
 use std::time::Duration;
 
 use backstop_breaker::{CircuitBreakerLayer, State};
 use backstop_classify::Kind;
-use capture::{Capture, Value};
+use backstop_testing::capture::{Capture, Value};
 use common::*;
 use tower::Layer;
 use tracing::Level;

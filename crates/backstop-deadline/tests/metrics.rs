@@ -3,7 +3,6 @@
 #![cfg(feature = "metrics")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod recorded;
 mod support;
 
 use std::convert::Infallible;
@@ -12,8 +11,8 @@ use std::time::Duration;
 use backstop_classify::{Kind, Timer};
 use backstop_deadline::metrics::{EXPIRED, SIDE, SIDE_CLIENT, SIDE_SERVER};
 use backstop_deadline::{AttemptTimeoutLayer, DeadlineLayer, ServerDeadlineLayer};
+use backstop_testing::recorded::Recorded;
 use http::{Request, Response, StatusCode};
-use recorded::Recorded;
 use support::{Behaviour, Recorder, upstream};
 use tower::{Layer, ServiceExt};
 

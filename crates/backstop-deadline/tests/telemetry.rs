@@ -3,7 +3,6 @@
 //! process-wide); every test installs a capturing subscriber on its own thread.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod capture;
 mod support;
 
 use std::convert::Infallible;
@@ -11,7 +10,7 @@ use std::time::Duration;
 
 use backstop_classify::{Kind, Timer};
 use backstop_deadline::{AttemptTimeoutLayer, DeadlineLayer, InnerWaits, ServerDeadlineLayer};
-use capture::{Capture, EventRecord, Value};
+use backstop_testing::capture::{Capture, EventRecord, Value};
 use http::{Request, Response, StatusCode};
 use support::{Behaviour, Recorder, upstream};
 use tower::{Layer, ServiceExt};

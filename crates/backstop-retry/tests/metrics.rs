@@ -2,7 +2,6 @@
 #![cfg(feature = "metrics")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod recorded;
 mod support;
 
 use backstop_classify::Error;
@@ -10,9 +9,9 @@ use backstop_retry::metrics::{
     ATTEMPTS, BUDGET_REJECTIONS, REASON, RETRIES, SERVER_ADDRESS, STOP, STOPPED,
 };
 use backstop_retry::{RetryBudget, RetryLayer};
+use backstop_testing::recorded::Recorded;
 use bytes::Bytes;
 use http::{Request, Response};
-use recorded::Recorded;
 use support::{Chunked, Reply, Upstream};
 use tower::{Layer, ServiceExt, service_fn};
 

@@ -1,16 +1,15 @@
 //! What the retry layer reports to `tracing`: one `http.client.attempt` span per attempt, under
 //! the span the call is polled in, and the retry events. In a binary of its own: tracing caches
 //! each callsite's interest process-wide, and every test here installs a capturing subscriber
-//! (`capture::Capture`) on its own thread.
+//! (`backstop_testing::capture::Capture`) on its own thread.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod capture;
 mod support;
 
 use backstop_classify::{Error, Kind, Phase};
 use backstop_retry::{RetryBudget, RetryInfo, RetryLayer, StopReason};
+use backstop_testing::capture::{Capture, Value};
 use bytes::Bytes;
-use capture::{Capture, Value};
 use http::{Request, Response};
 use support::{Chunked, Reply, Upstream};
 use tower::{Layer, Service, ServiceExt, service_fn};

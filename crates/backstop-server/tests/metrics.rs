@@ -2,14 +2,12 @@
 #![cfg(feature = "metrics")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod recorded;
-
 use std::convert::Infallible;
 
 use backstop_server::ShedWith503Layer;
 use backstop_server::metrics::SHED;
+use backstop_testing::recorded::Recorded;
 use http::{Request, Response, StatusCode};
-use recorded::Recorded;
 use tower::{Layer, Service, ServiceExt};
 
 fn get() -> Request<()> {

@@ -3,13 +3,11 @@
 //! process-wide); every test installs a capturing subscriber on its own thread.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod capture;
-
 use std::convert::Infallible;
 use std::time::Duration;
 
 use backstop_server::ShedWith503Layer;
-use capture::{Capture, Value};
+use backstop_testing::capture::{Capture, Value};
 use http::{Request, Response, StatusCode};
 use tower::{Layer, Service, ServiceExt};
 use tracing::Level;

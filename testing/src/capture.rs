@@ -18,10 +18,15 @@ use tracing_subscriber::registry::LookupSpan;
 /// A recorded field value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
+    /// Recorded as a `&str`.
     Str(String),
+    /// Recorded as a `u64`.
     U64(u64),
+    /// Recorded as an `i64`.
     I64(i64),
+    /// Recorded as a `bool`.
     Bool(bool),
+    /// Recorded as an `f64`.
     F64(f64),
     /// Recorded with `?` or `%` (`Debug` / `Display`), as text.
     Text(String),
@@ -40,38 +45,52 @@ impl Value {
     }
 }
 
+/// A span's or event's fields by name.
 pub type Fields = BTreeMap<String, Value>;
 
+/// One span, as opened and later recorded into.
 #[derive(Clone, Debug)]
 pub struct SpanRecord {
+    /// The span's name.
     pub name: &'static str,
+    /// Its target (the module path that opened it).
     pub target: String,
+    /// The name of its parent span.
     pub parent: Option<&'static str>,
+    /// Its fields, values recorded later included.
     pub fields: Fields,
 }
 
 impl SpanRecord {
+    /// The field named `field`.
     pub fn get(&self, field: &str) -> Option<&Value> {
         self.fields.get(field)
     }
 }
 
+/// One event.
 #[derive(Clone, Debug)]
 pub struct EventRecord {
+    /// Its message.
     pub message: String,
+    /// Its level.
     pub level: Level,
+    /// Its target.
     pub target: String,
     /// The name of the span the event happened in.
     pub parent: Option<&'static str>,
+    /// Its fields (the message excluded).
     pub fields: Fields,
 }
 
 impl EventRecord {
+    /// The field named `field`.
     pub fn get(&self, field: &str) -> Option<&Value> {
         self.fields.get(field)
     }
 }
 
+/// The capturing layer and what it has recorded.
 #[derive(Clone, Default)]
 pub struct Capture {
     spans: Arc<Mutex<Vec<SpanRecord>>>,
@@ -114,6 +133,7 @@ impl Capture {
         (capture, guard)
     }
 
+    /// Every span, in the order they were opened.
     pub fn spans(&self) -> Vec<SpanRecord> {
         self.spans.lock().unwrap().clone()
     }
@@ -126,6 +146,7 @@ impl Capture {
             .collect()
     }
 
+    /// Every event, in order.
     pub fn events(&self) -> Vec<EventRecord> {
         self.events.lock().unwrap().clone()
     }

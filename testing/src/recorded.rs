@@ -6,6 +6,7 @@
 use metrics_util::MetricKind;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
+/// A debugging recorder installed for one test, and its reader.
 pub struct Recorded {
     snapshotter: Snapshotter,
 }
