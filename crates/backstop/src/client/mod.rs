@@ -336,11 +336,13 @@ fn breaker_key<B>(req: &Request<B>) -> backstop_breaker::Authority {
 }
 
 fn request(method: Method, url: &str, body: Bytes) -> Result<Request<RequestBody>, Error> {
-    Request::builder()
-        .method(method)
-        .uri(url)
-        .body(RequestBody::full(body))
-        .map_err(|err| Error::new(Kind::Other, Phase::Local).with_source(err))
+    // Not `Request::builder()`: its `Result` of a whole head is moved through each step.
+    let uri = http::Uri::try_from(url)
+        .map_err(|err| Error::new(Kind::Other, Phase::Local).with_source(err))?;
+    let mut req = Request::new(RequestBody::full(body));
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    Ok(req)
 }
 
 fn retry_layer(policy: &Policy, seed: Option<u64>) -> Result<RetryLayer, ConfigError> {
