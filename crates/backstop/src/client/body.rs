@@ -155,3 +155,43 @@ impl Body for RequestBody {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_of_bytes_in_memory_stays_within_memcpys_unrolled_copy() {
+        // Every layer above retry moves this request; past 256 bytes libc's memcpy loops.
+        assert_eq!(std::mem::size_of::<RequestBody>(), 32);
+        assert_eq!(std::mem::size_of::<http::Request<RequestBody>>(), 256);
+    }
+
+    #[tokio::test]
+    async fn bytes_in_memory_are_one_frame_then_the_end_whichever_way_they_came() {
+        for body in [
+            RequestBody::full(Bytes::from_static(b"abc")),
+            RequestBody::from(Full::new(Bytes::from_static(b"abc"))),
+            RequestBody::from(Bytes::from_static(b"abc")),
+        ] {
+            assert!(!body.is_end_stream());
+            assert_eq!(body.size_hint().exact(), Some(3));
+            let mut body = std::pin::pin!(body);
+            let frame = body.frame().await.unwrap().unwrap();
+            assert_eq!(frame.into_data().unwrap(), Bytes::from_static(b"abc"));
+            assert!(body.is_end_stream());
+            assert_eq!(body.size_hint().exact(), Some(0));
+            assert!(body.frame().await.is_none());
+        }
+        for body in [
+            RequestBody::empty(),
+            RequestBody::from(Full::new(Bytes::new())),
+            RequestBody::from(http_body_util::Empty::<Bytes>::new()),
+        ] {
+            assert!(body.is_end_stream());
+            assert_eq!(body.size_hint().exact(), Some(0));
+            assert!(std::pin::pin!(body).frame().await.is_none());
+        }
+    }
+}
