@@ -90,8 +90,24 @@
 //! [`Breakers`] (from [`CircuitBreakerLayer::breakers`]) gives [`Snapshot`]s, a
 //! `watch` subscription per key, [`force_open`](Breakers::force_open),
 //! [`force_closed`](Breakers::force_closed), [`metrics_only`](Breakers::metrics_only) and
-//! [`automatic`](Breakers::automatic). Every state change is logged with `tracing` at warn and
+//! [`automatic`](Breakers::automatic). Every state change is logged with `tracing` (see
+//! [Telemetry](#telemetry)) and
 //! given to [`on_state_change`](Builder::on_state_change).
+//!
+//! # Telemetry
+//!
+//! Every state change is the event `circuit breaker transition` (target `backstop_breaker`; warn
+//! when opening, info otherwise) with `key`, `from`, `to` ([`State::label`]), `reason`,
+//! `open_for_ms` and `metrics_only`. With the `metrics` feature:
+//!
+//! | kind | name | labels |
+//! |---|---|---|
+//! | gauge | [`metrics::STATE`] | `key`: 0 closed, 1 half-open, 2 open, set at creation and on every transition |
+//! | counter | [`metrics::TRANSITIONS`] | `key`, `from`, `to` |
+//! | counter | [`metrics::REJECTIONS`] | `key` |
+//!
+//! The `key` label is [`BreakerKey::label`], bounded by
+//! [`host_label`](backstop_classify::telemetry::host_label).
 //!
 //! # Cost
 //!
@@ -111,10 +127,12 @@ mod clock;
 mod future;
 mod key;
 mod layer;
+pub mod metrics;
 mod registry;
 mod service;
 mod settings;
 mod state;
+mod telemetry;
 mod ticket;
 mod verdict;
 mod window;

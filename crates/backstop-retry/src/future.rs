@@ -17,6 +17,7 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
+use tracing::Span;
 
 use crate::budget::RetryBudget;
 use crate::decide::{GrpcCall, Verdict, decide, log_not_replayed};
@@ -26,6 +27,7 @@ use crate::layer::Config;
 use crate::random::NO_STREAM;
 use crate::replay::{Replay, ReplayBody};
 use crate::service::{Shared, attempt_value, classify};
+use crate::telemetry::{self, HostMetrics, attempt_span, record_answer};
 
 pin_project! {
     #[project = AttemptProj]
@@ -56,6 +58,13 @@ pin_project! {
         // Boxed, and made at the first retry: most requests never need it.
         pub(crate) retries: Option<Box<Retries>>,
         pub(crate) host_budget: Option<RetryBudget>,
+        // The current attempt's `http.client.attempt` span, entered around every poll of the
+        // attempt; `None` between attempts and when no subscriber listens.
+        pub(crate) span: Option<Span>,
+        // The first attempt's span is still to be opened, at the first poll.
+        pub(crate) span_pending: bool,
+        // The call's host label for metrics (nothing without the `metrics` feature).
+        pub(crate) host: HostMetrics,
     }
 }
 
@@ -75,23 +84,45 @@ where
             let mut this = self.as_mut().project();
             match this.state.as_mut().project() {
                 AttemptProj::Calling { future } => {
+                    if *this.span_pending {
+                        // The first attempt, polled for the first time, its head kept.
+                        *this.span_pending = false;
+                        if let Some(span) = this.parts.as_ref().and_then(|p| attempt_span(p, None))
+                        {
+                            *this.span = Some(span);
+                        }
+                    }
+                    let entered = this.span.as_ref().map(Span::enter);
+                    // Each arm leaves the span first: the attempt is over, and its span closes
+                    // (taken below) before any delay or retry event.
                     let (result, failure) = match ready!(future.poll(cx)) {
                         Ok(mut res) => match response_failure(&this.shared.config.policy, &res) {
                             None => {
+                                drop(entered);
+                                if this.span.is_some() {
+                                    record_answer(this.span.take(), Some(res.status()), None);
+                                }
                                 if let Some(retries) = this.retries {
                                     res.extensions_mut().insert(retries.info);
                                 }
                                 return Poll::Ready(Ok(res));
                             }
-                            Some(failure) => (Ok(res), failure),
+                            Some(failure) => {
+                                drop(entered);
+                                let span = this.span.take();
+                                record_answer(span, Some(res.status()), Some(&failure));
+                                (Ok(res), failure)
+                            }
                         },
                         Err(err) => {
+                            drop(entered);
                             let err = classify(
                                 &this.shared.config.policy,
                                 err.into(),
                                 Phase::AwaitHeaders,
                             );
                             let failure = err.failure();
+                            record_answer(this.span.take(), None, Some(&failure));
                             (Err(err), failure)
                         }
                     };
@@ -101,6 +132,7 @@ where
                         this.replay,
                         this.retries,
                         this.host_budget.as_ref(),
+                        this.host,
                         result,
                         &failure,
                     ) {
@@ -137,12 +169,20 @@ where
                         return Poll::Ready(Err(Error::new(Kind::Other, Phase::Local)));
                     };
                     let mut parts = parts.clone();
+                    let attempt = attempts(this.retries);
                     if let Some(name) = &this.shared.config.attempt_header {
-                        parts
-                            .headers
-                            .insert(name.clone(), attempt_value(attempts(this.retries)));
+                        parts.headers.insert(name.clone(), attempt_value(attempt));
                     }
-                    let future = service.call(Request::from_parts(parts, body));
+                    let span = attempt_span(&parts, Some(attempt.saturating_sub(1)));
+                    this.host.attempt();
+                    let future = match &span {
+                        Some(span) => {
+                            let _entered = span.enter();
+                            service.call(Request::from_parts(parts, body))
+                        }
+                        None => service.call(Request::from_parts(parts, body)),
+                    };
+                    *this.span = span;
                     this.state.set(AttemptState::Calling { future });
                 }
             }
@@ -193,6 +233,7 @@ fn next_attempt<P, B: Body, R>(
     replay: &Replay<B>,
     retries: &mut Option<Box<Retries>>,
     host_budget: Option<&RetryBudget>,
+    host: &HostMetrics,
     result: Result<Response<R>, Error>,
     failure: &Failure,
 ) -> Result<(ReplayBody<B>, Duration), Result<Response<R>, Error>> {
@@ -207,12 +248,12 @@ fn next_attempt<P, B: Body, R>(
     };
     let Some(parts) = parts else {
         // Never retried: a single attempt was all it had, or an override said never.
-        state.info.stop(if config.max_attempts <= 1 {
+        let reason = if config.max_attempts <= 1 {
             StopReason::AttemptsExhausted
         } else {
             StopReason::NotRetryable
-        });
-        return Err(stopped(result, &state.info));
+        };
+        return Err(stop(&mut state.info, reason, failure, host, result));
     };
     let grpc = config
         .grpc
@@ -238,11 +279,14 @@ fn next_attempt<P, B: Body, R>(
     );
     let delay = match verdict {
         Verdict::Stop(reason) => {
-            if reason == StopReason::BodyNotReplayable {
-                log_not_replayed(replay.can_replay().err(), failure);
+            match reason {
+                StopReason::BodyNotReplayable => {
+                    log_not_replayed(replay.can_replay().err(), failure);
+                }
+                StopReason::BudgetExhausted => host.budget_rejection(),
+                _ => {}
             }
-            state.info.stop(reason);
-            return Err(stopped(result, &state.info));
+            return Err(stop(&mut state.info, reason, failure, host, result));
         }
         Verdict::Retry(delay) => delay,
     };
@@ -250,21 +294,16 @@ fn next_attempt<P, B: Body, R>(
         Ok(body) => body,
         Err(why) => {
             log_not_replayed(Some(why), failure);
-            state.info.stop(StopReason::BodyNotReplayable);
-            return Err(stopped(result, &state.info));
+            let reason = StopReason::BodyNotReplayable;
+            return Err(stop(&mut state.info, reason, failure, host, result));
         }
     };
     // The failed response is dropped here, freeing its connection before the delay.
     drop(result);
     state.info.record_attempt(delay);
-    tracing::debug!(
-        attempt = state.info.attempts(),
-        delay_ms = delay.as_millis() as u64,
-        kind = %failure.kind(),
-        phase = %failure.phase(),
-        retry_after_ms = failure.retry_after().map(|d| d.as_millis() as u64),
-        "retrying request"
-    );
+    let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+    telemetry::retry_scheduled(failure, delay_ms, state.info.attempts() - 1);
+    host.retry(failure);
     if retries.is_none() {
         *retries = Some(Box::new(first));
     }
@@ -285,6 +324,21 @@ fn finish<B>(mut res: Response<B>, info: &RetryInfo) -> Response<B> {
         res.extensions_mut().insert(*info);
     }
     res
+}
+
+/// Records why the layer stopped (in `info`, an event and a metric) and returns what the caller
+/// gets.
+fn stop<R>(
+    info: &mut RetryInfo,
+    reason: StopReason,
+    failure: &Failure,
+    host: &HostMetrics,
+    result: Result<Response<R>, Error>,
+) -> Result<Response<R>, Error> {
+    info.stop(reason);
+    telemetry::retry_stopped(reason, failure, result.is_err());
+    host.stopped(reason);
+    stopped(result, info)
 }
 
 /// What the caller gets when the layer stops: the last response, or the last error with its
