@@ -110,9 +110,12 @@ mod client;
 mod ext;
 #[cfg(feature = "gateway")]
 mod gateway;
+pub mod metrics;
 mod policy;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(any(feature = "client", feature = "server"))]
+mod telemetry;
 #[cfg(feature = "client")]
 mod timed;
 #[cfg(feature = "tls")]
