@@ -83,6 +83,15 @@ pub trait BreakerKey: Send + Sync + 'static {
     fn only_key(&self) -> Option<Self::Key> {
         None
     }
+
+    /// `key` as text, for the `key` label of the breaker's metrics
+    /// ([`metrics`](crate::metrics), bounded by
+    /// [`host_label`](backstop_classify::telemetry::host_label)). Called once per breaker, when
+    /// it is created, and only with the crate's `metrics` feature. The default is the key's
+    /// `Debug`; [`PerAuthority`](crate::PerAuthority)'s is `scheme://host:port`.
+    fn label(&self, key: &Self::Key) -> String {
+        format!("{key:?}")
+    }
 }
 
 /// One breaker for every request.
@@ -109,6 +118,11 @@ impl BreakerKey for Single {
 
     fn only_key(&self) -> Option<()> {
         Some(())
+    }
+
+    /// `"single"`.
+    fn label(&self, _key: &()) -> String {
+        String::from("single")
     }
 }
 

@@ -90,7 +90,8 @@
 //! [`Breakers`] (from [`CircuitBreakerLayer::breakers`]) gives [`Snapshot`]s, a
 //! `watch` subscription per key, [`force_open`](Breakers::force_open),
 //! [`force_closed`](Breakers::force_closed), [`metrics_only`](Breakers::metrics_only) and
-//! [`automatic`](Breakers::automatic). Every state change is logged with `tracing` at warn and
+//! [`automatic`](Breakers::automatic). Every state change is logged with `tracing` (see
+//! [Telemetry](#telemetry)) and
 //! given to [`on_state_change`](Builder::on_state_change).
 //!
 //! # Cost
@@ -111,10 +112,12 @@ mod clock;
 mod future;
 mod key;
 mod layer;
+pub mod metrics;
 mod registry;
 mod service;
 mod settings;
 mod state;
+mod telemetry;
 mod ticket;
 mod verdict;
 mod window;

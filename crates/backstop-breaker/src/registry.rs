@@ -18,6 +18,7 @@ use crate::clock::{Clock, nanos};
 use crate::key::{BreakerKey, RequestHead};
 use crate::settings::{OnChange, Settings};
 use crate::state::State;
+use crate::telemetry::KeyMetrics;
 
 const SHARDS: usize = 16;
 
@@ -159,8 +160,9 @@ impl<K: BreakerKey> Registry<K> {
             .seed
             .unwrap_or(0)
             .wrapping_add(self.created.fetch_add(1, Ordering::Relaxed));
+        let metrics = KeyMetrics::new(&self.key_fn, &key);
         let breaker = Arc::new_cyclic(|this| {
-            Breaker::new(key, hash, self.shared.clone(), seed, this.clone())
+            Breaker::new(key, hash, self.shared.clone(), seed, this.clone(), metrics)
         });
         if self.len.load(Ordering::Relaxed) >= max && !self.evict_least_recent() {
             // Every breaker is pinned by hand: protect this call with a breaker we do not keep,

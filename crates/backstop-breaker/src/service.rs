@@ -282,7 +282,10 @@ where
                 let ticket = Ticket::new(breaker.clone(), generation, probe);
                 ResponseFuture::admitted(self.inner.call(req), ticket)
             }
-            Admission::Reject => ResponseFuture::rejected(),
+            Admission::Reject => {
+                breaker.metrics.rejection();
+                ResponseFuture::rejected()
+            }
             Admission::Unrecorded => ResponseFuture::passed(self.inner.call(req)),
         }
     }

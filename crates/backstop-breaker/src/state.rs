@@ -31,6 +31,19 @@ impl State {
             State::ForcedClosed => "forced closed",
         }
     }
+
+    /// A fixed `snake_case` identifier, for the `from` / `to` fields of the transition event and
+    /// labels of [`metrics::TRANSITIONS`](crate::metrics::TRANSITIONS): `"closed"`, `"open"`,
+    /// `"half_open"`, `"forced_open"`, `"forced_closed"`.
+    pub const fn label(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half_open",
+            State::ForcedOpen => "forced_open",
+            State::ForcedClosed => "forced_closed",
+        }
+    }
 }
 
 impl fmt::Display for State {

@@ -13,6 +13,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::ambient::Budget;
+use crate::metrics::SIDE_CLIENT;
 use crate::propagate::{Prepared, Propagation};
 use crate::timer::Timer as AttemptTimer;
 use crate::{ConfigError, Deadline, ambient, deadline_failure};
@@ -249,6 +250,7 @@ impl<S> AttemptTimeout<S> {
             // Equal counts as the deadline: nothing of the call's budget is left after it.
             Some(deadline) if deadline.instant() <= own => {
                 if deadline.instant() <= now {
+                    crate::telemetry::expired(SIDE_CLIENT, None);
                     return Err(deadline_failure(Phase::Local));
                 }
                 self.layer.propagation.write(req, deadline.instant(), now)?;
@@ -321,7 +323,12 @@ where
                 // The request may have reached the peer: an attempt timeout is retryable only for
                 // idempotent requests (phase "awaiting headers").
                 Poll::Pending => match clock.as_mut().poll_expired(cx) {
-                    Poll::Ready(()) => Err(Error::new(Kind::TimedOut(*timer), Phase::AwaitHeaders)),
+                    Poll::Ready(()) => {
+                        if *timer == Timer::Deadline {
+                            crate::telemetry::expired(SIDE_CLIENT, None);
+                        }
+                        Err(Error::new(Kind::TimedOut(*timer), Phase::AwaitHeaders))
+                    }
                     Poll::Pending => return Poll::Pending,
                 },
             },

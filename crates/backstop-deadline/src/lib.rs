@@ -120,11 +120,13 @@
 
 mod config;
 mod deadline;
+mod telemetry;
 mod timer;
 
 pub mod ambient;
 pub mod attempt;
 pub mod client;
+pub mod metrics;
 pub mod propagate;
 pub mod server;
 

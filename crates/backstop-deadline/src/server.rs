@@ -15,6 +15,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::metrics::SIDE_SERVER;
 use crate::propagate::{
     DEFAULT_TIMEOUT_HEADER, GRPC_TIMEOUT, Incoming, is_grpc, parse_grpc_timeout, parse_timeout_ms,
 };
@@ -347,6 +348,7 @@ where
         let timeout = match config.asked(req.headers()) {
             Asked::Expired => {
                 tracing::debug!("caller's deadline already expired; not calling the handler");
+                crate::telemetry::expired(SIDE_SERVER, None);
                 return ResponseFuture::expired(config.expired_response(grpc));
             }
             // Only ever shorter than the server's own deadline, whatever the caller asks.
@@ -355,16 +357,22 @@ where
         };
         let now = Instant::now();
         let mut deadline = timeout.map(|t| Deadline::at(now + t));
+        // The deadline's total, while it is the one this layer set.
+        let mut budget = timeout;
         for inherited in [Deadline::of(&req), ambient::current()]
             .into_iter()
             .flatten()
         {
+            if deadline.is_none_or(|d| inherited.instant() < d.instant()) {
+                budget = None;
+            }
             deadline = Some(deadline.map_or(inherited, |d| d.earliest(inherited)));
         }
         let Some(deadline) = deadline else {
-            return ResponseFuture::running(self.inner.call(req), None, config, grpc);
+            return ResponseFuture::running(self.inner.call(req), None, None, config, grpc);
         };
         if deadline.instant() <= now {
+            crate::telemetry::expired(SIDE_SERVER, budget);
             return ResponseFuture::expired(config.expired_response(grpc));
         }
         if config.carry == Carry::Extensions {
@@ -373,7 +381,7 @@ where
         let entered = ambient::Entered::new(ambient::Budget::At(deadline));
         let future = self.inner.call(req);
         drop(entered);
-        ResponseFuture::running(future, Some(deadline), config, grpc)
+        ResponseFuture::running(future, Some(deadline), budget, config, grpc)
     }
 }
 
@@ -386,6 +394,8 @@ pin_project! {
         #[pin]
         sleep: Option<Sleep>,
         deadline: Option<Deadline>,
+        // The deadline's total when this layer set it, for the expiry event.
+        budget: Option<Duration>,
         expired: Option<Response<B>>,
         expired_status: StatusCode,
         grpc_response: bool,
@@ -393,11 +403,18 @@ pin_project! {
 }
 
 impl<F, B> ResponseFuture<F, B> {
-    fn running(inner: F, deadline: Option<Deadline>, config: &Config, grpc: bool) -> Self {
+    fn running(
+        inner: F,
+        deadline: Option<Deadline>,
+        budget: Option<Duration>,
+        config: &Config,
+        grpc: bool,
+    ) -> Self {
         ResponseFuture {
             inner: Some(inner),
             sleep: None,
             deadline,
+            budget,
             expired: None,
             expired_status: config.expired_status,
             grpc_response: grpc && config.grpc_aware,
@@ -409,6 +426,7 @@ impl<F, B> ResponseFuture<F, B> {
             inner: None,
             sleep: None,
             deadline: None,
+            budget: None,
             expired: Some(response),
             expired_status: StatusCode::GATEWAY_TIMEOUT,
             grpc_response: false,
@@ -450,7 +468,7 @@ where
         }
         match this.sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {
             Some(Poll::Ready(())) => {
-                tracing::debug!("deadline expired; dropping the handler");
+                crate::telemetry::expired(SIDE_SERVER, *this.budget);
                 // Dropped under the ambient deadline, so the handler's own drop code still sees
                 // it.
                 let entered = ambient::Entered::new(ambient::Budget::At(deadline));

@@ -161,21 +161,23 @@ pub(crate) fn log_not_replayed(why: Option<&'static str>, failure: &Failure) {
     );
 }
 
-/// Logs an exhausted budget: at warn level at most once a second per budget (an outage would
-/// otherwise log every failed request), counting the exhaustions logged at debug level since.
+/// Logs an exhausted budget ("retry budget exhausted"): at warn level at most once a second per
+/// budget (an outage would otherwise log every failed request), counting in `suppressed` the
+/// exhaustions logged at debug level since.
 fn report_exhausted(budget: &RetryBudget, info: &RetryInfo, failure: &Failure) {
     match budget.warning_due() {
         Some(suppressed) => tracing::warn!(
+            target: crate::telemetry::TARGET,
+            reason = failure.kind().label(),
             attempts = info.attempts(),
-            kind = %failure.kind(),
             suppressed,
-            "retry budget exhausted; returning the failure ({suppressed} more since the last \
-             warning)"
+            "retry budget exhausted"
         ),
         None => tracing::debug!(
+            target: crate::telemetry::TARGET,
+            reason = failure.kind().label(),
             attempts = info.attempts(),
-            kind = %failure.kind(),
-            "retry budget exhausted; returning the failure"
+            "retry budget exhausted"
         ),
     }
 }

@@ -17,6 +17,7 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
+use tracing::Span;
 
 use crate::budget::RetryBudget;
 use crate::decide::{GrpcCall, Verdict, decide, log_not_replayed};
@@ -26,6 +27,7 @@ use crate::layer::Config;
 use crate::random::NO_STREAM;
 use crate::replay::{Replay, ReplayBody};
 use crate::service::{Shared, attempt_value, classify};
+use crate::telemetry::{self, HostMetrics, attempt_span, record_answer};
 
 pin_project! {
     #[project = AttemptProj]
@@ -56,6 +58,11 @@ pin_project! {
         // Boxed, and made at the first retry: most requests never need it.
         pub(crate) retries: Option<Box<Retries>>,
         pub(crate) host_budget: Option<RetryBudget>,
+        // The current attempt's `http.client.attempt` span, entered around every poll of the
+        // attempt; `None` before the first poll (when the head is kept) and between attempts.
+        pub(crate) span: Option<Span>,
+        // The call's host label for metrics (nothing without the `metrics` feature).
+        pub(crate) host: HostMetrics,
     }
 }
 
@@ -75,15 +82,36 @@ where
             let mut this = self.as_mut().project();
             match this.state.as_mut().project() {
                 AttemptProj::Calling { future } => {
-                    let (result, failure) = match ready!(future.poll(cx)) {
+                    if this.span.is_none() {
+                        // The first attempt, polled for the first time, its head kept.
+                        *this.span = Some(match this.parts.as_ref() {
+                            Some(parts) => attempt_span(parts, None),
+                            None => Span::none(),
+                        });
+                    }
+                    let polled = match this.span.as_ref() {
+                        Some(span) => {
+                            let _entered = span.enter();
+                            future.poll(cx)
+                        }
+                        None => future.poll(cx),
+                    };
+                    let output = ready!(polled);
+                    // The attempt is over: its span closes here, before any delay.
+                    let span = this.span.take().unwrap_or_else(Span::none);
+                    let (result, failure) = match output {
                         Ok(mut res) => match response_failure(&this.shared.config.policy, &res) {
                             None => {
+                                record_answer(&span, Some(res.status()), None);
                                 if let Some(retries) = this.retries {
                                     res.extensions_mut().insert(retries.info);
                                 }
                                 return Poll::Ready(Ok(res));
                             }
-                            Some(failure) => (Ok(res), failure),
+                            Some(failure) => {
+                                record_answer(&span, Some(res.status()), Some(&failure));
+                                (Ok(res), failure)
+                            }
                         },
                         Err(err) => {
                             let err = classify(
@@ -92,15 +120,18 @@ where
                                 Phase::AwaitHeaders,
                             );
                             let failure = err.failure();
+                            record_answer(&span, None, Some(&failure));
                             (Err(err), failure)
                         }
                     };
+                    drop(span);
                     let (body, delay) = match next_attempt(
                         &this.shared.config,
                         this.parts.as_ref(),
                         this.replay,
                         this.retries,
                         this.host_budget.as_ref(),
+                        this.host,
                         result,
                         &failure,
                     ) {
@@ -137,12 +168,17 @@ where
                         return Poll::Ready(Err(Error::new(Kind::Other, Phase::Local)));
                     };
                     let mut parts = parts.clone();
+                    let attempt = attempts(this.retries);
                     if let Some(name) = &this.shared.config.attempt_header {
-                        parts
-                            .headers
-                            .insert(name.clone(), attempt_value(attempts(this.retries)));
+                        parts.headers.insert(name.clone(), attempt_value(attempt));
                     }
-                    let future = service.call(Request::from_parts(parts, body));
+                    let span = attempt_span(&parts, Some(attempt.saturating_sub(1)));
+                    this.host.attempt();
+                    let future = {
+                        let _entered = span.enter();
+                        service.call(Request::from_parts(parts, body))
+                    };
+                    *this.span = Some(span);
                     this.state.set(AttemptState::Calling { future });
                 }
             }
@@ -193,6 +229,7 @@ fn next_attempt<P, B: Body, R>(
     replay: &Replay<B>,
     retries: &mut Option<Box<Retries>>,
     host_budget: Option<&RetryBudget>,
+    host: &HostMetrics,
     result: Result<Response<R>, Error>,
     failure: &Failure,
 ) -> Result<(ReplayBody<B>, Duration), Result<Response<R>, Error>> {
@@ -207,12 +244,12 @@ fn next_attempt<P, B: Body, R>(
     };
     let Some(parts) = parts else {
         // Never retried: a single attempt was all it had, or an override said never.
-        state.info.stop(if config.max_attempts <= 1 {
+        let reason = if config.max_attempts <= 1 {
             StopReason::AttemptsExhausted
         } else {
             StopReason::NotRetryable
-        });
-        return Err(stopped(result, &state.info));
+        };
+        return Err(stop(&mut state.info, reason, failure, host, result));
     };
     let grpc = config
         .grpc
@@ -238,11 +275,14 @@ fn next_attempt<P, B: Body, R>(
     );
     let delay = match verdict {
         Verdict::Stop(reason) => {
-            if reason == StopReason::BodyNotReplayable {
-                log_not_replayed(replay.can_replay().err(), failure);
+            match reason {
+                StopReason::BodyNotReplayable => {
+                    log_not_replayed(replay.can_replay().err(), failure);
+                }
+                StopReason::BudgetExhausted => host.budget_rejection(),
+                _ => {}
             }
-            state.info.stop(reason);
-            return Err(stopped(result, &state.info));
+            return Err(stop(&mut state.info, reason, failure, host, result));
         }
         Verdict::Retry(delay) => delay,
     };
@@ -250,21 +290,16 @@ fn next_attempt<P, B: Body, R>(
         Ok(body) => body,
         Err(why) => {
             log_not_replayed(Some(why), failure);
-            state.info.stop(StopReason::BodyNotReplayable);
-            return Err(stopped(result, &state.info));
+            let reason = StopReason::BodyNotReplayable;
+            return Err(stop(&mut state.info, reason, failure, host, result));
         }
     };
     // The failed response is dropped here, freeing its connection before the delay.
     drop(result);
     state.info.record_attempt(delay);
-    tracing::debug!(
-        attempt = state.info.attempts(),
-        delay_ms = delay.as_millis() as u64,
-        kind = %failure.kind(),
-        phase = %failure.phase(),
-        retry_after_ms = failure.retry_after().map(|d| d.as_millis() as u64),
-        "retrying request"
-    );
+    let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+    telemetry::retry_scheduled(failure, delay_ms, state.info.attempts() - 1);
+    host.retry(failure);
     if retries.is_none() {
         *retries = Some(Box::new(first));
     }
@@ -285,6 +320,21 @@ fn finish<B>(mut res: Response<B>, info: &RetryInfo) -> Response<B> {
         res.extensions_mut().insert(*info);
     }
     res
+}
+
+/// Records why the layer stopped (in `info`, an event and a metric) and returns what the caller
+/// gets.
+fn stop<R>(
+    info: &mut RetryInfo,
+    reason: StopReason,
+    failure: &Failure,
+    host: &HostMetrics,
+    result: Result<Response<R>, Error>,
+) -> Result<Response<R>, Error> {
+    info.stop(reason);
+    telemetry::retry_stopped(reason, failure, result.is_err());
+    host.stopped(reason);
+    stopped(result, info)
 }
 
 /// What the caller gets when the layer stops: the last response, or the last error with its

@@ -68,6 +68,20 @@ impl StopReason {
             StopReason::ServerWaitTooLong => "server asked to wait too long",
         }
     }
+
+    /// A fixed `snake_case` identifier, the `stop` field of the "retry stopped" event and label of
+    /// [`metrics::STOPPED`](crate::metrics::STOPPED), e.g. `"budget_exhausted"`.
+    pub const fn label(self) -> &'static str {
+        match self {
+            StopReason::NotRetryable => "not_retryable",
+            StopReason::AttemptsExhausted => "attempts_exhausted",
+            StopReason::Deadline => "deadline",
+            StopReason::BudgetExhausted => "budget_exhausted",
+            StopReason::BodyNotReplayable => "body_not_replayable",
+            StopReason::RejectedLocally => "rejected_locally",
+            StopReason::ServerWaitTooLong => "server_wait_too_long",
+        }
+    }
 }
 
 /// What happened to a request: how many attempts, the delays slept between them, and why the

@@ -188,10 +188,12 @@ mod grpc;
 mod idempotency;
 mod info;
 mod layer;
+pub mod metrics;
 mod per_host;
 mod random;
 mod replay;
 mod service;
+mod telemetry;
 #[cfg(feature = "tower-retry")]
 mod tower_interop;
 

@@ -14,6 +14,7 @@ use crate::idempotency::attach_idempotency_key;
 use crate::info::{MAX_ATTEMPTS_LIMIT, RetryOverride};
 use crate::layer::Config;
 use crate::replay::ReplayBody;
+use crate::telemetry::{HostMetrics, attempt_span};
 
 /// The service made by [`RetryLayer`](crate::RetryLayer).
 pub struct RetryService<S, P = HttpPolicy> {
@@ -114,6 +115,9 @@ where
         if let Some(budget) = &config.budget {
             budget.deposit();
         }
+        // Nothing without the `metrics` feature; the host's bounded label with it.
+        let host = HostMetrics::of(&parts);
+        host.attempt();
         let host_budget = match &config.per_host {
             Some(hosts) => {
                 let budget = hosts.budget_for(&parts);
@@ -135,7 +139,7 @@ where
         // The inner service gets the copy and the future keeps the original head. Each branch
         // builds the future itself: one fewer move of the head than a shared `Option`.
         macro_rules! future {
-            ($future:expr, $parts:expr) => {
+            ($future:expr, $parts:expr, $span:expr) => {
                 ResponseFuture {
                     parts: $parts,
                     state: AttemptState::Calling { future: $future },
@@ -144,15 +148,24 @@ where
                     replay,
                     retries: None,
                     host_budget,
+                    span: $span,
+                    host,
                 }
             };
         }
         if may_retry {
+            // The first attempt's span is opened when the future is first polled, under the span
+            // current then (the caller's), from the retained head.
             let future = self.inner.call(Request::from_parts(parts.clone(), body));
-            future!(future, Some(parts))
+            future!(future, Some(parts), None)
         } else {
-            let future = self.inner.call(Request::from_parts(parts, body));
-            future!(future, None)
+            // The head is not kept: the span is opened now, while the head is at hand.
+            let span = attempt_span(&parts, None);
+            let future = {
+                let _entered = span.enter();
+                self.inner.call(Request::from_parts(parts, body))
+            };
+            future!(future, None, Some(span))
         }
     }
 }

@@ -98,6 +98,7 @@ mod config;
 mod connection;
 #[cfg(feature = "axum")]
 mod listener;
+pub mod metrics;
 mod outcome;
 mod request;
 mod serve;

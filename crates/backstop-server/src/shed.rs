@@ -8,12 +8,14 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -50,6 +52,7 @@ pub struct ShedWith503Layer {
     permits: Arc<Semaphore>,
     max_in_flight: usize,
     retry_after: HeaderValue,
+    log: Arc<ShedLog>,
 }
 
 impl ShedWith503Layer {
@@ -62,6 +65,7 @@ impl ShedWith503Layer {
             permits: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight,
             retry_after: HeaderValue::from_static("1"),
+            log: Arc::new(ShedLog::new()),
         }
     }
 
@@ -116,7 +120,9 @@ impl<S> Layer<S> for ShedWith503Layer {
         ShedWith503 {
             inner,
             permits: Arc::clone(&self.permits),
+            max_in_flight: self.max_in_flight,
             retry_after: self.retry_after.clone(),
+            log: Arc::clone(&self.log),
         }
     }
 }
@@ -126,7 +132,9 @@ impl<S> Layer<S> for ShedWith503Layer {
 pub struct ShedWith503<S> {
     inner: S,
     permits: Arc<Semaphore>,
+    max_in_flight: usize,
     retry_after: HeaderValue,
+    log: Arc<ShedLog>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ShedWith503<S>
@@ -151,7 +159,9 @@ where
                 },
             },
             Err(_) => {
-                tracing::debug!(uri = %req.uri(), "overloaded: shedding request with 503");
+                drop(req);
+                let in_flight = self.max_in_flight - self.permits.available_permits();
+                self.log.shed(in_flight, self.max_in_flight);
                 let mut res = Response::new(ResBody::default());
                 *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
                 res.headers_mut()
@@ -214,6 +224,64 @@ where
                     res
                 })))
             }
+        }
+    }
+}
+
+/// Reports shed requests: the "request shed" event — at warn level at most once a second per
+/// layer (an overload would otherwise log every request it sheds), with how many were shed since
+/// the last warning, at debug level in between — and, with the `metrics` feature, the counter
+/// [`metrics::SHED`](crate::metrics::SHED).
+#[derive(Debug)]
+struct ShedLog {
+    start: Instant,
+    /// When the next warning may be logged, in nanoseconds since `start`.
+    next_warning: AtomicU64,
+    /// Sheds logged at debug level since the last warning.
+    suppressed: AtomicU64,
+}
+
+/// The shortest interval between two "request shed" warnings of one layer.
+const WARNING_INTERVAL: Duration = Duration::from_secs(1);
+
+impl ShedLog {
+    fn new() -> ShedLog {
+        ShedLog {
+            start: Instant::now(),
+            next_warning: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn shed(&self, in_flight: usize, limit: usize) {
+        #[cfg(feature = "metrics")]
+        ::metrics::counter!(target: "backstop_server", crate::metrics::SHED).increment(1);
+        let now = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let next = self.next_warning.load(Ordering::Relaxed);
+        let due = now >= next
+            && self
+                .next_warning
+                .compare_exchange(
+                    next,
+                    now.saturating_add(WARNING_INTERVAL.as_nanos() as u64),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok();
+        if due {
+            let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+            tracing::warn!(
+                target: "backstop_server",
+                in_flight,
+                limit,
+                suppressed,
+                "request shed"
+            );
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(target: "backstop_server", in_flight, limit, "request shed");
         }
     }
 }

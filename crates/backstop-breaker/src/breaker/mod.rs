@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 use crate::settings::{OnChange, Settings};
 use crate::state::{Mode, Snapshot, State};
+use crate::telemetry::KeyMetrics;
 use crate::window::SlidingWindow;
 
 pub(crate) use admission::{Admission, OpenSeen};
@@ -79,6 +80,8 @@ pub(crate) struct Breaker<Key> {
     pinned: AtomicBool,
     /// This breaker, for the waker of its cool-down timer.
     this: Weak<Breaker<Key>>,
+    /// The breaker's metric label (nothing without the `metrics` feature).
+    pub(crate) metrics: KeyMetrics,
 }
 
 impl<Key: fmt::Debug> fmt::Debug for Breaker<Key> {
@@ -151,6 +154,7 @@ impl<Key: Clone + fmt::Debug + Send + Sync + 'static> Breaker<Key> {
         shared: Arc<Shared<Key>>,
         seed: u64,
         this: Weak<Breaker<Key>>,
+        metrics: KeyMetrics,
     ) -> Breaker<Key> {
         let settings = &shared.settings;
         let window = SlidingWindow::new(settings.window, settings.uses_window());
@@ -161,6 +165,9 @@ impl<Key: Clone + fmt::Debug + Send + Sync + 'static> Breaker<Key> {
             Mode::ForcedOpen => (FORCED_OPEN, false),
             Mode::ForcedClosed => (FORCED_CLOSED, false),
         };
+        let word = pack(0, state, metrics_only, 0, 0);
+        // A new breaker's state gauge starts at its initial state (closed, unless forced).
+        metrics.state(public_state(word));
         let rng = match settings.seed {
             Some(_) => SmallRng::seed_from_u64(seed),
             None => SmallRng::from_os_rng(),
@@ -168,7 +175,7 @@ impl<Key: Clone + fmt::Debug + Send + Sync + 'static> Breaker<Key> {
         Breaker {
             key,
             hash,
-            word: AtomicU64::new(pack(0, state, metrics_only, 0, 0)),
+            word: AtomicU64::new(word),
             open_until: AtomicU64::new(0),
             consecutive: AtomicU32::new(0),
             probes_out: AtomicU32::new(0),
@@ -186,6 +193,7 @@ impl<Key: Clone + fmt::Debug + Send + Sync + 'static> Breaker<Key> {
             pinned: AtomicBool::new(false),
             this,
             shared,
+            metrics,
         }
     }
 

@@ -159,15 +159,15 @@ impl<Key: Clone + fmt::Debug + Send + Sync + 'static> Breaker<Key> {
         let metrics_only = change.metrics_only;
         let from = public_state(change.from);
         let to = public_state(change.to);
-        tracing::warn!(
-            key = ?self.key,
-            from = from.name(),
-            to = to.name(),
-            reason = change.reason.describe(),
-            open_for = ?change.open_for,
+        crate::telemetry::transition_event(
+            &self.key,
+            from,
+            to,
+            change.reason,
+            change.open_for,
             metrics_only,
-            "circuit breaker state change"
         );
+        self.metrics.transition(from, to);
         if let Some(callback) = &self.shared.on_change {
             callback(&StateChange {
                 key: self.key.clone(),

@@ -13,6 +13,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::DeadlineBody;
 use crate::deadline_error;
+use crate::metrics::SIDE_CLIENT;
 
 pin_project! {
     /// The response future of the client [`DeadlineService`](super::DeadlineService).
@@ -95,7 +96,10 @@ where
                     // Dropping the inner future (below) is what cancels the attempt in flight or
                     // the backoff sleep of a retry inside.
                     Poll::Pending if *own_timer => match timer.poll_expired(cx) {
-                        Poll::Ready(()) => Err(deadline_error(Phase::AwaitHeaders)),
+                        Poll::Ready(()) => {
+                            crate::telemetry::expired(SIDE_CLIENT, None);
+                            Err(deadline_error(Phase::AwaitHeaders))
+                        }
                         Poll::Pending => return Poll::Pending,
                     },
                     // The attempt timeout inside wakes the call at the deadline (see

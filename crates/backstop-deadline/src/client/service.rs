@@ -11,6 +11,7 @@ use tower_service::Service;
 use super::future::{DeadlineTimer, State};
 use super::{Carry, Covers, DeadlineBody, DeadlineLayer, InnerWaits, ResponseFuture};
 use crate::ambient::{self, Budget, Entered};
+use crate::metrics::SIDE_CLIENT;
 use crate::{Deadline, deadline_failure};
 
 /// The service made by the client [`DeadlineLayer`].
@@ -96,6 +97,7 @@ impl<S> DeadlineService<S> {
             return Ok(None);
         };
         if deadline.instant() <= now {
+            crate::telemetry::expired(SIDE_CLIENT, None);
             return Err(deadline_failure(Phase::Local));
         }
         self.layer.propagation.write(req, deadline.instant(), now)?;
