@@ -15,6 +15,12 @@
 //! | [`SERVER_REQUEST_DURATION`] | histogram (s) | `http.request.method`, `http.route` (when axum matched one), `http.response.status_code`, `error.type` | once per request through a `ServerStack`, until the response head |
 //! | [`SERVER_ACTIVE_REQUESTS`] | gauge | `http.request.method` | up when a request enters a `ServerStack`, down when its response head leaves or it is dropped |
 //!
+//! The layers' own metrics, named in their crates and re-exported here: [`retry`]
+//! (`backstop.retry.attempts`, `.retries`, `.stopped`, `.budget.rejections`), [`breaker`]
+//! (`backstop.breaker.state`, `.transitions`, `.rejections`), [`deadline`]
+//! (`backstop.deadline.expired`) and, with the `server` feature, [`server`]
+//! (`backstop.server.shed`). The facade's `metrics` feature turns on every one of them.
+//!
 //! Hosts (`server.address`) are bounded by
 //! [`host_label`](backstop_classify::telemetry::host_label) (the breaker map's 1 024, then
 //! `_other`); routes are axum's route patterns, never the request's path; methods outside the
@@ -22,7 +28,18 @@
 //!
 //! ```
 //! assert_eq!(backstop::metrics::CLIENT_REQUEST_DURATION, "http.client.request.duration");
+//! assert_eq!(backstop::metrics::retry::RETRIES, "backstop.retry.retries");
 //! ```
+
+/// The circuit breaker's metric names (`backstop-breaker`).
+pub use backstop_breaker::metrics as breaker;
+/// The deadline's metric names (`backstop-deadline`).
+pub use backstop_deadline::metrics as deadline;
+/// The retry layer's metric names (`backstop-retry`).
+pub use backstop_retry::metrics as retry;
+/// The server's metric names (`backstop-server`): with the `server` feature.
+#[cfg(feature = "server")]
+pub use backstop_server::metrics as server;
 
 /// Histogram, seconds: one sample per [`Client`](crate#features) call.
 pub const CLIENT_REQUEST_DURATION: &str = "http.client.request.duration";
@@ -47,3 +64,37 @@ pub const ERROR_TYPE: &str = "error.type";
 pub const ROUTE: &str = "http.route";
 /// Label key: the connection phase (`dns`, `tcp`, `tls`).
 pub const PHASE: &str = "phase";
+
+/// Registers the description and unit of every metric backstop records — the facade's and every
+/// layer's — with the installed recorder: the `# HELP` lines of a Prometheus scrape. Optional
+/// (the metrics are recorded without it); call it once, after installing the recorder.
+#[cfg(feature = "metrics")]
+pub fn describe() {
+    use ::metrics::{Unit, describe_gauge, describe_histogram};
+
+    describe_histogram!(
+        CLIENT_REQUEST_DURATION,
+        Unit::Seconds,
+        "Duration of backstop Client calls, retries included, until the response head or the error"
+    );
+    describe_gauge!(CLIENT_ACTIVE_REQUESTS, "backstop Client calls in flight");
+    describe_histogram!(
+        CLIENT_CONNECTION_PHASE_DURATION,
+        Unit::Seconds,
+        "DNS, TCP and TLS phases of each new client connection"
+    );
+    describe_histogram!(
+        SERVER_REQUEST_DURATION,
+        Unit::Seconds,
+        "Duration of requests served through a ServerStack, until the response head"
+    );
+    describe_gauge!(
+        SERVER_ACTIVE_REQUESTS,
+        "Requests being handled by a ServerStack"
+    );
+    retry::describe();
+    breaker::describe();
+    deadline::describe();
+    #[cfg(feature = "server")]
+    server::describe();
+}
