@@ -14,7 +14,7 @@ use backstop::metrics::{
     CLIENT_ACTIVE_REQUESTS, CLIENT_CONNECTION_PHASE_DURATION, CLIENT_REQUEST_DURATION,
     SERVER_ACTIVE_REQUESTS, SERVER_REQUEST_DURATION,
 };
-use backstop::{Client, Kind, ServerStack};
+use backstop::{CallInfoExt, Client, Kind, ServerStack};
 use backstop_chaos::{ChaosServer, Fault, Script};
 use common::{bounded, serve_axum};
 use http::StatusCode;
@@ -199,6 +199,25 @@ async fn an_open_breaker_moves_its_gauge_and_counts_the_transition() {
         counter(&all, "backstop.breaker.rejections", &[("key", &key)]),
         Some(1)
     );
+    // Every call stopped with its one allowed attempt spent (the rejected one too: the attempt
+    // limit is checked first, as its call info says).
+    let stopped = err.call_info().and_then(|info| info.retry_stopped);
+    assert_eq!(
+        stopped,
+        Some(backstop::retry::StopReason::AttemptsExhausted)
+    );
+    assert_eq!(
+        counter(
+            &all,
+            "backstop.retry.stopped",
+            &[
+                ("server.address", "127.0.0.1"),
+                ("stop", "attempts_exhausted")
+            ],
+        ),
+        Some(3),
+        "{all:#?}"
+    );
     // The rejected call: a duration sample with its kind and no status.
     let rejected = labels(&[
         ("http.request.method", "GET"),
@@ -291,4 +310,62 @@ async fn the_server_stack_counts_shedding_and_records_request_durations_by_route
     assert_eq!(active.len(), 1, "{active:#?}");
     assert_eq!(active[0].labels, labels(&[("http.request.method", "GET")]));
     assert_eq!(active[0].value, DebugValue2::Gauge(0.0));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn expired_deadlines_count_by_side() {
+    let (recorder, snapshotter) = recorder();
+    let _local = metrics::set_default_local_recorder(&*recorder);
+    // The client's: an upstream that never answers, a 200 ms deadline.
+    let chaos = ChaosServer::start().await.unwrap();
+    chaos.set_fault_for("/stall", Fault::StallHeaders { duration: None });
+    let client = Client::builder()
+        .deadline(std::time::Duration::from_millis(200))
+        .attempt_timeout(std::time::Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let err = bounded(client.get(&chaos.url("/stall"))).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        Kind::TimedOut(backstop::Timer::Deadline),
+        "{err}"
+    );
+    // The server's: a handler slower than the stack's 100 ms deadline, answered 504.
+    let app = Router::new()
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                "late"
+            }),
+        )
+        .layer(
+            ServerStack::builder()
+                .default_deadline(std::time::Duration::from_millis(100))
+                .build()
+                .unwrap(),
+        );
+    let addr = serve_axum(app).await;
+    let plain = Client::builder().max_attempts(1).build().unwrap();
+    let res = bounded(plain.get(&format!("http://{addr}/slow")))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
+
+    let all = snapshot(&snapshotter);
+    let expired = |side: &str| counter(&all, "backstop.deadline.expired", &[("side", side)]);
+    assert_eq!(expired("client"), Some(1), "{all:#?}");
+    assert_eq!(expired("server"), Some(1), "{all:#?}");
+    // The failed call's duration sample names the deadline, with no status.
+    let timed_out = labels(&[
+        ("http.request.method", "GET"),
+        ("server.address", "127.0.0.1"),
+        ("error.type", "timed_out_deadline"),
+    ]);
+    assert!(
+        named(&all, CLIENT_REQUEST_DURATION)
+            .iter()
+            .any(|s| s.labels == timed_out),
+        "{all:#?}"
+    );
 }
