@@ -89,6 +89,75 @@ pub(crate) fn route_label(route: &str) -> std::sync::Arc<str> {
 #[cfg(all(feature = "metrics", feature = "server"))]
 pub(crate) const MAX_ROUTE_LABELS: usize = 1024;
 
+/// Metric keys built once and reused, so that recording allocates nothing once a series exists
+/// (with no recorder installed too: building a key with labels allocates, and the `metrics`
+/// macros build one at every call).
+#[cfg(feature = "metrics")]
+pub(crate) mod keys {
+    use std::collections::HashMap;
+    use std::hash::Hash;
+    use std::sync::{OnceLock, PoisonError, RwLock};
+
+    use metrics::{Key, Level, Metadata};
+
+    /// The metadata of every metric the facade records.
+    pub(crate) static METADATA: Metadata<'static> =
+        Metadata::new("backstop", Level::INFO, Some(module_path!()));
+
+    /// How many keys one cache keeps; past it, keys are built at each use (and still recorded).
+    /// Every label is bounded (hosts, routes, methods, statuses, kinds), so this only caps memory.
+    pub(crate) const MAX_KEYS: usize = 4096;
+
+    /// The keys of one metric, by their label values.
+    pub(crate) struct KeyCache<K>(OnceLock<RwLock<HashMap<K, Key>>>);
+
+    impl<K: Hash + Eq> KeyCache<K> {
+        pub(crate) const fn new() -> Self {
+            KeyCache(OnceLock::new())
+        }
+
+        /// Calls `f` with the key of `labels`, made by `make` the first time.
+        pub(crate) fn with<R>(
+            &self,
+            labels: K,
+            make: impl FnOnce(&K) -> Key,
+            f: impl FnOnce(&Key) -> R,
+        ) -> R {
+            let map = self.0.get_or_init(Default::default);
+            // A poisoned lock only means another thread panicked while inserting.
+            if let Some(key) = map
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&labels)
+            {
+                return f(key);
+            }
+            let key = make(&labels);
+            let mut write = map.write().unwrap_or_else(PoisonError::into_inner);
+            if write.len() < MAX_KEYS {
+                return f(write.entry(labels).or_insert(key));
+            }
+            drop(write);
+            f(&key)
+        }
+    }
+
+    /// Records `value` into the histogram `key`.
+    pub(crate) fn histogram(key: &Key, value: f64) {
+        metrics::with_recorder(|recorder| recorder.register_histogram(key, &METADATA)).record(value);
+    }
+
+    /// Moves the gauge `key` by `delta`.
+    pub(crate) fn gauge(key: &Key, delta: f64) {
+        let gauge = metrics::with_recorder(|recorder| recorder.register_gauge(key, &METADATA));
+        if delta >= 0.0 {
+            gauge.increment(delta);
+        } else {
+            gauge.decrement(-delta);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -70,13 +70,28 @@ mod recorded {
     use backstop_classify::telemetry::{OTHER_HOST, host_label};
     use backstop_classify::{Error, Outcome};
     use http::{Request, Response};
+    use metrics::{Key, Label};
 
     use super::super::{CallInfo, ConnectTimings, RequestBody, ResponseBody};
     use crate::metrics::{
         CLIENT_ACTIVE_REQUESTS, CLIENT_CONNECTION_PHASE_DURATION, CLIENT_REQUEST_DURATION,
         ERROR_TYPE, METHOD, PHASE, SERVER_ADDRESS, STATUS_CODE,
     };
+    use crate::telemetry::keys::{self, KeyCache};
     use crate::telemetry::{method_label, status_label};
+
+    /// `http.client.active_requests`, by host.
+    static ACTIVE: KeyCache<Arc<str>> = KeyCache::new();
+    /// `http.client.request.duration`, by method, host, status and error type.
+    type DurationLabels = (
+        &'static str,
+        Arc<str>,
+        Option<&'static str>,
+        Option<&'static str>,
+    );
+    static DURATIONS: KeyCache<DurationLabels> = KeyCache::new();
+    /// `http.client.connection.phase.duration`, by phase and host.
+    static PHASES: KeyCache<(&'static str, Arc<str>)> = KeyCache::new();
 
     /// A call in flight: counted in `http.client.active_requests` from [`Active::start`] until
     /// dropped (a call that ends, and one whose future is dropped halfway).
@@ -87,12 +102,8 @@ mod recorded {
 
     impl Active {
         pub(in crate::client) fn start(req: &Request<RequestBody>) -> Active {
-            let host = req
-                .uri()
-                .host()
-                .map_or_else(|| Arc::from(OTHER_HOST), host_label);
-            ::metrics::gauge!(CLIENT_ACTIVE_REQUESTS, SERVER_ADDRESS => host.clone())
-                .increment(1.0);
+            let host = host_label(req.uri().host().unwrap_or(OTHER_HOST));
+            active(&host, 1.0);
             Active {
                 host,
                 method: method_label(req.method()),
@@ -113,17 +124,23 @@ mod recorded {
                 Err(err) => (CallInfo::of_error(err), None, Some(err.kind().label())),
             };
             let Some(info) = info else { return };
-            let mut labels = Vec::with_capacity(4);
-            labels.push(::metrics::Label::new(METHOD, self.method));
-            labels.push(::metrics::Label::new(SERVER_ADDRESS, self.host.clone()));
-            if let Some(status) = status {
-                labels.push(::metrics::Label::new(STATUS_CODE, status));
-            }
-            if let Some(error) = error {
-                labels.push(::metrics::Label::new(ERROR_TYPE, error));
-            }
-            ::metrics::histogram!(CLIENT_REQUEST_DURATION, labels)
-                .record(info.time_to_headers.as_secs_f64());
+            DURATIONS.with(
+                (self.method, self.host.clone(), status, error),
+                |(method, host, status, error)| {
+                    let mut labels = vec![
+                        Label::new(METHOD, *method),
+                        Label::new(SERVER_ADDRESS, host.clone()),
+                    ];
+                    if let Some(status) = status {
+                        labels.push(Label::new(STATUS_CODE, *status));
+                    }
+                    if let Some(error) = error {
+                        labels.push(Label::new(ERROR_TYPE, *error));
+                    }
+                    Key::from_parts(CLIENT_REQUEST_DURATION, labels)
+                },
+                |key| keys::histogram(key, info.time_to_headers.as_secs_f64()),
+            );
             if let Some(connect) = info.connect {
                 self.phases(&connect);
             }
@@ -137,12 +154,19 @@ mod recorded {
             ];
             for (phase, took) in phases {
                 if let Some(took) = took {
-                    ::metrics::histogram!(
-                        CLIENT_CONNECTION_PHASE_DURATION,
-                        PHASE => phase,
-                        SERVER_ADDRESS => self.host.clone()
-                    )
-                    .record(took.as_secs_f64());
+                    PHASES.with(
+                        (phase, self.host.clone()),
+                        |(phase, host)| {
+                            Key::from_parts(
+                                CLIENT_CONNECTION_PHASE_DURATION,
+                                vec![
+                                    Label::new(PHASE, *phase),
+                                    Label::new(SERVER_ADDRESS, host.clone()),
+                                ],
+                            )
+                        },
+                        |key| keys::histogram(key, took.as_secs_f64()),
+                    );
                 }
             }
         }
@@ -150,8 +174,20 @@ mod recorded {
 
     impl Drop for Active {
         fn drop(&mut self) {
-            ::metrics::gauge!(CLIENT_ACTIVE_REQUESTS, SERVER_ADDRESS => self.host.clone())
-                .decrement(1.0);
+            active(&self.host, -1.0);
         }
+    }
+
+    fn active(host: &Arc<str>, delta: f64) {
+        ACTIVE.with(
+            host.clone(),
+            |host| {
+                Key::from_parts(
+                    CLIENT_ACTIVE_REQUESTS,
+                    vec![Label::new(SERVER_ADDRESS, host.clone())],
+                )
+            },
+            |key| keys::gauge(key, delta),
+        );
     }
 }

@@ -134,6 +134,7 @@ impl Observing {
         }
         #[cfg(feature = "metrics")]
         self.active.finish(status, error);
+        // `self.active` drops here: the request leaves `http.server.active_requests`.
     }
 }
 
@@ -182,12 +183,25 @@ mod recorded {
 
     use axum::extract::MatchedPath;
     use http::{Method, StatusCode};
+    use metrics::{Key, Label};
     use tokio::time::Instant;
 
     use crate::metrics::{
         ERROR_TYPE, METHOD, ROUTE, SERVER_ACTIVE_REQUESTS, SERVER_REQUEST_DURATION, STATUS_CODE,
     };
+    use crate::telemetry::keys::{self, KeyCache};
     use crate::telemetry::{method_label, route_label, status_label};
+
+    /// `http.server.active_requests`, by method.
+    static ACTIVE: KeyCache<&'static str> = KeyCache::new();
+    /// `http.server.request.duration`, by method, route, status and error type.
+    type DurationLabels = (
+        &'static str,
+        Option<Arc<str>>,
+        Option<&'static str>,
+        Option<&'static str>,
+    );
+    static DURATIONS: KeyCache<DurationLabels> = KeyCache::new();
 
     /// A request in flight: counted in `http.server.active_requests` until dropped (answered,
     /// or dropped with its connection).
@@ -200,7 +214,7 @@ mod recorded {
     impl Active {
         pub(super) fn start(method: &Method, route: Option<&MatchedPath>) -> Active {
             let method = method_label(method);
-            ::metrics::gauge!(SERVER_ACTIVE_REQUESTS, METHOD => method).increment(1.0);
+            active(method, 1.0);
             Active {
                 method,
                 route: route.map(|route| route_label(route.as_str())),
@@ -208,26 +222,39 @@ mod recorded {
             }
         }
 
-        pub(super) fn finish(self, status: Option<StatusCode>, error: Option<&'static str>) {
-            let mut labels = Vec::with_capacity(4);
-            labels.push(::metrics::Label::new(METHOD, self.method));
-            if let Some(route) = &self.route {
-                labels.push(::metrics::Label::new(ROUTE, route.clone()));
-            }
-            if let Some(status) = status {
-                labels.push(::metrics::Label::new(STATUS_CODE, status_label(status)));
-            }
-            if let Some(error) = error {
-                labels.push(::metrics::Label::new(ERROR_TYPE, error));
-            }
-            ::metrics::histogram!(SERVER_REQUEST_DURATION, labels)
-                .record(self.started.elapsed().as_secs_f64());
+        pub(super) fn finish(&self, status: Option<StatusCode>, error: Option<&'static str>) {
+            let elapsed = self.started.elapsed().as_secs_f64();
+            DURATIONS.with(
+                (self.method, self.route.clone(), status.map(status_label), error),
+                |(method, route, status, error)| {
+                    let mut labels = vec![Label::new(METHOD, *method)];
+                    if let Some(route) = route {
+                        labels.push(Label::new(ROUTE, route.clone()));
+                    }
+                    if let Some(status) = status {
+                        labels.push(Label::new(STATUS_CODE, *status));
+                    }
+                    if let Some(error) = error {
+                        labels.push(Label::new(ERROR_TYPE, *error));
+                    }
+                    Key::from_parts(SERVER_REQUEST_DURATION, labels)
+                },
+                |key| keys::histogram(key, elapsed),
+            );
         }
     }
 
     impl Drop for Active {
         fn drop(&mut self) {
-            ::metrics::gauge!(SERVER_ACTIVE_REQUESTS, METHOD => self.method).decrement(1.0);
+            active(self.method, -1.0);
         }
+    }
+
+    fn active(method: &'static str, delta: f64) {
+        ACTIVE.with(
+            method,
+            |method| Key::from_parts(SERVER_ACTIVE_REQUESTS, vec![Label::new(METHOD, *method)]),
+            |key| keys::gauge(key, delta),
+        );
     }
 }
