@@ -108,8 +108,35 @@ pub(crate) mod keys {
     /// Every label is bounded (hosts, routes, methods, statuses, kinds), so this only caps memory.
     pub(crate) const MAX_KEYS: usize = 4096;
 
+    /// FNV-1a: the caches' keys are a few short label values the application itself produces
+    /// (no attacker picks them), where SipHash would cost more than the rest of the lookup.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Fnv(u64);
+
+    impl Default for Fnv {
+        fn default() -> Self {
+            Fnv(0xcbf2_9ce4_8422_2325)
+        }
+    }
+
+    impl std::hash::Hasher for Fnv {
+        fn write(&mut self, bytes: &[u8]) {
+            for byte in bytes {
+                self.0 ^= u64::from(*byte);
+                self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+
+        fn finish(&self) -> u64 {
+            self.0
+        }
+    }
+
+    /// A map hashed with [`Fnv`].
+    pub(crate) type FnvMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
+
     /// The keys of one metric, by their label values.
-    pub(crate) struct KeyCache<K>(OnceLock<RwLock<HashMap<K, Key>>>);
+    pub(crate) struct KeyCache<K>(OnceLock<RwLock<FnvMap<K, Key>>>);
 
     impl<K: Hash + Eq> KeyCache<K> {
         pub(crate) const fn new() -> Self {
@@ -144,7 +171,8 @@ pub(crate) mod keys {
 
     /// Records `value` into the histogram `key`.
     pub(crate) fn histogram(key: &Key, value: f64) {
-        metrics::with_recorder(|recorder| recorder.register_histogram(key, &METADATA)).record(value);
+        metrics::with_recorder(|recorder| recorder.register_histogram(key, &METADATA))
+            .record(value);
     }
 
     /// Moves the gauge `key` by `delta`.

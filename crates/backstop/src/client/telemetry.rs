@@ -65,7 +65,7 @@ pub(super) use self::recorded::Active;
 
 #[cfg(feature = "metrics")]
 mod recorded {
-    use std::sync::Arc;
+    use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
     use backstop_classify::telemetry::{OTHER_HOST, host_label};
     use backstop_classify::{Error, Outcome};
@@ -77,35 +77,76 @@ mod recorded {
         CLIENT_ACTIVE_REQUESTS, CLIENT_CONNECTION_PHASE_DURATION, CLIENT_REQUEST_DURATION,
         ERROR_TYPE, METHOD, PHASE, SERVER_ADDRESS, STATUS_CODE,
     };
-    use crate::telemetry::keys::{self, KeyCache};
+    use crate::telemetry::keys::{self, FnvMap, KeyCache, MAX_KEYS};
     use crate::telemetry::{method_label, status_label};
 
-    /// `http.client.active_requests`, by host.
-    static ACTIVE: KeyCache<Arc<str>> = KeyCache::new();
-    /// `http.client.request.duration`, by method, host, status and error type.
-    type DurationLabels = (
-        &'static str,
-        Arc<str>,
-        Option<&'static str>,
-        Option<&'static str>,
-    );
-    static DURATIONS: KeyCache<DurationLabels> = KeyCache::new();
-    /// `http.client.connection.phase.duration`, by phase and host.
-    static PHASES: KeyCache<(&'static str, Arc<str>)> = KeyCache::new();
+    /// One host's keys, found with one lookup per call: its bounded label, its in-flight gauge,
+    /// its connection phases, and its durations by method, status and error type.
+    struct HostKeys {
+        host: Arc<str>,
+        active: Key,
+        /// `dns`, `tcp`, `tls`.
+        phases: [Key; 3],
+        durations: KeyCache<(&'static str, Option<&'static str>, Option<&'static str>)>,
+    }
+
+    impl HostKeys {
+        fn new(host: &str) -> HostKeys {
+            let host = host_label(host);
+            let phase = |phase: &'static str| {
+                Key::from_parts(
+                    CLIENT_CONNECTION_PHASE_DURATION,
+                    vec![
+                        Label::new(PHASE, phase),
+                        Label::new(SERVER_ADDRESS, host.clone()),
+                    ],
+                )
+            };
+            HostKeys {
+                active: Key::from_parts(
+                    CLIENT_ACTIVE_REQUESTS,
+                    vec![Label::new(SERVER_ADDRESS, host.clone())],
+                ),
+                phases: [phase("dns"), phase("tcp"), phase("tls")],
+                durations: KeyCache::new(),
+                host,
+            }
+        }
+    }
+
+    /// The keys of every host called, by the host as the URI spells it (bounded by
+    /// [`MAX_KEYS`]; past it, a host's keys are made for each call).
+    fn host_keys(host: &str) -> Arc<HostKeys> {
+        static HOSTS: OnceLock<RwLock<FnvMap<Box<str>, Arc<HostKeys>>>> = OnceLock::new();
+        let hosts = HOSTS.get_or_init(Default::default);
+        if let Some(keys) = hosts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(host)
+        {
+            return keys.clone();
+        }
+        let keys = Arc::new(HostKeys::new(host));
+        let mut write = hosts.write().unwrap_or_else(PoisonError::into_inner);
+        if write.len() < MAX_KEYS {
+            write.insert(Box::from(host), keys.clone());
+        }
+        keys
+    }
 
     /// A call in flight: counted in `http.client.active_requests` from [`Active::start`] until
     /// dropped (a call that ends, and one whose future is dropped halfway).
     pub(in crate::client) struct Active {
-        host: Arc<str>,
+        keys: Arc<HostKeys>,
         method: &'static str,
     }
 
     impl Active {
         pub(in crate::client) fn start(req: &Request<RequestBody>) -> Active {
-            let host = host_label(req.uri().host().unwrap_or(OTHER_HOST));
-            active(&host, 1.0);
+            let keys = host_keys(req.uri().host().unwrap_or(OTHER_HOST));
+            keys::gauge(&keys.active, 1.0);
             Active {
-                host,
+                keys,
                 method: method_label(req.method()),
             }
         }
@@ -124,12 +165,12 @@ mod recorded {
                 Err(err) => (CallInfo::of_error(err), None, Some(err.kind().label())),
             };
             let Some(info) = info else { return };
-            DURATIONS.with(
-                (self.method, self.host.clone(), status, error),
-                |(method, host, status, error)| {
+            self.keys.durations.with(
+                (self.method, status, error),
+                |(method, status, error)| {
                     let mut labels = vec![
                         Label::new(METHOD, *method),
-                        Label::new(SERVER_ADDRESS, host.clone()),
+                        Label::new(SERVER_ADDRESS, self.keys.host.clone()),
                     ];
                     if let Some(status) = status {
                         labels.push(Label::new(STATUS_CODE, *status));
@@ -147,26 +188,15 @@ mod recorded {
         }
 
         fn phases(&self, connect: &ConnectTimings) {
+            let [dns, tcp, tls] = &self.keys.phases;
             let phases = [
-                ("dns", connect.resolve),
-                ("tcp", Some(connect.tcp)),
-                ("tls", connect.tls),
+                (dns, connect.resolve),
+                (tcp, Some(connect.tcp)),
+                (tls, connect.tls),
             ];
-            for (phase, took) in phases {
+            for (key, took) in phases {
                 if let Some(took) = took {
-                    PHASES.with(
-                        (phase, self.host.clone()),
-                        |(phase, host)| {
-                            Key::from_parts(
-                                CLIENT_CONNECTION_PHASE_DURATION,
-                                vec![
-                                    Label::new(PHASE, *phase),
-                                    Label::new(SERVER_ADDRESS, host.clone()),
-                                ],
-                            )
-                        },
-                        |key| keys::histogram(key, took.as_secs_f64()),
-                    );
+                    keys::histogram(key, took.as_secs_f64());
                 }
             }
         }
@@ -174,20 +204,7 @@ mod recorded {
 
     impl Drop for Active {
         fn drop(&mut self) {
-            active(&self.host, -1.0);
+            keys::gauge(&self.keys.active, -1.0);
         }
-    }
-
-    fn active(host: &Arc<str>, delta: f64) {
-        ACTIVE.with(
-            host.clone(),
-            |host| {
-                Key::from_parts(
-                    CLIENT_ACTIVE_REQUESTS,
-                    vec![Label::new(SERVER_ADDRESS, host.clone())],
-                )
-            },
-            |key| keys::gauge(key, delta),
-        );
     }
 }

@@ -225,7 +225,12 @@ mod recorded {
         pub(super) fn finish(&self, status: Option<StatusCode>, error: Option<&'static str>) {
             let elapsed = self.started.elapsed().as_secs_f64();
             DURATIONS.with(
-                (self.method, self.route.clone(), status.map(status_label), error),
+                (
+                    self.method,
+                    self.route.clone(),
+                    status.map(status_label),
+                    error,
+                ),
                 |(method, route, status, error)| {
                     let mut labels = vec![Label::new(METHOD, *method)];
                     if let Some(route) = route {
