@@ -94,6 +94,21 @@
 //! [Telemetry](#telemetry)) and
 //! given to [`on_state_change`](Builder::on_state_change).
 //!
+//! # Telemetry
+//!
+//! Every state change is the event `circuit breaker transition` (target `backstop_breaker`; warn
+//! when opening, info otherwise) with `key`, `from`, `to` ([`State::label`]), `reason`,
+//! `open_for_ms` and `metrics_only`. With the `metrics` feature:
+//!
+//! | kind | name | labels |
+//! |---|---|---|
+//! | gauge | [`metrics::STATE`] | `key`: 0 closed, 1 half-open, 2 open, set at creation and on every transition |
+//! | counter | [`metrics::TRANSITIONS`] | `key`, `from`, `to` |
+//! | counter | [`metrics::REJECTIONS`] | `key` |
+//!
+//! The `key` label is [`BreakerKey::label`], bounded by
+//! [`host_label`](backstop_classify::telemetry::host_label).
+//!
 //! # Cost
 //!
 //! The closed path takes no lock and allocates nothing: a service remembers its last breaker

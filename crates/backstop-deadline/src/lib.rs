@@ -117,6 +117,17 @@
 //! handler until its response head; the response body then streams on its own. The ambient
 //! deadline follows the handler's task; work spawned elsewhere takes it along with
 //! [`ambient::scope`].
+//!
+//! # Telemetry
+//!
+//! | kind | name | fields / labels |
+//! |---|---|---|
+//! | event (info, target `backstop_deadline`) | `deadline expired` | `side` (`client` / `server`), `budget_ms` (when the layer set the deadline itself) |
+//! | counter (feature `metrics`) | [`metrics::EXPIRED`] | `side` |
+//!
+//! Client side where [`DeadlineLayer`]'s timer fires, or [`AttemptTimeoutLayer`]'s when it bounds
+//! the attempt by the deadline, or either refuses a call whose deadline has passed; server side
+//! where [`ServerDeadlineLayer`] answers for the handler.
 
 mod config;
 mod deadline;

@@ -59,8 +59,10 @@ pin_project! {
         pub(crate) retries: Option<Box<Retries>>,
         pub(crate) host_budget: Option<RetryBudget>,
         // The current attempt's `http.client.attempt` span, entered around every poll of the
-        // attempt; `None` before the first poll (when the head is kept) and between attempts.
+        // attempt; `None` between attempts and when no subscriber listens.
         pub(crate) span: Option<Span>,
+        // The first attempt's span is still to be opened, at the first poll.
+        pub(crate) span_pending: bool,
         // The call's host label for metrics (nothing without the `metrics` feature).
         pub(crate) host: HostMetrics,
     }
@@ -82,49 +84,48 @@ where
             let mut this = self.as_mut().project();
             match this.state.as_mut().project() {
                 AttemptProj::Calling { future } => {
-                    if this.span.is_none() {
+                    if *this.span_pending {
                         // The first attempt, polled for the first time, its head kept.
-                        *this.span = Some(match this.parts.as_ref() {
-                            Some(parts) => attempt_span(parts, None),
-                            None => Span::none(),
-                        });
-                    }
-                    let polled = match this.span.as_ref() {
-                        Some(span) => {
-                            let _entered = span.enter();
-                            future.poll(cx)
+                        *this.span_pending = false;
+                        if let Some(span) = this.parts.as_ref().and_then(|p| attempt_span(p, None))
+                        {
+                            *this.span = Some(span);
                         }
-                        None => future.poll(cx),
-                    };
-                    let output = ready!(polled);
-                    // The attempt is over: its span closes here, before any delay.
-                    let span = this.span.take().unwrap_or_else(Span::none);
-                    let (result, failure) = match output {
+                    }
+                    let entered = this.span.as_ref().map(Span::enter);
+                    // Each arm leaves the span first: the attempt is over, and its span closes
+                    // (taken below) before any delay or retry event.
+                    let (result, failure) = match ready!(future.poll(cx)) {
                         Ok(mut res) => match response_failure(&this.shared.config.policy, &res) {
                             None => {
-                                record_answer(&span, Some(res.status()), None);
+                                drop(entered);
+                                if this.span.is_some() {
+                                    record_answer(this.span.take(), Some(res.status()), None);
+                                }
                                 if let Some(retries) = this.retries {
                                     res.extensions_mut().insert(retries.info);
                                 }
                                 return Poll::Ready(Ok(res));
                             }
                             Some(failure) => {
-                                record_answer(&span, Some(res.status()), Some(&failure));
+                                drop(entered);
+                                let span = this.span.take();
+                                record_answer(span, Some(res.status()), Some(&failure));
                                 (Ok(res), failure)
                             }
                         },
                         Err(err) => {
+                            drop(entered);
                             let err = classify(
                                 &this.shared.config.policy,
                                 err.into(),
                                 Phase::AwaitHeaders,
                             );
                             let failure = err.failure();
-                            record_answer(&span, None, Some(&failure));
+                            record_answer(this.span.take(), None, Some(&failure));
                             (Err(err), failure)
                         }
                     };
-                    drop(span);
                     let (body, delay) = match next_attempt(
                         &this.shared.config,
                         this.parts.as_ref(),
@@ -174,11 +175,14 @@ where
                     }
                     let span = attempt_span(&parts, Some(attempt.saturating_sub(1)));
                     this.host.attempt();
-                    let future = {
-                        let _entered = span.enter();
-                        service.call(Request::from_parts(parts, body))
+                    let future = match &span {
+                        Some(span) => {
+                            let _entered = span.enter();
+                            service.call(Request::from_parts(parts, body))
+                        }
+                        None => service.call(Request::from_parts(parts, body)),
                     };
-                    *this.span = Some(span);
+                    *this.span = span;
                     this.state.set(AttemptState::Calling { future });
                 }
             }

@@ -99,6 +99,26 @@
 //! budget (a warning at most once a second per budget, counting the exhaustions in between; debug
 //! level otherwise).
 //!
+//! # Telemetry
+//! Target `backstop_retry`; OpenTelemetry's HTTP names. No field is computed unless a subscriber
+//! enables the span or event; the counters ([`metrics`], names as constants) compile only with
+//! the `metrics` feature.
+//!
+//! | kind | name | fields / labels |
+//! |---|---|---|
+//! | span (info) | `http.client.attempt` | `otel.name`, `otel.kind` = `client`, `http.request.method`, `server.address`, `server.port`, `url.full` (redacted), `http.request.resend_count` (absent on the first attempt), `http.response.status_code`, `error.type` |
+//! | event (info) | `retry scheduled` | `reason`, `delay_ms`, `resend_count`, `phase`, `retry_after_ms` |
+//! | event (info if the caller gets an error, else debug) | `retry stopped` | `stop` ([`StopReason::label`]), `reason` |
+//! | event (warn, at most 1/s per budget; else debug) | `retry budget exhausted` | `reason`, `attempts`, `suppressed` |
+//! | counter | [`metrics::ATTEMPTS`] | `server.address` |
+//! | counter | [`metrics::RETRIES`] | `server.address`, `reason` |
+//! | counter | [`metrics::STOPPED`] | `server.address`, `stop` |
+//! | counter | [`metrics::BUDGET_REJECTIONS`] | `server.address` |
+//!
+//! The attempt span is a child of the span current when the call's future is polled, entered
+//! around each poll of its attempt and closed when the attempt's answer arrives; `reason` and
+//! `error.type` are [`Kind::label`](backstop_classify::Kind::label)s.
+//!
 //! # Using backstop's budget and backoff in tower's `Retry`
 //! With the feature `tower-retry`, a policy for tower's own
 //! [`Retry`](https://docs.rs/tower/0.5/tower/retry/struct.Retry.html) can use backstop's pieces:

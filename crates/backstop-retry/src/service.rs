@@ -139,7 +139,7 @@ where
         // The inner service gets the copy and the future keeps the original head. Each branch
         // builds the future itself: one fewer move of the head than a shared `Option`.
         macro_rules! future {
-            ($future:expr, $parts:expr, $span:expr) => {
+            ($future:expr, $parts:expr, $span:expr, $pending:expr) => {
                 ResponseFuture {
                     parts: $parts,
                     state: AttemptState::Calling { future: $future },
@@ -149,6 +149,7 @@ where
                     retries: None,
                     host_budget,
                     span: $span,
+                    span_pending: $pending,
                     host,
                 }
             };
@@ -157,15 +158,18 @@ where
             // The first attempt's span is opened when the future is first polled, under the span
             // current then (the caller's), from the retained head.
             let future = self.inner.call(Request::from_parts(parts.clone(), body));
-            future!(future, Some(parts), None)
+            future!(future, Some(parts), None, true)
         } else {
             // The head is not kept: the span is opened now, while the head is at hand.
             let span = attempt_span(&parts, None);
-            let future = {
-                let _entered = span.enter();
-                self.inner.call(Request::from_parts(parts, body))
+            let future = match &span {
+                Some(span) => {
+                    let _entered = span.enter();
+                    self.inner.call(Request::from_parts(parts, body))
+                }
+                None => self.inner.call(Request::from_parts(parts, body)),
             };
-            future!(future, None, Some(span))
+            future!(future, None, span, false)
         }
     }
 }

@@ -44,10 +44,20 @@ fn server_port(uri: &Uri) -> Option<u16> {
 /// HTTP client span. `resend_count` is `None` for the first attempt (the attribute is set only on
 /// resends), then 1, 2, …
 ///
-/// The field values are computed only when a subscriber enables the span: with none, this is a
-/// level check and [`Span::none`].
-#[inline]
-pub(crate) fn attempt_span(parts: &Parts, resend_count: Option<u32>) -> Span {
+/// `None` at once, inline, unless some subscriber listens at info level (the check `tracing`'s
+/// macros make first); the field values are computed only when a subscriber enables the span.
+#[inline(always)]
+pub(crate) fn attempt_span(parts: &Parts, resend_count: Option<u32>) -> Option<Span> {
+    use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
+    if tracing::Level::INFO <= STATIC_MAX_LEVEL && tracing::Level::INFO <= LevelFilter::current() {
+        Some(new_attempt_span(parts, resend_count))
+    } else {
+        None
+    }
+}
+
+#[inline(never)]
+fn new_attempt_span(parts: &Parts, resend_count: Option<u32>) -> Span {
     tracing::info_span!(
         target: TARGET,
         ATTEMPT_SPAN,
@@ -65,12 +75,19 @@ pub(crate) fn attempt_span(parts: &Parts, resend_count: Option<u32>) -> Span {
 
 /// Records how the attempt of `span` ended: the response's status, and the failure's kind as
 /// `error.type` when the answer is a failure.
-#[inline]
+#[inline(always)]
 pub(crate) fn record_answer(
-    span: &Span,
+    span: Option<Span>,
     status: Option<http::StatusCode>,
     failure: Option<&Failure>,
 ) {
+    if let Some(span) = span {
+        record_in(span, status, failure);
+    }
+}
+
+#[inline(never)]
+fn record_in(span: Span, status: Option<http::StatusCode>, failure: Option<&Failure>) {
     if span.is_disabled() {
         return;
     }
@@ -147,9 +164,7 @@ impl HostMetrics {
 impl HostMetrics {
     pub(crate) fn of(parts: &Parts) -> HostMetrics {
         HostMetrics {
-            keys: Some(keys::for_host(
-                server_address(parts).unwrap_or(backstop_classify::telemetry::OTHER_HOST),
-            )),
+            keys: Some(keys::for_request(parts)),
         }
     }
 
@@ -200,9 +215,11 @@ impl HostMetrics {
 #[cfg(feature = "metrics")]
 mod keys {
     use std::collections::HashMap;
+    use std::hash::{BuildHasherDefault, Hasher};
     use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
-    use backstop_classify::telemetry::host_label;
+    use backstop_classify::telemetry::{OTHER_HOST, host_label};
+    use http::request::Parts;
     use metrics::{Key, Label};
 
     use crate::metrics::{ATTEMPTS, BUDGET_REJECTIONS, SERVER_ADDRESS};
@@ -217,25 +234,74 @@ mod keys {
         pub(super) budget_rejections: Key,
     }
 
-    /// The keys of `host`, made at its first call. The map is bounded as
-    /// [`host_label`] is: hosts past its bound share the `"_other"` keys.
-    pub(super) fn for_host(host: &str) -> Arc<HostKeys> {
-        static HOSTS: OnceLock<RwLock<HashMap<Arc<str>, Arc<HostKeys>>>> = OnceLock::new();
-        let hosts = HOSTS.get_or_init(Default::default);
-        if let Some(found) = hosts
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(host)
+    /// The most authorities remembered by spelling; past it, requests look their host up by
+    /// name (a little slower, still bounded by [`host_label`]).
+    const MAX_AUTHORITIES: usize = 4096;
+
+    type Fast<V> = HashMap<Box<str>, V, BuildHasherDefault<Fnv>>;
+
+    /// FNV-1a: the keys are short host names, hashed on every call.
+    #[derive(Default)]
+    pub(super) struct Fnv(u64);
+
+    impl Hasher for Fnv {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+
+        fn write(&mut self, bytes: &[u8]) {
+            let mut hash = if self.0 == 0 {
+                0xcbf2_9ce4_8422_2325
+            } else {
+                self.0
+            };
+            for b in bytes {
+                hash = (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+            }
+            self.0 = hash;
+        }
+    }
+
+    /// The keys of the request's host, found by its authority as spelled (no parsing on the
+    /// common path), made at the host's first call. Hosts past [`host_label`]'s bound share the
+    /// `"_other"` keys.
+    pub(super) fn for_request(parts: &Parts) -> Arc<HostKeys> {
+        static AUTHORITIES: OnceLock<RwLock<Fast<Arc<HostKeys>>>> = OnceLock::new();
+        let authorities = AUTHORITIES.get_or_init(Default::default);
+        // Never an authority carrying credentials: it would be kept in memory as a map key.
+        let authority = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .filter(|a| !a.contains('@'));
+        if let Some(authority) = authority
+            && let Some(found) = authorities
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(authority)
         {
             return found.clone();
         }
+        let keys = for_host(super::server_address(parts).unwrap_or(OTHER_HOST));
+        if let Some(authority) = authority {
+            let mut map = authorities.write().unwrap_or_else(PoisonError::into_inner);
+            if map.len() < MAX_AUTHORITIES {
+                map.insert(Box::from(authority), keys.clone());
+            }
+        }
+        keys
+    }
+
+    /// The keys of `host`, made once per label.
+    fn for_host(host: &str) -> Arc<HostKeys> {
+        static LABELS: OnceLock<RwLock<Fast<Arc<HostKeys>>>> = OnceLock::new();
+        let labels = LABELS.get_or_init(Default::default);
         let label = host_label(host);
-        if let Some(found) = hosts
+        if let Some(found) = labels
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&*label)
         {
-            // Past the bound: the shared "_other" keys.
             return found.clone();
         }
         let keys = Arc::new(HostKeys {
@@ -246,11 +312,10 @@ mod keys {
             ),
             host: label.clone(),
         });
-        // Keyed by the label: a host past the bound maps to "_other" and is not kept.
-        hosts
+        labels
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .entry(label)
+            .entry(Box::from(&*label))
             .or_insert(keys)
             .clone()
     }

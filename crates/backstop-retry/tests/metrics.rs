@@ -63,6 +63,15 @@ async fn a_call_retried_twice_counts_three_attempts_and_two_retries_by_reason() 
         metrics.counter(STOPPED, &[other, (STOP, "not_retryable")]),
         Some(1)
     );
+
+    // Credentials in the authority: the same host's series (and never a label of their own).
+    let upstream = Upstream::new([Reply::status(200)]);
+    let layer = RetryLayer::builder().seed(1).build().unwrap();
+    call(layer, &upstream, "http://user:secret@127.0.0.1:8080/x")
+        .await
+        .unwrap();
+    let metrics = recorded.take();
+    assert_eq!(metrics.counter(ATTEMPTS, &[host]), Some(1), "{metrics:#?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -92,6 +92,13 @@
 //! |---|---|---|---|
 //! | `axum` | on | axum's `ConnectInfo<SocketAddr>` in every request; [`listener`], [`AxumListener`], [`track_requests`] for `axum::serve` | axum (no default features) |
 //! | `tls` | off | `Server::tls`: serve TLS with your `rustls::ServerConfig` | tokio-rustls, rustls (no crypto provider: your configuration brings one) |
+//! | `metrics` | off | the counter [`metrics::SHED`] | metrics (the facade only) |
+//!
+//! # Telemetry
+//!
+//! A shed request is the event `request shed` (target `backstop_server`; warn at most once a
+//! second per [`ShedWith503Layer`], debug in between) with `in_flight`, `limit` and, on the
+//! warning, `suppressed`; with the `metrics` feature it is counted in [`metrics::SHED`].
 
 mod accept;
 mod config;

@@ -11,8 +11,8 @@ pub struct Recorded {
 }
 
 impl Recorded {
-    /// A debugging recorder, the current thread's default until the returned recorder is
-    /// dropped: keep it in a local, `let (recorded, _recorder) = Recorded::install();`.
+    /// A debugging recorder (leaked: one per test), the current thread's default until the
+    /// returned guard is dropped: `let (recorded, _recorder) = Recorded::install();`.
     pub fn install() -> (Recorded, Installed) {
         let recorder = Box::leak(Box::new(DebuggingRecorder::new()));
         let snapshotter = recorder.snapshotter();
@@ -42,9 +42,12 @@ impl Recorded {
     }
 }
 
+/// One metric: its kind, name, sorted labels and value.
+type Entry = (MetricKind, String, Vec<(String, String)>, DebugValue);
+
 /// One snapshot of the recorder.
 #[derive(Debug)]
-pub struct Metrics(Vec<(MetricKind, String, Vec<(String, String)>, DebugValue)>);
+pub struct Metrics(Vec<Entry>);
 
 impl Metrics {
     fn find(&self, kind: MetricKind, name: &str, labels: &[(&str, &str)]) -> Option<&DebugValue> {
