@@ -238,7 +238,13 @@ impl Client {
         let span = telemetry::call_span(&req);
         #[cfg(feature = "metrics")]
         let active = telemetry::Active::start(&req);
-        let result = self.call_stack(req).instrument(span.clone()).await;
+        // With no subscriber the span is disabled: the stack is awaited as it is, with no
+        // `Instrumented` entering and leaving a disabled span at every poll.
+        let result = if span.is_disabled() {
+            self.call_stack(req).await
+        } else {
+            self.call_stack(req).instrument(span.clone()).await
+        };
         telemetry::finish(&span, &result);
         #[cfg(feature = "metrics")]
         active.finish(&result);
