@@ -5,9 +5,11 @@
 //! `track_requests`) and gives handlers `ConnectInfo<SocketAddr>`.
 //!
 //! `cargo run --example axum_server` runs a short demo and exits; `-- --serve` keeps it up until
-//! SIGTERM or Ctrl-C, then drains in-flight requests and exits. Either way the stacks' status
-//! page (in flight, shed) is served on loopback: `--admin-port N` (or `BACKSTOP_ADMIN_PORT`;
-//! default 9901 with `--serve`, any free port for the demo).
+//! SIGTERM or Ctrl-C, then drains in-flight requests and exits (`-- --serve --port 8080` on a
+//! port of your choice; a free one otherwise). The server stack's metrics are served at
+//! `GET /metrics` for Prometheus (`backstop_examples::prometheus`). Either way the stacks'
+//! status page (in flight, shed) is served on loopback: `--admin-port N` (or
+//! `BACKSTOP_ADMIN_PORT`; default 9901 with `--serve`, any free port for the demo).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,6 +20,7 @@ use axum::routing::get;
 use backstop::ServerStack;
 use backstop::admin::{Admin, Status};
 use backstop::server::{ServeConfig, listener, shutdown_signal, track_requests};
+use backstop_examples::prometheus;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -42,6 +45,9 @@ async fn buggy() -> &'static str {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let serve = std::env::args().any(|arg| arg == "--serve");
+    let port = prometheus::port_arg()?;
+    // Before the first request: what backstop records goes to Prometheus from then on.
+    let metrics = prometheus::install()?;
     // One line per handler panic instead of a backtrace: the stack answers 500 and goes on.
     std::panic::set_hook(Box::new(|info| eprintln!("handler panicked: {info}")));
     // Every route: 64 requests at once, 10 s each.
@@ -65,13 +71,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .route("/", get(hello))
         .route("/buggy", get(buggy))
         // Every route.
-        .layer(stack);
+        .layer(stack)
+        // Added after the stack: scrapes are neither shed nor counted.
+        .merge(prometheus::route(metrics));
 
     let config = ServeConfig::builder()
         .idle_timeout(Some(Duration::from_secs(5)))
         .max_connections(1_000)
         .build()?;
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let tcp = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = tcp.local_addr()?;
     // Serving: stop on SIGTERM or Ctrl-C (handlers installed now, before the first request).
     // The demo: stop when it is done.
@@ -101,6 +109,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 
     if serve {
         println!("try: curl -v http://{addr}/slow   (504: the route's own 1 s deadline)");
+        println!("     curl http://{addr}/metrics   (Prometheus)");
         println!("stop with Ctrl-C or `kill -TERM {}`", std::process::id());
     } else {
         let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();

@@ -2,9 +2,12 @@
 //! upstreams on loopback.
 //!
 //! `cargo run --example gateway` runs a short demo and exits; `-- --serve` keeps the gateway up
-//! (SIGTERM or Ctrl-C drains and stops it) so you can `curl` it. Either way its status page
-//! (breakers, budgets, in flight, shed) is served on loopback: `--admin-port N` (or
-//! `BACKSTOP_ADMIN_PORT`; default 9901 with `--serve`, any free port for the demo).
+//! (SIGTERM or Ctrl-C drains and stops it) so you can `curl` it (`--port 8080` for a port of your
+//! choice; a free one otherwise). The gateway's metrics — its clients' calls, retries and
+//! breakers, its server stack's requests — are served at `GET /metrics` for Prometheus
+//! (`backstop_examples::prometheus`). Either way its status page (breakers, budgets, in flight,
+//! shed) is served on a loopback admin listener: `--admin-port N` (or `BACKSTOP_ADMIN_PORT`;
+//! default 9901 with `--serve`, any free port for the demo).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,6 +16,7 @@ use backstop::admin::{Admin, Status};
 use backstop::chaos::{ChaosServer, Fault, Script};
 use backstop::server::{ServeConfig, Server, shutdown_signal};
 use backstop::{Gateway, ServerStack};
+use backstop_examples::prometheus;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -21,6 +25,9 @@ use hyper_util::rt::TokioExecutor;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let serve = std::env::args().any(|arg| arg == "--serve");
+    let port = prometheus::port_arg()?;
+    // Before the first call: what backstop records goes to Prometheus from then on.
+    let metrics = prometheus::install()?;
 
     // Two upstreams that fail twice on every path before answering.
     let payments = ChaosServer::start().await?;
@@ -38,8 +45,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let status = Status::new()
         .gateway("edge", &gateway)
         .server("gateway", &stack);
-    let app = axum::Router::new().fallback_service(gateway).layer(stack);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let app = axum::Router::new()
+        .fallback_service(gateway)
+        .layer(stack)
+        // Added after the stack: scrapes are neither shed nor counted, and never proxied.
+        .merge(prometheus::route(metrics));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
     let server = Server::new(listener, ServeConfig::default());
     // Serving: stop on SIGTERM or Ctrl-C; the demo: stop when it is done.
@@ -59,6 +70,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     if serve {
         println!("try: curl -v -X POST http://{addr}/payments/charge   (no retries: 503)");
         println!("     curl -v http://{addr}/catalog/items             (retried: 200)");
+        println!("     curl http://{addr}/metrics                      (Prometheus)");
         let summary = running.await??;
         println!("gateway stopped: {summary:?}");
         return Ok(());

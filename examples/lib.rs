@@ -1,3 +1,4 @@
 //! Shared helpers for the backstop examples.
 
 pub mod feed;
+pub mod prometheus;

@@ -92,6 +92,15 @@ impl Budget {
         }
     }
 
+    /// The deadline, its clock started at `now` if it had not started.
+    #[inline]
+    pub(crate) fn start_at(self, now: tokio::time::Instant) -> Deadline {
+        match self {
+            Budget::At(deadline) => deadline,
+            Budget::NotStarted(timeout) => Deadline::after_from(now, timeout),
+        }
+    }
+
     /// The deadline if it has started.
     pub fn started(self) -> Option<Deadline> {
         match self {
@@ -114,6 +123,17 @@ pub fn current() -> Option<Deadline> {
             Some(deadline)
         }
     })
+}
+
+/// Starts the ambient deadline's clock at `now`, if there is one that has not started: a
+/// layer inside that has just read the clock to start its own lends it that reading.
+#[inline]
+pub(crate) fn start_at(now: tokio::time::Instant) {
+    AMBIENT.with(|slot| {
+        if let Some(budget @ Budget::NotStarted(_)) = slot.get() {
+            slot.set(Some(Budget::At(budget.start_at(now))));
+        }
+    });
 }
 
 /// The ambient deadline as set, without starting one that has not started.

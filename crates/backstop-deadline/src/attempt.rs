@@ -322,7 +322,7 @@ where
                 Poll::Ready(Err(err)) => Err(Error::classify(err, Phase::AwaitHeaders)),
                 // The request may have reached the peer: an attempt timeout is retryable only for
                 // idempotent requests (phase "awaiting headers").
-                Poll::Pending => match clock.as_mut().poll_expired(cx) {
+                Poll::Pending => match clock.as_mut().poll_expired_lending_start(cx) {
                     Poll::Ready(()) => {
                         if *timer == Timer::Deadline {
                             crate::telemetry::expired(SIDE_CLIENT, None);

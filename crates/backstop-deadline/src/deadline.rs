@@ -43,7 +43,12 @@ impl Deadline {
 
     /// The deadline `timeout` from now (clamped to [`MAX_DEADLINE_AHEAD`]).
     pub fn after(timeout: Duration) -> Deadline {
-        let now = Instant::now();
+        Deadline::after_from(Instant::now(), timeout)
+    }
+
+    /// The deadline `timeout` after `now` (clamped as [`Deadline::after`]).
+    #[inline]
+    pub(crate) fn after_from(now: Instant, timeout: Duration) -> Deadline {
         Deadline {
             at: now + timeout.min(MAX_DEADLINE_AHEAD),
         }

@@ -6,6 +6,9 @@
 //! that client behind one tower `Timeout`.
 //!
 //! `cargo bench -p backstop --bench stack` (a plain binary, not criterion: it prints a table).
+//! With `--features metrics` and `STACK_RECORDER=debugging`, metrics-util's debugging recorder is
+//! installed first, so every metric backstop records is recorded for real (the added cost of the
+//! `metrics` feature with a recorder); without it, none is installed.
 //! Each mode runs in interleaved rounds (which side goes first rotates) so drift on a shared
 //! machine hits both sides alike; percentiles are over every request of every round, and the
 //! throughput ratio is also given per round (median and middle half of the rounds).
@@ -218,6 +221,13 @@ impl Tally {
 }
 
 fn main() {
+    #[cfg(feature = "metrics")]
+    if std::env::var("STACK_RECORDER").as_deref() == Ok("debugging") {
+        metrics_util::debugging::DebuggingRecorder::new()
+            .install()
+            .expect("no recorder installed before");
+        println!("recording into metrics-util's debugging recorder");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

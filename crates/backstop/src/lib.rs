@@ -67,6 +67,12 @@
 //! | `platform-verifier` | the operating system's certificate verifier (instead of the roots above) | rustls-platform-verifier |
 //! | `chaos` | [`chaos`]: the fault-injecting upstream, for tests and demos | backstop-chaos |
 //! | `reconnect` | [`reconnect`]: the supervisor for long-lived connections | backstop-reconnect |
+//! | `metrics` | the client's, the server stack's and every layer's metrics through the `metrics` facade (names and labels: [`metrics`](mod@metrics)) | metrics |
+//!
+//! **Tracing** needs no feature: every [`Client`] call runs in an `http.client.call` span (the
+//! retry layer's `http.client.attempt` spans are its children) and every request through a
+//! [`ServerStack`] in an `http.server.request` span, with OpenTelemetry's HTTP field names; with
+//! no subscriber listening, no field is computed.
 //!
 //! **The crypto provider** of the default TLS configuration is, never by a panic: the process
 //! default when the application installed one (`rustls::crypto::CryptoProvider::install_default`);
@@ -114,9 +120,12 @@ mod client;
 mod ext;
 #[cfg(feature = "gateway")]
 mod gateway;
+pub mod metrics;
 mod policy;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(any(feature = "client", feature = "server"))]
+mod telemetry;
 #[cfg(feature = "client")]
 mod timed;
 #[cfg(feature = "tls")]

@@ -1,9 +1,8 @@
 //! [`RequestBody`] and [`ResponseBody`]: what a [`Client`](crate::Client) sends and returns.
 
-use std::convert::Infallible;
 use std::fmt;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use backstop_classify::{BoxError, Error};
 use bytes::Bytes;
@@ -46,7 +45,10 @@ pub struct RequestBody {
 }
 
 enum BodyKind {
-    Full(Full<Bytes>),
+    // The bytes not yet sent, empty once sent. Not `Full<Bytes>`: its `Option<Bytes>` takes the
+    // niche this enum's tag now uses, so the body (in every request, moved through every layer)
+    // is 32 bytes rather than 40, and a `Request` of it 256 rather than 264.
+    Full(Bytes),
     Stream(UnsyncBoxBody<Bytes, BoxError>),
 }
 
@@ -54,7 +56,7 @@ impl RequestBody {
     /// A body of `bytes`, held in memory.
     pub fn full(bytes: impl Into<Bytes>) -> RequestBody {
         RequestBody {
-            kind: BodyKind::Full(Full::new(bytes.into())),
+            kind: BodyKind::Full(bytes.into()),
         }
     }
 
@@ -96,10 +98,15 @@ impl Default for RequestBody {
 }
 
 impl From<Full<Bytes>> for RequestBody {
-    fn from(body: Full<Bytes>) -> RequestBody {
-        RequestBody {
-            kind: BodyKind::Full(body),
-        }
+    fn from(mut body: Full<Bytes>) -> RequestBody {
+        // `Full` answers its one frame at once, without a waker: this takes its bytes out.
+        let mut cx = Context::from_waker(Waker::noop());
+        let bytes = match Pin::new(&mut body).poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
+            Poll::Ready(Some(Err(never))) => match never {},
+            Poll::Ready(None) | Poll::Pending => Bytes::new(),
+        };
+        RequestBody::full(bytes)
     }
 }
 
@@ -124,11 +131,10 @@ impl Body for RequestBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        // Both variants are `Unpin` (`Full` holds plain bytes, the stream is boxed).
+        // The stream is boxed, so `Unpin`.
         match &mut self.get_mut().kind {
-            BodyKind::Full(body) => Pin::new(body)
-                .poll_frame(cx)
-                .map_err(|never: Infallible| match never {}),
+            BodyKind::Full(bytes) if bytes.is_empty() => Poll::Ready(None),
+            BodyKind::Full(bytes) => Poll::Ready(Some(Ok(Frame::data(std::mem::take(bytes))))),
             BodyKind::Stream(body) => Pin::new(body).poll_frame(cx),
         }
     }
@@ -136,7 +142,7 @@ impl Body for RequestBody {
     #[inline]
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            BodyKind::Full(body) => body.is_end_stream(),
+            BodyKind::Full(bytes) => bytes.is_empty(),
             BodyKind::Stream(body) => body.is_end_stream(),
         }
     }
@@ -144,8 +150,48 @@ impl Body for RequestBody {
     #[inline]
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            BodyKind::Full(body) => body.size_hint(),
+            BodyKind::Full(bytes) => SizeHint::with_exact(bytes.len() as u64),
             BodyKind::Stream(body) => body.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_of_bytes_in_memory_stays_within_memcpys_unrolled_copy() {
+        // Every layer above retry moves this request; past 256 bytes libc's memcpy loops.
+        assert_eq!(std::mem::size_of::<RequestBody>(), 32);
+        assert_eq!(std::mem::size_of::<http::Request<RequestBody>>(), 256);
+    }
+
+    #[tokio::test]
+    async fn bytes_in_memory_are_one_frame_then_the_end_whichever_way_they_came() {
+        for body in [
+            RequestBody::full(Bytes::from_static(b"abc")),
+            RequestBody::from(Full::new(Bytes::from_static(b"abc"))),
+            RequestBody::from(Bytes::from_static(b"abc")),
+        ] {
+            assert!(!body.is_end_stream());
+            assert_eq!(body.size_hint().exact(), Some(3));
+            let mut body = std::pin::pin!(body);
+            let frame = body.frame().await.unwrap().unwrap();
+            assert_eq!(frame.into_data().unwrap(), Bytes::from_static(b"abc"));
+            assert!(body.is_end_stream());
+            assert_eq!(body.size_hint().exact(), Some(0));
+            assert!(body.frame().await.is_none());
+        }
+        for body in [
+            RequestBody::empty(),
+            RequestBody::from(Full::new(Bytes::new())),
+            RequestBody::from(http_body_util::Empty::<Bytes>::new()),
+        ] {
+            assert!(body.is_end_stream());
+            assert_eq!(body.size_hint().exact(), Some(0));
+            assert!(std::pin::pin!(body).frame().await.is_none());
         }
     }
 }

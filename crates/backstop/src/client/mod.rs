@@ -5,7 +5,8 @@
 //! through [`Client::send`] (here), an instance of the stack taken from the `ServicePool`
 //! (`pool.rs`), and comes back with a [`CallInfo`] (`call_info.rs`). The body types are in
 //! `body.rs`, the resolver made from a function in `resolver.rs`, which URLs a client calls
-//! (`https://` only with TLS, `http://` unless `https_only`) in `scheme.rs`.
+//! (`https://` only with TLS, `http://` unless `https_only`) in `scheme.rs`; the call's span and
+//! metrics in `telemetry.rs`.
 
 mod body;
 mod builder;
@@ -16,6 +17,7 @@ mod pool;
 mod resolver;
 mod scheme;
 mod service;
+mod telemetry;
 
 use std::fmt;
 use std::future::Future;
@@ -38,6 +40,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
+use tracing::Instrument;
 
 pub use self::body::{RequestBody, ResponseBody};
 pub use self::builder::ClientBuilder;
@@ -229,7 +232,27 @@ impl Client {
         self.send_body(req.map(Into::into))
     }
 
+    /// Every call's path (`send`, the `Service` impl, the gateway's forwarding): the call span
+    /// around the whole stack, entered whenever the stack is polled (so the retry layer's
+    /// attempt spans are its children), and the call's metrics.
     async fn send_body(&self, req: Request<RequestBody>) -> Result<Response<ResponseBody>, Error> {
+        let span = telemetry::call_span(&req);
+        #[cfg(feature = "metrics")]
+        let active = telemetry::Active::start(&req);
+        // With no subscriber the span is disabled: the stack is awaited as it is, with no
+        // `Instrumented` entering and leaving a disabled span at every poll.
+        let result = if span.is_disabled() {
+            self.call_stack(req).await
+        } else {
+            self.call_stack(req).instrument(span.clone()).await
+        };
+        telemetry::finish(&span, &result);
+        #[cfg(feature = "metrics")]
+        active.finish(&result);
+        result
+    }
+
+    async fn call_stack(&self, req: Request<RequestBody>) -> Result<Response<ResponseBody>, Error> {
         let started = Instant::now();
         if let Some(refused) = self.schemes.refuse(req.uri()) {
             return Err(self.failed(refused, None, started.elapsed()));
@@ -343,11 +366,13 @@ fn breaker_key<B>(req: &Request<B>) -> backstop_breaker::Authority {
 }
 
 fn request(method: Method, url: &str, body: Bytes) -> Result<Request<RequestBody>, Error> {
-    Request::builder()
-        .method(method)
-        .uri(url)
-        .body(RequestBody::full(body))
-        .map_err(|err| Error::new(Kind::Other, Phase::Local).with_source(err))
+    // Not `Request::builder()`: its `Result` of a whole head is moved through each step.
+    let uri = http::Uri::try_from(url)
+        .map_err(|err| Error::new(Kind::Other, Phase::Local).with_source(err))?;
+    let mut req = Request::new(RequestBody::full(body));
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    Ok(req)
 }
 
 fn retry_layer(policy: &Policy, seed: Option<u64>) -> Result<RetryLayer, ConfigError> {

@@ -1,5 +1,9 @@
 //! [`ServicePool`]: instances of the client's service stack, reused across calls.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
 use backstop_classify::Error;
 use backstop_retry::RetryBudget;
 use http::{Request, Response};
@@ -11,6 +15,11 @@ use super::{RequestBody, ResponseBody};
 /// The client's whole stack, type-erased: what one pooled instance is.
 pub(super) type StackService =
     BoxCloneSyncService<Request<RequestBody>, Response<ResponseBody>, Error>;
+
+/// What [`ServicePool::call`] returns: the stack's boxed future (or, should an instance not be
+/// ready at once, one that waits for it).
+pub(super) type StackFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Error>> + Send + 'a>>;
 
 /// Instances of the service stack, reused across calls.
 ///
@@ -65,18 +74,124 @@ impl ServicePool {
         }
     }
 
-    pub(super) async fn call(
+    /// Calls an instance of the stack with `req`, and puts the instance back at once.
+    ///
+    /// Not an `async fn`: every layer of the stack is ready at once (none applies
+    /// back-pressure), so asked once without a waker it says so, and the call is made here. The
+    /// caller then awaits the stack's own boxed future, instead of a state machine that would
+    /// first copy the request in to wait for readiness that is already there. Should an
+    /// instance ever not be ready, it is awaited, as tower requires.
+    pub(super) fn call(&self, req: Request<RequestBody>) -> StackFuture<'_> {
+        let mut service = self.take();
+        match service.poll_ready(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Ok(())) => {
+                let future = service.call(req);
+                self.give(service);
+                future
+            }
+            Poll::Ready(Err(err)) => Box::pin(std::future::ready(Err(err))),
+            Poll::Pending => Box::pin(self.call_when_ready(service, req)),
+        }
+    }
+
+    #[cold]
+    async fn call_when_ready(
         &self,
+        mut service: StackService,
         req: Request<RequestBody>,
     ) -> Result<Response<ResponseBody>, Error> {
-        let mut service = self.take();
-        // Every layer of the stack is ready at once (none applies back-pressure), so this does
-        // not wait in practice; it is awaited all the same, as tower requires.
         let future = match service.ready().await {
             Ok(ready) => ready.call(req),
             Err(err) => return Err(err),
         };
         self.give(service);
         future.await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use backstop_classify::{Kind, Phase};
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    /// A stack instance whose first `not_ready` polls of readiness say "not yet" (waking the
+    /// caller), and which then fails readiness or answers `200`.
+    #[derive(Clone)]
+    struct Slow {
+        not_ready: Arc<AtomicUsize>,
+        fail: bool,
+    }
+
+    impl Service<Request<RequestBody>> for Slow {
+        type Response = Response<ResponseBody>;
+        type Error = Error;
+        type Future = std::future::Ready<Result<Response<ResponseBody>, Error>>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+            let left = self.not_ready.load(Ordering::SeqCst);
+            if left > 0 {
+                self.not_ready.store(left - 1, Ordering::SeqCst);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if self.fail {
+                return Poll::Ready(Err(Error::new(Kind::Other, Phase::Local)));
+            }
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _req: Request<RequestBody>) -> Self::Future {
+            let body = http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed();
+            std::future::ready(Ok(Response::new(body)))
+        }
+    }
+
+    fn pool(not_ready: usize, fail: bool) -> (ServicePool, Arc<AtomicUsize>) {
+        let left = Arc::new(AtomicUsize::new(not_ready));
+        let slow = Slow {
+            not_ready: left.clone(),
+            fail,
+        };
+        (ServicePool::new(StackService::new(slow)), left)
+    }
+
+    #[tokio::test]
+    async fn an_instance_not_ready_at_once_is_awaited_then_called() {
+        for not_ready in [0, 1, 3] {
+            let (pool, left) = pool(not_ready, false);
+            let res = pool.call(Request::new(RequestBody::empty())).await.unwrap();
+            assert_eq!(res.status(), http::StatusCode::OK);
+            assert_eq!(
+                left.load(Ordering::SeqCst),
+                0,
+                "readiness asked until ready"
+            );
+            assert_eq!(pool.idle.lock().unwrap().len(), 1, "the instance went back");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_readiness_failure_is_the_calls_error_whether_at_once_or_later() {
+        for not_ready in [0, 2] {
+            let (pool, _) = pool(not_ready, true);
+            let err = pool
+                .call(Request::new(RequestBody::empty()))
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), Kind::Other);
+            assert_eq!(
+                pool.idle.lock().unwrap().len(),
+                0,
+                "a failed instance is dropped"
+            );
+        }
     }
 }

@@ -132,7 +132,9 @@
 #![cfg_attr(not(feature = "client"), doc = "[`Client`]: crate#features")]
 
 mod stack;
+mod telemetry;
 
 pub use backstop_server::*;
 
 pub use self::stack::{ServerStack, ServerStackBuilder, ServerStackService};
+pub use self::telemetry::{RequestTelemetry, RequestTelemetryFuture};

@@ -12,19 +12,23 @@ use tower_layer::Layer;
 use crate::policy::{ConfigError, within};
 
 /// The service a [`ServerStack`] makes around a handler `S`.
-pub type ServerStackService<S> = backstop_server::OutcomeService<
-    backstop_deadline::server::ServerDeadlineService<
-        backstop_server::ShedWith503<
-            tower_http::catch_panic::CatchPanic<
-                S,
-                tower_http::catch_panic::DefaultResponseForPanic,
+pub type ServerStackService<S> = super::RequestTelemetry<
+    backstop_server::OutcomeService<
+        backstop_deadline::server::ServerDeadlineService<
+            backstop_server::ShedWith503<
+                tower_http::catch_panic::CatchPanic<
+                    S,
+                    tower_http::catch_panic::DefaultResponseForPanic,
+                >,
             >,
         >,
     >,
 >;
 
 /// The per-request server rules, outermost first (the [`server`](crate::server) module walks
-/// through the whole server path, these included):
+/// through the whole server path, these included), each request observed around them all
+/// ([`RequestTelemetry`](super::RequestTelemetry): its `http.server.request` span with axum's
+/// `http.route`, and with the `metrics` feature its duration and the requests in flight):
 ///
 /// 1. classification of every response, counted in [`OutcomeCounts`] (for metrics) and logged;
 /// 2. the incoming deadline (`request-timeout-ms` or `grpc-timeout`): the server's own
@@ -107,8 +111,10 @@ impl<S> Layer<S> for ServerStack {
 
     fn layer(&self, inner: S) -> Self::Service {
         let handler = CatchPanicLayer::new().layer(inner);
-        self.outcome
-            .layer(self.deadline.layer(self.shed.layer(handler)))
+        super::RequestTelemetry::new(
+            self.outcome
+                .layer(self.deadline.layer(self.shed.layer(handler))),
+        )
     }
 }
 
