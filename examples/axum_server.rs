@@ -18,9 +18,9 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::routing::get;
 use backstop::ServerStack;
-use backstop::admin::{Admin, Status};
+use backstop::admin::Status;
 use backstop::server::{ServeConfig, listener, shutdown_signal, track_requests};
-use backstop_examples::prometheus;
+use backstop_examples::{admin, prometheus};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -105,7 +105,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .into_future(),
     );
     println!("listening on http://{addr}");
-    let admin = start_admin(status, serve).await?;
+    let admin = admin::start(status, serve).await?;
 
     if serve {
         println!("try: curl -v http://{addr}/slow   (504: the route's own 1 s deadline)");
@@ -161,34 +161,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         None => println!("stopped: connections still open after {DRAIN:?}, abandoned"),
     }
     Ok(())
-}
-
-// === the status page ===
-
-/// Starts the status page (`backstop::admin`) on an admin listener of its own, loopback only:
-/// port `--admin-port N`, else `BACKSTOP_ADMIN_PORT`, else 9901 when serving and any free port
-/// for the demo. It stops with the process (or on SIGTERM / Ctrl-C).
-async fn start_admin(
-    status: Status,
-    serving: bool,
-) -> Result<SocketAddr, Box<dyn std::error::Error + Send + Sync>> {
-    let args: Vec<String> = std::env::args().collect();
-    let flag = args
-        .iter()
-        .position(|arg| arg == "--admin-port")
-        .and_then(|at| args.get(at + 1).cloned());
-    let port: u16 = match flag.or_else(|| std::env::var("BACKSTOP_ADMIN_PORT").ok()) {
-        Some(port) => port.parse()?,
-        None if serving => 9901,
-        None => 0,
-    };
-    let admin = Admin::builder()
-        .bind(SocketAddr::from(([127, 0, 0, 1], port)))
-        .build()?
-        .listen()
-        .await?;
-    let addr = admin.local_addr()?;
-    tokio::spawn(admin.serve_with_shutdown(status, shutdown_signal()));
-    println!("status page on http://{addr}/status (JSON: http://{addr}/status.json)");
-    Ok(addr)
 }

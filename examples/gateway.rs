@@ -9,14 +9,13 @@
 //! shed) is served on a loopback admin listener: `--admin-port N` (or `BACKSTOP_ADMIN_PORT`;
 //! default 9901 with `--serve`, any free port for the demo).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use backstop::admin::{Admin, Status};
+use backstop::admin::Status;
 use backstop::chaos::{ChaosServer, Fault, Script};
 use backstop::server::{ServeConfig, Server, shutdown_signal};
 use backstop::{Gateway, ServerStack};
-use backstop_examples::prometheus;
+use backstop_examples::{admin, prometheus};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -65,7 +64,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         }
     }));
     println!("gateway listening on http://{addr}");
-    let admin = start_admin(status, serve).await?;
+    let admin = admin::start(status, serve).await?;
 
     if serve {
         println!("try: curl -v -X POST http://{addr}/payments/charge   (no retries: 503)");
@@ -119,34 +118,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let summary = tokio::time::timeout(Duration::from_secs(10), running).await???;
     println!("gateway stopped: {summary:?}");
     Ok(())
-}
-
-// === the status page ===
-
-/// Starts the status page (`backstop::admin`) on an admin listener of its own, loopback only:
-/// port `--admin-port N`, else `BACKSTOP_ADMIN_PORT`, else 9901 when serving and any free port
-/// for the demo. It stops with the process (or on SIGTERM / Ctrl-C).
-async fn start_admin(
-    status: Status,
-    serving: bool,
-) -> Result<SocketAddr, Box<dyn std::error::Error + Send + Sync>> {
-    let args: Vec<String> = std::env::args().collect();
-    let flag = args
-        .iter()
-        .position(|arg| arg == "--admin-port")
-        .and_then(|at| args.get(at + 1).cloned());
-    let port: u16 = match flag.or_else(|| std::env::var("BACKSTOP_ADMIN_PORT").ok()) {
-        Some(port) => port.parse()?,
-        None if serving => 9901,
-        None => 0,
-    };
-    let admin = Admin::builder()
-        .bind(SocketAddr::from(([127, 0, 0, 1], port)))
-        .build()?
-        .listen()
-        .await?;
-    let addr = admin.local_addr()?;
-    tokio::spawn(admin.serve_with_shutdown(status, shutdown_signal()));
-    println!("status page on http://{addr}/status (JSON: http://{addr}/status.json)");
-    Ok(addr)
 }

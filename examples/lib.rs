@@ -1,4 +1,5 @@
 //! Shared helpers for the backstop examples.
 
+pub mod admin;
 pub mod feed;
 pub mod prometheus;

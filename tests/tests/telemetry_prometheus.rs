@@ -52,10 +52,11 @@ fn example(name: &str) -> PathBuf {
     path
 }
 
-/// Starts `name --serve --port 0` and waits (at most 20 s) for the address it prints.
+/// Starts `name --serve --port 0 --admin-port 0` (two examples may run at once: neither may
+/// take the status page's default port, 9901) and waits (at most 20 s) for the address it prints.
 fn start(name: &str, banner: &str) -> Running {
     let mut child = Command::new(example(name))
-        .args(["--serve", "--port", "0"])
+        .args(["--serve", "--port", "0", "--admin-port", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

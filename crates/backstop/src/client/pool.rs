@@ -160,7 +160,7 @@ mod tests {
             not_ready: left.clone(),
             fail,
         };
-        (ServicePool::new(StackService::new(slow)), left)
+        (ServicePool::new(StackService::new(slow), None), left)
     }
 
     #[tokio::test]
