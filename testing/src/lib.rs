@@ -10,5 +10,8 @@
 //! assert_eq!(captured.events().len(), 1);
 //! ```
 
+// Test helpers: a poisoned lock or a value of the wrong shape is a failed test, said by a panic.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod capture;
 pub mod recorded;
