@@ -4,6 +4,7 @@
 //! - [`Kind::label`]: the `error.type` of OpenTelemetry's HTTP conventions, a short `snake_case`
 //!   identifier (`"refused"`, `"timed_out_attempt"`, `"http_status"`), never free text.
 //! - [`redact_url`]: `url.full` without credentials or query values, as the conventions require.
+//! - [`server_port`]: `server.port`, the explicit port or the scheme's default.
 //! - [`host_label`]: `server.address` as a metric label, bounded: the first
 //!   [`MAX_HOST_LABELS`] distinct hosts keep their name, every later one is
 //!   [`OTHER_HOST`], so a client that calls a million hosts cannot grow a million series. Paths
@@ -119,6 +120,16 @@ pub fn redact_url(uri: &http::Uri) -> String {
     out
 }
 
+/// `server.port`: the port a request to `uri` reaches, the explicit one, else the scheme's
+/// default (`http`/`ws` 80, `https`/`wss` 443); `None` for another scheme or a relative URI.
+pub fn server_port(uri: &http::Uri) -> Option<u16> {
+    uri.port_u16().or_else(|| match uri.scheme_str() {
+        Some("http") | Some("ws") => Some(80),
+        Some("https") | Some("wss") => Some(443),
+        _ => None,
+    })
+}
+
 /// `host` as a bounded metric label: the same `Arc` for the same host, [`OTHER_HOST`] once
 /// [`MAX_HOST_LABELS`] hosts have been named. Hosts are compared as given (lower-case them
 /// first where case may differ; `http::Uri` already does).
@@ -164,6 +175,16 @@ mod tests {
             "http://REDACTED:REDACTED@a.test/p?k=REDACTED&flag&e=REDACTED"
         );
         assert_eq!(redacted("/only/path?q=1"), "/only/path?q=REDACTED");
+    }
+
+    #[test]
+    fn ports_default_by_scheme() {
+        let port = |s: &str| server_port(&s.parse::<http::Uri>().unwrap_or_default());
+        assert_eq!(port("http://a.test/"), Some(80));
+        assert_eq!(port("https://a.test/"), Some(443));
+        assert_eq!(port("wss://a.test/"), Some(443));
+        assert_eq!(port("http://a.test:8080/"), Some(8080));
+        assert_eq!(port("/relative"), None);
     }
 
     #[test]

@@ -7,7 +7,6 @@
 //! them only when the span is enabled, and every `metrics` call compiles only with the feature.
 
 use backstop_classify::Failure;
-use http::Uri;
 use http::request::Parts;
 use tracing::Span;
 
@@ -28,15 +27,6 @@ fn server_address(parts: &Parts) -> Option<&str> {
             Some((name, port)) if !port.contains(']') => name,
             _ => host,
         })
-    })
-}
-
-/// The request's port (`server.port`): the URI's, else the scheme's default.
-fn server_port(uri: &Uri) -> Option<u16> {
-    uri.port_u16().or_else(|| match uri.scheme_str() {
-        Some("http") => Some(80),
-        Some("https") => Some(443),
-        _ => None,
     })
 }
 
@@ -65,7 +55,7 @@ fn new_attempt_span(parts: &Parts, resend_count: Option<u32>) -> Span {
         "otel.kind" = "client",
         "http.request.method" = parts.method.as_str(),
         "server.address" = server_address(parts),
-        "server.port" = server_port(&parts.uri),
+        "server.port" = backstop_classify::telemetry::server_port(&parts.uri),
         "url.full" = tracing::field::display(backstop_classify::telemetry::redact_url(&parts.uri)),
         "http.request.resend_count" = resend_count,
         "http.response.status_code" = tracing::field::Empty,

@@ -3,7 +3,7 @@
 //! `host_label`): the method and status as `&'static str` labels (no allocation per call), and
 //! the port a URL reaches.
 
-use http::{Method, StatusCode, Uri};
+use http::{Method, StatusCode};
 
 /// `method` as an `http.request.method` value: the standard methods by name, any other as
 /// `_OTHER` (OpenTelemetry's rule, which also bounds the label's cardinality).
@@ -47,16 +47,6 @@ pub(crate) fn status_label(status: StatusCode) -> &'static str {
         .get(at..at + 3)
         .and_then(|digits| std::str::from_utf8(digits).ok())
         .unwrap_or("_OTHER")
-}
-
-/// The port a request to `uri` reaches: the explicit one, else the scheme's default.
-#[cfg_attr(not(feature = "client"), allow(dead_code))]
-pub(crate) fn server_port(uri: &Uri) -> Option<u16> {
-    uri.port_u16().or_else(|| match uri.scheme_str() {
-        Some("http") | Some("ws") => Some(80),
-        Some("https") | Some("wss") => Some(443),
-        _ => None,
-    })
 }
 
 /// Bounded labels for server routes (`http.route`): the same `Arc` for the same route, and
@@ -204,14 +194,5 @@ mod tests {
         assert_eq!(method_label(&Method::PATCH), "PATCH");
         let custom = Method::from_bytes(b"PURGE").unwrap_or(Method::GET);
         assert_eq!(method_label(&custom), "_OTHER");
-    }
-
-    #[test]
-    fn ports_default_by_scheme() {
-        let port = |s: &str| server_port(&s.parse::<Uri>().unwrap_or_default());
-        assert_eq!(port("http://a.test/"), Some(80));
-        assert_eq!(port("https://a.test/"), Some(443));
-        assert_eq!(port("http://a.test:8080/"), Some(8080));
-        assert_eq!(port("/relative"), None);
     }
 }

@@ -7,14 +7,13 @@
 //! fields recorded at the end are recorded only into an enabled span). Without the `metrics`
 //! feature no metric code is compiled.
 
-use backstop_classify::telemetry::redact_url;
+use backstop_classify::telemetry::{redact_url, server_port};
 use backstop_classify::{Error, Outcome};
 use http::{Request, Response};
 use tracing::Span;
 use tracing::field::Empty;
 
 use super::{CallInfo, RequestBody, ResponseBody};
-use crate::telemetry::server_port;
 
 /// The span of one call, its outcome fields left empty until [`finish`].
 pub(super) fn call_span(req: &Request<RequestBody>) -> Span {
