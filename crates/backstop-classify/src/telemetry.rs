@@ -8,7 +8,7 @@
 //! - [`host_label`]: `server.address` as a metric label, bounded: the first
 //!   [`MAX_HOST_LABELS`] distinct hosts keep their name, every later one is
 //!   [`OTHER_HOST`], so a client that calls a million hosts cannot grow a million series. Paths
-//!   never become labels.
+//!   never become labels. [`BoundedLabels`] is the same bound for any other label (the server's routes).
 //!
 //! ```
 //! use backstop_classify::telemetry::{host_label, redact_url};
@@ -134,25 +134,48 @@ pub fn server_port(uri: &http::Uri) -> Option<u16> {
 /// [`MAX_HOST_LABELS`] hosts have been named. Hosts are compared as given (lower-case them
 /// first where case may differ; `http::Uri` already does).
 pub fn host_label(host: &str) -> Arc<str> {
-    static LABELS: OnceLock<RwLock<HashMap<Box<str>, Arc<str>>>> = OnceLock::new();
-    static OTHER: OnceLock<Arc<str>> = OnceLock::new();
-    let labels = LABELS.get_or_init(Default::default);
-    let other = || OTHER.get_or_init(|| Arc::from(OTHER_HOST)).clone();
-    // A poisoned lock only means another thread panicked while inserting: the map is still a
-    // valid map, so keep using it.
-    if let Some(found) = labels.read().unwrap_or_else(|p| p.into_inner()).get(host) {
-        return found.clone();
+    static HOSTS: BoundedLabels = BoundedLabels::new(MAX_HOST_LABELS);
+    HOSTS.label(host)
+}
+
+/// A bounded set of metric label values: the first `max` distinct values keep their text (one
+/// shared `Arc` each), every later one is [`OTHER_HOST`]'s `"_other"`. [`host_label`] is one;
+/// a `static` of its own serves any other label that must not grow without bound (routes).
+pub struct BoundedLabels {
+    max: usize,
+    labels: OnceLock<RwLock<HashMap<Box<str>, Arc<str>>>>,
+    other: OnceLock<Arc<str>>,
+}
+
+impl BoundedLabels {
+    /// An empty set naming at most `max` values; `const`, for a `static`.
+    pub const fn new(max: usize) -> BoundedLabels {
+        BoundedLabels {
+            max,
+            labels: OnceLock::new(),
+            other: OnceLock::new(),
+        }
     }
-    let mut write = labels.write().unwrap_or_else(|p| p.into_inner());
-    if let Some(found) = write.get(host) {
-        return found.clone();
+
+    /// The label of `value`: itself while fewer than `max` values were named, else `"_other"`.
+    pub fn label(&self, value: &str) -> Arc<str> {
+        let labels = self.labels.get_or_init(Default::default);
+        // A poisoned lock only means another thread panicked while inserting: the map is still
+        // a valid map, so keep using it.
+        if let Some(found) = labels.read().unwrap_or_else(|p| p.into_inner()).get(value) {
+            return found.clone();
+        }
+        let mut write = labels.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(found) = write.get(value) {
+            return found.clone();
+        }
+        if write.len() >= self.max {
+            return self.other.get_or_init(|| Arc::from(OTHER_HOST)).clone();
+        }
+        let label: Arc<str> = Arc::from(value);
+        write.insert(Box::from(value), label.clone());
+        label
     }
-    if write.len() >= MAX_HOST_LABELS {
-        return other();
-    }
-    let label: Arc<str> = Arc::from(host);
-    write.insert(Box::from(host), label.clone());
-    label
 }
 
 #[cfg(test)]
@@ -206,6 +229,15 @@ mod tests {
                 "{label} is not snake_case"
             );
         }
+    }
+
+    #[test]
+    fn a_bounded_set_names_its_first_values_only() {
+        let set = BoundedLabels::new(2);
+        assert_eq!(&*set.label("a"), "a");
+        assert_eq!(&*set.label("b"), "b");
+        assert_eq!(&*set.label("c"), OTHER_HOST);
+        assert!(Arc::ptr_eq(&set.label("a"), &set.label("a")));
     }
 
     #[test]

@@ -54,25 +54,9 @@ pub(crate) fn status_label(status: StatusCode) -> &'static str {
 /// set per application, so the bound only guards against a misuse.
 #[cfg(all(feature = "metrics", feature = "server"))]
 pub(crate) fn route_label(route: &str) -> std::sync::Arc<str> {
-    use std::collections::HashMap;
-    use std::sync::{Arc, OnceLock, RwLock};
-
-    static LABELS: OnceLock<RwLock<HashMap<Box<str>, Arc<str>>>> = OnceLock::new();
-    let labels = LABELS.get_or_init(Default::default);
-    // A poisoned lock only means another thread panicked while inserting: the map is intact.
-    if let Some(found) = labels.read().unwrap_or_else(|p| p.into_inner()).get(route) {
-        return found.clone();
-    }
-    let mut write = labels.write().unwrap_or_else(|p| p.into_inner());
-    if let Some(found) = write.get(route) {
-        return found.clone();
-    }
-    if write.len() >= MAX_ROUTE_LABELS {
-        return Arc::from(backstop_classify::telemetry::OTHER_HOST);
-    }
-    let label: Arc<str> = Arc::from(route);
-    write.insert(Box::from(route), label.clone());
-    label
+    static ROUTES: backstop_classify::telemetry::BoundedLabels =
+        backstop_classify::telemetry::BoundedLabels::new(MAX_ROUTE_LABELS);
+    ROUTES.label(route)
 }
 
 /// How many distinct `http.route` labels [`route_label`] names.
