@@ -18,14 +18,7 @@ use tower::Layer;
 async fn an_opening_breaker_moves_its_gauge_and_counts_the_transition_and_rejections() {
     let (recorded, _recorder) = Recorded::install();
     let mock = Mock::new();
-    let layer = CircuitBreakerLayer::builder()
-        .consecutive_failures(2)
-        .no_failure_rate()
-        .half_open_probes(1)
-        .open_for(Duration::from_secs(10))
-        .open_jitter(0.0)
-        .build()
-        .unwrap();
+    let layer = opens_after_two_failures();
     let mut svc = layer.layer(mock.clone());
     let key = (KEY, "http://gauge.internal:80");
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use backstop_breaker::{CircuitBreakerLayer, State};
 use backstop_classify::Kind;
-use backstop_testing::capture::{Capture, Value};
+use backstop_testing::capture::{Capture, EventRecord, Value};
 use common::*;
 use tower::Layer;
 use tracing::Level;
@@ -21,14 +21,7 @@ async fn closed_open_half_open_closed_is_three_events() {
     let (capture, _guard) = Capture::install();
     let mock = Mock::new();
     mock.reply(Reply::Status(503));
-    let layer = CircuitBreakerLayer::builder()
-        .consecutive_failures(2)
-        .no_failure_rate()
-        .half_open_probes(1)
-        .open_for(Duration::from_secs(10))
-        .open_jitter(0.0)
-        .build()
-        .unwrap();
+    let layer = opens_after_two_failures();
     let mut svc = layer.layer(mock.clone());
     for _ in 0..2 {
         assert_eq!(call(&mut svc, HOST).await.unwrap().status(), 503);
@@ -41,16 +34,7 @@ async fn closed_open_half_open_closed_is_three_events() {
     assert_eq!(layer.breakers().snapshots()[0].1.state, State::Closed);
 
     let events = capture.events_with("circuit breaker transition");
-    let seen: Vec<(String, String, Level)> = events
-        .iter()
-        .map(|e| {
-            (
-                e.get("from").unwrap().text(),
-                e.get("to").unwrap().text(),
-                e.level,
-            )
-        })
-        .collect();
+    let seen = transitions(&events);
     let expected = [
         ("closed", "open", Level::WARN),
         ("open", "half_open", Level::INFO),
@@ -82,16 +66,7 @@ async fn changes_by_hand_are_reported_too() {
     layer.breakers().force_open(&key);
     layer.breakers().automatic(&key);
     let events = capture.events_with("circuit breaker transition");
-    let seen: Vec<(String, String, Level)> = events
-        .iter()
-        .map(|e| {
-            (
-                e.get("from").unwrap().text(),
-                e.get("to").unwrap().text(),
-                e.level,
-            )
-        })
-        .collect();
+    let seen = transitions(&events);
     assert_eq!(
         seen,
         [
@@ -103,4 +78,18 @@ async fn changes_by_hand_are_reported_too() {
         events[0].get("reason"),
         Some(&Value::Str("changed by hand".into()))
     );
+}
+
+/// Each transition event's `from`, `to` and level, in order.
+fn transitions(events: &[EventRecord]) -> Vec<(String, String, Level)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e.get("from").unwrap().text(),
+                e.get("to").unwrap().text(),
+                e.level,
+            )
+        })
+        .collect()
 }

@@ -166,3 +166,16 @@ pub fn is_open_rejection<R>(result: &Result<R, Error>) -> bool {
         Ok(_) => false,
     }
 }
+
+/// A per-host breaker that opens after two failures in a row, stays open exactly 10 s (no
+/// jitter) and closes after one good probe: the telemetry tests walk it through every state.
+pub fn opens_after_two_failures() -> backstop_breaker::CircuitBreakerLayer {
+    backstop_breaker::CircuitBreakerLayer::builder()
+        .consecutive_failures(2)
+        .no_failure_rate()
+        .half_open_probes(1)
+        .open_for(Duration::from_secs(10))
+        .open_jitter(0.0)
+        .build()
+        .unwrap()
+}
