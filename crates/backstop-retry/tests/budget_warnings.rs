@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use backstop_classify::Error;
-use backstop_retry::{RetryBudget, RetryInfo, RetryLayer, StopReason};
+use backstop_retry::{RetryInfo, RetryLayer, StopReason};
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use support::{Chunked, Reply, Upstream};
@@ -58,11 +58,7 @@ impl tracing::Subscriber for CountWarnings {
 async fn an_exhausted_budget_warns_at_most_once_a_second() {
     let warnings = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let _guard = tracing::subscriber::set_default(CountWarnings(warnings.clone()));
-    let budget = RetryBudget::builder()
-        .ratio(0.0)
-        .min_per_second(0)
-        .build()
-        .unwrap();
+    let budget = support::spent_budget();
     let layer = builder().budget(budget).build().unwrap();
     let upstream = Upstream::new((0..100).map(|_| Reply::status(503)));
     for _ in 0..50 {

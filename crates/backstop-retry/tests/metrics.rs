@@ -5,10 +5,10 @@
 mod support;
 
 use backstop_classify::Error;
+use backstop_retry::RetryLayer;
 use backstop_retry::metrics::{
     ATTEMPTS, BUDGET_REJECTIONS, REASON, RETRIES, SERVER_ADDRESS, STOP, STOPPED,
 };
-use backstop_retry::{RetryBudget, RetryLayer};
 use backstop_testing::recorded::Recorded;
 use bytes::Bytes;
 use http::{Request, Response};
@@ -76,11 +76,7 @@ async fn a_call_retried_twice_counts_three_attempts_and_two_retries_by_reason() 
 #[tokio::test(start_paused = true)]
 async fn a_budget_rejection_counts_and_so_does_the_stop() {
     let (recorded, _recorder) = Recorded::install();
-    let budget = RetryBudget::builder()
-        .ratio(0.0)
-        .min_per_second(0)
-        .build()
-        .unwrap();
+    let budget = support::spent_budget();
     let layer = RetryLayer::builder().budget(budget).build().unwrap();
     let upstream = Upstream::new([Reply::status(503), Reply::status(503)]);
     for _ in 0..2 {

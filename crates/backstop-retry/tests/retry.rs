@@ -563,11 +563,7 @@ async fn a_local_rejection_ends_the_call_at_once_and_spends_no_budget() {
 
 #[tokio::test(start_paused = true)]
 async fn an_exhausted_budget_returns_the_real_failure_with_the_reason_beside_it() {
-    let budget = RetryBudget::builder()
-        .ratio(0.0)
-        .min_per_second(0)
-        .build()
-        .unwrap();
+    let budget = support::spent_budget();
     let layer = builder().budget(budget).build().unwrap();
     let upstream = Upstream::new([Reply::Fail(Kind::Refused, Phase::Connect)]);
     let err = send(layer.clone(), &upstream, request(Method::GET))

@@ -7,7 +7,7 @@
 mod support;
 
 use backstop_classify::{Error, Kind, Phase};
-use backstop_retry::{RetryBudget, RetryInfo, RetryLayer, StopReason};
+use backstop_retry::{RetryInfo, RetryLayer, StopReason};
 use backstop_testing::capture::{Capture, Value};
 use bytes::Bytes;
 use http::{Request, Response};
@@ -187,11 +187,7 @@ async fn errors_set_error_type_and_a_failed_call_says_why_retrying_stopped() {
 #[tokio::test(start_paused = true)]
 async fn an_exhausted_budget_is_a_warning_naming_the_failure() {
     let (capture, _guard) = Capture::install();
-    let budget = RetryBudget::builder()
-        .ratio(0.0)
-        .min_per_second(0)
-        .build()
-        .unwrap();
+    let budget = support::spent_budget();
     let layer = RetryLayer::builder().budget(budget).build().unwrap();
     let upstream = Upstream::new([Reply::status(502)]);
     let res = call(layer, &upstream, get("http://127.0.0.1:9/"))

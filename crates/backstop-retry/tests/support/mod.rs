@@ -201,3 +201,12 @@ impl Body for Chunked {
 }
 
 pub const MS: Duration = Duration::from_millis(1);
+
+/// A retry budget that never allows a retry: no share of requests and no per-second floor.
+pub fn spent_budget() -> backstop_retry::RetryBudget {
+    backstop_retry::RetryBudget::builder()
+        .ratio(0.0)
+        .min_per_second(0)
+        .build()
+        .unwrap()
+}
