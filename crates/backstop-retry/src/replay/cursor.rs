@@ -1,5 +1,6 @@
-//! [`Cursor`]: one attempt's place in the shared body — the kept chunks it replays, then the
-//! caller's body it reads on — and the answers it gives the transport without the state.
+//! [`Cursor`]: the newest attempt's place in the shared body — the kept chunks it replays, then
+//! the caller's body it reads on — and the answers its body gives the transport until its next
+//! poll.
 
 use std::mem;
 use std::task::{Context, Poll, ready};
@@ -11,35 +12,37 @@ use http_body::{Body, Frame, SizeHint};
 use super::{Cursor, State, TOO_LARGE};
 
 impl Cursor {
-    pub(super) fn new(generation: u64) -> Cursor {
+    /// The start of the body, for the attempt of `generation`.
+    pub(super) fn new(generation: u32) -> Cursor {
         Cursor {
             generation,
             position: 0,
             sent: 0,
             trailers_sent: false,
-            end: false,
-            hint: SizeHint::default(),
         }
     }
+}
 
-    /// Notes what `is_end_stream` and `size_hint` answer until the next poll.
-    pub(super) fn note<B: Body>(&mut self, state: &State<B>) {
-        let caught_up = self.position >= state.chunks.len() && self.sent == state.read;
-        let inner_done = state.ended
-            || (!state.broken && state.body.as_ref().is_some_and(|b| b.is_end_stream()));
-        self.end = inner_done && caught_up && (self.trailers_sent || state.trailers.is_none());
+impl<B: Body> State<B> {
+    /// What the newest attempt's body answers to `is_end_stream` and `size_hint` until its next
+    /// poll.
+    pub(super) fn answers(&self) -> (bool, SizeHint) {
+        let cursor = &self.cursor;
+        let caught_up = cursor.position >= self.chunks.len() && cursor.sent == self.read;
+        let inner_done =
+            self.ended || (!self.broken && self.body.as_ref().is_some_and(|b| b.is_end_stream()));
+        let end = inner_done && caught_up && (cursor.trailers_sent || self.trailers.is_none());
         // What this reader has still to replay: nothing once the kept chunks were dropped.
-        let unreplayed = if state.refusal.is_none() {
-            state.read.saturating_sub(self.sent)
+        let unreplayed = if self.refusal.is_none() {
+            self.read.saturating_sub(cursor.sent)
         } else {
             0
         };
-        if state.ended {
-            self.hint = SizeHint::with_exact(unreplayed);
-            return;
+        if self.ended {
+            return (end, SizeHint::with_exact(unreplayed));
         }
-        let inner = match &state.body {
-            Some(body) if !state.broken => body.size_hint(),
+        let inner = match &self.body {
+            Some(body) if !self.broken => body.size_hint(),
             _ => SizeHint::default(),
         };
         let mut hint = SizeHint::new();
@@ -47,60 +50,57 @@ impl Cursor {
         if let Some(upper) = inner.upper() {
             hint.set_upper(upper.saturating_add(unreplayed));
         }
-        self.hint = hint;
+        (end, hint)
     }
 }
 
-impl Cursor {
-    pub(super) fn step<B>(
-        &mut self,
-        state: &mut State<B>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Error>>>
+impl<B> State<B> {
+    /// The newest attempt's next frame: a kept chunk, then what the caller's body gives.
+    pub(super) fn step(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>>
     where
         B: Body,
         B::Error: Into<BoxError>,
     {
-        if let Some(chunk) = state.chunks.get(self.position) {
+        if let Some(chunk) = self.chunks.get(self.cursor.position) {
             let chunk = chunk.clone();
-            self.position += 1;
-            self.sent = self.sent.saturating_add(chunk.len() as u64);
+            self.cursor.position += 1;
+            self.cursor.sent = self.cursor.sent.saturating_add(chunk.len() as u64);
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
-        if self.sent != state.read {
+        if self.cursor.sent != self.read {
             // Bytes this attempt has not sent were dropped from the buffer (an older attempt,
             // polling when this one was made, outgrew the limit): it cannot be completed.
             return Poll::Ready(Some(Err(Error::new(Kind::BodyNotReplayable, Phase::Send)
-                .with_source(state.refusal.unwrap_or(TOO_LARGE)))));
+                .with_source(self.refusal.unwrap_or(TOO_LARGE)))));
         }
-        if state.ended {
-            return Poll::Ready(self.trailers(state).map(Ok));
+        if self.ended {
+            return Poll::Ready(self.trailers().map(Ok));
         }
-        let body = match &mut state.body {
-            Some(body) if !state.broken => body,
+        let body = match &mut self.body {
+            Some(body) if !self.broken => body,
             // It failed, and the failure was already reported.
             _ => return Poll::Ready(Some(Err(Error::new(Kind::Other, Phase::Send)))),
         };
         match ready!(body.as_mut().poll_frame(cx)) {
             None => {
-                state.ended = true;
-                state.body = None;
+                self.ended = true;
+                self.body = None;
                 // A replay can reach the end where the first attempt saw trailers but not yet
                 // the end of the stream.
-                Poll::Ready(self.trailers(state).map(Ok))
+                Poll::Ready(self.trailers().map(Ok))
             }
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(mut data) => {
                     let bytes = data.copy_to_bytes(data.remaining());
-                    state.keep(&bytes);
-                    self.position = state.chunks.len();
-                    self.sent = state.read;
+                    self.keep(&bytes);
+                    self.cursor.position = self.chunks.len();
+                    self.cursor.sent = self.read;
                     Poll::Ready(Some(Ok(Frame::data(bytes))))
                 }
                 Err(frame) => match frame.into_trailers() {
                     Ok(trailers) => {
-                        state.trailers = Some(Box::new(trailers.clone()));
-                        self.trailers_sent = true;
+                        self.trailers = Some(Box::new(trailers.clone()));
+                        self.cursor.trailers_sent = true;
                         Poll::Ready(Some(Ok(Frame::trailers(trailers))))
                     }
                     // A frame that is neither data nor trailers: nothing we can forward.
@@ -111,9 +111,9 @@ impl Cursor {
                 },
             },
             Some(Err(err)) => {
-                state.body = None;
-                state.broken = true;
-                state.refuse("the request body failed while it was being sent");
+                self.body = None;
+                self.broken = true;
+                self.refuse("the request body failed while it was being sent");
                 Poll::Ready(Some(Err(
                     Error::new(Kind::Other, Phase::Send).with_source(err.into())
                 )))
@@ -121,13 +121,12 @@ impl Cursor {
         }
     }
 
-    /// The trailers, if this reader has yet to send them.
-    fn trailers<B>(&mut self, state: &State<B>) -> Option<Frame<Bytes>> {
-        if mem::replace(&mut self.trailers_sent, true) {
+    /// The trailers, if the newest attempt has yet to send them.
+    fn trailers(&mut self) -> Option<Frame<Bytes>> {
+        if mem::replace(&mut self.cursor.trailers_sent, true) {
             return None;
         }
-        state
-            .trailers
+        self.trailers
             .as_deref()
             .map(|trailers| Frame::trailers(trailers.clone()))
     }

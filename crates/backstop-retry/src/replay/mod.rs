@@ -19,8 +19,9 @@
 //! it to be put back (its waker is woken then); a poll never blocks.
 //!
 //! The files of this module: this one holds the types and the body's face to the transport;
-//! `slot` the hand-off of the shared state between attempts; `cursor` one attempt's reading of
-//! it (replaying kept chunks, then reading on).
+//! `slot` the hand-off of the shared state between attempts; `cursor` the newest attempt's
+//! reading of it (replaying kept chunks, then reading on), kept in the state rather than in each
+//! attempt's body, which stays one word larger than the caller's.
 
 mod cursor;
 mod slot;
@@ -70,32 +71,45 @@ pin_project! {
     }
 }
 
-/// One attempt's view of the shared body.
+/// One attempt's view of the shared body: the slot, and what it answers the transport without
+/// taking the state. Kept small: it is the body of every retryable request, and a request is
+/// moved a dozen times on its way into the connection. Where the reader is in the shared body
+/// (its [`Cursor`]) is kept in the state, since only the newest attempt ever reads.
 struct Reader<B> {
     slot: Arc<Mutex<Slot<B>>>,
-    cursor: Cursor,
+    /// `size_hint` as of this reader's last poll (or its creation).
+    hint: Hint,
+    /// Only the reader of the slot's current generation may read.
+    generation: u32,
+    /// `is_end_stream` as of this reader's last poll (or its creation).
+    end: bool,
 }
 
-/// Where one attempt is in the shared body, and what it answers without the state.
+/// A [`SizeHint`] in 16 bytes rather than 24: an upper bound of `u64::MAX` stands for none.
+#[derive(Clone, Copy)]
+struct Hint {
+    lower: u64,
+    upper: u64,
+}
+
+/// Where the newest attempt is in the shared body.
 struct Cursor {
-    generation: u64,
+    /// The attempt this is the place of; a newer attempt starts afresh.
+    generation: u32,
     /// Index of the next kept chunk this reader replays.
     position: usize,
     /// Bytes this reader has sent, replayed or read; equal to `State::read` once it caught up.
     sent: u64,
     trailers_sent: bool,
-    /// `is_end_stream` and `size_hint` as of this reader's last poll (or its creation), so that
-    /// the transport's frequent queries need neither the lock nor the state.
-    end: bool,
-    hint: SizeHint,
 }
 
 /// Where the shared state waits between polls, with what the retry needs to know without it.
 pub(crate) struct Slot<B> {
     /// `None` while an attempt body is polling with it.
     state: Option<State<B>>,
-    /// Only the reader of this generation may read; older attempts are superseded.
-    generation: u64,
+    /// Only the reader of this generation may read; older attempts are superseded. At most
+    /// `MAX_ATTEMPTS_LIMIT` attempts are made, far below `u32::MAX`.
+    generation: u32,
     /// Why the body cannot be replayed, as of the last time the state was put back.
     refusal: Option<&'static str>,
     /// The newest attempt, waiting for an older one's poll to put the state back.
@@ -103,6 +117,8 @@ pub(crate) struct Slot<B> {
 }
 
 struct State<B> {
+    /// The newest attempt's place, once it polled.
+    cursor: Cursor,
     /// The rest of the caller's body; `None` once it ended or failed.
     body: Option<Pin<Box<B>>>,
     chunks: Vec<Bytes>,
@@ -165,6 +181,7 @@ impl<B: Body> ReplayBody<B> {
             (limit, TOO_LARGE)
         };
         let state = State {
+            cursor: Cursor::new(0),
             body: Some(Box::pin(body)),
             chunks: Vec::new(),
             read: 0,
@@ -181,17 +198,16 @@ impl<B: Body> ReplayBody<B> {
             refusal: None,
             waiter: None,
         }));
-        let mut cursor = Cursor::new(0);
         // Not at its end: checked above. The hint is the caller's, nothing being kept yet.
-        cursor.hint = hint;
+        let reader = Reader {
+            slot: slot.clone(),
+            hint: Hint::from(hint),
+            generation: 0,
+            end: false,
+        };
         (
             ReplayBody {
-                repr: Repr::Shared {
-                    reader: Reader {
-                        slot: slot.clone(),
-                        cursor,
-                    },
-                },
+                repr: Repr::Shared { reader },
             },
             Replay::Shared(slot),
         )
@@ -224,30 +240,33 @@ impl<B: Body> Replay<B> {
                     if let Some(why) = slot.refusal {
                         return Err(why);
                     }
-                    slot.generation += 1;
+                    slot.generation = slot.generation.wrapping_add(1);
                     (slot.generation, slot.state.take())
                 };
-                let mut cursor = Cursor::new(generation);
+                let mut reader = Reader {
+                    slot: slot.clone(),
+                    hint: Hint::from(SizeHint::default()),
+                    generation,
+                    end: false,
+                };
                 // The new body's first answers to `is_end_stream` and `size_hint`, worked out on
                 // the owned state (they ask the caller's body) with the lock released. If an
                 // older attempt is polling with the state right now, the defaults (not at the
-                // end, size unknown) are true, if vaguer; the first poll refines them.
-                if let Some(state) = state {
+                // end, size unknown) are true, if vaguer; the first poll refines them, and
+                // starts the new attempt's cursor.
+                if let Some(mut state) = state {
+                    state.cursor = Cursor::new(generation);
                     let mut held = Held {
                         slot,
                         state,
                         finished: false,
                     };
-                    cursor.note(&held.state);
+                    let (end, hint) = held.state.answers();
                     held.finished = true;
+                    (reader.end, reader.hint) = (end, Hint::from(hint));
                 }
                 Ok(ReplayBody {
-                    repr: Repr::Shared {
-                        reader: Reader {
-                            slot: slot.clone(),
-                            cursor,
-                        },
-                    },
+                    repr: Repr::Shared { reader },
                 })
             }
         }
@@ -276,19 +295,47 @@ where
     B::Error: Into<BoxError>,
 {
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        let cursor = &mut self.cursor;
-        let mut held = match take(&self.slot, cursor.generation, cx.waker()) {
+        let mut held = match take(&self.slot, self.generation, cx.waker()) {
             Take::Owned(held) => held,
             Take::Superseded => return Poll::Ready(Some(Err(superseded()))),
             Take::Busy => return Poll::Pending,
         };
         // The lock is released: the caller's body is polled on the owned state.
-        let polled = cursor.step(&mut held.state, cx);
-        cursor.note(&held.state);
+        if held.state.cursor.generation != self.generation {
+            // The first poll of this attempt: it replays from the start.
+            held.state.cursor = Cursor::new(self.generation);
+        }
+        let polled = held.state.step(cx);
+        let (end, hint) = held.state.answers();
         held.finished = true;
+        (self.end, self.hint) = (end, Hint::from(hint));
         // Put back here, before the frame goes to the transport.
         drop(held);
         polled
+    }
+}
+
+// === impl Hint ===
+
+impl From<SizeHint> for Hint {
+    fn from(hint: SizeHint) -> Hint {
+        Hint {
+            lower: hint.lower(),
+            upper: hint.upper().unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl From<Hint> for SizeHint {
+    fn from(hint: Hint) -> SizeHint {
+        let mut size = SizeHint::new();
+        size.set_lower(hint.lower);
+        // From a valid hint, so never below the lower bound; an exact `u64::MAX` reads as "at
+        // least `u64::MAX`", which no body reaches.
+        if hint.upper != u64::MAX {
+            size.set_upper(hint.upper);
+        }
+        size
     }
 }
 
@@ -328,7 +375,7 @@ where
         match &self.repr {
             Repr::Empty => true,
             Repr::Once { body } => body.is_end_stream(),
-            Repr::Shared { reader } => reader.cursor.end,
+            Repr::Shared { reader } => reader.end,
         }
     }
 
@@ -336,7 +383,48 @@ where
         match &self.repr {
             Repr::Empty => SizeHint::with_exact(0),
             Repr::Once { body } => body.size_hint(),
-            Repr::Shared { reader } => reader.cursor.hint,
+            Repr::Shared { reader } => SizeHint::from(reader.hint),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request is moved a dozen times on its way into a connection (hyper alone moves it about
+    /// fourteen times), so every byte of its body counts: the wrapper costs one word over the
+    /// caller's body, `Request<ReplayBody<Full<Bytes>>>` no more than `Request<Full<Bytes>>` + 8.
+    #[test]
+    fn a_replay_body_is_one_word_larger_than_the_body_it_wraps() {
+        use http_body_util::Full;
+        assert_eq!(
+            size_of::<ReplayBody<Full<Bytes>>>(),
+            size_of::<Full<Bytes>>() + 8
+        );
+        assert_eq!(size_of::<ReplayBody<Bytes>>(), size_of::<Bytes>() + 8);
+    }
+
+    #[test]
+    fn a_size_hint_survives_its_compact_form() {
+        for hint in [
+            SizeHint::default(),
+            SizeHint::with_exact(0),
+            SizeHint::with_exact(17),
+            {
+                let mut hint = SizeHint::new();
+                hint.set_lower(3);
+                hint.set_upper(9);
+                hint
+            },
+            {
+                let mut hint = SizeHint::new();
+                hint.set_lower(5);
+                hint
+            },
+        ] {
+            let back = SizeHint::from(Hint::from(hint));
+            assert_eq!((back.lower(), back.upper()), (hint.lower(), hint.upper()));
         }
     }
 }

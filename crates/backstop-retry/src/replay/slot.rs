@@ -7,7 +7,7 @@ use std::task::Waker;
 
 use bytes::Bytes;
 
-use super::{Slot, State, TOO_LARGE, lock};
+use super::{Cursor, Slot, State, TOO_LARGE, lock};
 
 /// Puts `state` back in its slot and wakes the attempt that waited for it, if any.
 fn put<B>(slot: &Mutex<Slot<B>>, state: State<B>) {
@@ -60,6 +60,7 @@ impl<B> State<B> {
     /// It allocates nothing.
     fn vacant() -> State<B> {
         State {
+            cursor: Cursor::new(0),
             body: None,
             chunks: Vec::new(),
             read: 0,
@@ -93,7 +94,7 @@ impl<B> State<B> {
 
 /// Takes the state out of `slot` for the attempt of `generation`, or registers `waker` to be
 /// woken when an older attempt's poll puts it back.
-pub(super) fn take<'a, B>(slot: &'a Mutex<Slot<B>>, generation: u64, waker: &Waker) -> Take<'a, B> {
+pub(super) fn take<'a, B>(slot: &'a Mutex<Slot<B>>, generation: u32, waker: &Waker) -> Take<'a, B> {
     let (take, replaced) = {
         let mut guard = lock(slot);
         if guard.generation != generation {
