@@ -167,11 +167,20 @@ impl<B: Body> ReplayBody<B> {
     /// data from it (a connection refused before the write). A body whose size hint says it is
     /// larger than the limit is treated the same way from the start, rather than buffered up to
     /// the limit only to be dropped: it is replayable only while untouched.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn replayable(body: B, limit: usize) -> (ReplayBody<B>, Replay<B>) {
+        // Most requests that may be retried have no body (GET, HEAD, DELETE): the check is
+        // inlined into the call, the sharing is not.
         if body.is_end_stream() {
             return (ReplayBody { repr: Repr::Empty }, Replay::Empty);
         }
+        ReplayBody::shared(body, limit)
+    }
+
+    /// [`replayable`](ReplayBody::replayable) for a body not at its end: shared between
+    /// attempts through a slot.
+    #[inline(never)]
+    fn shared(body: B, limit: usize) -> (ReplayBody<B>, Replay<B>) {
         let hint = body.size_hint();
         let (limit, too_large) = if limit == 0 {
             (0, READ_UNKEPT)
