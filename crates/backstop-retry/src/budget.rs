@@ -1,5 +1,6 @@
 //! [`RetryBudget`]: retries limited to a fraction of recent requests plus a small floor.
 
+use std::cell::Cell;
 use std::fmt;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -40,6 +41,23 @@ const FAST_DEPOSIT_MAX: i64 = VALUE_MAX / 2;
 /// The shortest interval between two warnings that a budget is exhausted.
 const WARNING_INTERVAL_NANOS: u64 = 1_000_000_000;
 
+/// Numbers budgets, so that an epoch a thread cached for one is never taken for another's.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The epoch of this thread's last deposit, and when it ends. Every request deposits, and
+    /// working out the epoch (the time since the budget was made, divided into slots) costs
+    /// more than the rest of a deposit: within the epoch a clock read and a comparison do.
+    static LAST_EPOCH: Cell<Option<CachedEpoch>> = const { Cell::new(None) };
+}
+
+#[derive(Clone, Copy)]
+struct CachedEpoch {
+    budget: u64,
+    epoch: u64,
+    ends: Instant,
+}
+
 /// Retries limited to a fraction of recent requests plus a small floor per second, over a
 /// sliding window (Finagle's and linkerd's budget; defaults 20 %, 10 retries/s, 10 s).
 ///
@@ -76,6 +94,8 @@ pub struct RetryBudget {
 }
 
 struct Inner {
+    /// This budget's number, from `NEXT_ID`.
+    id: u64,
     start: Instant,
     slot_nanos: u64,
     deposit: i64,
@@ -131,6 +151,7 @@ impl RetryBudget {
             / 1000;
         RetryBudget {
             inner: Arc::new(Inner {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 start: Instant::now(),
                 slot_nanos,
                 deposit,
@@ -149,7 +170,7 @@ impl RetryBudget {
     /// Records one request (an original attempt, not a retry).
     #[inline]
     pub fn deposit(&self) {
-        let epoch = self.inner.epoch();
+        let epoch = self.inner.deposit_epoch();
         self.inner.deposit(epoch);
     }
 
@@ -174,7 +195,7 @@ impl RetryBudget {
     /// Whether an exhaustion of this budget should be logged as a warning now: at most once a
     /// second. `Some` carries how many exhaustions went unwarned since the last warning.
     pub(crate) fn warning_due(&self) -> Option<u64> {
-        let now = self.inner.nanos();
+        let now = self.inner.nanos(Instant::now());
         let due = self.inner.next_warning.load(Ordering::Relaxed);
         if now >= due
             && self
@@ -213,13 +234,50 @@ impl RetryBudget {
 impl Inner {
     #[inline]
     fn epoch(&self) -> u64 {
-        self.nanos() / self.slot_nanos
+        self.epoch_at(Instant::now())
     }
 
-    /// Nanoseconds since the budget was made, on tokio's clock.
     #[inline]
-    fn nanos(&self) -> u64 {
-        let elapsed = Instant::now().saturating_duration_since(self.start);
+    fn epoch_at(&self, now: Instant) -> u64 {
+        self.nanos(now) / self.slot_nanos
+    }
+
+    /// The epoch of a deposit made now: the one this thread cached while it lasts (instants
+    /// only move forward), else worked out and cached.
+    #[inline]
+    fn deposit_epoch(&self) -> u64 {
+        let now = Instant::now();
+        LAST_EPOCH
+            .try_with(|last| match last.get() {
+                Some(cached) if cached.budget == self.id && now < cached.ends => cached.epoch,
+                _ => self.cache_epoch(now, last),
+            })
+            // The thread is going away: no cache, the same answer.
+            .unwrap_or_else(|_| self.epoch_at(now))
+    }
+
+    /// Works out the epoch of `now` and caches it, with its end, for this thread's next
+    /// deposits.
+    #[inline(never)]
+    fn cache_epoch(&self, now: Instant, last: &Cell<Option<CachedEpoch>>) -> u64 {
+        let epoch = self.epoch_at(now);
+        // An end beyond what an instant can hold is not cached: no deposit comes that late.
+        let ends = epoch
+            .checked_add(1)
+            .and_then(|next| next.checked_mul(self.slot_nanos))
+            .and_then(|nanos| self.start.checked_add(Duration::from_nanos(nanos)));
+        last.set(ends.map(|ends| CachedEpoch {
+            budget: self.id,
+            epoch,
+            ends,
+        }));
+        epoch
+    }
+
+    /// Nanoseconds from when the budget was made to `now`, on tokio's clock.
+    #[inline]
+    fn nanos(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.start);
         // Saturates after 584 years, which no process lives to see.
         elapsed
             .as_secs()
@@ -395,6 +453,44 @@ mod tests {
         let b = budget(0.2, 10);
         assert_eq!(b.available(), 100);
         assert_eq!(drain(&b), 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_threads_cached_epoch_serves_only_its_budget_and_only_until_the_epoch_ends() {
+        // A 1 s window (100 ms epochs) and a 10 s one (1 s epochs), deposits alternating
+        // between them on this thread every 50 ms, across many epoch boundaries of both: the
+        // epoch a thread caches for one budget is never used for the other, nor past its end.
+        let window = |secs| {
+            RetryBudget::builder()
+                .ratio(1.0)
+                .min_per_second(0)
+                .window(Duration::from_secs(secs))
+                .build()
+                .unwrap()
+        };
+        let (short, long) = (window(1), window(10));
+        for _ in 0..30 {
+            short.deposit();
+            long.deposit();
+            long.deposit();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // At 1.5 s the short budget counts epochs 6 to 15: its deposits at 0.60 s .. 1.45 s.
+        assert_eq!(short.available(), 18);
+        assert_eq!(long.available(), 60);
+        // 1.5 s is the first instant of epoch 15, and the last deposit's epoch (14) has ended:
+        // this one counts in epoch 15, so it lasts until 2.5 s, the others only until 2.4 s.
+        short.deposit();
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert_eq!(short.available(), 1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(short.available(), 0);
+        // One budget alone across a boundary: the deposit at 2.6 s is not taken for epoch 25's.
+        short.deposit();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        short.deposit();
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert_eq!(short.available(), 1);
     }
 
     #[tokio::test(start_paused = true)]
