@@ -155,26 +155,36 @@ impl<T> IdleIo<T> {
         }
     }
 
+    /// Waits out the current wait: registers the timer with this task, or fails if the period
+    /// has run out. The common case, the timer already registered with this task and not fired,
+    /// is a few comparisons; the rest is out of line.
+    #[inline]
     fn wait(&mut self, cx: &mut Context<'_>, phase: Phase) -> Poll<io::Error> {
         if !self.armed {
             self.arm();
         }
+        // Already registered with this task's waker and not fired: polling it again would only
+        // spend the task's cooperative budget.
+        if let Some(timer) = &self.timer
+            && self
+                .timer_waker
+                .as_ref()
+                .is_some_and(|waker| waker.will_wake(cx.waker()))
+            && !timer.is_elapsed()
+        {
+            return Poll::Pending;
+        }
+        self.poll_timer(cx, phase)
+    }
+
+    #[inline(never)]
+    fn poll_timer(&mut self, cx: &mut Context<'_>, phase: Phase) -> Poll<io::Error> {
         let timer = match &mut self.timer {
             Some(timer) => timer,
             None => self
                 .timer
                 .insert(Box::pin(tokio::time::sleep_until(self.deadline))),
         };
-        // Already registered with this task's waker and not fired: polling it again would only
-        // spend the task's cooperative budget.
-        if self
-            .timer_waker
-            .as_ref()
-            .is_some_and(|waker| waker.will_wake(cx.waker()))
-            && !timer.is_elapsed()
-        {
-            return Poll::Pending;
-        }
         loop {
             if timer.as_mut().poll(cx).is_pending() {
                 match &mut self.timer_waker {
@@ -189,7 +199,8 @@ impl<T> IdleIo<T> {
                 self.deadline = Instant::now() + self.period;
             }
             // The timer may have been registered for an earlier wait, or before progress moved
-            // the deadline on: catch up instead of failing.
+            // the deadline on: catch up instead of failing. The deadline only ever moves later,
+            // so a timer that has not fired is never late.
             if Instant::now() < self.deadline {
                 timer.as_mut().reset(self.deadline);
                 continue;
@@ -244,13 +255,15 @@ impl<T> IdleIo<T> {
         if !pending {
             self.write_waiting = false;
             if wrote_bytes {
-                self.progressed();
                 if self.side == Side::Client && !self.awaiting_answer {
                     self.awaiting_answer = true;
                     if self.read_waiting && !self.read_timed {
+                        // The answer's wait starts now; nothing else waits (this write is done).
                         self.time_parked_read();
+                        return Poll::Pending;
                     }
                 }
+                self.progressed();
             }
             return Poll::Pending;
         }
@@ -261,16 +274,23 @@ impl<T> IdleIo<T> {
     /// The parked read now awaits an answer: its wait starts now, with the timer registered to
     /// wake the reading task. Waking that task instead, only for it to start the timer in its
     /// next read, would cost the connection's task a whole extra poll on every request.
+    ///
+    /// The reader's waker stays stored: the next parked read (in the same task, on a pooled
+    /// connection) then finds it in place and clones nothing.
     fn time_parked_read(&mut self) {
         let Some(reader) = self.parked_reader.take() else {
             return;
         };
         self.read_timed = true;
-        let mut cx = Context::from_waker(&reader);
-        if self.wait(&mut cx, Phase::AwaitHeaders).is_ready() {
+        self.arm();
+        if self
+            .wait(&mut Context::from_waker(&reader), Phase::AwaitHeaders)
+            .is_ready()
+        {
             // Already out of time: the read must come back to fail.
-            reader.wake();
+            reader.wake_by_ref();
         }
+        self.parked_reader = Some(reader);
     }
 
     fn check_expired(&self) -> Option<io::Error> {
