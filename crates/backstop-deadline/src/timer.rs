@@ -79,10 +79,14 @@ impl<S: SleepSlot> Timer<S> {
     pub(crate) fn run<R>(self: Pin<&mut Self>, poll: impl FnOnce() -> R) -> R {
         match self.project() {
             TimerProj::Unarmed { budget } => {
-                let entered = Entered::new(*budget);
-                let result = poll();
-                *budget = entered.leave();
-                result
+                // A guard keeps the instant (when dropped, after `poll`) rather than a `leave`
+                // after it: the result, a whole response, is then returned where it was built
+                // instead of being copied past the bookkeeping.
+                let _keep = KeepStarted {
+                    entered: Entered::new(*budget),
+                    budget,
+                };
+                poll()
             }
             TimerProj::Armed { sleep } => {
                 let _entered = Entered::new(Budget::At(Deadline::at(sleep.at())));
@@ -129,6 +133,20 @@ impl<S: SleepSlot> Timer<S> {
             // Armed just above.
             TimerProj::Unarmed { .. } => Poll::Pending,
         }
+    }
+}
+
+/// Keeps, when dropped, the budget as the code inside left it (started or not); then the
+/// ambient deadline is restored.
+struct KeepStarted<'a> {
+    entered: Entered,
+    budget: &'a mut Budget,
+}
+
+impl Drop for KeepStarted<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        *self.budget = self.entered.inside();
     }
 }
 
