@@ -131,6 +131,7 @@
 
 mod config;
 mod deadline;
+mod spare;
 mod telemetry;
 mod timer;
 
