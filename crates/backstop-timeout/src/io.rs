@@ -65,9 +65,10 @@ pub struct IdleIo<T> {
     timer: Option<Pin<Box<Sleep>>>,
     /// The waker the timer last registered.
     timer_waker: Option<Waker>,
-    /// `deadline` holds the deadline of the current wait.
+    /// `since` holds the start of the current wait (its deadline is a period later: computed
+    /// only when the timer is set or fires, not on every wait).
     armed: bool,
-    deadline: Instant,
+    since: Instant,
     read_waiting: bool,
     /// The pending read is under the timer (as opposed to parked, e.g. pooled).
     read_timed: bool,
@@ -97,7 +98,7 @@ impl<T> IdleIo<T> {
             timer: None,
             timer_waker: None,
             armed: false,
-            deadline: Instant::now(),
+            since: Instant::now(),
             read_waiting: false,
             read_timed: false,
             write_waiting: false,
@@ -142,7 +143,7 @@ impl<T> IdleIo<T> {
     /// is left registered where it is and catches up when it fires, so a busy connection pays a
     /// clock read per wait and one timer reset per period, not a timer-wheel update per byte.
     fn arm(&mut self) {
-        self.deadline = Instant::now() + self.period;
+        self.since = Instant::now();
         self.armed = true;
     }
 
@@ -183,7 +184,7 @@ impl<T> IdleIo<T> {
             Some(timer) => timer,
             None => self
                 .timer
-                .insert(Box::pin(tokio::time::sleep_until(self.deadline))),
+                .insert(Box::pin(tokio::time::sleep_until(self.since + self.period))),
         };
         loop {
             if timer.as_mut().poll(cx).is_pending() {
@@ -196,13 +197,14 @@ impl<T> IdleIo<T> {
             // A server handling a request keeps its read pending only to notice a hang-up: the
             // silence is ours, not the client's.
             if phase == Phase::AwaitHeaders && self.activity.as_ref().is_some_and(|a| a.is_busy()) {
-                self.deadline = Instant::now() + self.period;
+                self.since = Instant::now();
             }
             // The timer may have been registered for an earlier wait, or before progress moved
             // the deadline on: catch up instead of failing. The deadline only ever moves later,
             // so a timer that has not fired is never late.
-            if Instant::now() < self.deadline {
-                timer.as_mut().reset(self.deadline);
+            let deadline = self.since + self.period;
+            if Instant::now() < deadline {
+                timer.as_mut().reset(deadline);
                 continue;
             }
             self.expired = Some(phase);
