@@ -2,21 +2,23 @@
 //!
 //! Every attempt that has to wait needs a timer. A fresh tokio `Sleep` is inserted into the
 //! runtime's timer wheel on its first poll and taken out again when the attempt ends (a lock of
-//! the wheel each time), which costs several times what the rest of the layer does. A `Sleep`
-//! that is still registered is moved to a later deadline with one atomic update, the wheel
-//! catching up when it reaches the old slot. So the attempts of an
-//! [`AttemptTimeout`](crate::AttemptTimeout) (and of its clones) hand their timers back when they
-//! end, and the next attempt to wait moves one of those to its own deadline instead of
-//! registering a new one. The timing is the same exact deadline either way.
+//! the wheel each time), which costs several times what the rest of the layer does. So the
+//! attempts of an [`AttemptTimeout`](crate::AttemptTimeout) (and of its clones) hand their timers
+//! back when they end, still registered, and the next attempt to wait takes one instead of
+//! registering a new one. A kept timer is set for an earlier attempt's deadline, before this
+//! one's: it is left there, and if the attempt is still waiting when it fires, its own deadline
+//! (earlier than the attempt's) says so without a clock read, and it is moved on to the
+//! attempt's deadline (one atomic update; the wheel catches up). Most attempts end before and
+//! never move it. The attempt ends at its exact deadline either way.
 //!
-//! A kept timer still fires at its old deadline if nobody moves it on, waking the task that last
-//! polled it for nothing (once, at most one attempt timeout after that task's attempt). It
-//! belongs to the runtime it was made in: it is only reused in that same runtime (a timer of a
-//! runtime that has shut down must never be polled), and others are dropped instead.
+//! A kept timer nobody takes still fires at its old deadline, waking the task that last polled
+//! it for nothing (once, at most one attempt timeout after that task's attempt). It belongs to
+//! the runtime it was made in: it is only reused in that same runtime (a timer of a runtime that
+//! has shut down must never be polled), and others are dropped instead.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use tokio::runtime::{Handle, Id};
 use tokio::time::{Instant, Sleep, sleep_until};
@@ -45,7 +47,13 @@ impl Spares {
             if let Some((owner, mut sleep)) = kept
                 && owner == runtime
             {
-                sleep.as_mut().reset(at);
+                // Still set for an earlier deadline: left there, it wakes the attempt early once
+                // (if the attempt lasts that long), which then moves it on; most attempts end
+                // before, and never pay for moving it. A timer that has fired, or is set for
+                // later, is moved now.
+                if sleep.is_elapsed() || sleep.deadline() > at {
+                    sleep.as_mut().reset(at);
+                }
                 return (sleep, Some(runtime));
             }
         }
@@ -87,29 +95,38 @@ impl AttemptClock {
     /// instead of two.
     #[inline]
     pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let (sleep, _) = match &mut self.armed {
-            Some(armed) => armed,
-            None => {
-                let at = match self.budget {
-                    Budget::At(deadline) => deadline.instant(),
-                    Budget::NotStarted(_) => {
-                        let now = Instant::now();
-                        ambient::start_at(now);
-                        let deadline = self.budget.start_at(now);
-                        self.budget = Budget::At(deadline);
-                        deadline.instant()
-                    }
-                };
-                self.armed.insert(self.spares.take(at))
+        let at = match self.budget {
+            Budget::At(deadline) => deadline.instant(),
+            Budget::NotStarted(_) => {
+                let now = Instant::now();
+                ambient::start_at(now);
+                let deadline = self.budget.start_at(now);
+                self.budget = Budget::At(deadline);
+                deadline.instant()
             }
         };
-        sleep.as_mut().poll(cx)
+        let (sleep, _) = match &mut self.armed {
+            Some(armed) => armed,
+            None => self.armed.insert(self.spares.take(at)),
+        };
+        loop {
+            ready!(sleep.as_mut().poll(cx));
+            // A kept timer still set for an earlier attempt's deadline fires before ours: its
+            // own deadline says so, without reading the clock. Moved on, it fires at ours.
+            if sleep.deadline() < at {
+                sleep.as_mut().reset(at);
+                continue;
+            }
+            return Poll::Ready(());
+        }
     }
 
-    /// The instant the timer is armed for, if it is.
+    /// The instant the attempt ends, if the timer is armed.
     #[cfg(test)]
     fn armed_at(&self) -> Option<Instant> {
-        self.armed.as_ref().map(|(sleep, _)| sleep.deadline())
+        self.armed
+            .as_ref()
+            .and(self.budget.started().map(|deadline| deadline.instant()))
     }
 }
 
@@ -172,7 +189,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_timer_handed_back_is_moved_to_the_next_attempts_deadline_and_fires_there() {
+    async fn a_timer_handed_back_serves_the_next_attempt_and_ends_it_at_its_own_deadline() {
         let spares = Arc::new(Spares::default());
         let mut first =
             AttemptClock::new(Budget::NotStarted(Duration::from_secs(1)), spares.clone());
@@ -190,10 +207,20 @@ mod tests {
             "reused, not made anew"
         );
         assert_eq!(second.armed_at(), Some(start + Duration::from_secs(1)));
-        // The old deadline (600 ms from here) passes without firing the moved timer...
+        // The old deadline (600 ms from here) wakes the attempt without ending it...
         std::future::poll_fn(|cx| second.poll_expired(cx)).await;
-        // ...which fires at its own.
+        // ...which ends at its own.
         assert_eq!(start.elapsed(), Duration::from_secs(1));
+        drop(second);
+
+        // A shorter attempt moves the kept timer (now set for later) back to its deadline.
+        let start = Instant::now();
+        let mut third = AttemptClock::new(
+            Budget::At(Deadline::after(Duration::from_millis(200))),
+            spares.clone(),
+        );
+        std::future::poll_fn(|cx| third.poll_expired(cx)).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(200));
     }
 
     #[test]
