@@ -12,7 +12,8 @@
 //! never move it. The attempt ends at its exact deadline either way.
 //!
 //! A kept timer nobody takes still fires at its old deadline, waking the task that last polled
-//! it for nothing (once, at most one attempt timeout after that task's attempt). It belongs to
+//! it for nothing (once, at most one attempt timeout after that task's attempt); until then it
+//! holds that task's waker, so a finished task's memory is freed that much later. It belongs to
 //! the runtime it was made in: it is only reused in that same runtime (a timer of a runtime that
 //! has shut down must never be polled), and others are dropped instead.
 
@@ -51,7 +52,7 @@ impl Spares {
                 // (if the attempt lasts that long), which then moves it on; most attempts end
                 // before, and never pay for moving it. A timer that has fired, or is set for
                 // later, is moved now.
-                if sleep.is_elapsed() || sleep.deadline() > at {
+                if sleep.deadline() > at || sleep.is_elapsed() {
                     sleep.as_mut().reset(at);
                 }
                 return (sleep, Some(runtime));
