@@ -188,10 +188,15 @@ impl Entered {
     #[inline]
     pub fn leave(self) -> Budget {
         // `self` restores the outer value when it drops at the end of this function.
-        let inside = AMBIENT.with(Cell::get);
+        self.inside()
+    }
+
+    /// This guard's budget as it is now: [`Budget::At`] if somebody inside started it.
+    #[inline]
+    pub(crate) fn inside(&self) -> Budget {
         // Only nested guards wrote to the slot meanwhile, and each restored what it found, so the
         // slot holds this guard's budget (started or not).
-        inside.unwrap_or(self.entered)
+        AMBIENT.with(Cell::get).unwrap_or(self.entered)
     }
 }
 

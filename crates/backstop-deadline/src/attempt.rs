@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use tower_service::Service;
 use crate::ambient::Budget;
 use crate::metrics::SIDE_CLIENT;
 use crate::propagate::{Prepared, Propagation};
-use crate::timer::Timer as AttemptTimer;
+use crate::spare::{AttemptClock, Spares};
 use crate::{ConfigError, Deadline, ambient, deadline_failure};
 
 /// The longest attempt timeout [`AttemptTimeoutLayerBuilder::build`] accepts (a day): longer ones
@@ -163,15 +164,21 @@ impl<S> Layer<S> for AttemptTimeoutLayer {
         AttemptTimeout {
             inner,
             layer: self.clone(),
+            spares: Arc::default(),
         }
     }
 }
 
 /// The service made by [`AttemptTimeoutLayer`].
+///
+/// Its attempts hand their timers back when they end, for the next attempts (through this
+/// service or its clones) to move to their own deadlines: that is cheaper than registering a new
+/// timer with the runtime for every attempt and removing it afterwards.
 #[derive(Debug, Clone)]
 pub struct AttemptTimeout<S> {
     inner: S,
     layer: AttemptTimeoutLayer,
+    spares: Arc<Spares>,
 }
 
 impl<S> AttemptTimeout<S> {
@@ -203,7 +210,7 @@ where
             Ok((budget, timer)) => ResponseFuture {
                 state: State::Running {
                     inner: self.inner.call(req),
-                    clock: AttemptTimer::new(budget),
+                    clock: AttemptClock::new(budget, self.spares.clone()),
                     timer,
                 },
             },
@@ -289,8 +296,7 @@ pin_project! {
         Running {
             #[pin]
             inner: F,
-            #[pin]
-            clock: AttemptTimer,
+            clock: AttemptClock,
             timer: Timer,
         },
         Failed {
@@ -313,7 +319,7 @@ where
         let output = match state.as_mut().project() {
             StateProj::Running {
                 inner,
-                mut clock,
+                clock,
                 timer,
             } => match inner.poll(cx) {
                 // The inner future has finished: nothing to cancel, and returning at once lets
@@ -322,7 +328,7 @@ where
                 Poll::Ready(Err(err)) => Err(Error::classify(err, Phase::AwaitHeaders)),
                 // The request may have reached the peer: an attempt timeout is retryable only for
                 // idempotent requests (phase "awaiting headers").
-                Poll::Pending => match clock.as_mut().poll_expired_lending_start(cx) {
+                Poll::Pending => match clock.poll_expired(cx) {
                     Poll::Ready(()) => {
                         if *timer == Timer::Deadline {
                             crate::telemetry::expired(SIDE_CLIENT, None);

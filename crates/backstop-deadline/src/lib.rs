@@ -100,6 +100,9 @@
 //! touches the timer wheel only when the inner service has to wait, and takes no lock. An
 //! attempt under a [`DeadlineLayer`] built with [`InnerWaits::BoundedByAttemptTimeout`] has one
 //! timer, not two: the [`AttemptTimeout`]'s, armed for the earlier of its bound and the deadline.
+//! That timer is one an earlier attempt handed back when it can be (taken with a try-lock that
+//! never waits), still registered with the timer wheel, rather than a new one registered and
+//! removed again for every attempt.
 //! By default a call that completes at once reads no clock either (see
 //! [when the clock starts](DeadlineLayer#when-the-clock-starts)), and allocates nothing — header
 //! propagation included, since the value for a deadline that has not started is formatted once
@@ -131,6 +134,7 @@
 
 mod config;
 mod deadline;
+mod spare;
 mod telemetry;
 mod timer;
 

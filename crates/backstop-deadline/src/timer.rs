@@ -11,23 +11,12 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use crate::Deadline;
 use crate::ambient::{Budget, Entered};
 
-/// Where an armed [`Timer`] keeps its `Sleep`: in place, or boxed so that a future which rarely
-/// arms its timer stays small (it is moved on every call).
+/// Where an armed [`Timer`] keeps its `Sleep`: boxed, so that a future which rarely arms its
+/// timer stays small (it is moved on every call). (The attempt timeout's clock is
+/// [`AttemptClock`](crate::spare::AttemptClock), which reuses its timers.)
 pub(crate) trait SleepSlot: Future<Output = ()> {
     fn until(at: Instant) -> Self;
     fn at(&self) -> Instant;
-}
-
-impl SleepSlot for Sleep {
-    #[inline]
-    fn until(at: Instant) -> Self {
-        sleep_until(at)
-    }
-
-    #[inline]
-    fn at(&self) -> Instant {
-        self.deadline()
-    }
 }
 
 impl SleepSlot for Pin<Box<Sleep>> {
@@ -46,7 +35,7 @@ pin_project! {
     // sleep exists (which then holds the instant).
     #[derive(Debug)]
     #[project = TimerProj]
-    pub(crate) enum Timer<S = Sleep> {
+    pub(crate) enum Timer<S> {
         Unarmed { budget: Budget },
         Armed {
             #[pin]
@@ -79,10 +68,14 @@ impl<S: SleepSlot> Timer<S> {
     pub(crate) fn run<R>(self: Pin<&mut Self>, poll: impl FnOnce() -> R) -> R {
         match self.project() {
             TimerProj::Unarmed { budget } => {
-                let entered = Entered::new(*budget);
-                let result = poll();
-                *budget = entered.leave();
-                result
+                // A guard keeps the instant (when dropped, after `poll`) rather than a `leave`
+                // after it: the result, a whole response, is then returned where it was built
+                // instead of being copied past the bookkeeping.
+                let _keep = KeepStarted {
+                    entered: Entered::new(*budget),
+                    budget,
+                };
+                poll()
             }
             TimerProj::Armed { sleep } => {
                 let _entered = Entered::new(Budget::At(Deadline::at(sleep.at())));
@@ -92,34 +85,10 @@ impl<S: SleepSlot> Timer<S> {
     }
 
     /// Arms the timer on first use (starting the clock if needed) and polls it.
-    pub(crate) fn poll_expired(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.poll_expired_with(cx, false)
-    }
-
-    /// As [`poll_expired`](Self::poll_expired), and a clock it starts starts the ambient
-    /// deadline's too, if that has not started: for a timer inside a client `DeadlineLayer`,
-    /// whose clock starts at this same poll anyway (the call has had to wait), one reading of
-    /// the clock instead of two.
-    pub(crate) fn poll_expired_lending_start(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<()> {
-        self.poll_expired_with(cx, true)
-    }
-
     #[inline]
-    fn poll_expired_with(mut self: Pin<&mut Self>, cx: &mut Context<'_>, lend: bool) -> Poll<()> {
+    pub(crate) fn poll_expired(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if let TimerProj::Unarmed { budget } = self.as_mut().project() {
-            let at = match *budget {
-                Budget::At(deadline) => deadline.instant(),
-                Budget::NotStarted(_) => {
-                    let now = Instant::now();
-                    if lend {
-                        crate::ambient::start_at(now);
-                    }
-                    budget.start_at(now).instant()
-                }
-            };
+            let at = budget.start().instant();
             self.set(Timer::Armed {
                 sleep: S::until(at),
             });
@@ -132,6 +101,20 @@ impl<S: SleepSlot> Timer<S> {
     }
 }
 
+/// Keeps, when dropped, the budget as the code inside left it (started or not); then the
+/// ambient deadline is restored.
+struct KeepStarted<'a> {
+    entered: Entered,
+    budget: &'a mut Budget,
+}
+
+impl Drop for KeepStarted<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        *self.budget = self.entered.inside();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -141,62 +124,19 @@ mod tests {
     use super::*;
     use crate::ambient;
 
-    fn poll_once(timer: Pin<&mut Timer>, lend: bool) -> Poll<()> {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        if lend {
-            timer.poll_expired_lending_start(&mut cx)
-        } else {
-            timer.poll_expired(&mut cx)
-        }
-    }
+    type Boxed = Timer<Pin<Box<Sleep>>>;
 
     #[tokio::test(start_paused = true)]
-    async fn a_timer_lending_its_start_starts_the_ambient_deadline_at_the_same_instant() {
-        let entered = Entered::new(Budget::NotStarted(Duration::from_secs(5)));
-        let mut timer = std::pin::pin!(Timer::new(Budget::NotStarted(Duration::from_secs(1))));
+    async fn a_timer_starting_its_clock_leaves_the_ambient_deadline_unstarted() {
+        let _entered = Entered::new(Budget::NotStarted(Duration::from_secs(5)));
+        let mut timer = std::pin::pin!(Boxed::new(Budget::NotStarted(Duration::from_secs(1))));
         let now = Instant::now();
-        assert!(poll_once(timer.as_mut(), true).is_pending());
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(timer.as_mut().poll_expired(&mut cx).is_pending());
         assert_eq!(
             timer.as_mut().deadline(),
             Deadline::at(now + Duration::from_secs(1))
         );
-        assert_eq!(
-            ambient::peek(),
-            Some(Budget::At(Deadline::at(now + Duration::from_secs(5))))
-        );
-        // Started once: a later reading finds the same instant.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(
-            ambient::current(),
-            Some(Deadline::at(now + Duration::from_secs(5)))
-        );
-        drop(entered);
-        assert_eq!(ambient::peek(), None);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_timer_that_does_not_lend_leaves_the_ambient_deadline_unstarted() {
-        let _entered = Entered::new(Budget::NotStarted(Duration::from_secs(5)));
-        let mut timer = std::pin::pin!(Timer::new(Budget::NotStarted(Duration::from_secs(1))));
-        assert!(poll_once(timer.as_mut(), false).is_pending());
-        assert_eq!(
-            ambient::peek(),
-            Some(Budget::NotStarted(Duration::from_secs(5)))
-        );
-        // Nothing ambient: lending is a no-op.
-        drop(_entered);
-        let mut timer = std::pin::pin!(Timer::new(Budget::NotStarted(Duration::from_secs(1))));
-        assert!(poll_once(timer.as_mut(), true).is_pending());
-        assert_eq!(ambient::peek(), None);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_started_budget_lends_nothing() {
-        let _entered = Entered::new(Budget::NotStarted(Duration::from_secs(5)));
-        let at = Deadline::after(Duration::from_secs(1));
-        let mut timer = std::pin::pin!(Timer::new(Budget::At(at)));
-        assert!(poll_once(timer.as_mut(), true).is_pending());
-        assert_eq!(timer.as_mut().deadline(), at);
         assert_eq!(
             ambient::peek(),
             Some(Budget::NotStarted(Duration::from_secs(5)))

@@ -241,8 +241,8 @@ fn the_success_path_allocates_nothing_in_the_default_configuration() {
         0.0
     );
     // A call that has to wait: the deadline layer's own timer is boxed (one allocation), unless
-    // it is told that the attempt timeout inside bounds every wait by the deadline; that one's
-    // timer lives in its future.
+    // it is told that the attempt timeout inside bounds every wait by the deadline; that one
+    // reuses the timer an earlier attempt handed back (the warm-up call's).
     let own_timer = measure(
         "DeadlineLayer + AttemptTimeout default, inner waits once",
         allocations_per_call(

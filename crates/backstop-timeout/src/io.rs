@@ -65,9 +65,10 @@ pub struct IdleIo<T> {
     timer: Option<Pin<Box<Sleep>>>,
     /// The waker the timer last registered.
     timer_waker: Option<Waker>,
-    /// `deadline` holds the deadline of the current wait.
+    /// `since` holds the start of the current wait (its deadline is a period later: computed
+    /// only when the timer is set or fires, not on every wait).
     armed: bool,
-    deadline: Instant,
+    since: Instant,
     read_waiting: bool,
     /// The pending read is under the timer (as opposed to parked, e.g. pooled).
     read_timed: bool,
@@ -97,7 +98,7 @@ impl<T> IdleIo<T> {
             timer: None,
             timer_waker: None,
             armed: false,
-            deadline: Instant::now(),
+            since: Instant::now(),
             read_waiting: false,
             read_timed: false,
             write_waiting: false,
@@ -142,7 +143,7 @@ impl<T> IdleIo<T> {
     /// is left registered where it is and catches up when it fires, so a busy connection pays a
     /// clock read per wait and one timer reset per period, not a timer-wheel update per byte.
     fn arm(&mut self) {
-        self.deadline = Instant::now() + self.period;
+        self.since = Instant::now();
         self.armed = true;
     }
 
@@ -155,26 +156,36 @@ impl<T> IdleIo<T> {
         }
     }
 
+    /// Waits out the current wait: registers the timer with this task, or fails if the period
+    /// has run out. The common case, the timer already registered with this task and not fired,
+    /// is a few comparisons; the rest is out of line.
+    #[inline]
     fn wait(&mut self, cx: &mut Context<'_>, phase: Phase) -> Poll<io::Error> {
         if !self.armed {
             self.arm();
         }
-        let timer = match &mut self.timer {
-            Some(timer) => timer,
-            None => self
-                .timer
-                .insert(Box::pin(tokio::time::sleep_until(self.deadline))),
-        };
         // Already registered with this task's waker and not fired: polling it again would only
         // spend the task's cooperative budget.
-        if self
-            .timer_waker
-            .as_ref()
-            .is_some_and(|waker| waker.will_wake(cx.waker()))
+        if let Some(timer) = &self.timer
+            && self
+                .timer_waker
+                .as_ref()
+                .is_some_and(|waker| waker.will_wake(cx.waker()))
             && !timer.is_elapsed()
         {
             return Poll::Pending;
         }
+        self.poll_timer(cx, phase)
+    }
+
+    #[inline(never)]
+    fn poll_timer(&mut self, cx: &mut Context<'_>, phase: Phase) -> Poll<io::Error> {
+        let timer = match &mut self.timer {
+            Some(timer) => timer,
+            None => self
+                .timer
+                .insert(Box::pin(tokio::time::sleep_until(self.since + self.period))),
+        };
         loop {
             if timer.as_mut().poll(cx).is_pending() {
                 match &mut self.timer_waker {
@@ -186,12 +197,14 @@ impl<T> IdleIo<T> {
             // A server handling a request keeps its read pending only to notice a hang-up: the
             // silence is ours, not the client's.
             if phase == Phase::AwaitHeaders && self.activity.as_ref().is_some_and(|a| a.is_busy()) {
-                self.deadline = Instant::now() + self.period;
+                self.since = Instant::now();
             }
             // The timer may have been registered for an earlier wait, or before progress moved
-            // the deadline on: catch up instead of failing.
-            if Instant::now() < self.deadline {
-                timer.as_mut().reset(self.deadline);
+            // the deadline on: catch up instead of failing. The deadline only ever moves later,
+            // so a timer that has not fired is never late.
+            let deadline = self.since + self.period;
+            if Instant::now() < deadline {
+                timer.as_mut().reset(deadline);
                 continue;
             }
             self.expired = Some(phase);
@@ -244,13 +257,15 @@ impl<T> IdleIo<T> {
         if !pending {
             self.write_waiting = false;
             if wrote_bytes {
-                self.progressed();
                 if self.side == Side::Client && !self.awaiting_answer {
                     self.awaiting_answer = true;
                     if self.read_waiting && !self.read_timed {
+                        // The answer's wait starts now; nothing else waits (this write is done).
                         self.time_parked_read();
+                        return Poll::Pending;
                     }
                 }
+                self.progressed();
             }
             return Poll::Pending;
         }
@@ -261,16 +276,23 @@ impl<T> IdleIo<T> {
     /// The parked read now awaits an answer: its wait starts now, with the timer registered to
     /// wake the reading task. Waking that task instead, only for it to start the timer in its
     /// next read, would cost the connection's task a whole extra poll on every request.
+    ///
+    /// The reader's waker stays stored: the next parked read (in the same task, on a pooled
+    /// connection) then finds it in place and clones nothing.
     fn time_parked_read(&mut self) {
         let Some(reader) = self.parked_reader.take() else {
             return;
         };
         self.read_timed = true;
-        let mut cx = Context::from_waker(&reader);
-        if self.wait(&mut cx, Phase::AwaitHeaders).is_ready() {
+        self.arm();
+        if self
+            .wait(&mut Context::from_waker(&reader), Phase::AwaitHeaders)
+            .is_ready()
+        {
             // Already out of time: the read must come back to fail.
-            reader.wake();
+            reader.wake_by_ref();
         }
+        self.parked_reader = Some(reader);
     }
 
     fn check_expired(&self) -> Option<io::Error> {

@@ -81,6 +81,41 @@ async fn a_read_parked_in_one_task_is_timed_when_another_task_asks() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_reader_parked_again_after_an_answer_is_timed_for_the_next_question() {
+    let (near, mut far) = tokio::io::duplex(1024);
+    let (mut reader, mut writer) = tokio::io::split(IdleIo::new(near, PERIOD, Side::Client));
+    // One task reads for the whole connection, as hyper's connection task does.
+    let reads = tokio::spawn(async move {
+        let mut buf = [0u8; 16];
+        let first = reader.read(&mut buf).await;
+        let second = reader.read(&mut buf).await;
+        (first, second, Instant::now())
+    });
+    // The reader parks at rest before anything is asked...
+    sleep(PERIOD * 2).await;
+    assert!(!reads.is_finished(), "a resting read must not be timed");
+    // ...then a first question, answered.
+    writer.write_all(b"GET /1").await.unwrap();
+    let mut request = [0u8; 6];
+    far.read_exact(&mut request).await.unwrap();
+    far.write_all(b"200").await.unwrap();
+    // The reader parks again, at rest: well past the period, nothing fails.
+    sleep(PERIOD * 3).await;
+    assert!(!reads.is_finished(), "a resting read must not be timed");
+    // A second question, never answered: the parked reader is woken to fail a period later.
+    let asked_at = Instant::now();
+    writer.write_all(b"GET /2").await.unwrap();
+    let (first, second, failed_at) = tokio::time::timeout(PERIOD * 10, reads)
+        .await
+        .expect("the parked read was never woken to fail")
+        .unwrap();
+    assert_eq!(first.unwrap(), 3);
+    assert_idle(&second.unwrap_err(), Phase::AwaitHeaders);
+    assert_within(failed_at - asked_at, PERIOD);
+    far.read_exact(&mut request).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn client_answer_stops_the_timer_and_the_connection_may_rest() {
     let (near, mut far) = tokio::io::duplex(1024);
     let mut io = IdleIo::new(near, PERIOD, Side::Client);

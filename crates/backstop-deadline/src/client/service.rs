@@ -62,12 +62,16 @@ where
         // the earlier instant it computed. In exchange the inner future is built straight into
         // the one returned.
         let _entered = budget.map(Entered::new);
+        let timer = budget.map(DeadlineTimer::new);
+        let covers_body = self.layer.covers == Covers::Body;
+        let own_timer = self.layer.inner_waits == InnerWaits::Unbounded;
+        // The inner call last, so its future is written straight into the state.
         ResponseFuture {
             state: State::Running {
                 inner: self.inner.call(req),
-                timer: budget.map(DeadlineTimer::new),
-                covers_body: self.layer.covers == Covers::Body,
-                own_timer: self.layer.inner_waits == InnerWaits::Unbounded,
+                timer,
+                covers_body,
+                own_timer,
             },
         }
     }
