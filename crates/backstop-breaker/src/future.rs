@@ -84,14 +84,25 @@ where
         let Some(future) = this.future.as_pin_mut() else {
             return Poll::Ready(Err(rejection()));
         };
-        let result =
-            ready!(future.poll(cx)).map_err(|err| Error::classify(err, Phase::AwaitHeaders));
-        if let Some(ticket) = this.ticket.take() {
-            match &result {
-                Ok(res) => ticket.finish_response(res),
-                Err(err) => ticket.finish(&Outcome::Failure(err.failure())),
+        // Each arm hands its value on as it came: the response is read in place, not mapped
+        // and matched again (every such step is a copy of the whole response).
+        match ready!(future.poll(cx)) {
+            // The ticket is judged where it lies, then dropped: taking it out first would copy it.
+            Ok(res) => {
+                if let Some(ticket) = this.ticket.as_mut() {
+                    ticket.finish_response(&res);
+                    *this.ticket = None;
+                }
+                Poll::Ready(Ok(res))
+            }
+            Err(err) => {
+                let err = Error::classify(err, Phase::AwaitHeaders);
+                if let Some(ticket) = this.ticket.as_mut() {
+                    ticket.finish(&Outcome::Failure(err.failure()));
+                    *this.ticket = None;
+                }
+                Poll::Ready(Err(err))
             }
         }
-        Poll::Ready(result)
     }
 }
