@@ -119,7 +119,9 @@ where
             .map_err(|err| classify_with(&self.policy, err.into(), Phase::Local))
     }
 
-    #[inline]
+    // Always inlined into the layer outside, which then builds this future where it keeps it
+    // instead of receiving it and copying it in.
+    #[inline(always)]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         ResponseFuture {
             inner: self.inner.call(req),
@@ -250,37 +252,38 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
-        match ready!(this.inner.poll_frame(cx)) {
-            Some(Ok(frame)) => {
-                // The slot first: it is absent unless the policy waits for trailers.
-                if let Some(slot) = &*this.trailers
-                    && let Some(trailers) = frame.trailers_ref()
-                {
-                    slot.set(this.policy.classify_trailers(trailers));
+        let polled = this.inner.poll_frame(cx);
+        // Every frame passes through as it came, only its error mapped; the trailer slot, there
+        // only when the policy waits for trailers (gRPC), is filled on the way.
+        if let Some(slot) = &*this.trailers {
+            match &polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(trailers) = frame.trailers_ref() {
+                        slot.set(this.policy.classify_trailers(trailers));
+                    }
                 }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Some(Err(err)) => {
-                let err = classify_body_error(&*this.policy, err.into());
-                if let Some(slot) = &*this.trailers {
-                    slot.set(Outcome::Failure(err.failure()));
-                }
-                Poll::Ready(Some(Err(err)))
-            }
-            None => {
-                if let Some(slot) = &*this.trailers {
-                    // A stream that ends without trailers is judged as if they were empty.
+                // A stream that ends without trailers is judged as if they were empty.
+                Poll::Ready(None) => {
                     slot.set(this.policy.classify_trailers(&http::HeaderMap::new()));
                 }
-                Poll::Ready(None)
+                Poll::Ready(Some(Err(_))) | Poll::Pending => {}
             }
         }
+        polled.map_err(|err| {
+            let err = classify_body_error(&*this.policy, err.into());
+            if let Some(slot) = &*this.trailers {
+                slot.set(Outcome::Failure(err.failure()));
+            }
+            err
+        })
     }
 
+    #[inline]
     fn is_end_stream(&self) -> bool {
         self.inner.is_end_stream()
     }
 
+    #[inline]
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
