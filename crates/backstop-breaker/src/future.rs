@@ -84,25 +84,19 @@ where
         let Some(future) = this.future.as_pin_mut() else {
             return Poll::Ready(Err(rejection()));
         };
-        // Each arm hands its value on as it came: the response is read in place, not mapped
-        // and matched again (every such step is a copy of the whole response).
-        match ready!(future.poll(cx)) {
-            // The ticket is judged where it lies, then dropped: taking it out first would copy it.
-            Ok(res) => {
-                if let Some(ticket) = this.ticket.as_mut() {
-                    ticket.finish_response(&res);
-                    *this.ticket = None;
-                }
-                Poll::Ready(Ok(res))
+        // The output is built first and judged where it lies, so that the response is not
+        // copied once more on its way out; the ticket is judged in place, then dropped.
+        let output = match ready!(future.poll(cx)) {
+            Ok(res) => Ok(res),
+            Err(err) => Err(Error::classify(err, Phase::AwaitHeaders)),
+        };
+        if let Some(ticket) = this.ticket.as_mut() {
+            match &output {
+                Ok(res) => ticket.finish_response(res),
+                Err(err) => ticket.finish(&Outcome::Failure(err.failure())),
             }
-            Err(err) => {
-                let err = Error::classify(err, Phase::AwaitHeaders);
-                if let Some(ticket) = this.ticket.as_mut() {
-                    ticket.finish(&Outcome::Failure(err.failure()));
-                    *this.ticket = None;
-                }
-                Poll::Ready(Err(err))
-            }
+            *this.ticket = None;
         }
+        Poll::Ready(output)
     }
 }
