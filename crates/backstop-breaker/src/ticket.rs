@@ -66,7 +66,7 @@ impl<Key: Clone + fmt::Debug + Send + Sync + 'static> Ticket<Key> {
     /// gives no permit back.
     #[inline(always)]
     fn finish_with(&mut self, verdict: Verdict) {
-        // A result is coming: the drop below must not give the permit back.
+        // A result is recorded: the ticket's drop must not give the permit back.
         let probe = std::mem::replace(&mut self.probe, false);
         let breaker = &self.breaker;
         let slow = breaker.slow_nanos().is_some_and(|threshold| {
