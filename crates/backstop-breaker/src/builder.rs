@@ -164,6 +164,10 @@ impl<K: BreakerKey> Builder<K> {
     }
 
     /// Replaces the judgement of what is a failure (default [`default_verdict`](crate::default_verdict)).
+    ///
+    /// The judge must be a pure function of the outcome: its verdict on
+    /// [`Outcome::Success`](backstop_classify::Outcome::Success) is asked once, when the layer is
+    /// built, and reused for every successful call.
     #[must_use]
     pub fn judge(mut self, judge: Judge) -> Self {
         self.settings.judge = judge;

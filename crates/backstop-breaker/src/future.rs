@@ -84,14 +84,19 @@ where
         let Some(future) = this.future.as_pin_mut() else {
             return Poll::Ready(Err(rejection()));
         };
-        let result =
-            ready!(future.poll(cx)).map_err(|err| Error::classify(err, Phase::AwaitHeaders));
-        if let Some(ticket) = this.ticket.take() {
-            match &result {
+        // The output is built first and judged where it lies, so that the response is not
+        // copied once more on its way out; the ticket is judged in place, then dropped.
+        let output = match ready!(future.poll(cx)) {
+            Ok(res) => Ok(res),
+            Err(err) => Err(Error::classify(err, Phase::AwaitHeaders)),
+        };
+        if let Some(ticket) = this.ticket.as_mut() {
+            match &output {
                 Ok(res) => ticket.finish_response(res),
                 Err(err) => ticket.finish(&Outcome::Failure(err.failure())),
             }
+            *this.ticket = None;
         }
-        Poll::Ready(result)
+        Poll::Ready(output)
     }
 }

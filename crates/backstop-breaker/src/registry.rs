@@ -79,10 +79,12 @@ impl<K: BreakerKey> Registry<K> {
                     .is_success()
             })
         });
+        let success_verdict = (settings.judge)(&backstop_classify::Outcome::Success);
         Registry {
             key_fn,
             shared: Arc::new(Shared {
                 success_below_400,
+                success_verdict,
                 settings,
                 clock: Clock::new(),
                 on_change,

@@ -8,6 +8,7 @@ use backstop_classify::{Classify, Outcome};
 use http::Response;
 
 use crate::breaker::Breaker;
+use crate::verdict::Verdict;
 
 /// One admitted call.
 pub(crate) struct Ticket<Key> {
@@ -37,27 +38,37 @@ impl<Key: Clone + fmt::Debug + Send + Sync + 'static> Ticket<Key> {
     /// Records a response: the [`Outcome`] a `ClassifyLayer` inside stored, else the policy's
     /// judgement of the status (skipped for a status the policy always calls a success).
     #[inline(always)]
-    pub(crate) fn finish_response<B>(self, res: &Response<B>) {
-        let outcome = match res.extensions().get::<Outcome>() {
-            Some(outcome) => *outcome,
-            None if res.status().as_u16() < 400 && self.breaker.success_below_400() => {
-                Outcome::Success
+    pub(crate) fn finish_response<B>(&mut self, res: &Response<B>) {
+        let breaker = &self.breaker;
+        let verdict = match res.extensions().get::<Outcome>() {
+            Some(Outcome::Success) => breaker.success_verdict(),
+            Some(outcome) => (breaker.settings().judge)(outcome),
+            None if res.status().as_u16() < 400 && breaker.success_below_400() => {
+                breaker.success_verdict()
             }
-            None => self
-                .breaker
-                .settings()
-                .policy
-                .classify_response(res.status(), res.headers()),
+            None => (breaker.settings().judge)(
+                &breaker
+                    .settings()
+                    .policy
+                    .classify_response(res.status(), res.headers()),
+            ),
         };
-        self.finish(&outcome);
+        self.finish_with(verdict);
     }
 
     #[inline(always)]
-    pub(crate) fn finish(mut self, outcome: &Outcome) {
-        // A result is coming: the drop below must not give the permit back.
+    pub(crate) fn finish(&mut self, outcome: &Outcome) {
+        let verdict = (self.breaker.settings().judge)(outcome);
+        self.finish_with(verdict);
+    }
+
+    /// Records `verdict`. The ticket is spent: whoever holds it drops it next, and that drop
+    /// gives no permit back.
+    #[inline(always)]
+    fn finish_with(&mut self, verdict: Verdict) {
+        // A result is recorded: the ticket's drop must not give the permit back.
         let probe = std::mem::replace(&mut self.probe, false);
         let breaker = &self.breaker;
-        let verdict = (breaker.settings().judge)(outcome);
         let slow = breaker.slow_nanos().is_some_and(|threshold| {
             breaker.clock().now().saturating_sub(self.started) >= threshold
         });

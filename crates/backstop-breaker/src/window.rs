@@ -79,7 +79,7 @@ impl SlidingWindow {
     }
 
     /// Records one call; `now` is only read by the time window.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn record(&self, failed: bool, slow: bool, now: u64) {
         match self {
             SlidingWindow::None => {}
@@ -137,7 +137,8 @@ impl CountWindow {
         }
     }
 
-    #[inline]
+    // Always inlined: in a steady state recording is an increment, a load and a compare.
+    #[inline(always)]
     fn record(&self, failed: bool, slow: bool) {
         let mut value = PRESENT;
         if failed {
@@ -149,11 +150,16 @@ impl CountWindow {
         // The counter wraps at 2^32 calls; for a window size that does not divide 2^32 one
         // slot is then overwritten early, once every four billion calls.
         let index = self.index(self.next.fetch_add(1, Ordering::Relaxed));
-        let slot = &self.slots[index];
         // In a steady state the slot already holds the same result: a load spares the swap.
-        if slot.load(Ordering::Relaxed) == value {
-            return;
+        if let Some(slot) = self.slots.get(index)
+            && slot.load(Ordering::Relaxed) != value
+        {
+            self.replace(slot, value);
         }
+    }
+
+    #[inline(never)]
+    fn replace(&self, slot: &AtomicU8, value: u8) {
         let old = slot.swap(value, Ordering::Relaxed);
         if old != value {
             self.adjust(old, -1);

@@ -246,3 +246,34 @@ async fn the_outcome_of_classify_layer_is_honoured() {
     let err = call(&mut svc, HOST).await.unwrap_err();
     assert_eq!(err.retryable(), Retryable::Safe);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_judge_is_asked_about_successes_too() {
+    // The judge's verdict on a success is asked once, when the layer is built, and used for
+    // every success: one the status shows (no ClassifyLayer) and one a ClassifyLayer stored.
+    let strict = || {
+        CircuitBreakerLayer::builder()
+            .consecutive_failures(3)
+            .no_failure_rate()
+            .judge(|_| backstop_breaker::Verdict::Failure)
+            .build()
+            .unwrap()
+    };
+    let mock = Mock::new();
+    mock.reply(Reply::Status(200));
+    let bare = strict();
+    let mut svc = bare.layer(mock.clone());
+    for _ in 0..3 {
+        assert_eq!(call(&mut svc, HOST).await.unwrap().status(), 200);
+    }
+    assert_eq!(state(&bare), State::Open);
+    let classified = strict();
+    let mut svc = ServiceBuilder::new()
+        .layer(classified.clone())
+        .layer(ClassifyLayer::new())
+        .service(mock.clone());
+    for _ in 0..3 {
+        assert_eq!(call(&mut svc, HOST).await.unwrap().status(), 200);
+    }
+    assert_eq!(state(&classified), State::Open);
+}

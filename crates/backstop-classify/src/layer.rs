@@ -119,6 +119,9 @@ where
             .map_err(|err| classify_with(&self.policy, err.into(), Phase::Local))
     }
 
+    // Always inlined into the layer outside, which then builds this future where it keeps it
+    // instead of receiving it and copying it in.
+    #[inline(always)]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         ResponseFuture {
             inner: self.inner.call(req),
@@ -156,41 +159,43 @@ where
 {
     type Output = Result<Response<ClassifiedBody<ResBody, P>>, Error>;
 
+    // Always inlined into the layer outside: the response is then written once, where that
+    // layer reads it, instead of being returned and copied again (it is a few hundred bytes).
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
         let Some(policy) = this.policy.take() else {
             return Poll::Ready(Err(Error::new(crate::Kind::Other, Phase::Local)));
         };
-        Poll::Ready(match result {
-            Ok(res) => Ok(classify_response(policy, res)),
-            Err(err) => Err(classify_with(&policy, err.into(), Phase::AwaitHeaders)),
-        })
+        match result {
+            Ok(res) => Poll::Ready(Ok(classify_response(policy, res))),
+            Err(err) => Poll::Ready(Err(classify_with(&policy, err.into(), Phase::AwaitHeaders))),
+        }
     }
 }
 
+/// Stores the verdict in the response's extensions and wraps its body; the head stays where it
+/// is (no `into_parts` and `from_parts`, each a copy of the whole head).
+#[inline]
 fn classify_response<P: Classify, B>(
     policy: P,
-    res: Response<B>,
+    mut res: Response<B>,
 ) -> Response<ClassifiedBody<B, P>> {
-    let (mut parts, body) = res.into_parts();
-    let outcome = policy.classify_response(parts.status, &parts.headers);
-    parts.extensions.insert(outcome);
-    let trailers = if policy.watches_trailers(parts.status, &parts.headers) {
+    let outcome = policy.classify_response(res.status(), res.headers());
+    res.extensions_mut().insert(outcome);
+    let trailers = if policy.watches_trailers(res.status(), res.headers()) {
         let slot = TrailerOutcome::default();
-        parts.extensions.insert(slot.clone());
+        res.extensions_mut().insert(slot.clone());
         Some(slot)
     } else {
         None
     };
-    Response::from_parts(
-        parts,
-        ClassifiedBody {
-            inner: body,
-            policy,
-            trailers,
-        },
-    )
+    res.map(|inner| ClassifiedBody {
+        inner,
+        policy,
+        trailers,
+    })
 }
 
 /// The verdict on a response's trailers, filled in when the body ends.
@@ -241,39 +246,44 @@ where
     type Data = B::Data;
     type Error = Error;
 
+    #[inline]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
-        match ready!(this.inner.poll_frame(cx)) {
-            Some(Ok(frame)) => {
-                if let (Some(trailers), Some(slot)) = (frame.trailers_ref(), &*this.trailers) {
-                    slot.set(this.policy.classify_trailers(trailers));
+        let polled = this.inner.poll_frame(cx);
+        // Every frame passes through as it came, only its error mapped; the trailer slot, there
+        // only when the policy waits for trailers (gRPC), is filled on the way.
+        if let Some(slot) = &*this.trailers {
+            match &polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(trailers) = frame.trailers_ref() {
+                        slot.set(this.policy.classify_trailers(trailers));
+                    }
                 }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Some(Err(err)) => {
-                let err = classify_body_error(&*this.policy, err.into());
-                if let Some(slot) = &*this.trailers {
-                    slot.set(Outcome::Failure(err.failure()));
-                }
-                Poll::Ready(Some(Err(err)))
-            }
-            None => {
-                if let Some(slot) = &*this.trailers {
-                    // A stream that ends without trailers is judged as if they were empty.
+                // A stream that ends without trailers is judged as if they were empty.
+                Poll::Ready(None) => {
                     slot.set(this.policy.classify_trailers(&http::HeaderMap::new()));
                 }
-                Poll::Ready(None)
+                Poll::Ready(Some(Err(_))) | Poll::Pending => {}
             }
         }
+        polled.map_err(|err| {
+            let err = classify_body_error(&*this.policy, err.into());
+            if let Some(slot) = &*this.trailers {
+                slot.set(Outcome::Failure(err.failure()));
+            }
+            err
+        })
     }
 
+    #[inline]
     fn is_end_stream(&self) -> bool {
         self.inner.is_end_stream()
     }
 
+    #[inline]
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }

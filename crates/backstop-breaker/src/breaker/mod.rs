@@ -33,6 +33,7 @@ use crate::clock::Clock;
 use crate::settings::{OnChange, Settings};
 use crate::state::{Mode, Snapshot, State};
 use crate::telemetry::KeyMetrics;
+use crate::verdict::Verdict;
 use crate::window::SlidingWindow;
 
 pub(crate) use admission::{Admission, OpenSeen};
@@ -47,6 +48,9 @@ pub(crate) struct Shared<Key> {
     /// Whether the policy calls every status below 400 a success, whatever the headers: then
     /// such a response needs no classifying.
     pub(crate) success_below_400: bool,
+    /// The judge's verdict on [`Outcome::Success`](backstop_classify::Outcome::Success), asked
+    /// once: most calls succeed, and this spares each of them an indirect call.
+    pub(crate) success_verdict: Verdict,
     pub(crate) clock: Clock,
     pub(crate) on_change: Option<OnChange<Key>>,
     pub(crate) slow_nanos: Option<u64>,
@@ -108,6 +112,10 @@ impl<Key> Breaker<Key> {
 
     pub(crate) fn success_below_400(&self) -> bool {
         self.shared.success_below_400
+    }
+
+    pub(crate) fn success_verdict(&self) -> Verdict {
+        self.shared.success_verdict
     }
 
     pub(crate) fn slow_nanos(&self) -> Option<u64> {
