@@ -34,7 +34,6 @@ use backstop_timeout::{
 };
 use bytes::Bytes;
 use http::{Method, Request, Response};
-use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
@@ -196,14 +195,14 @@ impl Client {
                 .layer(retry)
                 .layer(breaker)
                 .service(inner)
-                .map_response(|res: Response<_>| res.map(BodyExt::boxed));
+                .map_response(|res: Response<_>| res.map(ResponseBody::stack));
             (BoxCloneSyncService::new(service), Some(breakers))
         } else {
             let service = ServiceBuilder::new()
                 .layer(deadline)
                 .layer(retry)
                 .service(inner)
-                .map_response(|res: Response<_>| res.map(BodyExt::boxed));
+                .map_response(|res: Response<_>| res.map(ResponseBody::stack));
             (BoxCloneSyncService::new(service), None)
         };
         Ok(Client {
@@ -233,18 +232,32 @@ impl Client {
     }
 
     /// Every call's path (`send`, the `Service` impl, the gateway's forwarding): the call span
-    /// around the whole stack, entered whenever the stack is polled (so the retry layer's
-    /// attempt spans are its children), and the call's metrics.
+    /// around the whole stack, entered whenever the stack is called or polled (so the retry
+    /// layer's attempt spans are its children), and the call's metrics.
+    ///
+    /// One state machine around the stack's (boxed) future, not one awaiting another: every
+    /// level would copy the request in, and the response out, once more.
     async fn send_body(&self, req: Request<RequestBody>) -> Result<Response<ResponseBody>, Error> {
         let span = telemetry::call_span(&req);
         #[cfg(feature = "metrics")]
         let active = telemetry::Active::start(&req);
-        // With no subscriber the span is disabled: the stack is awaited as it is, with no
-        // `Instrumented` entering and leaving a disabled span at every poll.
-        let result = if span.is_disabled() {
-            self.call_stack(req).await
-        } else {
-            self.call_stack(req).instrument(span.clone()).await
+        let started = Instant::now();
+        let result = match self.schemes.refuse(req.uri()) {
+            Some(refused) => Err(self.failed(refused, None, started.elapsed())),
+            None => {
+                // Kept to find the destination's breaker afterwards, should the outcome not tell
+                // (see `breaker_state`): the scheme and authority, not the path.
+                let destination = self.breakers.is_some().then(|| Destination::of(req.uri()));
+                // With no subscriber the span is disabled: the stack is called and awaited as it
+                // is, with no `Instrumented` entering and leaving a disabled span at every poll.
+                let result = if span.is_disabled() {
+                    self.service.call(req).await
+                } else {
+                    let stack = span.in_scope(|| self.service.call(req));
+                    stack.instrument(span.clone()).await
+                };
+                self.finished(result, destination, started.elapsed())
+            }
         };
         telemetry::finish(&span, &result);
         #[cfg(feature = "metrics")]
@@ -252,21 +265,20 @@ impl Client {
         result
     }
 
-    async fn call_stack(&self, req: Request<RequestBody>) -> Result<Response<ResponseBody>, Error> {
-        let started = Instant::now();
-        if let Some(refused) = self.schemes.refuse(req.uri()) {
-            return Err(self.failed(refused, None, started.elapsed()));
-        }
-        // Kept to find the destination's breaker afterwards; a `Uri` clone shares its bytes.
-        let uri = self.breakers.is_some().then(|| req.uri().clone());
-        let res = self.service.call(req).await;
-        let time_to_headers = started.elapsed();
-        match res {
+    /// Records what happened in the call's response (or error).
+    #[inline]
+    fn finished(
+        &self,
+        result: Result<Response<ResponseBody>, Error>,
+        destination: Option<Destination>,
+        time_to_headers: Duration,
+    ) -> Result<Response<ResponseBody>, Error> {
+        match result {
             Ok(mut res) => {
                 let retry = RetryInfo::of(&res);
-                let breaker = match (&self.breakers, uri) {
-                    (Some(breakers), Some(uri)) => {
-                        self.breaker_state(breakers, &res, retry.attempts(), uri)
+                let breaker = match (&self.breakers, destination) {
+                    (Some(breakers), Some(destination)) => {
+                        self.breaker_state(breakers, &res, retry.attempts(), destination)
                     }
                     _ => None,
                 };
@@ -276,20 +288,17 @@ impl Client {
                 });
                 Ok(res)
             }
-            Err(err) => Err(self.failed(err, uri, time_to_headers)),
+            Err(err) => Err(self.failed(err, destination, time_to_headers)),
         }
     }
 
     /// Records what happened in a failed call's error.
     #[cold]
-    fn failed(&self, mut err: Error, uri: Option<http::Uri>, elapsed: Duration) -> Error {
+    fn failed(&self, mut err: Error, destination: Option<Destination>, elapsed: Duration) -> Error {
         let connect = OpenedConnection::of_error(&err);
         let retry = RetryInfo::of_error(&err).unwrap_or_default();
-        let breaker = match (&self.breakers, uri) {
-            (Some(breakers), Some(uri)) => Request::get(uri)
-                .body(())
-                .ok()
-                .and_then(|head| breakers.state(&breaker_key(&head))),
+        let breaker = match (&self.breakers, destination) {
+            (Some(breakers), Some(destination)) => destination.breaker_state(breakers),
             _ => None,
         };
         let info = CallInfo::new(retry, breaker, elapsed, connect);
@@ -307,7 +316,7 @@ impl Client {
         breakers: &Breakers<PerAuthority>,
         res: &Response<B>,
         attempts: u32,
-        uri: http::Uri,
+        destination: Destination,
     ) -> Option<State> {
         let succeeded = res
             .extensions()
@@ -316,8 +325,7 @@ impl Client {
         if succeeded && attempts == 1 && self.single_probe {
             return Some(State::Closed);
         }
-        let head = Request::get(uri).body(()).ok()?;
-        breakers.state(&breaker_key(&head))
+        destination.breaker_state(breakers)
     }
 
     /// `GET url`.
@@ -360,9 +368,41 @@ impl Client {
     }
 }
 
-/// The breaker key of a request, as the per-host breaker computes it.
-fn breaker_key<B>(req: &Request<B>) -> backstop_breaker::Authority {
-    backstop_breaker::BreakerKey::key(&PerAuthority, &backstop_breaker::RequestHead::of(req))
+/// Where a call went, as much as its breaker's key needs: the scheme (the default port) and the
+/// authority. Not the whole `Uri`: its path would be one more reference count to take and drop
+/// per call.
+struct Destination {
+    scheme: Option<http::uri::Scheme>,
+    authority: Option<http::uri::Authority>,
+}
+
+impl Destination {
+    #[inline]
+    fn of(uri: &http::Uri) -> Destination {
+        Destination {
+            scheme: uri.scheme().cloned(),
+            authority: uri.authority().cloned(),
+        }
+    }
+
+    /// The state of this destination's breaker, as the per-host breaker finds it.
+    #[cold]
+    fn breaker_state(self, breakers: &Breakers<PerAuthority>) -> Option<State> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = self.scheme;
+        parts.authority = self.authority;
+        // `http` wants a path beside a scheme, and none beside an authority alone.
+        if parts.scheme.is_some() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        let uri = http::Uri::from_parts(parts).ok()?;
+        let head = Request::get(uri).body(()).ok()?;
+        let key = backstop_breaker::BreakerKey::key(
+            &PerAuthority,
+            &backstop_breaker::RequestHead::of(&head),
+        );
+        breakers.state(&key)
+    }
 }
 
 fn request(method: Method, url: &str, body: Bytes) -> Result<Request<RequestBody>, Error> {
