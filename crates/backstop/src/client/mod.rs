@@ -228,57 +228,65 @@ impl Client {
     {
         // Not an `async fn` of its own: the conversion happens now, and the caller awaits the
         // one state machine that does the work instead of one wrapped in another.
-        self.send_body(req.map(Into::into))
+        self.send_body(Ok(req.map(Into::into)))
     }
 
-    /// Every call's path (`send`, the `Service` impl, the gateway's forwarding): the call span
-    /// around the whole stack, entered whenever the stack is called or polled (so the retry
-    /// layer's attempt spans are its children), and the call's metrics.
+    /// Every call's path (`send`, `get` and the other methods, the `Service` impl, the gateway's
+    /// forwarding): the call span around the whole stack, entered whenever the stack is called
+    /// or polled (so the retry layer's attempt spans are its children), and the call's metrics.
+    /// A request that could not be made (`get`'s URL did not parse) is its error at once, with
+    /// no span and no metrics.
     ///
-    /// One state machine around the stack's (boxed) future, not one awaiting another: every
-    /// level would copy the request in, and the response out, once more.
-    async fn send_body(&self, req: Request<RequestBody>) -> Result<Response<ResponseBody>, Error> {
+    /// One state machine around the stack's (boxed) future, not one awaiting another, and the
+    /// result recorded in place: every level, and every move of the response, copies the whole
+    /// response (the body is the stack's own, unboxed) once more.
+    async fn send_body(
+        &self,
+        req: Result<Request<RequestBody>, Error>,
+    ) -> Result<Response<ResponseBody>, Error> {
+        let req = req?;
         let span = telemetry::call_span(&req);
         #[cfg(feature = "metrics")]
         let active = telemetry::Active::start(&req);
         let started = Instant::now();
-        let result = match self.schemes.refuse(req.uri()) {
-            Some(refused) => Err(self.failed(refused, None, started.elapsed())),
+        let refused = self.schemes.refuse(req.uri());
+        // Kept to find the destination's breaker afterwards, should the outcome not tell (see
+        // `breaker_state`): the scheme and authority, not the path.
+        let destination = match (&self.breakers, &refused) {
+            (Some(_), None) => Some(Destination::of(req.uri())),
+            _ => None,
+        };
+        let mut result = match refused {
+            Some(refused) => Err(refused),
+            // With no subscriber the span is disabled: the stack is called and awaited as it is,
+            // with no `Instrumented` entering and leaving a disabled span at every poll.
+            None if span.is_disabled() => self.service.call(req).await,
             None => {
-                // Kept to find the destination's breaker afterwards, should the outcome not tell
-                // (see `breaker_state`): the scheme and authority, not the path.
-                let destination = self.breakers.is_some().then(|| Destination::of(req.uri()));
-                // With no subscriber the span is disabled: the stack is called and awaited as it
-                // is, with no `Instrumented` entering and leaving a disabled span at every poll.
-                let result = if span.is_disabled() {
-                    self.service.call(req).await
-                } else {
-                    let stack = span.in_scope(|| self.service.call(req));
-                    stack.instrument(span.clone()).await
-                };
-                self.finished(result, destination, started.elapsed())
+                let stack = span.in_scope(|| self.service.call(req));
+                stack.instrument(span.clone()).await
             }
         };
+        self.record(&mut result, destination, started.elapsed());
         telemetry::finish(&span, &result);
         #[cfg(feature = "metrics")]
         active.finish(&result);
         result
     }
 
-    /// Records what happened in the call's response (or error).
+    /// Records what happened in the call's response (or error): its [`CallInfo`].
     #[inline]
-    fn finished(
+    fn record(
         &self,
-        result: Result<Response<ResponseBody>, Error>,
+        result: &mut Result<Response<ResponseBody>, Error>,
         destination: Option<Destination>,
         time_to_headers: Duration,
-    ) -> Result<Response<ResponseBody>, Error> {
+    ) {
         match result {
-            Ok(mut res) => {
-                let retry = RetryInfo::of(&res);
+            Ok(res) => {
+                let retry = RetryInfo::of(res);
                 let breaker = match (&self.breakers, destination) {
                     (Some(breakers), Some(destination)) => {
-                        self.breaker_state(breakers, &res, retry.attempts(), destination)
+                        self.breaker_state(breakers, res, retry.attempts(), destination)
                     }
                     _ => None,
                 };
@@ -286,24 +294,22 @@ impl Client {
                 OpenedConnection::record(res.extensions_mut(), |connect| {
                     CallInfo::new(retry, breaker, time_to_headers, connect)
                 });
-                Ok(res)
             }
-            Err(err) => Err(self.failed(err, destination, time_to_headers)),
+            Err(err) => self.failed(err, destination, time_to_headers),
         }
     }
 
     /// Records what happened in a failed call's error.
     #[cold]
-    fn failed(&self, mut err: Error, destination: Option<Destination>, elapsed: Duration) -> Error {
-        let connect = OpenedConnection::of_error(&err);
-        let retry = RetryInfo::of_error(&err).unwrap_or_default();
+    fn failed(&self, err: &mut Error, destination: Option<Destination>, elapsed: Duration) {
+        let connect = OpenedConnection::of_error(err);
+        let retry = RetryInfo::of_error(err).unwrap_or_default();
         let breaker = match (&self.breakers, destination) {
             (Some(breakers), Some(destination)) => destination.breaker_state(breakers),
             _ => None,
         };
         let info = CallInfo::new(retry, breaker, elapsed, connect);
         err.extensions_mut().insert(info);
-        err
     }
 
     /// The state of the breaker that judged this call, after it.
@@ -328,32 +334,42 @@ impl Client {
         destination.breaker_state(breakers)
     }
 
+    // The shorthands below are not `async fn`s: the request is made now (an invalid URL is the
+    // call's error), and the caller awaits `send_body`'s state machine itself rather than one
+    // that awaits it and copies its response out once more.
+
     /// `GET url`.
-    pub async fn get(&self, url: &str) -> Result<Response<ResponseBody>, Error> {
-        self.send(request(Method::GET, url, Bytes::new())?).await
+    pub fn get(
+        &self,
+        url: &str,
+    ) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send + '_ {
+        self.send_body(request(Method::GET, url, Bytes::new()))
     }
 
     /// `POST url` with `body`.
-    pub async fn post(
+    pub fn post(
         &self,
         url: &str,
         body: impl Into<Bytes>,
-    ) -> Result<Response<ResponseBody>, Error> {
-        self.send(request(Method::POST, url, body.into())?).await
+    ) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send + '_ {
+        self.send_body(request(Method::POST, url, body.into()))
     }
 
     /// `PUT url` with `body`.
-    pub async fn put(
+    pub fn put(
         &self,
         url: &str,
         body: impl Into<Bytes>,
-    ) -> Result<Response<ResponseBody>, Error> {
-        self.send(request(Method::PUT, url, body.into())?).await
+    ) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send + '_ {
+        self.send_body(request(Method::PUT, url, body.into()))
     }
 
     /// `DELETE url`, with no body.
-    pub async fn delete(&self, url: &str) -> Result<Response<ResponseBody>, Error> {
-        self.send(request(Method::DELETE, url, Bytes::new())?).await
+    pub fn delete(
+        &self,
+        url: &str,
+    ) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send + '_ {
+        self.send_body(request(Method::DELETE, url, Bytes::new()))
     }
 
     /// The circuit breakers, one per host, for dashboards and manual control (`None` when off).
