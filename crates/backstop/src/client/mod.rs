@@ -291,8 +291,8 @@ impl Client {
                     _ => None,
                 };
                 // Fills the record the connection put there (no second allocation).
-                OpenedConnection::record(res.extensions_mut(), |connect| {
-                    CallInfo::new(retry, breaker, time_to_headers, connect)
+                OpenedConnection::record(res.extensions_mut(), |info, connect| {
+                    info.fill(&retry, breaker, time_to_headers, connect);
                 });
             }
             Err(err) => self.failed(err, destination, time_to_headers),
