@@ -228,7 +228,7 @@ impl Client {
     {
         // Not an `async fn` of its own: the conversion happens now, and the caller awaits the
         // one state machine that does the work instead of one wrapped in another.
-        self.send_body(Ok(req.map(Into::into)))
+        self.send_body(Outgoing::Request(req.map(Into::into)))
     }
 
     /// Every call's path (`send`, `get` and the other methods, the `Service` impl, the gateway's
@@ -240,11 +240,11 @@ impl Client {
     /// One state machine around the stack's (boxed) future, not one awaiting another, and the
     /// result recorded in place: every level, and every move of the response, copies the whole
     /// response (the body is the stack's own, unboxed) once more.
-    async fn send_body(
-        &self,
-        req: Result<Request<RequestBody>, Error>,
-    ) -> Result<Response<ResponseBody>, Error> {
-        let req = req?;
+    async fn send_body(&self, req: Outgoing<'_>) -> Result<Response<ResponseBody>, Error> {
+        let req = match req {
+            Outgoing::Request(req) => req,
+            Outgoing::Url { method, url, body } => request(method, url, body)?,
+        };
         let span = telemetry::call_span(&req);
         #[cfg(feature = "metrics")]
         let active = telemetry::Active::start(&req);
@@ -334,42 +334,59 @@ impl Client {
         destination.breaker_state(breakers)
     }
 
-    // The shorthands below are not `async fn`s: the request is made now (an invalid URL is the
-    // call's error), and the caller awaits `send_body`'s state machine itself rather than one
-    // that awaits it and copies its response out once more.
+    // The shorthands below are not `async fn`s: the caller awaits `send_body`'s state machine
+    // itself rather than one that awaits it and copies its response out once more. The request
+    // is made when it is first polled, as an `async fn` would (an invalid URL is the call's
+    // error): the future handed back holds the URL, not a whole request to be copied with it.
 
     /// `GET url`.
-    pub fn get(
-        &self,
-        url: &str,
-    ) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send + '_ {
-        self.send_body(request(Method::GET, url, Bytes::new()))
+    pub fn get<'a>(
+        &'a self,
+        url: &'a str,
+    ) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send + 'a {
+        self.send_body(Outgoing::Url {
+            method: Method::GET,
+            url,
+            body: Bytes::new(),
+        })
     }
 
     /// `POST url` with `body`.
-    pub fn post(
-        &self,
-        url: &str,
+    pub fn post<'a>(
+        &'a self,
+        url: &'a str,
         body: impl Into<Bytes>,
-    ) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send + '_ {
-        self.send_body(request(Method::POST, url, body.into()))
+    ) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send + 'a {
+        self.send_body(Outgoing::Url {
+            method: Method::POST,
+            url,
+            body: body.into(),
+        })
     }
 
     /// `PUT url` with `body`.
-    pub fn put(
-        &self,
-        url: &str,
+    pub fn put<'a>(
+        &'a self,
+        url: &'a str,
         body: impl Into<Bytes>,
-    ) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send + '_ {
-        self.send_body(request(Method::PUT, url, body.into()))
+    ) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send + 'a {
+        self.send_body(Outgoing::Url {
+            method: Method::PUT,
+            url,
+            body: body.into(),
+        })
     }
 
     /// `DELETE url`, with no body.
-    pub fn delete(
-        &self,
-        url: &str,
-    ) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send + '_ {
-        self.send_body(request(Method::DELETE, url, Bytes::new()))
+    pub fn delete<'a>(
+        &'a self,
+        url: &'a str,
+    ) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send + 'a {
+        self.send_body(Outgoing::Url {
+            method: Method::DELETE,
+            url,
+            body: Bytes::new(),
+        })
     }
 
     /// The circuit breakers, one per host, for dashboards and manual control (`None` when off).
@@ -419,6 +436,17 @@ impl Destination {
         );
         breakers.state(&key)
     }
+}
+
+/// What [`Client::send_body`] sends: a request, or the parts of one a shorthand (`get`, ...)
+/// was given, made into one when the call starts.
+enum Outgoing<'u> {
+    Request(Request<RequestBody>),
+    Url {
+        method: Method,
+        url: &'u str,
+        body: Bytes,
+    },
 }
 
 fn request(method: Method, url: &str, body: Bytes) -> Result<Request<RequestBody>, Error> {
@@ -500,4 +528,34 @@ pub(crate) fn layers_reject(policy: &Policy) -> Option<ConfigError> {
     let resolver = hyper_util::client::legacy::connect::dns::GaiResolver::new();
     let schemes = Schemes::new(false).expect("plain schemes need no TLS");
     Client::assemble(policy, resolver, transport, schemes).err()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_url_that_does_not_parse_is_the_calls_local_error_whichever_shorthand() {
+        let client = Client::builder().build().unwrap();
+        let url = String::from("http://exa mple/");
+        let errors = [
+            client.get(&url).await.unwrap_err(),
+            client.post(&url, "x").await.unwrap_err(),
+            client
+                .put(&url, Bytes::from_static(b"x"))
+                .await
+                .unwrap_err(),
+            client.delete(&url).await.unwrap_err(),
+        ];
+        for err in errors {
+            assert_eq!((err.kind(), err.phase()), (Kind::Other, Phase::Local));
+            assert!(
+                std::error::Error::source(&err).is_some_and(|e| e.is::<http::uri::InvalidUri>()),
+                "{err:?}"
+            );
+            // Refused before the call started: no call, so no record of one.
+            assert!(CallInfo::of_error(&err).is_none(), "{err:?}");
+        }
+    }
 }
