@@ -76,30 +76,42 @@ impl OpenedConnection {
     /// The record hyper-util copies into every response over this connection.
     fn carrier(self) -> CallInfo {
         CallInfo {
+            connection: Some(self),
+            ..OpenedConnection::blank()
+        }
+    }
+
+    /// Claims the connection whose record is in `extensions`, if any, and leaves there the
+    /// call's record: `fill` makes it of the timings it got, in place (the record the
+    /// connection brought, or a new one when none did).
+    pub(crate) fn record(
+        extensions: &mut Extensions,
+        fill: impl FnOnce(&mut CallInfo, Option<ConnectTimings>),
+    ) {
+        match extensions.get_mut::<CallInfo>() {
+            Some(carried) => {
+                let connect = carried.connection.take().and_then(|opened| opened.claim());
+                fill(carried, connect);
+            }
+            None => {
+                let mut info = OpenedConnection::blank();
+                fill(&mut info, None);
+                extensions.insert(info);
+            }
+        }
+    }
+
+    /// A record with nothing in it yet: the carrier's, or one for [`OpenedConnection::record`]
+    /// to fill.
+    fn blank() -> CallInfo {
+        CallInfo {
             attempts: 0,
             delays: Vec::new(),
             retry_stopped: None,
             breaker: None,
             time_to_headers: Duration::ZERO,
             connect: None,
-            connection: Some(self),
-        }
-    }
-
-    /// Claims the connection whose record is in `extensions`, if any, and leaves there the
-    /// call's record `call` makes of the timings it got.
-    pub(crate) fn record(
-        extensions: &mut Extensions,
-        call: impl FnOnce(Option<ConnectTimings>) -> CallInfo,
-    ) {
-        match extensions.get_mut::<CallInfo>() {
-            Some(carried) => {
-                let connect = carried.connection.take().and_then(|opened| opened.claim());
-                *carried = call(connect);
-            }
-            None => {
-                extensions.insert(call(None));
-            }
+            connection: None,
         }
     }
 
@@ -290,6 +302,10 @@ mod tests {
         }))
     }
 
+    fn fill(info: &mut CallInfo, connect: Option<ConnectTimings>) {
+        *info = call_info(connect);
+    }
+
     fn call_info(connect: Option<ConnectTimings>) -> CallInfo {
         CallInfo {
             attempts: 1,
@@ -311,16 +327,16 @@ mod tests {
         connected.get_extras(&mut first);
         let mut second = Extensions::new();
         connected.get_extras(&mut second);
-        OpenedConnection::record(&mut first, call_info);
+        OpenedConnection::record(&mut first, fill);
         assert_eq!(first.get::<CallInfo>(), Some(&call_info(Some(timings))));
-        OpenedConnection::record(&mut second, call_info);
+        OpenedConnection::record(&mut second, fill);
         assert_eq!(
             second.get::<CallInfo>(),
             Some(&call_info(None)),
             "claimed already"
         );
         let mut none = Extensions::new();
-        OpenedConnection::record(&mut none, call_info);
+        OpenedConnection::record(&mut none, fill);
         assert_eq!(none.get::<CallInfo>(), Some(&call_info(None)));
         // An error's connection info, as hyper-util keeps it.
         let mut third = Extensions::new();

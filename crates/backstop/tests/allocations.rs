@@ -20,12 +20,13 @@ static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 const CALLS: usize = 500;
 
 /// What the default client allocates per request beyond a bare hyper-util client: the stack's
-/// futures and response body boxed behind the client's type-erased service, the retained
-/// request head, and the `CallInfo` in the response. Measured 2026-12-01: +4 (+5 before plain
+/// futures boxed behind the client's type-erased service, the retained request head, and the
+/// `CallInfo` in the response. Measured 2026-12-01: +4 (+5 before plain
 /// HTTP requests stopped carrying `request-timeout-ms` by default); 2026-12-02: +3, since the
 /// connection's facts reach the response as its one `Connected::extra` and hyper-util's
-/// `HttpInfo` (which the bare client's responses carry) no longer rides along.
-const ADDED_PER_REQUEST: f64 = 3.0;
+/// `HttpInfo` (which the bare client's responses carry) no longer rides along; +2 since the
+/// response body is the stack's own, unboxed (`ResponseBody`).
+const ADDED_PER_REQUEST: f64 = 2.0;
 
 /// What calling the client as a tower `Service` (`oneshot(client.clone(), req)` with a
 /// `Full<Bytes>` body) adds over `Client::send`: the boxed `ClientFuture`, which must own a

@@ -4,14 +4,128 @@ use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use backstop_classify::{BoxError, Error};
+use backstop_classify::{BoxError, ClassifiedBody, Error, HttpPolicy, Phase};
+use backstop_deadline::DeadlineBody;
+use backstop_timeout::IdleBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 
 /// The response body of a [`Client`](crate::Client): the bytes, with every error classified.
-pub type ResponseBody = BoxBody<Bytes, Error>;
+///
+/// What the client's own stack returns is kept as it is (not boxed: no allocation per response,
+/// no virtual call per frame); [`ResponseBody::new`] wraps any other body (boxed), for a stand-in
+/// of the client in tests or a service that answers in its place. It is `Send`, `Sync` and
+/// `Unpin`, so [`BodyExt`]'s methods (`collect`, `frame`) work on it as they are.
+///
+/// ```
+/// use backstop::ResponseBody;
+/// use http_body_util::{BodyExt, Full};
+///
+/// # async fn demo() -> Result<(), backstop::Error> {
+/// let body = ResponseBody::new(Full::new(bytes::Bytes::from_static(b"ok")));
+/// assert_eq!(body.collect().await?.to_bytes(), "ok");
+/// # Ok(())
+/// # }
+/// ```
+pub struct ResponseBody {
+    kind: ResponseKind,
+}
+
+/// The body the client's stack returns: hyper's, bounded by the idle timeout, classified, and
+/// bounded by the deadline (the order of `Client::assemble`'s layers, inside out).
+pub(super) type StackBody = DeadlineBody<ClassifiedBody<IdleBody<Incoming>, HttpPolicy>>;
+
+enum ResponseKind {
+    Stack(StackBody),
+    Boxed(BoxBody<Bytes, Error>),
+}
+
+impl ResponseBody {
+    /// A response body of `body`, boxed: its errors become [`Error`]s (one that is an [`Error`]
+    /// already is kept as it is, see [`Error::classify`]). A body boxed already
+    /// (`BoxBody<Bytes, Error>`) converts with `From`, without a second box.
+    pub fn new<B>(body: B) -> ResponseBody
+    where
+        B: Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        ResponseBody::from(
+            body.map_err(|err| Error::classify(err, Phase::ReadBody))
+                .boxed(),
+        )
+    }
+
+    /// The body the client's stack returned, unboxed.
+    pub(super) fn stack(body: StackBody) -> ResponseBody {
+        ResponseBody {
+            kind: ResponseKind::Stack(body),
+        }
+    }
+}
+
+impl From<BoxBody<Bytes, Error>> for ResponseBody {
+    fn from(body: BoxBody<Bytes, Error>) -> ResponseBody {
+        ResponseBody {
+            kind: ResponseKind::Boxed(body),
+        }
+    }
+}
+
+impl Default for ResponseBody {
+    /// An empty body.
+    fn default() -> ResponseBody {
+        ResponseBody::from(BoxBody::default())
+    }
+}
+
+impl fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            ResponseKind::Stack(_) => "stack",
+            ResponseKind::Boxed(_) => "boxed",
+        };
+        f.debug_struct("ResponseBody")
+            .field("kind", &kind)
+            .field("size_hint", &self.size_hint())
+            .finish()
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        // Both are `Unpin`: hyper's body is, each wrapper is when its body is, a box is.
+        match &mut self.get_mut().kind {
+            ResponseKind::Stack(body) => Pin::new(body).poll_frame(cx),
+            ResponseKind::Boxed(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            ResponseKind::Stack(body) => body.is_end_stream(),
+            ResponseKind::Boxed(body) => body.is_end_stream(),
+        }
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            ResponseKind::Stack(body) => body.size_hint(),
+            ResponseKind::Boxed(body) => body.size_hint(),
+        }
+    }
+}
 
 /// The request body a [`Client`](crate::Client) sends: bytes held in memory, or a stream.
 ///
@@ -166,6 +280,54 @@ mod tests {
         // Every layer above retry moves this request; past 256 bytes libc's memcpy loops.
         assert_eq!(std::mem::size_of::<RequestBody>(), 32);
         assert_eq!(std::mem::size_of::<http::Request<RequestBody>>(), 256);
+    }
+
+    #[test]
+    fn a_response_body_is_send_sync_and_unpin_and_small_enough_to_move() {
+        fn send_sync_unpin<T: Send + Sync + Unpin>() {}
+        send_sync_unpin::<ResponseBody>();
+        // The stack's body is moved out through every layer with its response as it is: the
+        // choice of the boxed one takes no room beside it (the enum's tag is in a niche).
+        assert_eq!(
+            std::mem::size_of::<ResponseBody>(),
+            std::mem::size_of::<StackBody>()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_given_to_response_body_new_keeps_its_frames_and_its_errors_are_classified() {
+        let body = ResponseBody::new(Full::new(Bytes::from_static(b"abc")));
+        assert!(format!("{body:?}").contains("\"boxed\""), "{body:?}");
+        assert_eq!(body.size_hint().exact(), Some(3));
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "abc");
+
+        let empty = ResponseBody::default();
+        assert!(empty.is_end_stream());
+        assert!(empty.collect().await.unwrap().to_bytes().is_empty());
+
+        // A body failing with an error that says nothing of where: classified as a failure to
+        // read the body, the failure kept as its source.
+        struct Failing;
+        impl Body for Failing {
+            type Data = Bytes;
+            type Error = BoxError;
+            fn poll_frame(
+                self: Pin<&mut Self>,
+                _cx: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+                Poll::Ready(Some(Err("the stand-in failed".into())))
+            }
+        }
+        let err = ResponseBody::new(Failing)
+            .frame()
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.phase(), Phase::ReadBody, "{err:?}");
+        assert!(
+            format!("{err:?}").contains("the stand-in failed"),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]

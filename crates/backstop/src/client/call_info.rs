@@ -55,6 +55,26 @@ impl CallInfo {
         }
     }
 
+    /// Makes `self` the record [`CallInfo::new`] would make, in place: the record the
+    /// connection brought into the response is filled, not replaced by one built, moved in, and
+    /// the old one dropped.
+    pub(crate) fn fill(
+        &mut self,
+        retry: &RetryInfo,
+        breaker: Option<State>,
+        time_to_headers: Duration,
+        connect: Option<ConnectTimings>,
+    ) {
+        self.attempts = retry.attempts();
+        self.delays.clear();
+        self.delays.extend(retry.delays());
+        self.retry_stopped = retry.stopped();
+        self.breaker = breaker;
+        self.time_to_headers = time_to_headers;
+        self.connect = connect;
+        self.connection = None;
+    }
+
     /// The call info of a response from a [`Client`](crate::Client).
     pub fn of<B>(res: &Response<B>) -> Option<&CallInfo> {
         res.extensions().get::<CallInfo>()
@@ -99,4 +119,48 @@ mod sealed {
     pub trait Sealed {}
     impl<B> Sealed for http::Response<B> {}
     impl Sealed for backstop_classify::Error {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_filled_in_place_is_the_record_new_makes_whatever_it_held() {
+        let mut retry = RetryInfo::default();
+        retry.record_attempt(Duration::from_millis(20));
+        retry.record_attempt(Duration::from_millis(40));
+        retry.stop(StopReason::AttemptsExhausted);
+        let connect = ConnectTimings {
+            resolve: None,
+            tcp: Duration::from_millis(1),
+            tls: None,
+            total: Duration::from_millis(1),
+        };
+        let made = CallInfo::new(
+            retry,
+            Some(State::Closed),
+            Duration::from_secs(1),
+            Some(connect),
+        );
+        // A record that held another call's delays and timings.
+        let mut filled = CallInfo::new(
+            RetryInfo::default(),
+            Some(State::Open),
+            Duration::from_secs(9),
+            None,
+        );
+        filled.delays = vec![Duration::from_secs(5); 4];
+        filled.fill(
+            &retry,
+            Some(State::Closed),
+            Duration::from_secs(1),
+            Some(connect),
+        );
+        assert_eq!(filled, made);
+        assert_eq!(
+            filled.delays,
+            [Duration::from_millis(20), Duration::from_millis(40)]
+        );
+    }
 }

@@ -34,7 +34,6 @@ use backstop_timeout::{
 };
 use bytes::Bytes;
 use http::{Method, Request, Response};
-use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
@@ -196,14 +195,14 @@ impl Client {
                 .layer(retry)
                 .layer(breaker)
                 .service(inner)
-                .map_response(|res: Response<_>| res.map(BodyExt::boxed));
+                .map_response(|res: Response<_>| res.map(ResponseBody::stack));
             (BoxCloneSyncService::new(service), Some(breakers))
         } else {
             let service = ServiceBuilder::new()
                 .layer(deadline)
                 .layer(retry)
                 .service(inner)
-                .map_response(|res: Response<_>| res.map(BodyExt::boxed));
+                .map_response(|res: Response<_>| res.map(ResponseBody::stack));
             (BoxCloneSyncService::new(service), None)
         };
         Ok(Client {
@@ -229,72 +228,88 @@ impl Client {
     {
         // Not an `async fn` of its own: the conversion happens now, and the caller awaits the
         // one state machine that does the work instead of one wrapped in another.
-        self.send_body(req.map(Into::into))
+        self.send_body(Outgoing::Request(req.map(Into::into)))
     }
 
-    /// Every call's path (`send`, the `Service` impl, the gateway's forwarding): the call span
-    /// around the whole stack, entered whenever the stack is polled (so the retry layer's
-    /// attempt spans are its children), and the call's metrics.
-    async fn send_body(&self, req: Request<RequestBody>) -> Result<Response<ResponseBody>, Error> {
+    /// Every call's path (`send`, `get` and the other methods, the `Service` impl, the gateway's
+    /// forwarding): the call span around the whole stack, entered whenever the stack is called
+    /// or polled (so the retry layer's attempt spans are its children), and the call's metrics.
+    /// A request that could not be made (`get`'s URL did not parse) is its error at once, with
+    /// no span and no metrics.
+    ///
+    /// One state machine around the stack's (boxed) future, not one awaiting another, and the
+    /// result recorded in place: every level, and every move of the response, copies the whole
+    /// response (the body is the stack's own, unboxed) once more.
+    async fn send_body(&self, req: Outgoing<'_>) -> Result<Response<ResponseBody>, Error> {
+        let req = match req {
+            Outgoing::Request(req) => req,
+            Outgoing::Url { method, url, body } => request(method, url, body)?,
+        };
         let span = telemetry::call_span(&req);
         #[cfg(feature = "metrics")]
         let active = telemetry::Active::start(&req);
-        // With no subscriber the span is disabled: the stack is awaited as it is, with no
-        // `Instrumented` entering and leaving a disabled span at every poll.
-        let result = if span.is_disabled() {
-            self.call_stack(req).await
-        } else {
-            self.call_stack(req).instrument(span.clone()).await
+        let started = Instant::now();
+        let refused = self.schemes.refuse(req.uri());
+        // Kept to find the destination's breaker afterwards, should the outcome not tell (see
+        // `breaker_state`): the scheme and authority, not the path.
+        let destination = match (&self.breakers, &refused) {
+            (Some(_), None) => Some(Destination::of(req.uri())),
+            _ => None,
         };
+        let mut result = match refused {
+            Some(refused) => Err(refused),
+            // With no subscriber the span is disabled: the stack is called and awaited as it is,
+            // with no `Instrumented` entering and leaving a disabled span at every poll.
+            None if span.is_disabled() => self.service.call(req).await,
+            None => {
+                let stack = span.in_scope(|| self.service.call(req));
+                stack.instrument(span.clone()).await
+            }
+        };
+        self.record(&mut result, destination, started.elapsed());
         telemetry::finish(&span, &result);
         #[cfg(feature = "metrics")]
         active.finish(&result);
         result
     }
 
-    async fn call_stack(&self, req: Request<RequestBody>) -> Result<Response<ResponseBody>, Error> {
-        let started = Instant::now();
-        if let Some(refused) = self.schemes.refuse(req.uri()) {
-            return Err(self.failed(refused, None, started.elapsed()));
-        }
-        // Kept to find the destination's breaker afterwards; a `Uri` clone shares its bytes.
-        let uri = self.breakers.is_some().then(|| req.uri().clone());
-        let res = self.service.call(req).await;
-        let time_to_headers = started.elapsed();
-        match res {
-            Ok(mut res) => {
-                let retry = RetryInfo::of(&res);
-                let breaker = match (&self.breakers, uri) {
-                    (Some(breakers), Some(uri)) => {
-                        self.breaker_state(breakers, &res, retry.attempts(), uri)
+    /// Records what happened in the call's response (or error): its [`CallInfo`].
+    #[inline]
+    fn record(
+        &self,
+        result: &mut Result<Response<ResponseBody>, Error>,
+        destination: Option<Destination>,
+        time_to_headers: Duration,
+    ) {
+        match result {
+            Ok(res) => {
+                let retry = RetryInfo::of(res);
+                let breaker = match (&self.breakers, destination) {
+                    (Some(breakers), Some(destination)) => {
+                        self.breaker_state(breakers, res, retry.attempts(), destination)
                     }
                     _ => None,
                 };
                 // Fills the record the connection put there (no second allocation).
-                OpenedConnection::record(res.extensions_mut(), |connect| {
-                    CallInfo::new(retry, breaker, time_to_headers, connect)
+                OpenedConnection::record(res.extensions_mut(), |info, connect| {
+                    info.fill(&retry, breaker, time_to_headers, connect);
                 });
-                Ok(res)
             }
-            Err(err) => Err(self.failed(err, uri, time_to_headers)),
+            Err(err) => self.failed(err, destination, time_to_headers),
         }
     }
 
     /// Records what happened in a failed call's error.
     #[cold]
-    fn failed(&self, mut err: Error, uri: Option<http::Uri>, elapsed: Duration) -> Error {
-        let connect = OpenedConnection::of_error(&err);
-        let retry = RetryInfo::of_error(&err).unwrap_or_default();
-        let breaker = match (&self.breakers, uri) {
-            (Some(breakers), Some(uri)) => Request::get(uri)
-                .body(())
-                .ok()
-                .and_then(|head| breakers.state(&breaker_key(&head))),
+    fn failed(&self, err: &mut Error, destination: Option<Destination>, elapsed: Duration) {
+        let connect = OpenedConnection::of_error(err);
+        let retry = RetryInfo::of_error(err).unwrap_or_default();
+        let breaker = match (&self.breakers, destination) {
+            (Some(breakers), Some(destination)) => destination.breaker_state(breakers),
             _ => None,
         };
         let info = CallInfo::new(retry, breaker, elapsed, connect);
         err.extensions_mut().insert(info);
-        err
     }
 
     /// The state of the breaker that judged this call, after it.
@@ -307,7 +322,7 @@ impl Client {
         breakers: &Breakers<PerAuthority>,
         res: &Response<B>,
         attempts: u32,
-        uri: http::Uri,
+        destination: Destination,
     ) -> Option<State> {
         let succeeded = res
             .extensions()
@@ -316,36 +331,62 @@ impl Client {
         if succeeded && attempts == 1 && self.single_probe {
             return Some(State::Closed);
         }
-        let head = Request::get(uri).body(()).ok()?;
-        breakers.state(&breaker_key(&head))
+        destination.breaker_state(breakers)
     }
 
+    // The shorthands below are not `async fn`s: the caller awaits `send_body`'s state machine
+    // itself rather than one that awaits it and copies its response out once more. The request
+    // is made when it is first polled, as an `async fn` would (an invalid URL is the call's
+    // error): the future handed back holds the URL, not a whole request to be copied with it.
+
     /// `GET url`.
-    pub async fn get(&self, url: &str) -> Result<Response<ResponseBody>, Error> {
-        self.send(request(Method::GET, url, Bytes::new())?).await
+    pub fn get<'a>(
+        &'a self,
+        url: &'a str,
+    ) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send + 'a {
+        self.send_body(Outgoing::Url {
+            method: Method::GET,
+            url,
+            body: Bytes::new(),
+        })
     }
 
     /// `POST url` with `body`.
-    pub async fn post(
-        &self,
-        url: &str,
+    pub fn post<'a>(
+        &'a self,
+        url: &'a str,
         body: impl Into<Bytes>,
-    ) -> Result<Response<ResponseBody>, Error> {
-        self.send(request(Method::POST, url, body.into())?).await
+    ) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send + 'a {
+        self.send_body(Outgoing::Url {
+            method: Method::POST,
+            url,
+            body: body.into(),
+        })
     }
 
     /// `PUT url` with `body`.
-    pub async fn put(
-        &self,
-        url: &str,
+    pub fn put<'a>(
+        &'a self,
+        url: &'a str,
         body: impl Into<Bytes>,
-    ) -> Result<Response<ResponseBody>, Error> {
-        self.send(request(Method::PUT, url, body.into())?).await
+    ) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send + 'a {
+        self.send_body(Outgoing::Url {
+            method: Method::PUT,
+            url,
+            body: body.into(),
+        })
     }
 
     /// `DELETE url`, with no body.
-    pub async fn delete(&self, url: &str) -> Result<Response<ResponseBody>, Error> {
-        self.send(request(Method::DELETE, url, Bytes::new())?).await
+    pub fn delete<'a>(
+        &'a self,
+        url: &'a str,
+    ) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send + 'a {
+        self.send_body(Outgoing::Url {
+            method: Method::DELETE,
+            url,
+            body: Bytes::new(),
+        })
     }
 
     /// The circuit breakers, one per host, for dashboards and manual control (`None` when off).
@@ -360,9 +401,52 @@ impl Client {
     }
 }
 
-/// The breaker key of a request, as the per-host breaker computes it.
-fn breaker_key<B>(req: &Request<B>) -> backstop_breaker::Authority {
-    backstop_breaker::BreakerKey::key(&PerAuthority, &backstop_breaker::RequestHead::of(req))
+/// Where a call went, as much as its breaker's key needs: the scheme (the default port) and the
+/// authority. Not the whole `Uri`: its path would be one more reference count to take and drop
+/// per call.
+struct Destination {
+    scheme: Option<http::uri::Scheme>,
+    authority: Option<http::uri::Authority>,
+}
+
+impl Destination {
+    #[inline]
+    fn of(uri: &http::Uri) -> Destination {
+        Destination {
+            scheme: uri.scheme().cloned(),
+            authority: uri.authority().cloned(),
+        }
+    }
+
+    /// The state of this destination's breaker, as the per-host breaker finds it.
+    #[cold]
+    fn breaker_state(self, breakers: &Breakers<PerAuthority>) -> Option<State> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = self.scheme;
+        parts.authority = self.authority;
+        // `http` wants a path beside a scheme, and none beside an authority alone.
+        if parts.scheme.is_some() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        let uri = http::Uri::from_parts(parts).ok()?;
+        let head = Request::get(uri).body(()).ok()?;
+        let key = backstop_breaker::BreakerKey::key(
+            &PerAuthority,
+            &backstop_breaker::RequestHead::of(&head),
+        );
+        breakers.state(&key)
+    }
+}
+
+/// What [`Client::send_body`] sends: a request, or the parts of one a shorthand (`get`, ...)
+/// was given, made into one when the call starts.
+enum Outgoing<'u> {
+    Request(Request<RequestBody>),
+    Url {
+        method: Method,
+        url: &'u str,
+        body: Bytes,
+    },
 }
 
 fn request(method: Method, url: &str, body: Bytes) -> Result<Request<RequestBody>, Error> {
@@ -444,4 +528,34 @@ pub(crate) fn layers_reject(policy: &Policy) -> Option<ConfigError> {
     let resolver = hyper_util::client::legacy::connect::dns::GaiResolver::new();
     let schemes = Schemes::new(false).expect("plain schemes need no TLS");
     Client::assemble(policy, resolver, transport, schemes).err()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_url_that_does_not_parse_is_the_calls_local_error_whichever_shorthand() {
+        let client = Client::builder().build().unwrap();
+        let url = String::from("http://exa mple/");
+        let errors = [
+            client.get(&url).await.unwrap_err(),
+            client.post(&url, "x").await.unwrap_err(),
+            client
+                .put(&url, Bytes::from_static(b"x"))
+                .await
+                .unwrap_err(),
+            client.delete(&url).await.unwrap_err(),
+        ];
+        for err in errors {
+            assert_eq!((err.kind(), err.phase()), (Kind::Other, Phase::Local));
+            assert!(
+                std::error::Error::source(&err).is_some_and(|e| e.is::<http::uri::InvalidUri>()),
+                "{err:?}"
+            );
+            // Refused before the call started: no call, so no record of one.
+            assert!(CallInfo::of_error(&err).is_none(), "{err:?}");
+        }
+    }
 }

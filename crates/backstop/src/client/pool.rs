@@ -116,7 +116,6 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use backstop_classify::{Kind, Phase};
-    use http_body_util::BodyExt;
 
     use super::*;
 
@@ -147,10 +146,7 @@ mod tests {
         }
 
         fn call(&mut self, _req: Request<RequestBody>) -> Self::Future {
-            let body = http_body_util::Empty::new()
-                .map_err(|never| match never {})
-                .boxed();
-            std::future::ready(Ok(Response::new(body)))
+            std::future::ready(Ok(Response::new(ResponseBody::default())))
         }
     }
 

@@ -77,7 +77,7 @@ where
         let client = self.clone();
         let req = req.map(request_body);
         ClientFuture {
-            inner: Box::pin(async move { client.send_body(req).await }),
+            inner: Box::pin(async move { client.send_body(super::Outgoing::Request(req)).await }),
         }
     }
 }
