@@ -147,7 +147,10 @@ pin_project! {
         inner: B,
         // Created on the first wait that needs it, then reused for the body's later waits.
         timer: Option<Pin<Box<Sleep>>>,
-        period: Duration,
+        // The period in nanoseconds, not a `Duration` (16 bytes): with it the body of a
+        // hyper response is 80 bytes and the response 256, which every layer above moves on
+        // the cheap side of memcpy (a `Duration` of up to 584 years fits).
+        period_nanos: u64,
         // The deadline of the current wait; `None` when not waiting.
         deadline: Option<Instant>,
         expired: bool,
@@ -160,7 +163,7 @@ impl<B> IdleBody<B> {
         IdleBody {
             inner: body,
             timer: None,
-            period,
+            period_nanos: u64::try_from(period.as_nanos()).unwrap_or(u64::MAX),
             deadline: None,
             expired: false,
         }
@@ -193,9 +196,9 @@ where
             }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
-                let deadline = *this
-                    .deadline
-                    .get_or_insert_with(|| Instant::now() + *this.period);
+                let deadline = *this.deadline.get_or_insert_with(|| {
+                    Instant::now() + Duration::from_nanos(*this.period_nanos)
+                });
                 let timer = this
                     .timer
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
@@ -215,7 +218,7 @@ where
                     Phase::ReadBody,
                 )
                 .with_source(IdleTimedOut {
-                    period: *this.period,
+                    period: Duration::from_nanos(*this.period_nanos),
                 }))))
             }
         }

@@ -243,7 +243,7 @@ fn main() {
         let peers = Side::Tower(peers());
         let backstop = Side::Backstop(backstop::Client::builder().build().unwrap());
         // `STACK_PROFILE=bare|timeout|peers|backstop`: only that client, 32 tasks, for a
-        // profiler.
+        // profiler (or one task, with `STACK_MODE=sequential`).
         if let Ok(which) = std::env::var("STACK_PROFILE") {
             let side = match which.as_str() {
                 "bare" => &bare,
@@ -252,8 +252,17 @@ fn main() {
                 _ => &backstop,
             };
             let mut latencies = Vec::new();
-            for _ in 0..PROFILE_ROUNDS {
-                concurrent(side, &url, &mut latencies, CONCURRENT_PER_TASK).await;
+            // `STACK_MODE=sequential`: 500 warm-up requests, then 20 000 one after another
+            // (20 500 in all), the sequential mode's path for a profiler.
+            if std::env::var("STACK_MODE").as_deref() == Ok("sequential") {
+                for _ in 0..500 {
+                    side.get(&url).await;
+                }
+                sequential(side, &url, &mut latencies, 20_000).await;
+            } else {
+                for _ in 0..PROFILE_ROUNDS {
+                    concurrent(side, &url, &mut latencies, CONCURRENT_PER_TASK).await;
+                }
             }
             println!("profiled {} requests through {which}", latencies.len());
             return;

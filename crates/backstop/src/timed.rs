@@ -138,35 +138,54 @@ impl OpenedConnection {
 }
 
 /// Times every connection its inner connector makes, and attaches the timings to it.
-#[derive(Debug, Clone)]
+///
+/// The inner connector (every layer of it) sits behind one `Arc`: hyper-util clones its
+/// connector for every request, also the many served by a pooled connection, and a clone of
+/// the whole chain is a dozen fields and reference counts, made and dropped for nothing. Here
+/// it is one count; the chain itself is cloned only when a connection is made.
+#[derive(Debug)]
 pub(crate) struct TimedConnector<C> {
-    inner: C,
+    inner: Arc<C>,
+}
+
+impl<C> Clone for TimedConnector<C> {
+    fn clone(&self) -> Self {
+        TimedConnector {
+            inner: Arc::clone(&self.inner),
+        }
+    }
 }
 
 impl<C> TimedConnector<C> {
     pub(crate) fn new(inner: C) -> Self {
-        TimedConnector { inner }
+        TimedConnector {
+            inner: Arc::new(inner),
+        }
     }
 }
 
 impl<C> Service<Uri> for TimedConnector<C>
 where
-    C: Service<Uri>,
+    C: Service<Uri> + Clone,
     C::Future: ConnectProgress,
 {
     type Response = Timed<C::Response>;
     type Error = C::Error;
     type Future = TimedFuture<C::Future>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+    /// Always ready: every connector of the client is (the TCP connector awaits its resolver
+    /// inside the connect, where the connect bound covers it), and hyper-util calls its
+    /// connector without asking (`Connect::connect` is `call`).
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
+        let mut connector = C::clone(&self.inner);
         TimedFuture {
             tls: uri.scheme() == Some(&http::uri::Scheme::HTTPS),
             started: Instant::now(),
-            inner: self.inner.call(uri),
+            inner: connector.call(uri),
         }
     }
 }

@@ -292,6 +292,8 @@ mod tests {
             std::mem::size_of::<ResponseBody>(),
             std::mem::size_of::<StackBody>()
         );
+        // And the response the layers move is no larger than memcpy's unrolled copy.
+        assert_eq!(std::mem::size_of::<http::Response<ResponseBody>>(), 256);
     }
 
     #[tokio::test]
