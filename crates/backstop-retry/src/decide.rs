@@ -14,7 +14,6 @@ use crate::grpc::{MethodRetry, status_code};
 use crate::info::{RetryInfo, StopReason};
 use crate::layer::Config;
 use crate::random::{NO_STREAM, mix, next_stream};
-use crate::replay::Replay;
 
 /// What a gRPC call's per-method policy says about its failed attempt.
 #[derive(Clone, Copy)]
@@ -37,14 +36,15 @@ pub(crate) enum Verdict {
 /// the budgets, in that order. A gRPC call under a per-method policy (`grpc`) is judged by its
 /// status codes and attempt limit instead of by idempotency.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn decide<P, B>(
+pub(crate) fn decide<P>(
     config: &Config<P>,
     failure: &Failure,
     idempotent: bool,
     grpc: Option<GrpcCall<'_>>,
     deadline: Option<Deadline>,
     info: &RetryInfo,
-    replay: &Replay<B>,
+    // Asked only once the checks before it passed: it may take the body's lock.
+    replayable: impl FnOnce() -> bool,
     stream: &mut u64,
     backoff_restart: &mut u32,
     host_budget: Option<&RetryBudget>,
@@ -83,7 +83,7 @@ pub(crate) fn decide<P, B>(
     if info.attempts() >= max_attempts {
         return Verdict::Stop(StopReason::AttemptsExhausted);
     }
-    if replay.can_replay().is_err() {
+    if !replayable() {
         return Verdict::Stop(StopReason::BodyNotReplayable);
     }
     let server_wait = failure.retry_after().filter(|_| match failure.kind() {

@@ -13,7 +13,6 @@ use backstop_classify::{
 use backstop_deadline::Deadline;
 use http::request::Parts;
 use http::{Request, Response};
-use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
@@ -25,7 +24,7 @@ use crate::idempotency::is_idempotent;
 use crate::info::{RetryInfo, StopReason};
 use crate::layer::Config;
 use crate::random::NO_STREAM;
-use crate::replay::{Replay, ReplayBody};
+use crate::replay::{BufferedReplay, NEVER, NotReplayable, ReplayStrategy};
 use crate::service::{Shared, attempt_value, classify};
 use crate::telemetry::{self, HostMetrics, attempt_span, record_answer};
 
@@ -35,26 +34,29 @@ pin_project! {
         Calling { #[pin] future: F },
         // Boxed: a timer is only needed once a retry is due, and it would otherwise double the
         // size of every request's future.
-        Waiting { sleep: Option<Pin<Box<Sleep>>>, body: Option<ReplayBody<B>> },
+        Waiting { sleep: Option<Pin<Box<Sleep>>>, body: Option<B> },
     }
 }
 
 pin_project! {
     /// The future of [`RetryService`](crate::RetryService): one attempt, then perhaps a delay and another.
-    pub struct ResponseFuture<S, B, P>
+    pub struct ResponseFuture<S, B, P, R = BufferedReplay>
     where
-        S: Service<Request<ReplayBody<B>>>,
+        R: ReplayStrategy<B>,
+        S: Service<Request<R::Body>>,
     {
         // The retained request head, `None` when the request may not be retried.
         pub(crate) parts: Option<Parts>,
         #[pin]
-        pub(crate) state: AttemptState<S::Future, B>,
+        pub(crate) state: AttemptState<S::Future, R::Body>,
         // The instance retries call, cloned from the spare at the first retry. Boxed: a whole
         // stack instance is large, and most requests never retry, yet every request's future is
         // built and moved with this field in it.
         pub(crate) service: Option<Box<S>>,
         pub(crate) shared: Arc<Shared<S, P>>,
-        pub(crate) replay: Replay<B>,
+        // What the strategy keeps to make a retry's body, `None` when the request may not be
+        // retried.
+        pub(crate) replay: Option<R::Kept>,
         // Boxed, and made at the first retry: most requests never need it.
         pub(crate) retries: Option<Box<Retries>>,
         pub(crate) host_budget: Option<RetryBudget>,
@@ -70,12 +72,12 @@ pin_project! {
 
 // === impl ResponseFuture ===
 
-impl<S, B, P, ResBody> Future for ResponseFuture<S, B, P>
+impl<S, B, P, R, ResBody> Future for ResponseFuture<S, B, P, R>
 where
-    S: Service<Request<ReplayBody<B>>, Response = Response<ResBody>> + Clone,
+    R: ReplayStrategy<B>,
+    S: Service<Request<R::Body>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
     P: Classify,
-    B: Body,
 {
     type Output = Result<Response<ResBody>, Error>;
 
@@ -126,7 +128,7 @@ where
                             (Err(err), failure)
                         }
                     };
-                    let (body, delay) = match next_attempt(
+                    let (body, delay) = match next_attempt::<P, B, R, ResBody>(
                         &this.shared.config,
                         this.parts.as_ref(),
                         this.replay,
@@ -227,16 +229,16 @@ fn attempts(retries: &Option<Box<Retries>>) -> u32 {
 #[cold]
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
-fn next_attempt<P, B: Body, R>(
+fn next_attempt<P, B, R: ReplayStrategy<B>, ResBody>(
     config: &Config<P>,
     parts: Option<&Parts>,
-    replay: &Replay<B>,
+    replay: &Option<R::Kept>,
     retries: &mut Option<Box<Retries>>,
     host_budget: Option<&RetryBudget>,
     host: &HostMetrics,
-    result: Result<Response<R>, Error>,
+    result: Result<Response<ResBody>, Error>,
     failure: &Failure,
-) -> Result<(ReplayBody<B>, Duration), Result<Response<R>, Error>> {
+) -> Result<(R::Body, Duration), Result<Response<ResBody>, Error>> {
     let mut first = Retries {
         info: RetryInfo::default(),
         stream: NO_STREAM,
@@ -272,7 +274,7 @@ fn next_attempt<P, B: Body, R>(
         // the retained request head; the earlier wins. Read only when a retry is considered.
         Deadline::current_in(&parts.extensions),
         &state.info,
-        replay,
+        || can_replay::<B, R>(replay).is_ok(),
         &mut state.stream,
         &mut state.backoff_restart,
         host_budget,
@@ -281,7 +283,7 @@ fn next_attempt<P, B: Body, R>(
         Verdict::Stop(reason) => {
             match reason {
                 StopReason::BodyNotReplayable => {
-                    log_not_replayed(replay.can_replay().err(), failure);
+                    log_not_replayed(can_replay::<B, R>(replay).err(), failure);
                 }
                 StopReason::BudgetExhausted => host.budget_rejection(),
                 _ => {}
@@ -290,10 +292,14 @@ fn next_attempt<P, B: Body, R>(
         }
         Verdict::Retry(delay) => delay,
     };
-    let body = match replay.next() {
+    let next = match replay {
+        Some(kept) => R::replay(kept),
+        None => Err(NotReplayable::new(NEVER)),
+    };
+    let body = match next {
         Ok(body) => body,
         Err(why) => {
-            log_not_replayed(Some(why), failure);
+            log_not_replayed(Some(why.reason()), failure);
             let reason = StopReason::BodyNotReplayable;
             return Err(stop(&mut state.info, reason, failure, host, result));
         }
@@ -308,6 +314,14 @@ fn next_attempt<P, B: Body, R>(
         *retries = Some(Box::new(first));
     }
     Ok((body, delay))
+}
+
+/// Whether the strategy can make a body for another attempt.
+fn can_replay<B, R: ReplayStrategy<B>>(replay: &Option<R::Kept>) -> Result<(), &'static str> {
+    match replay {
+        Some(kept) => R::can_replay(kept).map_err(|why| why.reason()),
+        None => Err(NEVER),
+    }
 }
 
 /// Whether the response's `grpc-retry-pushback-ms` says "do not retry" (negative or garbage).

@@ -1,6 +1,7 @@
 //! [`RetryLayer`]: the validated configuration every service it makes shares.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use crate::budget::RetryBudget;
 use crate::builder::RetryLayerBuilder;
 use crate::grpc::GrpcRetryPolicy;
 use crate::per_host::PerHost;
+use crate::replay::BufferedReplay;
 use crate::service::RetryService;
 
 /// Retries failed requests when that is safe, spaced by jittered backoff or the server's
@@ -23,19 +25,25 @@ use crate::service::RetryService;
 /// See the [crate documentation](crate) for the rules. Build one with [`RetryLayer::builder`];
 /// [`RetryLayer::new`] gives the defaults. Services made by one layer (and its clones) share its
 /// [`RetryBudget`].
-pub struct RetryLayer<P = HttpPolicy> {
+///
+/// `R`, the [`ReplayStrategy`](crate::ReplayStrategy), says how a request body is sent again
+/// and which body type the inner service gets: [`ReplayBody<B>`](crate::ReplayBody) by default
+/// ([`BufferedReplay`]); [`with_replay`](RetryLayer::with_replay) chooses another.
+pub struct RetryLayer<P = HttpPolicy, R = BufferedReplay> {
     config: Arc<Config<P>>,
+    replay: PhantomData<fn() -> R>,
 }
 
-impl<P> Clone for RetryLayer<P> {
+impl<P, R> Clone for RetryLayer<P, R> {
     fn clone(&self) -> Self {
         RetryLayer {
             config: self.config.clone(),
+            replay: PhantomData,
         }
     }
 }
 
-impl<P> fmt::Debug for RetryLayer<P> {
+impl<P, R> fmt::Debug for RetryLayer<P, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.config.fmt(f)
     }
@@ -108,17 +116,29 @@ impl<P> RetryLayer<P> {
     pub(crate) fn from_config(config: Config<P>) -> RetryLayer<P> {
         RetryLayer {
             config: Arc::new(config),
+            replay: PhantomData,
         }
     }
+}
 
+impl<P, R> RetryLayer<P, R> {
     /// The budget shared by this layer's services, if any.
     pub fn budget(&self) -> Option<&RetryBudget> {
         self.config.budget.as_ref()
     }
+
+    /// The same layer (settings, budget) sending request bodies again with the strategy `R2`
+    /// instead: its services give the inner service `R2`'s body type.
+    pub fn with_replay<R2>(self) -> RetryLayer<P, R2> {
+        RetryLayer {
+            config: self.config,
+            replay: PhantomData,
+        }
+    }
 }
 
-impl<S: Clone, P> Layer<S> for RetryLayer<P> {
-    type Service = RetryService<S, P>;
+impl<S: Clone, P, R> Layer<S> for RetryLayer<P, R> {
+    type Service = RetryService<S, P, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
         RetryService::new(inner, self.config.clone())

@@ -90,6 +90,12 @@
 //! held while the caller's body is polled: the attempt that reads owns the buffer and hands it
 //! on.
 //!
+//! That is the default [`ReplayStrategy`], [`BufferedReplay`]: the inner service gets
+//! `Request<ReplayBody<B>>`. A body type that can replay itself more cheaply (bytes in memory,
+//! as a clone of them) brings its own strategy with [`RetryLayer::with_replay`], under the same
+//! rules, and the inner service then gets that strategy's body type — for `backstop::Client`, its
+//! own `RequestBody`, so the request hyper moves about stays within 256 bytes.
+//!
 //! # What the caller sees
 //! [`RetryInfo`] in the response extensions, or in the error's
 //! ([`Error::extensions`](backstop_classify::Error::extensions)): attempts, delays, why it
@@ -229,7 +235,9 @@ pub use grpc::{GrpcRetryPolicy, MethodRetry};
 pub use idempotency::is_idempotent_method;
 pub use info::{MAX_ATTEMPTS_LIMIT, RetryInfo, RetryOverride, StopReason};
 pub use layer::RetryLayer;
-pub use replay::{DEFAULT_REPLAY_LIMIT, ReplayBody};
+pub use replay::{
+    BufferedReplay, DEFAULT_REPLAY_LIMIT, NotReplayable, ReplayBody, ReplayHandle, ReplayStrategy,
+};
 pub use service::RetryService;
 #[cfg(feature = "tower-retry")]
 pub use tower_interop::{BackoffMaker, BackoffSession};

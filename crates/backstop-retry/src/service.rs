@@ -1,25 +1,27 @@
 //! [`RetryService`]: the first attempt of every call, on the service's own inner instance.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use backstop_classify::{BoxError, Classify, Error, HttpPolicy, Phase};
 use http::{HeaderValue, Request, Response};
-use http_body::Body;
 use tower_service::Service;
 
 use crate::future::{AttemptState, ResponseFuture};
 use crate::idempotency::attach_idempotency_key;
 use crate::info::{MAX_ATTEMPTS_LIMIT, RetryOverride};
 use crate::layer::Config;
-use crate::replay::ReplayBody;
+use crate::replay::{BufferedReplay, ReplayStrategy};
 use crate::telemetry::{HostMetrics, attempt_span};
 
-/// The service made by [`RetryLayer`](crate::RetryLayer).
-pub struct RetryService<S, P = HttpPolicy> {
+/// The service made by [`RetryLayer`](crate::RetryLayer); `R` is its
+/// [`ReplayStrategy`](crate::ReplayStrategy).
+pub struct RetryService<S, P = HttpPolicy, R = BufferedReplay> {
     inner: S,
     shared: Arc<Shared<S, P>>,
+    replay: PhantomData<fn() -> R>,
 }
 
 /// What a service and its futures share: one reference count per call for both.
@@ -32,16 +34,17 @@ pub(crate) struct Shared<S, P> {
     pub(crate) spare: Mutex<S>,
 }
 
-impl<S: Clone, P> Clone for RetryService<S, P> {
+impl<S: Clone, P, R> Clone for RetryService<S, P, R> {
     fn clone(&self) -> Self {
         RetryService {
             inner: self.inner.clone(),
             shared: self.shared.clone(),
+            replay: PhantomData,
         }
     }
 }
 
-impl<S: fmt::Debug, P> fmt::Debug for RetryService<S, P> {
+impl<S: fmt::Debug, P, R> fmt::Debug for RetryService<S, P, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryService")
             .field("inner", &self.inner)
@@ -50,8 +53,8 @@ impl<S: fmt::Debug, P> fmt::Debug for RetryService<S, P> {
     }
 }
 
-impl<S, P> RetryService<S, P> {
-    pub(crate) fn new(inner: S, config: Arc<Config<P>>) -> RetryService<S, P>
+impl<S, P, R> RetryService<S, P, R> {
+    pub(crate) fn new(inner: S, config: Arc<Config<P>>) -> RetryService<S, P, R>
     where
         S: Clone,
     {
@@ -61,6 +64,7 @@ impl<S, P> RetryService<S, P> {
                 spare: Mutex::new(inner.clone()),
             }),
             inner,
+            replay: PhantomData,
         }
     }
 
@@ -79,17 +83,16 @@ pub(crate) fn attempt_value(attempt: u32) -> HeaderValue {
     HeaderValue::from_static(ATTEMPT_VALUES[index])
 }
 
-impl<S, P, B, ResBody> Service<Request<B>> for RetryService<S, P>
+impl<S, P, R, B, ResBody> Service<Request<B>> for RetryService<S, P, R>
 where
-    S: Service<Request<ReplayBody<B>>, Response = Response<ResBody>> + Clone,
+    R: ReplayStrategy<B>,
+    S: Service<Request<R::Body>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
     P: Classify,
-    B: Body,
-    B::Error: Into<BoxError>,
 {
     type Response = Response<ResBody>;
     type Error = Error;
-    type Future = ResponseFuture<S, B, P>;
+    type Future = ResponseFuture<S, B, P, R>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner
@@ -131,9 +134,10 @@ where
             // not: an HTTP/2 REFUSED_STREAM or a GOAWAY above the request's stream says the
             // server never processed it, which makes even a POST safe to send again (as gRPC
             // buffers every call it may retry) — after part of its body went out.
-            ReplayBody::replayable(body, config.replay_limit)
+            let (body, kept) = R::keep(body, config.replay_limit);
+            (body, Some(kept))
         } else {
-            ReplayBody::once(body)
+            (R::once(body), None)
         };
         // Call the service that was made ready; a retry clones the spare instance, later.
         // The inner service gets the copy and the future keeps the original head. Each branch

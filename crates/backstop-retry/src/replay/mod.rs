@@ -21,10 +21,13 @@
 //! The files of this module: this one holds the types and the body's face to the transport;
 //! `slot` the hand-off of the shared state between attempts; `cursor` the newest attempt's
 //! reading of it (replaying kept chunks, then reading on), kept in the state rather than in each
-//! attempt's body, which stays one word larger than the caller's.
+//! attempt's body, which stays one word larger than the caller's; `strategy` the
+//! [`ReplayStrategy`] trait through which the layer makes each attempt's body, and
+//! [`BufferedReplay`], the strategy that sends this module's [`ReplayBody`].
 
 mod cursor;
 mod slot;
+mod strategy;
 
 use std::fmt;
 use std::pin::Pin;
@@ -38,6 +41,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use slot::{Held, Take, take};
+pub use strategy::{BufferedReplay, NotReplayable, ReplayHandle, ReplayStrategy};
 
 /// The default replay limit: 64 KiB, as linkerd. Larger bodies are sent once and not retried.
 pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
@@ -47,8 +51,8 @@ const TOO_LARGE: &str = "the request body is larger than the replay limit";
 /// Why a body kept under a zero limit (a request retried only if never sent) cannot be replayed.
 const READ_UNKEPT: &str =
     "the request may be retried only if it was never sent, and its body was read";
-/// Why a handle of a request that may not be retried gives no further body.
-const NEVER: &str = "the request was marked never to be retried";
+/// Why a request that may not be retried gives no further body.
+pub(crate) const NEVER: &str = "the request was marked never to be retried";
 
 pin_project! {
     /// The request body each attempt sends: the caller's body on the first attempt, the buffered
@@ -136,10 +140,9 @@ struct State<B> {
     refusal: Option<&'static str>,
 }
 
-/// The retry future's handle on a request body, from which each retry's body is made.
-pub(crate) enum Replay<B> {
+/// What [`BufferedReplay`] keeps of a request body, from which each retry's body is made.
+enum Replay<B> {
     Empty,
-    Never,
     Shared(Arc<Mutex<Slot<B>>>),
 }
 
@@ -168,7 +171,7 @@ impl<B: Body> ReplayBody<B> {
     /// larger than the limit is treated the same way from the start, rather than buffered up to
     /// the limit only to be dropped: it is replayable only while untouched.
     #[inline(always)]
-    pub(crate) fn replayable(body: B, limit: usize) -> (ReplayBody<B>, Replay<B>) {
+    fn replayable(body: B, limit: usize) -> (ReplayBody<B>, Replay<B>) {
         // Most requests that may be retried have no body (GET, HEAD, DELETE): the check is
         // inlined into the call, the sharing is not.
         if body.is_end_stream() {
@@ -224,13 +227,10 @@ impl<B: Body> ReplayBody<B> {
 
     /// Wraps `body` for a request that will not be retried: no buffering, no sharing.
     #[inline]
-    pub(crate) fn once(body: B) -> (ReplayBody<B>, Replay<B>) {
-        (
-            ReplayBody {
-                repr: Repr::Once { body },
-            },
-            Replay::Never,
-        )
+    fn once(body: B) -> ReplayBody<B> {
+        ReplayBody {
+            repr: Repr::Once { body },
+        }
     }
 }
 
@@ -239,10 +239,9 @@ impl<B: Body> ReplayBody<B> {
 impl<B: Body> Replay<B> {
     /// The body for the next attempt, or why there is none. From now on older attempts' bodies
     /// are superseded: their next poll fails.
-    pub(crate) fn next(&self) -> Result<ReplayBody<B>, &'static str> {
+    fn next(&self) -> Result<ReplayBody<B>, &'static str> {
         match self {
             Replay::Empty => Ok(ReplayBody { repr: Repr::Empty }),
-            Replay::Never => Err(NEVER),
             Replay::Shared(slot) => {
                 let (generation, state) = {
                     let mut slot = lock(slot);
@@ -284,10 +283,9 @@ impl<B: Body> Replay<B> {
 
 impl<B> Replay<B> {
     /// Whether [`next`](Replay::next) would succeed now.
-    pub(crate) fn can_replay(&self) -> Result<(), &'static str> {
+    fn can_replay(&self) -> Result<(), &'static str> {
         match self {
             Replay::Empty => Ok(()),
-            Replay::Never => Err(NEVER),
             Replay::Shared(slot) => match lock(slot).refusal {
                 None => Ok(()),
                 Some(why) => Err(why),

@@ -6,6 +6,7 @@ use std::task::{Context, Poll, Waker};
 
 use backstop_classify::{BoxError, ClassifiedBody, Error, HttpPolicy, Phase};
 use backstop_deadline::DeadlineBody;
+use backstop_retry::{BufferedReplay, NotReplayable, ReplayHandle, ReplayStrategy};
 use backstop_timeout::IdleBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -270,6 +271,89 @@ impl Body for RequestBody {
     }
 }
 
+// === impl RequestReplay ===
+
+/// How the client's retry layer sends a [`RequestBody`] again, so that the layers below it (and
+/// hyper, which moves the request about fourteen times) get a `Request<RequestBody>` of 256
+/// bytes rather than one of `ReplayBody<RequestBody>`, a word larger and past libc's unrolled
+/// copy.
+///
+/// Bytes in memory within the replay limit replay as a clone of themselves: no shared slot, no
+/// lock, no allocation, and always replayable (as the buffered replay would find them, since it
+/// keeps them whole). Anything else — a stream, bytes over the limit or under a zero limit, which
+/// are replayable only while no attempt read them — goes through the retry layer's
+/// [`BufferedReplay`] as before, each attempt's body boxed into the stream variant (a stream is
+/// boxed once already).
+pub(crate) struct RequestReplay;
+
+/// What [`RequestReplay`] keeps of a body between attempts.
+pub(crate) enum KeptBody {
+    /// Bytes in memory within the replay limit (or none): each attempt sends a clone.
+    Bytes(Bytes),
+    /// Shared between attempts by the buffered replay.
+    Buffered(ReplayHandle<RequestBody>),
+}
+
+impl ReplayStrategy<RequestBody> for RequestReplay {
+    type Body = RequestBody;
+    type Kept = KeptBody;
+
+    // Inlined into the retry layer's call, where most requests (GET, HEAD, DELETE) come with no
+    // body: the empty one is passed on, and an empty one kept, without a clone or a drop.
+    #[inline(always)]
+    fn keep(body: RequestBody, limit: usize) -> (RequestBody, KeptBody) {
+        match body.kind {
+            BodyKind::Full(bytes) if bytes.is_empty() => {
+                (RequestBody::full(bytes), KeptBody::Bytes(Bytes::new()))
+            }
+            BodyKind::Full(bytes) if bytes.len() <= limit => {
+                (RequestBody::full(bytes.clone()), KeptBody::Bytes(bytes))
+            }
+            kind => buffered(RequestBody { kind }, limit),
+        }
+    }
+
+    #[inline]
+    fn once(body: RequestBody) -> RequestBody {
+        match body.kind {
+            // Bytes in memory never fail: the buffered replay would pass them on untouched.
+            BodyKind::Full(bytes) => RequestBody::full(bytes),
+            // Wrapped as before, so that a failing stream's error reads the same (`Other`, while
+            // sending) to the layers below.
+            kind => RequestBody::stream(BufferedReplay::once(RequestBody { kind })),
+        }
+    }
+
+    #[inline]
+    fn replay(kept: &KeptBody) -> Result<RequestBody, NotReplayable> {
+        match kept {
+            KeptBody::Bytes(bytes) => Ok(RequestBody::full(bytes.clone())),
+            KeptBody::Buffered(handle) => BufferedReplay::replay(handle).map(RequestBody::stream),
+        }
+    }
+
+    #[inline]
+    fn can_replay(kept: &KeptBody) -> Result<(), NotReplayable> {
+        match kept {
+            KeptBody::Bytes(_) => Ok(()),
+            KeptBody::Buffered(handle) => {
+                <BufferedReplay as ReplayStrategy<RequestBody>>::can_replay(handle)
+            }
+        }
+    }
+}
+
+/// A body the buffered replay shares between attempts; out of line, off the in-memory path.
+#[inline(never)]
+fn buffered(body: RequestBody, limit: usize) -> (RequestBody, KeptBody) {
+    if body.is_end_stream() {
+        // As the buffered replay does with a body at its end: dropped, replayed for free.
+        return (RequestBody::empty(), KeptBody::Bytes(Bytes::new()));
+    }
+    let (body, handle) = BufferedReplay::keep(body, limit);
+    (RequestBody::stream(body), KeptBody::Buffered(handle))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -330,6 +414,103 @@ mod tests {
             format!("{err:?}").contains("the stand-in failed"),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn below_the_retry_layer_a_request_is_the_callers_256_bytes() {
+        // The body type the retry layer gives the layers below it and hyper: `RequestBody`
+        // itself (this fails to compile if it changes), so the request stays within 256 bytes.
+        fn same<T>(_: std::marker::PhantomData<T>, _: std::marker::PhantomData<T>) {}
+        type Below = <RequestReplay as ReplayStrategy<RequestBody>>::Body;
+        same(
+            std::marker::PhantomData::<Below>,
+            std::marker::PhantomData::<RequestBody>,
+        );
+        assert_eq!(std::mem::size_of::<http::Request<Below>>(), 256);
+    }
+
+    /// A streamed body yielding these frames, last first, each at once.
+    struct Frames(Vec<Result<&'static [u8], &'static str>>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(self.0.pop().map(|frame| match frame {
+                Ok(data) => Ok(Frame::data(Bytes::from_static(data))),
+                Err(why) => Err(why.into()),
+            }))
+        }
+    }
+
+    async fn read(body: RequestBody) -> Result<Bytes, BoxError> {
+        Ok(body.collect().await?.to_bytes())
+    }
+
+    #[tokio::test]
+    async fn bytes_within_the_limit_replay_as_themselves_after_being_sent() {
+        let (first, kept) = RequestReplay::keep(RequestBody::full("abc"), 3);
+        assert!(matches!(&kept, KeptBody::Bytes(_)));
+        assert_eq!(first.size_hint().exact(), Some(3));
+        assert_eq!(read(first).await.unwrap(), "abc");
+        for _ in 0..2 {
+            assert!(RequestReplay::can_replay(&kept).is_ok());
+            let again = RequestReplay::replay(&kept).unwrap();
+            assert_eq!(again.size_hint().exact(), Some(3));
+            assert_eq!(read(again).await.unwrap(), "abc");
+        }
+        let (empty, kept) = RequestReplay::keep(RequestBody::empty(), 0);
+        assert!(empty.is_end_stream());
+        assert!(RequestReplay::replay(&kept).unwrap().is_end_stream());
+    }
+
+    #[tokio::test]
+    async fn bytes_over_the_limit_or_under_a_zero_limit_replay_only_while_unread() {
+        for limit in [0, 2] {
+            let (first, kept) = RequestReplay::keep(RequestBody::full("abc"), limit);
+            assert!(matches!(&kept, KeptBody::Buffered(_)));
+            assert_eq!(first.size_hint().exact(), Some(3));
+            // The first attempt never read: the next one sends it all.
+            drop(first);
+            let second = RequestReplay::replay(&kept).unwrap();
+            assert_eq!(read(second).await.unwrap(), "abc");
+            // The second read it and failed: nothing of it was kept.
+            assert!(RequestReplay::can_replay(&kept).is_err());
+            assert!(RequestReplay::replay(&kept).is_err());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_replays_what_was_kept_of_it_within_the_limit() {
+        let stream = || RequestBody::stream(Frames(vec![Ok(&b"cd"[..]), Ok(&b"ab"[..])]));
+        let (first, kept) = RequestReplay::keep(stream(), 4);
+        assert!(matches!(&kept, KeptBody::Buffered(_)));
+        assert_eq!(read(first).await.unwrap(), "abcd");
+        assert!(RequestReplay::can_replay(&kept).is_ok());
+        assert_eq!(
+            read(RequestReplay::replay(&kept).unwrap()).await.unwrap(),
+            "abcd"
+        );
+
+        let (first, kept) = RequestReplay::keep(stream(), 3);
+        assert_eq!(read(first).await.unwrap(), "abcd");
+        assert!(RequestReplay::can_replay(&kept).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_stream_sent_once_fails_as_a_send_failure_of_ours() {
+        let failing = RequestBody::stream(Frames(vec![Err("broken")]));
+        let err = read(RequestReplay::once(failing)).await.unwrap_err();
+        let ours = err.downcast::<Error>().unwrap();
+        assert_eq!(ours.kind(), backstop_classify::Kind::Other);
+        assert_eq!(ours.phase(), backstop_classify::Phase::Send);
+        // Bytes in memory are sent as they are.
+        let once = RequestReplay::once(RequestBody::full("abc"));
+        assert!(matches!(once.kind, BodyKind::Full(_)));
     }
 
     #[tokio::test]

@@ -28,7 +28,7 @@ use std::time::Duration;
 use backstop_breaker::{Breakers, CircuitBreakerLayer, PerAuthority, State, Window};
 use backstop_classify::{BoxError, ClassifyLayer, Error, Kind, Phase};
 use backstop_deadline::{AttemptTimeoutLayer, Covers, DeadlineLayer, InnerWaits, Propagation};
-use backstop_retry::{ReplayBody, RetryBudget, RetryInfo, RetryLayer};
+use backstop_retry::{RetryBudget, RetryInfo, RetryLayer};
 use backstop_timeout::{
     BodyIdleTimeoutLayer, ConnectTimeoutLayer, ConnectionIdleTimeoutLayer, TcpConnector,
 };
@@ -41,6 +41,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tracing::Instrument;
 
+use self::body::RequestReplay;
 pub use self::body::{RequestBody, ResponseBody};
 pub use self::builder::ClientBuilder;
 use self::builder::Transport;
@@ -155,7 +156,7 @@ impl Client {
         }
         builder.http2_only(transport.http2_prior_knowledge);
         idle.http2_keep_alive().apply_to_client(&mut builder);
-        let hyper_client = builder.build::<_, ReplayBody<RequestBody>>(connector);
+        let hyper_client = builder.build::<_, RequestBody>(connector);
 
         let deadline = DeadlineLayer::builder()
             .timeout(policy.deadline)
@@ -178,7 +179,9 @@ impl Client {
             .propagation(policy.propagation.to_propagation()?)
             .build()
             .map_err(|e| ConfigError::new("attempt_timeout", e.rule().to_owned()))?;
-        let retry = retry_layer(policy, transport.seed)?;
+        // Below the retry layer every request is a `Request<RequestBody>` (256 bytes): in-memory
+        // bytes replay as a clone of themselves, streams through the buffered replay.
+        let retry = retry_layer(policy, transport.seed)?.with_replay::<RequestReplay>();
         let retry_budget = retry.budget().cloned();
 
         let inner = ServiceBuilder::new()
