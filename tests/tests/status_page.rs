@@ -211,6 +211,18 @@ async fn fetch(addr: SocketAddr, path: &str) -> (u16, String, String) {
 
 /// Starts the admin listener on a free loopback port; it stops when the sender is dropped.
 async fn admin(status: Status) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let (addr, stop, _running) = serve_admin(status).await;
+    (addr, stop)
+}
+
+/// [`admin`], with the task serving the listener (its result says how serving ended).
+async fn serve_admin(
+    status: Status,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let server = Admin::builder()
         .bind("127.0.0.1:0".parse().unwrap())
         .build()
@@ -220,10 +232,10 @@ async fn admin(status: Status) -> (SocketAddr, tokio::sync::oneshot::Sender<()>)
         .unwrap();
     let addr = server.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.serve_with_shutdown(status, async {
+    let running = tokio::spawn(server.serve_with_shutdown(status, async {
         let _ = stopped.await;
     }));
-    (addr, stop)
+    (addr, stop, running)
 }
 
 fn breaker<'a>(client: &'a Value, host: &str) -> &'a Value {
@@ -376,18 +388,7 @@ fn a_public_bind_address_is_refused_unless_allowed() {
 
 #[tokio::test]
 async fn the_listener_stops_with_its_shutdown_future() {
-    let server = Admin::builder()
-        .bind("127.0.0.1:0".parse().unwrap())
-        .build()
-        .unwrap()
-        .listen()
-        .await
-        .unwrap();
-    let addr = server.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(server.serve_with_shutdown(Status::new(), async {
-        let _ = stopped.await;
-    }));
+    let (addr, stop, running) = serve_admin(Status::new()).await;
     assert_eq!(fetch(addr, "/status.json").await.0, 200);
     drop(stop);
     tokio::time::timeout(Duration::from_secs(10), running)
