@@ -6,45 +6,25 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep, sleep_until};
+use tokio::time::{Sleep, sleep_until};
 
 use crate::Deadline;
 use crate::ambient::{Budget, Entered};
 
-/// Where an armed [`Timer`] keeps its `Sleep`: boxed, so that a future which rarely arms its
-/// timer stays small (it is moved on every call). (The attempt timeout's clock is
-/// [`AttemptClock`](crate::spare::AttemptClock), which reuses its timers.)
-pub(crate) trait SleepSlot: Future<Output = ()> {
-    fn until(at: Instant) -> Self;
-    fn at(&self) -> Instant;
-}
-
-impl SleepSlot for Pin<Box<Sleep>> {
-    fn until(at: Instant) -> Self {
-        Box::pin(sleep_until(at))
-    }
-
-    #[inline]
-    fn at(&self) -> Instant {
-        self.deadline()
-    }
-}
-
 pin_project! {
     // One enum rather than a budget beside an `Option<Sleep>`: the budget is only needed until the
-    // sleep exists (which then holds the instant).
+    // sleep exists (which then holds the instant). The sleep is boxed, so that a future which
+    // rarely arms its timer stays small (it is moved on every call). (The attempt timeout's
+    // clock is [`AttemptClock`](crate::spare::AttemptClock), which reuses its timers.)
     #[derive(Debug)]
     #[project = TimerProj]
-    pub(crate) enum Timer<S> {
+    pub(crate) enum Timer {
         Unarmed { budget: Budget },
-        Armed {
-            #[pin]
-            sleep: S,
-        },
+        Armed { sleep: Pin<Box<Sleep>> },
     }
 }
 
-impl<S: SleepSlot> Timer<S> {
+impl Timer {
     #[inline]
     pub(crate) fn new(budget: Budget) -> Self {
         Timer::Unarmed { budget }
@@ -58,7 +38,7 @@ impl<S: SleepSlot> Timer<S> {
                 *budget = Budget::At(deadline);
                 deadline
             }
-            TimerProj::Armed { sleep } => Deadline::at(sleep.at()),
+            TimerProj::Armed { sleep } => Deadline::at(sleep.deadline()),
         }
     }
 
@@ -78,7 +58,7 @@ impl<S: SleepSlot> Timer<S> {
                 poll()
             }
             TimerProj::Armed { sleep } => {
-                let _entered = Entered::new(Budget::At(Deadline::at(sleep.at())));
+                let _entered = Entered::new(Budget::At(Deadline::at(sleep.deadline())));
                 poll()
             }
         }
@@ -90,11 +70,11 @@ impl<S: SleepSlot> Timer<S> {
         if let TimerProj::Unarmed { budget } = self.as_mut().project() {
             let at = budget.start().instant();
             self.set(Timer::Armed {
-                sleep: S::until(at),
+                sleep: Box::pin(sleep_until(at)),
             });
         }
         match self.project() {
-            TimerProj::Armed { sleep } => sleep.poll(cx),
+            TimerProj::Armed { sleep } => sleep.as_mut().poll(cx),
             // Armed just above.
             TimerProj::Unarmed { .. } => Poll::Pending,
         }
@@ -121,15 +101,15 @@ mod tests {
 
     use std::time::Duration;
 
+    use tokio::time::Instant;
+
     use super::*;
     use crate::ambient;
-
-    type Boxed = Timer<Pin<Box<Sleep>>>;
 
     #[tokio::test(start_paused = true)]
     async fn a_timer_starting_its_clock_leaves_the_ambient_deadline_unstarted() {
         let _entered = Entered::new(Budget::NotStarted(Duration::from_secs(5)));
-        let mut timer = std::pin::pin!(Boxed::new(Budget::NotStarted(Duration::from_secs(1))));
+        let mut timer = std::pin::pin!(Timer::new(Budget::NotStarted(Duration::from_secs(1))));
         let now = Instant::now();
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(timer.as_mut().poll_expired(&mut cx).is_pending());

@@ -9,7 +9,7 @@ use backstop_classify::{BoxError, Error, Failure, Phase};
 use http::Response;
 use http_body::Body;
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use super::DeadlineBody;
 use crate::deadline_error;
@@ -48,7 +48,7 @@ pin_project! {
     }
 }
 
-pub(super) type DeadlineTimer = crate::timer::Timer<Pin<Box<Sleep>>>;
+pub(super) type DeadlineTimer = crate::timer::Timer;
 
 impl<F> ResponseFuture<F> {
     pub(super) fn failed(failure: Failure) -> Self {
