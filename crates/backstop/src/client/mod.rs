@@ -347,11 +347,7 @@ impl Client {
         &'a self,
         url: &'a str,
     ) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send + 'a {
-        self.send_body(Outgoing::Url {
-            method: Method::GET,
-            url,
-            body: Bytes::new(),
-        })
+        self.send_url(Method::GET, url, Bytes::new())
     }
 
     /// `POST url` with `body`.
@@ -360,11 +356,7 @@ impl Client {
         url: &'a str,
         body: impl Into<Bytes>,
     ) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send + 'a {
-        self.send_body(Outgoing::Url {
-            method: Method::POST,
-            url,
-            body: body.into(),
-        })
+        self.send_url(Method::POST, url, body.into())
     }
 
     /// `PUT url` with `body`.
@@ -373,11 +365,7 @@ impl Client {
         url: &'a str,
         body: impl Into<Bytes>,
     ) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send + 'a {
-        self.send_body(Outgoing::Url {
-            method: Method::PUT,
-            url,
-            body: body.into(),
-        })
+        self.send_url(Method::PUT, url, body.into())
     }
 
     /// `DELETE url`, with no body.
@@ -385,11 +373,18 @@ impl Client {
         &'a self,
         url: &'a str,
     ) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send + 'a {
-        self.send_body(Outgoing::Url {
-            method: Method::DELETE,
-            url,
-            body: Bytes::new(),
-        })
+        self.send_url(Method::DELETE, url, Bytes::new())
+    }
+
+    /// What the shorthands send: `method url` with `body`, made into a request when polled.
+    #[inline]
+    fn send_url<'a>(
+        &'a self,
+        method: Method,
+        url: &'a str,
+        body: Bytes,
+    ) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send + 'a {
+        self.send_body(Outgoing::Url { method, url, body })
     }
 
     /// The circuit breakers, one per host, for dashboards and manual control (`None` when off).
