@@ -176,9 +176,9 @@ const CLIENTS: [(&str, &str); 4] = [
 fn stack_table(runs: &[StackRun]) -> String {
     let mut out = String::new();
     out.push_str(
-        "| mode | run | bare req/s | tower `Timeout` | peers' stack | backstop | p99 added: `Timeout` / peers / backstop |\n",
+        "| mode | run | bare req/s | tower `Timeout` | peers' stack | backstop | p99 added: `Timeout` / peers / backstop | p99 added per round, median: `Timeout` / peers / backstop |\n",
     );
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for mode in ["32 tasks", "sequential"] {
         for (i, run) in runs.iter().enumerate() {
             let bare = run.row(mode, "bare");
@@ -201,11 +201,25 @@ fn stack_table(runs: &[StackRun]) -> String {
                         .map_or("—".into(), |r| format!("{:+.1}", r.p99_added))
                 })
                 .collect();
-            let _ = writeln!(out, " {} µs |", added.join(" / "));
+            let per_round: Vec<String> = ["timeout", "peers", "backstop"]
+                .iter()
+                .map(|c| {
+                    run.p99_added(mode, c)
+                        .map_or("—".into(), |r| format!("{:+.1}", r.median))
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                " {} µs | {} µs |",
+                added.join(" / "),
+                per_round.join(" / ")
+            );
         }
     }
     out.push_str(
-        "\nEach client's throughput over bare's in the same round: median [middle half] of the rounds.\n",
+        "\nEach client's throughput over bare's in the same round: median [middle half] of the rounds. \
+         p99 added: the client's p99 over all its requests less bare's; per round: the median over \
+         the rounds of its p99 in a round less bare's in that round.\n",
     );
     out
 }

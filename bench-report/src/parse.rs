@@ -12,7 +12,8 @@ pub(crate) struct StackRow {
     pub(crate) p99_added: f64,
 }
 
-/// A client's throughput over bare's in the same round: median and middle half of the rounds.
+/// A client's figure against bare's in the same round — its throughput over bare's (percent),
+/// or its p99 less bare's (µs) — as the median and middle half of the rounds.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Ratio {
     pub(crate) mode: String,
@@ -27,6 +28,9 @@ pub(crate) struct Ratio {
 pub(crate) struct StackRun {
     pub(crate) rows: Vec<StackRow>,
     pub(crate) ratios: Vec<Ratio>,
+    /// The p99 added over bare's p99 of the same round (µs), per round (absent in the output
+    /// of benches older than this figure).
+    pub(crate) p99_added: Vec<Ratio>,
 }
 
 impl StackRun {
@@ -38,6 +42,12 @@ impl StackRun {
 
     pub(crate) fn ratio(&self, mode: &str, client: &str) -> Option<&Ratio> {
         self.ratios
+            .iter()
+            .find(|r| r.mode == mode && r.client == client)
+    }
+
+    pub(crate) fn p99_added(&self, mode: &str, client: &str) -> Option<&Ratio> {
+        self.p99_added
             .iter()
             .find(|r| r.mode == mode && r.client == client)
     }
@@ -58,32 +68,57 @@ fn mode_of(line: &str) -> Option<(&'static str, &str)> {
         .find_map(|mode| line.strip_prefix(mode).map(|rest| (*mode, rest)))
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Section {
+    Table,
+    Ratios,
+    P99Added,
+}
+
 /// The stack bench's output (`cargo bench -p backstop --bench stack`): the table of every
 /// client per mode, then the per-round ratios.
 pub(crate) fn stack_run(text: &str) -> Result<StackRun, String> {
     let mut run = StackRun::default();
-    let mut in_ratios = false;
+    // Which part of the output the line is in: the table, then two per-round sections.
+    let mut section = Section::Table;
     for line in text.lines() {
         if line.starts_with("throughput over bare's in the same round") {
-            in_ratios = true;
+            section = Section::Ratios;
+            continue;
+        }
+        if line.starts_with("p99 added over bare's in the same round") {
+            section = Section::P99Added;
             continue;
         }
         let Some((mode, rest)) = mode_of(line) else {
             continue;
         };
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        if in_ratios {
-            // `<client> <median> % [<low> .. <high>]`
-            let [client, median, "%", low, "..", high] = fields[..] else {
-                return Err(format!("unexpected ratio line {line:?}"));
+        if section != Section::Table {
+            // `<client> <median> <unit> [<low> .. <high>]`, the unit `%` or `µs`
+            let unit = if section == Section::Ratios {
+                "%"
+            } else {
+                "µs"
             };
-            run.ratios.push(Ratio {
+            let [client, median, got_unit, low, "..", high] = fields[..] else {
+                return Err(format!("unexpected per-round line {line:?}"));
+            };
+            if got_unit != unit {
+                return Err(format!("expected {unit} in {line:?}"));
+            }
+            let figure = Ratio {
                 mode: mode.to_owned(),
                 client: client.to_owned(),
                 median: number(median)?,
                 low: number(low.trim_start_matches('['))?,
                 high: number(high.trim_end_matches(']'))?,
-            });
+            };
+            if section == Section::Ratios {
+                run.ratios.push(figure);
+            } else {
+                run.p99_added.push(figure);
+            }
         } else {
             // `<client> <req/s> <p50> <p99> <p99.9> <vs bare>%  p99 <added> µs`
             let [client, rps, p50, p99, _p999, _vs, "p99", added, _unit] = fields[..] else {
@@ -287,6 +322,10 @@ sequential  backstop         21260      44.0      87.2     130.0     101.5%  p99
 throughput over bare's in the same round, median [middle half]:
 sequential  backstop  103.7 % [101.0 .. 105.2]
 32 tasks    backstop  83.5 % [82.0 .. 85.1]
+
+p99 added over bare's in the same round, median [middle half]:
+sequential  backstop  +2.4 µs [-1.5 .. +6.0]
+32 tasks    backstop  +90.0 µs [+60.5 .. +130.0]
 ";
 
     #[test]
@@ -314,6 +353,23 @@ sequential  backstop  103.7 % [101.0 .. 105.2]
                 high: 105.2,
             })
         );
+        assert_eq!(
+            run.p99_added("sequential", "backstop"),
+            Some(&Ratio {
+                mode: "sequential".into(),
+                client: "backstop".into(),
+                median: 2.4,
+                low: -1.5,
+                high: 6.0,
+            })
+        );
+        assert_eq!(run.p99_added.len(), 2);
+    }
+
+    #[test]
+    fn a_per_round_line_in_the_wrong_unit_is_an_error() {
+        let wrong = STACK.replace("+2.4 µs", "+2.4 %");
+        assert!(stack_run(&wrong).unwrap_err().starts_with("expected µs"));
     }
 
     #[test]

@@ -178,6 +178,9 @@ where
     type Data = B::Data;
     type Error = Error;
 
+    // Inlined, so the frames of a body that keeps up pass through the wrapper at the cost of
+    // a branch; waiting is out of line (`wait`).
+    #[inline]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -195,40 +198,47 @@ where
                 Poll::Ready(Some(Err(Error::classify(err, Phase::ReadBody))))
             }
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => {
-                let deadline = *this.deadline.get_or_insert_with(|| {
-                    Instant::now() + Duration::from_nanos(*this.period_nanos)
-                });
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                loop {
-                    ready!(timer.as_mut().poll(cx));
-                    // Registered for an earlier wait: catch up rather than move the timer on
-                    // every frame.
-                    if Instant::now() < deadline {
-                        timer.as_mut().reset(deadline);
-                        continue;
-                    }
-                    break;
-                }
+            Poll::Pending => wait(this.timer, this.deadline, *this.period_nanos, cx).map(|err| {
                 *this.expired = true;
-                Poll::Ready(Some(Err(Error::new(
-                    Kind::TimedOut(Timer::Idle),
-                    Phase::ReadBody,
-                )
-                .with_source(IdleTimedOut {
-                    period: Duration::from_nanos(*this.period_nanos),
-                }))))
-            }
+                Some(Err(err))
+            }),
         }
     }
 
+    #[inline]
     fn is_end_stream(&self) -> bool {
         self.expired || self.inner.is_end_stream()
     }
 
+    #[inline]
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// A body's wait for its next frame: registers the timer (created at the first wait, moved only
+/// when it fires early), or the idle error once the period has passed without a frame.
+#[inline(never)]
+fn wait(
+    timer: &mut Option<Pin<Box<Sleep>>>,
+    deadline: &mut Option<Instant>,
+    period_nanos: u64,
+    cx: &mut Context<'_>,
+) -> Poll<Error> {
+    let period = Duration::from_nanos(period_nanos);
+    let deadline = *deadline.get_or_insert_with(|| Instant::now() + period);
+    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+    loop {
+        ready!(timer.as_mut().poll(cx));
+        // Registered for an earlier wait: catch up rather than move the timer on every frame.
+        if Instant::now() < deadline {
+            timer.as_mut().reset(deadline);
+            continue;
+        }
+        break;
+    }
+    Poll::Ready(
+        Error::new(Kind::TimedOut(Timer::Idle), Phase::ReadBody)
+            .with_source(IdleTimedOut { period }),
+    )
 }

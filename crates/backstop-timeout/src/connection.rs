@@ -204,6 +204,7 @@ impl<T> hyper::rt::Read for IdleConnection<T>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin,
 {
+    #[inline]
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -217,6 +218,7 @@ impl<T> hyper::rt::Write for IdleConnection<T>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin,
 {
+    #[inline]
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -225,6 +227,7 @@ where
         hyper::rt::Write::poll_write(Pin::new(&mut self.io), cx, buf)
     }
 
+    #[inline]
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         hyper::rt::Write::poll_flush(Pin::new(&mut self.io), cx)
     }
@@ -237,6 +240,7 @@ where
         hyper::rt::Write::is_write_vectored(&self.io)
     }
 
+    #[inline]
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -68,6 +68,9 @@ where
     type Data = B::Data;
     type Error = Error;
 
+    // Inlined: a frame that is there passes through at the cost of a branch or two; arming the
+    // timer, when the body first has to wait, is out of line (`arm`).
+    #[inline]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -87,23 +90,18 @@ where
             }
         }
         let polled = this.inner.poll_frame(cx);
-        if polled.is_pending()
-            && let Bound::Until(at) = *this.bound
-        {
-            let mut sleep = Box::pin(sleep_until(at));
-            if sleep.as_mut().poll(cx).is_ready() {
-                *this.bound = Bound::Expired;
-                return Poll::Ready(Some(Err(deadline_error(Phase::ReadBody))));
-            }
-            *this.bound = Bound::Armed(sleep);
+        if polled.is_pending() && arm(this.bound, cx).is_ready() {
+            return Poll::Ready(Some(Err(deadline_error(Phase::ReadBody))));
         }
         polled.map(classify_frame)
     }
 
+    #[inline]
     fn is_end_stream(&self) -> bool {
         matches!(self.bound, Bound::Expired) || self.inner.is_end_stream()
     }
 
+    #[inline]
     fn size_hint(&self) -> SizeHint {
         if matches!(self.bound, Bound::Expired) {
             SizeHint::with_exact(0)
@@ -111,6 +109,22 @@ where
             self.inner.size_hint()
         }
     }
+}
+
+/// The body has to wait: a bound body starts its timer now (the first wait) and registers it.
+/// Ready when the deadline has passed already (the bound is then expired).
+#[inline(never)]
+fn arm(bound: &mut Bound, cx: &mut Context<'_>) -> Poll<()> {
+    let Bound::Until(at) = *bound else {
+        return Poll::Pending;
+    };
+    let mut sleep = Box::pin(sleep_until(at));
+    if sleep.as_mut().poll(cx).is_ready() {
+        *bound = Bound::Expired;
+        return Poll::Ready(());
+    }
+    *bound = Bound::Armed(sleep);
+    Poll::Pending
 }
 
 fn classify_frame<D, E: Into<BoxError>>(

@@ -59,11 +59,12 @@ impl ResponseBody {
         )
     }
 
-    /// The body the client's stack returned, unboxed.
-    pub(super) fn stack(body: StackBody) -> ResponseBody {
-        ResponseBody {
+    /// The response the client's stack returned, its body unboxed.
+    #[inline]
+    pub(super) fn of_stack(res: http::Response<StackBody>) -> http::Response<ResponseBody> {
+        res.map(|body| ResponseBody {
             kind: ResponseKind::Stack(body),
-        }
+        })
     }
 }
 

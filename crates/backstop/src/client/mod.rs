@@ -38,7 +38,7 @@ use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Service, ServiceBuilder};
 use tracing::Instrument;
 
 use self::body::RequestReplay;
@@ -197,15 +197,13 @@ impl Client {
                 .layer(deadline)
                 .layer(retry)
                 .layer(breaker)
-                .service(inner)
-                .map_response(|res: Response<_>| res.map(ResponseBody::stack));
+                .service(inner);
             (BoxCloneSyncService::new(service), Some(breakers))
         } else {
             let service = ServiceBuilder::new()
                 .layer(deadline)
                 .layer(retry)
-                .service(inner)
-                .map_response(|res: Response<_>| res.map(ResponseBody::stack));
+                .service(inner);
             (BoxCloneSyncService::new(service), None)
         };
         Ok(Client {
@@ -263,10 +261,13 @@ impl Client {
             Some(refused) => Err(refused),
             // With no subscriber the span is disabled: the stack is called and awaited as it is,
             // with no `Instrumented` entering and leaving a disabled span at every poll.
-            None if span.is_disabled() => self.service.call(req).await,
+            None if span.is_disabled() => self.service.call(req).await.map(ResponseBody::of_stack),
             None => {
                 let stack = span.in_scope(|| self.service.call(req));
-                stack.instrument(span.clone()).await
+                stack
+                    .instrument(span.clone())
+                    .await
+                    .map(ResponseBody::of_stack)
             }
         };
         self.record(&mut result, destination, started.elapsed());

@@ -10,16 +10,20 @@ use http::{Request, Response};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
-use super::{RequestBody, ResponseBody};
+use super::RequestBody;
+use super::body::StackBody;
 
-/// The client's whole stack, type-erased: what one pooled instance is.
-pub(super) type StackService =
-    BoxCloneSyncService<Request<RequestBody>, Response<ResponseBody>, Error>;
+/// The client's whole stack, type-erased: what one pooled instance is. Its response is the
+/// stack's own (`Response<StackBody>`); the client makes it a
+/// [`ResponseBody`](super::ResponseBody) where it records the call, not in one more future
+/// around the stack's.
+pub(super) type StackService<Res = Response<StackBody>> =
+    BoxCloneSyncService<Request<RequestBody>, Res, Error>;
 
 /// What [`ServicePool::call`] returns: the stack's boxed future (or, should an instance not be
 /// ready at once, one that waits for it).
-pub(super) type StackFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Error>> + Send + 'a>>;
+pub(super) type StackFuture<'a, Res> =
+    Pin<Box<dyn Future<Output = Result<Res, Error>> + Send + 'a>>;
 
 /// Instances of the service stack, reused across calls.
 ///
@@ -29,9 +33,9 @@ pub(super) type StackFuture<'a> =
 /// learned (the circuit breaker caches the breaker of the host it last called). Instances are
 /// taken from this pool for the synchronous `call` only — the response future they return owns
 /// everything it needs — and put back at once.
-pub(super) struct ServicePool {
-    template: StackService,
-    idle: std::sync::Mutex<Vec<StackService>>,
+pub(super) struct ServicePool<Res = Response<StackBody>> {
+    template: StackService<Res>,
+    idle: std::sync::Mutex<Vec<StackService<Res>>>,
     /// The stack's retry budget, for [`Client::retry_budget`](super::Client::retry_budget):
     /// kept here, behind the `Arc` every clone of the client already shares, so that a clone
     /// stays two reference counts.
@@ -41,8 +45,11 @@ pub(super) struct ServicePool {
 /// The most idle instances kept; beyond that, returned instances are dropped.
 const POOLED_INSTANCES: usize = 64;
 
-impl ServicePool {
-    pub(super) fn new(template: StackService, retry_budget: Option<RetryBudget>) -> ServicePool {
+impl<Res: Send + 'static> ServicePool<Res> {
+    pub(super) fn new(
+        template: StackService<Res>,
+        retry_budget: Option<RetryBudget>,
+    ) -> ServicePool<Res> {
         ServicePool {
             template,
             idle: std::sync::Mutex::new(Vec::new()),
@@ -53,7 +60,7 @@ impl ServicePool {
     /// The pool is never waited for: a worker thread blocked on it would stall every task it
     /// runs, so when another thread holds it, a fresh instance is cloned (and, on return,
     /// dropped) instead.
-    fn lock(&self) -> Option<std::sync::MutexGuard<'_, Vec<StackService>>> {
+    fn lock(&self) -> Option<std::sync::MutexGuard<'_, Vec<StackService<Res>>>> {
         match self.idle.try_lock() {
             Ok(idle) => Some(idle),
             Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
@@ -61,12 +68,12 @@ impl ServicePool {
         }
     }
 
-    fn take(&self) -> StackService {
+    fn take(&self) -> StackService<Res> {
         let pooled = self.lock().and_then(|mut idle| idle.pop());
         pooled.unwrap_or_else(|| self.template.clone())
     }
 
-    fn give(&self, service: StackService) {
+    fn give(&self, service: StackService<Res>) {
         if let Some(mut idle) = self.lock()
             && idle.len() < POOLED_INSTANCES
         {
@@ -81,7 +88,7 @@ impl ServicePool {
     /// caller then awaits the stack's own boxed future, instead of a state machine that would
     /// first copy the request in to wait for readiness that is already there. Should an
     /// instance ever not be ready, it is awaited, as tower requires.
-    pub(super) fn call(&self, req: Request<RequestBody>) -> StackFuture<'_> {
+    pub(super) fn call(&self, req: Request<RequestBody>) -> StackFuture<'_, Res> {
         let mut service = self.take();
         match service.poll_ready(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(Ok(())) => {
@@ -97,9 +104,9 @@ impl ServicePool {
     #[cold]
     async fn call_when_ready(
         &self,
-        mut service: StackService,
+        mut service: StackService<Res>,
         req: Request<RequestBody>,
-    ) -> Result<Response<ResponseBody>, Error> {
+    ) -> Result<Res, Error> {
         let future = match service.ready().await {
             Ok(ready) => ready.call(req),
             Err(err) => return Err(err),
@@ -118,6 +125,7 @@ mod tests {
     use backstop_classify::{Kind, Phase};
 
     use super::*;
+    use crate::client::ResponseBody;
 
     /// A stack instance whose first `not_ready` polls of readiness say "not yet" (waking the
     /// caller), and which then fails readiness or answers `200`.
@@ -150,7 +158,10 @@ mod tests {
         }
     }
 
-    fn pool(not_ready: usize, fail: bool) -> (ServicePool, Arc<AtomicUsize>) {
+    fn pool(
+        not_ready: usize,
+        fail: bool,
+    ) -> (ServicePool<Response<ResponseBody>>, Arc<AtomicUsize>) {
         let left = Arc::new(AtomicUsize::new(not_ready));
         let slow = Slow {
             not_ready: left.clone(),
