@@ -194,26 +194,17 @@ fn stack_table(runs: &[StackRun]) -> String {
                 });
                 let _ = write!(out, " {cell} |");
             }
-            let added: Vec<String> = ["timeout", "peers", "backstop"]
-                .iter()
-                .map(|c| {
-                    run.row(mode, c)
-                        .map_or("—".into(), |r| format!("{:+.1}", r.p99_added))
-                })
-                .collect();
-            let per_round: Vec<String> = ["timeout", "peers", "backstop"]
-                .iter()
-                .map(|c| {
-                    run.p99_added(mode, c)
-                        .map_or("—".into(), |r| format!("{:+.1}", r.median))
-                })
-                .collect();
-            let _ = writeln!(
-                out,
-                " {} µs | {} µs |",
-                added.join(" / "),
-                per_round.join(" / ")
-            );
+            // One figure per client, "—" where the run has none.
+            let each_client = |figure: &dyn Fn(&str) -> Option<f64>| {
+                ["timeout", "peers", "backstop"]
+                    .iter()
+                    .map(|c| figure(c).map_or("—".into(), |v| format!("{v:+.1}")))
+                    .collect::<Vec<String>>()
+                    .join(" / ")
+            };
+            let added = each_client(&|c| run.row(mode, c).map(|r| r.p99_added));
+            let per_round = each_client(&|c| run.p99_added(mode, c).map(|r| r.median));
+            let _ = writeln!(out, " {added} µs | {per_round} µs |");
         }
     }
     out.push_str(

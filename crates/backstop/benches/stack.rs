@@ -252,6 +252,31 @@ async fn concurrent(
     started.elapsed()
 }
 
+/// Prints a per-round figure of each client in each mode (its rounds sorted): the median and
+/// the middle half of the rounds.
+fn print_per_round(
+    title: &str,
+    unit: &str,
+    names: &[&str],
+    by_mode: Vec<(&str, Vec<Vec<f64>>)>,
+    show: impl Fn(f64) -> String,
+) {
+    println!();
+    println!("{title}, median [middle half]:");
+    for (mode, figures) in by_mode {
+        for (name, rounds) in names.iter().zip(figures) {
+            println!(
+                "{:<11} {:<9} {} {unit} [{} .. {}]",
+                mode,
+                name,
+                show(rounds[rounds.len() / 2]),
+                show(rounds[rounds.len() / 4]),
+                show(rounds[rounds.len() * 3 / 4])
+            );
+        }
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
@@ -414,33 +439,19 @@ fn main() {
             ratios_by_mode.push((mode, ratios));
             p99_added_by_mode.push((mode, p99_added));
         }
-        println!();
-        println!("throughput over bare's in the same round, median [middle half]:");
-        for (mode, ratios) in ratios_by_mode {
-            for (name, ratios) in names[1..].iter().zip(ratios) {
-                println!(
-                    "{:<11} {:<9} {:.1} % [{:.1} .. {:.1}]",
-                    mode,
-                    name,
-                    ratios[ratios.len() / 2],
-                    ratios[ratios.len() / 4],
-                    ratios[ratios.len() * 3 / 4]
-                );
-            }
-        }
-        println!();
-        println!("p99 added over bare's in the same round, median [middle half]:");
-        for (mode, added) in p99_added_by_mode {
-            for (name, added) in names[1..].iter().zip(added) {
-                println!(
-                    "{:<11} {:<9} {:+.1} µs [{:+.1} .. {:+.1}]",
-                    mode,
-                    name,
-                    added[added.len() / 2],
-                    added[added.len() / 4],
-                    added[added.len() * 3 / 4]
-                );
-            }
-        }
+        print_per_round(
+            "throughput over bare's in the same round",
+            "%",
+            &names[1..],
+            ratios_by_mode,
+            |v| format!("{v:.1}"),
+        );
+        print_per_round(
+            "p99 added over bare's in the same round",
+            "µs",
+            &names[1..],
+            p99_added_by_mode,
+            |v| format!("{v:+.1}"),
+        );
     });
 }
