@@ -175,6 +175,7 @@ fn main() {
             .and_then(|step| step.parse::<usize>().ok())
         {
             let (name, svc) = &variants[step.min(variants.len() - 1)];
+            open_connections(svc, &url).await;
             let latencies = concurrent(svc, &url, 1_000).await;
             println!("profiled {} requests through {name}", latencies.len());
             return;
@@ -186,6 +187,7 @@ fn main() {
             (ROUNDS, PER_ROUND, PER_TASK, 300)
         };
         for (_, svc) in &variants {
+            open_connections(svc, &url).await;
             for _ in 0..warm_up {
                 svc.clone()
                     .oneshot(Request::get(&url).body(Full::new(Bytes::new())).unwrap())
@@ -252,6 +254,16 @@ fn main() {
             );
         }
     });
+}
+
+/// Opens [`common::POOLED_CONNECTIONS`] connections in the pool of `svc`'s client.
+async fn open_connections(svc: &Boxed, url: &str) {
+    common::open_connections(|| {
+        let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
+        let call = svc.clone().oneshot(req);
+        async move { call.await.unwrap() }
+    })
+    .await;
 }
 
 /// `CONCURRENCY` tasks sending `per_task` GETs each through `svc`; every request's latency.

@@ -159,58 +159,15 @@ impl Side {
     }
 }
 
-/// Connections each client's pool holds before anything is measured: more than the tasks that
-/// run at once. hyper-util's pool removes a host's idle list from its map whenever the list
-/// empties and hashes the host in again when a connection comes back; with exactly as many
-/// connections as tasks that happens on nearly every request (≈ 1.4 k instructions each), with
-/// one more, never. How many connections the first concurrent round happens to open decides
-/// which, so it is decided here instead, the same for every client.
-const POOLED_CONNECTIONS: usize = CONCURRENCY + 8;
-
 impl Side {
-    /// Opens `n` connections in the client's pool: `n` requests in flight at once, each keeping
-    /// its connection busy (its body unread) until all have their response, so none can reuse
-    /// another's connection.
-    async fn open_connections(&self, url: &str, n: usize) {
-        let barrier = Arc::new(tokio::sync::Barrier::new(n));
-        let tasks: Vec<_> = (0..n)
-            .map(|_| {
-                let side = self.clone();
-                let url = url.to_owned();
-                let barrier = barrier.clone();
-                tokio::spawn(async move {
-                    let body = side.get_head(&url).await;
-                    barrier.wait().await;
-                    let _ = body.collect().await.unwrap();
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
-    }
-
-    /// A GET whose body is left unread (and its connection busy) until the caller reads it.
-    async fn get_head(
-        &self,
-        url: &str,
-    ) -> http_body_util::combinators::BoxBody<Bytes, tower::BoxError> {
-        match self {
-            Side::Bare(client) => {
-                let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
-                let res = client.request(req).await.unwrap();
-                res.into_body().map_err(Into::into).boxed()
-            }
-            Side::Tower(service) => {
-                let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
-                let res = service.clone().oneshot(req).await.unwrap();
-                res.into_body().map_err(Into::into).boxed()
-            }
-            Side::Backstop(client) => {
-                let res = client.get(url).await.unwrap();
-                res.into_body().map_err(Into::into).boxed()
-            }
-        }
+    /// Opens [`common::POOLED_CONNECTIONS`] connections in the client's pool.
+    async fn open_connections(&self, url: &str) {
+        common::open_connections(|| {
+            let side = self.clone();
+            let url = url.to_owned();
+            async move { side.get(&url).await }
+        })
+        .await;
     }
 }
 
@@ -332,7 +289,7 @@ fn main() {
                 "peers" => &peers,
                 _ => &backstop,
             };
-            side.open_connections(&url, POOLED_CONNECTIONS).await;
+            side.open_connections(&url).await;
             let mut latencies = Vec::new();
             // `STACK_MODE=sequential`: 500 warm-up requests, then 20 000 one after another
             // (20 500 in all), the sequential mode's path for a profiler.
@@ -359,7 +316,7 @@ fn main() {
         let sides = [&bare, &timeout, &peers, &backstop];
         // Warm up the pools and code paths.
         for side in sides {
-            side.open_connections(&url, POOLED_CONNECTIONS).await;
+            side.open_connections(&url).await;
         }
         for _ in 0..warm_up {
             for side in sides {
