@@ -799,13 +799,21 @@ async fn an_attempt_bound_later_than_the_deadline_times_out_as_the_deadline() {
 
 /// On the real clock, time passes between any two readings of it: the deadline that starts with
 /// the attempt must still count as the earlier bound when the two are equal.
+///
+/// Both timers are set for the same instant, so which layer notices first is the scheduler's
+/// choice on a loaded machine (about one run in 25 with two busy threads beside it, the attempt
+/// still waiting when the deadline's own timer has fired): the attempt may report the deadline
+/// or not report at all, but never its own bound, and the call's error is the deadline's.
 #[tokio::test]
 async fn an_equal_bound_is_the_deadline_on_the_real_clock_too() {
     for _ in 0..5 {
         for from in DEADLINE_SOURCES {
             let (err, _, failures) = bounded(from, MS(20), MS(20)).await;
             assert_eq!(err.kind(), Kind::TimedOut(Timer::Deadline), "{from:?}");
-            assert_eq!(failures, [Kind::TimedOut(Timer::Deadline)], "{from:?}");
+            assert!(
+                failures.is_empty() || failures == [Kind::TimedOut(Timer::Deadline)],
+                "the attempt reported {failures:?}: {from:?}"
+            );
         }
     }
 }
