@@ -292,11 +292,7 @@ fn next_attempt<P, B, R: ReplayStrategy<B>, ResBody>(
         }
         Verdict::Retry(delay) => delay,
     };
-    let next = match replay {
-        Some(kept) => R::replay(kept),
-        None => Err(NotReplayable::new(NEVER)),
-    };
-    let body = match next {
+    let body = match kept(replay).and_then(R::replay) {
         Ok(body) => body,
         Err(why) => {
             log_not_replayed(Some(why.reason()), failure);
@@ -318,10 +314,14 @@ fn next_attempt<P, B, R: ReplayStrategy<B>, ResBody>(
 
 /// Whether the strategy can make a body for another attempt.
 fn can_replay<B, R: ReplayStrategy<B>>(replay: &Option<R::Kept>) -> Result<(), &'static str> {
-    match replay {
-        Some(kept) => R::can_replay(kept).map_err(|why| why.reason()),
-        None => Err(NEVER),
-    }
+    kept(replay)
+        .and_then(R::can_replay)
+        .map_err(|why| why.reason())
+}
+
+/// What the strategy kept of the body; nothing when the request was never to be retried.
+fn kept<K>(replay: &Option<K>) -> Result<&K, NotReplayable> {
+    replay.as_ref().ok_or(NotReplayable::new(NEVER))
 }
 
 /// Whether the response's `grpc-retry-pushback-ms` says "do not retry" (negative or garbage).
