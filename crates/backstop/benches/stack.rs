@@ -9,8 +9,9 @@
 //! With `--features metrics` and `STACK_RECORDER=debugging`, metrics-util's debugging recorder is
 //! installed first, so every metric backstop records is recorded for real (the added cost of the
 //! `metrics` feature with a recorder); without it, none is installed.
-//! Each mode runs in interleaved rounds (which side goes first rotates) so drift on a shared
-//! machine hits both sides alike; percentiles are over every request of every round, and the
+//! Each mode runs in interleaved rounds (in a balanced order: over four rounds each side takes
+//! every place once and follows every other side once) so drift on a shared machine hits all
+//! sides alike; percentiles are over every request of every round, and the
 //! throughput ratio and the p99 added over bare are also given per round (median and middle
 //! half of the rounds).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -35,6 +36,9 @@ use tower::timeout::TimeoutLayer;
 use tower::{ServiceBuilder, ServiceExt};
 
 const ROUNDS: usize = 40;
+/// The order of the four sides in a round, by round modulo 4: a Williams design, in which each
+/// side takes each position once and directly follows each other side exactly once.
+const BALANCED_ORDER: [[usize; 4]; 4] = [[0, 1, 3, 2], [1, 2, 0, 3], [2, 3, 1, 0], [3, 0, 2, 1]];
 /// Rounds of 32 × 100 requests in `STACK_PROFILE` mode (96 000 requests).
 const PROFILE_ROUNDS: usize = 30;
 const SEQUENTIAL_PER_ROUND: usize = 2_000;
@@ -258,7 +262,31 @@ impl Tally {
     }
 }
 
+/// Panics unless [`BALANCED_ORDER`] is what its comment says (run by `cargo test`'s quick run
+/// like the rest of the bench): every side in every place once, and every ordered pair of
+/// sides next to each other once.
+fn assert_balanced_order() {
+    let n = BALANCED_ORDER.len();
+    let mut places = vec![vec![0; n]; n];
+    let mut follows = vec![vec![0; n]; n];
+    for order in BALANCED_ORDER {
+        for (place, &side) in order.iter().enumerate() {
+            places[side][place] += 1;
+        }
+        for pair in order.windows(2) {
+            follows[pair[0]][pair[1]] += 1;
+        }
+    }
+    for a in 0..n {
+        assert!(places[a].iter().all(|&count| count == 1), "{places:?}");
+        for b in 0..n {
+            assert_eq!(follows[a][b], usize::from(a != b), "{follows:?}");
+        }
+    }
+}
+
 fn main() {
+    assert_balanced_order();
     #[cfg(feature = "metrics")]
     if std::env::var("STACK_RECORDER").as_deref() == Ok("debugging") {
         metrics_util::debugging::DebuggingRecorder::new()
@@ -339,9 +367,12 @@ fn main() {
             for round in 0..rounds {
                 let mut round_rps = vec![0.0; sides.len()];
                 let mut round_p99 = vec![0.0; sides.len()];
-                // Rotate which side goes first, so none always follows another.
+                // Whose turn comes when: a balanced Latin square, so over every four rounds
+                // each side goes first once and follows each other side once (a side that
+                // always came after the same one would carry what that one leaves behind, in
+                // the caches, the allocator and the runtime's timers).
                 for step in 0..sides.len() {
-                    let i = (round + step) % sides.len();
+                    let i = BALANCED_ORDER[round % BALANCED_ORDER.len()][step];
                     let side = sides[i];
                     let tally = &mut tallies[i];
                     let first = tally.latencies.len();
