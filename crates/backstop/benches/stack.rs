@@ -8,7 +8,9 @@
 //! `cargo bench -p backstop --bench stack` (a plain binary, not criterion: it prints a table).
 //! With `--features metrics` and `STACK_RECORDER=debugging`, metrics-util's debugging recorder is
 //! installed first, so every metric backstop records is recorded for real (the added cost of the
-//! `metrics` feature with a recorder); without it, none is installed.
+//! `metrics` feature with a recorder); without it, none is installed. With `STACK_CONTROL=bare`
+//! a second bare client takes the tower `Timeout`'s place (`bare (2)`): an A/A control, whose
+//! figures "over bare" are the run's noise floor.
 //! Each mode runs in interleaved rounds (in a balanced order: over four rounds each side takes
 //! every place once and follows every other side once) so drift on a shared machine hits all
 //! sides alike; percentiles are over every request of every round, and the
@@ -305,7 +307,17 @@ fn main() {
         let bare = Side::Bare(Box::new(
             HyperClient::builder(TokioExecutor::new()).build_http(),
         ));
-        let timeout = Side::Tower(timeout_only());
+        // `STACK_CONTROL=bare`: a second bare client (its own pool) in the tower `Timeout`'s place,
+        // named `bare (2)`: what "added over bare" reads when nothing is added, the floor under
+        // every other figure of the run.
+        let control = std::env::var("STACK_CONTROL").as_deref() == Ok("bare");
+        let timeout = if control {
+            Side::Bare(Box::new(
+                HyperClient::builder(TokioExecutor::new()).build_http(),
+            ))
+        } else {
+            Side::Tower(timeout_only())
+        };
         let peers = Side::Tower(peers());
         let backstop = Side::Backstop(backstop::Client::builder().build().unwrap());
         // `STACK_PROFILE=bare|timeout|peers|backstop`: only that client, 32 tasks, for a
@@ -340,7 +352,12 @@ fn main() {
         } else {
             (ROUNDS, SEQUENTIAL_PER_ROUND, CONCURRENT_PER_TASK, 500)
         };
-        let names = ["bare", "timeout", "peers", "backstop"];
+        let names = [
+            "bare",
+            if control { "bare (2)" } else { "timeout" },
+            "peers",
+            "backstop",
+        ];
         let sides = [&bare, &timeout, &peers, &backstop];
         // Warm up the pools and code paths.
         for side in sides {
@@ -371,8 +388,7 @@ fn main() {
                 // each side goes first once and follows each other side once (a side that
                 // always came after the same one would carry what that one leaves behind, in
                 // the caches, the allocator and the runtime's timers).
-                for step in 0..sides.len() {
-                    let i = BALANCED_ORDER[round % BALANCED_ORDER.len()][step];
+                for &i in &BALANCED_ORDER[round % BALANCED_ORDER.len()] {
                     let side = sides[i];
                     let tally = &mut tallies[i];
                     let first = tally.latencies.len();
