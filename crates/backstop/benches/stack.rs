@@ -304,17 +304,18 @@ fn main() {
     runtime.block_on(async {
         let addr = upstream().await;
         let url = format!("http://{addr}/");
-        let bare = Side::Bare(Box::new(
-            HyperClient::builder(TokioExecutor::new()).build_http(),
-        ));
+        let bare_client = || {
+            Side::Bare(Box::new(
+                HyperClient::builder(TokioExecutor::new()).build_http(),
+            ))
+        };
+        let bare = bare_client();
         // `STACK_CONTROL=bare`: a second bare client (its own pool) in the tower `Timeout`'s place,
         // named `bare (2)`: what "added over bare" reads when nothing is added, the floor under
         // every other figure of the run.
         let control = std::env::var("STACK_CONTROL").as_deref() == Ok("bare");
         let timeout = if control {
-            Side::Bare(Box::new(
-                HyperClient::builder(TokioExecutor::new()).build_http(),
-            ))
+            bare_client()
         } else {
             Side::Tower(timeout_only())
         };
