@@ -22,7 +22,9 @@ mod telemetry;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use backstop_breaker::{Breakers, CircuitBreakerLayer, PerAuthority, State, Window};
@@ -39,7 +41,6 @@ use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder};
-use tracing::Instrument;
 
 use self::body::RequestReplay;
 pub use self::body::{RequestBody, ResponseBody};
@@ -228,53 +229,19 @@ impl Client {
         B: Into<RequestBody>,
     {
         // Not an `async fn` of its own: the conversion happens now, and the caller awaits the
-        // one state machine that does the work instead of one wrapped in another.
+        // call itself instead of a state machine wrapped around it.
         self.send_body(Outgoing::Request(req.map(Into::into)))
     }
 
     /// Every call's path (`send`, `get` and the other methods, the `Service` impl, the gateway's
-    /// forwarding): the call span around the whole stack, entered whenever the stack is called
-    /// or polled (so the retry layer's attempt spans are its children), and the call's metrics.
-    /// A request that could not be made (`get`'s URL did not parse) is its error at once, with
-    /// no span and no metrics.
-    ///
-    /// One state machine around the stack's (boxed) future, not one awaiting another, and the
-    /// result recorded in place: every level, and every move of the response, copies the whole
-    /// response (the body is the stack's own, unboxed) once more.
-    async fn send_body(&self, req: Outgoing<'_>) -> Result<Response<ResponseBody>, Error> {
-        let req = match req {
-            Outgoing::Request(req) => req,
-            Outgoing::Url { method, url, body } => request(method, url, body)?,
-        };
-        let span = telemetry::call_span(&req);
-        #[cfg(feature = "metrics")]
-        let active = telemetry::Active::start(&req);
-        let started = Instant::now();
-        let refused = self.schemes.refuse(req.uri());
-        // Kept to find the destination's breaker afterwards, should the outcome not tell (see
-        // `breaker_state`): the scheme and authority, not the path.
-        let destination = match (&self.breakers, &refused) {
-            (Some(_), None) => Some(Destination::of(req.uri())),
-            _ => None,
-        };
-        let mut result = match refused {
-            Some(refused) => Err(refused),
-            // With no subscriber the span is disabled: the stack is called and awaited as it is,
-            // with no `Instrumented` entering and leaving a disabled span at every poll.
-            None if span.is_disabled() => self.service.call(req).await.map(ResponseBody::of_stack),
-            None => {
-                let stack = span.in_scope(|| self.service.call(req));
-                stack
-                    .instrument(span.clone())
-                    .await
-                    .map(ResponseBody::of_stack)
-            }
-        };
-        self.record(&mut result, destination, started.elapsed());
-        telemetry::finish(&span, &result);
-        #[cfg(feature = "metrics")]
-        active.finish(&result);
-        result
+    /// forwarding): a [`Call`], which makes the request when first polled.
+    #[inline]
+    fn send_body<'a>(&'a self, req: Outgoing<'a>) -> Call<'a> {
+        Call {
+            client: self,
+            outgoing: Some(req),
+            sent: None,
+        }
     }
 
     /// Records what happened in the call's response (or error): its [`CallInfo`].
@@ -338,10 +305,10 @@ impl Client {
         destination.breaker_state(breakers)
     }
 
-    // The shorthands below are not `async fn`s: the caller awaits `send_body`'s state machine
-    // itself rather than one that awaits it and copies its response out once more. The request
-    // is made when it is first polled, as an `async fn` would (an invalid URL is the call's
-    // error): the future handed back holds the URL, not a whole request to be copied with it.
+    // The shorthands below are not `async fn`s: the caller awaits the `Call` itself rather than
+    // a state machine that awaits it and copies its response out once more. The request is made
+    // when it is first polled, as an `async fn` would (an invalid URL is the call's error): the
+    // future handed back holds the URL, not a whole request to be copied with it.
 
     /// `GET url`.
     pub fn get<'a>(
@@ -434,6 +401,114 @@ impl Destination {
             &backstop_breaker::RequestHead::of(&head),
         );
         breakers.state(&key)
+    }
+}
+
+/// The future of one call (every path: `send`, `get` and the other shorthands, the `Service`
+/// impl, the gateway's forwarding): the call span around the whole stack, entered whenever the
+/// stack is called or polled (so the retry layer's attempt spans are its children), the call's
+/// metrics, and its [`CallInfo`] recorded in the result. A request that could not be made
+/// (`get`'s URL did not parse) is its error at once, with no span and no metrics.
+///
+/// Written by hand rather than as an `async fn`: the state it keeps across the stack's await is
+/// a few words (the stack's future is boxed), where an `async fn` kept slots for the request and
+/// the response in its state and moved each of them through several temporaries (a response is
+/// 256 bytes). The future is polled on the caller's thread on every call, so every byte it
+/// touches is a cache line the caller waits for.
+#[must_use = "futures do nothing unless polled"]
+pub(crate) struct Call<'a> {
+    client: &'a Client,
+    /// What to send, until the first poll makes it a request and calls the stack.
+    outgoing: Option<Outgoing<'a>>,
+    /// The call in flight; `None` before the first poll and after the result.
+    sent: Option<Sent<'a>>,
+}
+
+/// A call the stack is working on, and what recording it needs afterwards.
+struct Sent<'a> {
+    stack: pool::StackFuture<'a, Response<body::StackBody>>,
+    span: tracing::Span,
+    #[cfg(feature = "metrics")]
+    active: telemetry::Active,
+    started: Instant,
+    /// Kept to find the destination's breaker afterwards, should the outcome not tell (see
+    /// `breaker_state`): the scheme and authority, not the path.
+    destination: Option<Destination>,
+}
+
+impl<'a> Call<'a> {
+    /// Makes the request and calls the stack; a call that ends here (a URL that did not
+    /// parse, a scheme this client refuses) fails with the error returned.
+    fn start(&mut self, outgoing: Outgoing<'a>) -> Result<(), Error> {
+        let client = self.client;
+        let req = match outgoing {
+            Outgoing::Request(req) => req,
+            Outgoing::Url { method, url, body } => request(method, url, body)?,
+        };
+        let span = telemetry::call_span(&req);
+        #[cfg(feature = "metrics")]
+        let active = telemetry::Active::start(&req);
+        let started = Instant::now();
+        if let Some(mut refused) = client.schemes.refuse(req.uri()) {
+            client.failed(&mut refused, None, started.elapsed());
+            let result = Err(refused);
+            telemetry::finish(&span, &result);
+            #[cfg(feature = "metrics")]
+            active.finish(&result);
+            return result.map(drop);
+        }
+        let destination = client.breakers.as_ref().map(|_| Destination::of(req.uri()));
+        // With no subscriber the span is disabled: the stack is called and polled as it is,
+        // with no span entered and left around it.
+        let stack = if span.is_disabled() {
+            client.service.call(req)
+        } else {
+            span.in_scope(|| client.service.call(req))
+        };
+        self.sent = Some(Sent {
+            stack,
+            span,
+            #[cfg(feature = "metrics")]
+            active,
+            started,
+            destination,
+        });
+        Ok(())
+    }
+}
+
+impl Future for Call<'_> {
+    type Output = Result<Response<ResponseBody>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Every field is `Unpin` (the stack's future is boxed).
+        let this = self.get_mut();
+        if let Some(outgoing) = this.outgoing.take()
+            && let Err(err) = this.start(outgoing)
+        {
+            return Poll::Ready(Err(err));
+        }
+        let Some(sent) = this.sent.as_mut() else {
+            // Polled again after its result: a caller's mistake, answered without a panic.
+            return Poll::Ready(Err(Error::new(Kind::Other, Phase::Local)));
+        };
+        let polled = if sent.span.is_disabled() {
+            sent.stack.as_mut().poll(cx)
+        } else {
+            let _entered = sent.span.enter();
+            sent.stack.as_mut().poll(cx)
+        };
+        let result = std::task::ready!(polled);
+        let Some(sent) = this.sent.take() else {
+            return Poll::Ready(Err(Error::new(Kind::Other, Phase::Local)));
+        };
+        let mut result = result.map(ResponseBody::of_stack);
+        this.client
+            .record(&mut result, sent.destination, sent.started.elapsed());
+        telemetry::finish(&sent.span, &result);
+        #[cfg(feature = "metrics")]
+        sent.active.finish(&result);
+        Poll::Ready(result)
     }
 }
 
