@@ -455,6 +455,7 @@ impl<'a> Call<'a> {
             telemetry::finish(&span, &result);
             #[cfg(feature = "metrics")]
             active.finish(&result);
+            // `Err(refused)`, the call's error, as `start`'s.
             return result.map(drop);
         }
         let destination = client.breakers.as_ref().map(|_| Destination::of(req.uri()));
@@ -509,6 +510,20 @@ impl Future for Call<'_> {
         #[cfg(feature = "metrics")]
         sent.active.finish(&result);
         Poll::Ready(result)
+    }
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        // A call dropped in flight (cancelled) drops its stack inside the call span, as a
+        // future instrumented with the span would: whatever the layers emit while they unwind
+        // stays the call's.
+        if let Some(sent) = self.sent.take()
+            && !sent.span.is_disabled()
+        {
+            let _entered = sent.span.enter();
+            drop(sent.stack);
+        }
     }
 }
 
@@ -608,6 +623,21 @@ pub(crate) fn layers_reject(policy: &Policy) -> Option<ConfigError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A call's future is what the caller's task carries and polls on every call: the request
+    /// to send, then the stack's boxed future and the record's few words, not a state machine
+    /// with slots for a request and a response (the `async fn` it replaced was 1 008 bytes).
+    #[test]
+    fn a_calls_future_holds_its_request_and_a_few_words() {
+        let client = Client::builder().build().unwrap();
+        let get = client.get("http://127.0.0.1:1/");
+        // 384 bytes on x86_64 (408 with `metrics`): the request, 256, and 128 more.
+        let size = std::mem::size_of_val(&get);
+        assert!(
+            size <= std::mem::size_of::<Request<RequestBody>>() + 192,
+            "{size} bytes"
+        );
+    }
 
     #[tokio::test]
     async fn a_url_that_does_not_parse_is_the_calls_local_error_whichever_shorthand() {
