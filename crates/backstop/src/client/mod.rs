@@ -518,11 +518,13 @@ impl Drop for Call<'_> {
         // A call dropped in flight (cancelled) drops its stack inside the call span, as a
         // future instrumented with the span would: whatever the layers emit while they unwind
         // stays the call's.
-        if let Some(sent) = self.sent.take()
+        // Looked at in place: a finished call (the common case) has nothing to move out.
+        if let Some(sent) = &mut self.sent
             && !sent.span.is_disabled()
         {
             let _entered = sent.span.enter();
-            drop(sent.stack);
+            // The stack's future is dropped here, replaced by one that allocates nothing.
+            sent.stack = Box::pin(std::future::pending());
         }
     }
 }
