@@ -11,6 +11,13 @@
 //! `metrics` feature with a recorder); without it, none is installed. With `STACK_CONTROL=bare`
 //! a second bare client takes the tower `Timeout`'s place (`bare (2)`): an A/A control, whose
 //! figures "over bare" are the run's noise floor.
+//! `STACK_MODE=interleaved` runs only a third mode, sequential too but interleaved per request
+//! (one request of each client in turn, 4 × 50 000): the drift of the shared machine, which
+//! moves whole rounds by tens of microseconds, falls on every client alike, so the p99 added
+//! over bare is resolved to about a microsecond (see the A/A control); `STACK_VARIANT=<name>`
+//! puts a backstop client with one setting changed in the tower `Timeout`'s place
+//! ([`backstop_variant`]), `STACK_EVICT_KB=<n>` evicts the caches before each request
+//! ([`Evictor`]).
 //! Each mode runs in interleaved rounds (in a balanced order: over four rounds each side takes
 //! every place once and follows every other side once) so drift on a shared machine hits all
 //! sides alike; percentiles are over every request of every round, and the
@@ -45,6 +52,10 @@ const BALANCED_ORDER: [[usize; 4]; 4] = [[0, 1, 3, 2], [1, 2, 0, 3], [2, 3, 1, 0
 const PROFILE_ROUNDS: usize = 30;
 const SEQUENTIAL_PER_ROUND: usize = 2_000;
 const CONCURRENCY: usize = 32;
+/// Requests per side in `STACK_MODE=interleaved` (4 × 50 000 requests).
+const INTERLEAVED_PER_SIDE: usize = 50_000;
+/// Turns per block of the interleaved mode's per-block p99.
+const INTERLEAVED_BLOCK: usize = 5_000;
 const CONCURRENT_PER_TASK: usize = 100;
 
 /// Whether this is a quick run: `cargo test` runs the bench binary without `--bench` (as
@@ -144,6 +155,31 @@ fn peers() -> PeerService {
     PeerService::new(service)
 }
 
+/// `STACK_VARIANT=<name>`: a backstop client with one setting away from the defaults, in the
+/// tower `Timeout`'s place (named `variant`), to see in the same run what that setting costs:
+/// `same` (the defaults again: the floor of the comparison), `nodelay` (Nagle's algorithm left
+/// on, as hyper-util's `HttpConnector` leaves it), `nobreaker`, `noretry` (one attempt),
+/// `longidle` (a one-day connection idle timeout), `bodyfree` (the deadline off once the head is
+/// in), `onetimer` (the attempt timeout equal to the deadline).
+fn backstop_variant(variant: &str) -> Side {
+    let builder = backstop::Client::builder();
+    let builder = match variant {
+        "same" => builder,
+        "nodelay" => builder.tcp_nodelay(false),
+        "nobreaker" => builder.breaker(false),
+        "noretry" => builder.max_attempts(1),
+        "longidle" => builder.idle_timeout(Duration::from_secs(86_400)),
+        "bodyfree" => builder.deadline_covers_body(false),
+        "onetimer" => builder
+            .deadline(Duration::from_secs(10))
+            .attempt_timeout(Duration::from_secs(10)),
+        other => panic!(
+            "STACK_VARIANT={other}: one of same, nodelay, nobreaker, noretry, longidle, bodyfree, onetimer"
+        ),
+    };
+    Side::Backstop(builder.build().unwrap())
+}
+
 impl Side {
     async fn get(&self, url: &str) {
         match self {
@@ -185,6 +221,55 @@ async fn sequential(side: &Side, url: &str, latencies: &mut Vec<Duration>, n: us
         latencies.push(t.elapsed());
     }
     started.elapsed()
+}
+
+/// `STACK_EVICT_KB=<n>`: before each request of the interleaved mode (and of a sequential
+/// profile), one byte written in every 64-byte line of an `n` KiB buffer, so the request finds
+/// the caches as a service that did other work in between would: what a client's code and data
+/// footprint costs shows in the wall clock (and in callgrind's `--cache-sim`).
+struct Evictor {
+    buffer: Vec<u8>,
+    pass: u8,
+}
+
+impl Evictor {
+    fn from_env() -> Evictor {
+        let kib: usize = std::env::var("STACK_EVICT_KB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Evictor {
+            buffer: vec![0; kib * 1024],
+            pass: 0,
+        }
+    }
+
+    fn evict(&mut self) {
+        self.pass = self.pass.wrapping_add(1);
+        for line in self.buffer.chunks_mut(64) {
+            line[0] = line[0].wrapping_add(self.pass);
+        }
+        std::hint::black_box(&mut self.buffer);
+    }
+}
+
+/// One request of each side in turn (in the balanced order, rotating per turn), `per_side` turns:
+/// drift of the shared machine, which the per-round figures see as rounds that differ by tens
+/// of microseconds, falls on every side alike within a few microseconds, so each side's p99 is
+/// over the same stretch of time. Each side's code runs one request in four, between the
+/// others': nearer a service that calls out between other work than a loop of one client.
+async fn interleaved(sides: &[&Side; 4], url: &str, per_side: usize) -> Vec<Vec<Duration>> {
+    let mut latencies = vec![Vec::with_capacity(per_side); sides.len()];
+    let mut evictor = Evictor::from_env();
+    for turn in 0..per_side {
+        for &i in &BALANCED_ORDER[turn % BALANCED_ORDER.len()] {
+            evictor.evict();
+            let t = Instant::now();
+            sides[i].get(url).await;
+            latencies[i].push(t.elapsed());
+        }
+    }
+    latencies
 }
 
 async fn concurrent(
@@ -237,6 +322,46 @@ fn print_per_round(
                 show(rounds[rounds.len() * 3 / 4])
             );
         }
+    }
+}
+
+/// The interleaved mode's table (markdown, as `scripts/bench-all` keeps it): each side's
+/// percentiles over all its requests, and its p99 less bare's, over all and per block of
+/// [`INTERLEAVED_BLOCK`] turns (median and range of the blocks).
+fn print_interleaved(names: &[&str; 4], latencies: &[Vec<Duration>]) {
+    let p99_of = |slice: &[Duration]| {
+        let mut sorted = slice.to_vec();
+        sorted.sort_unstable();
+        percentile(&sorted, 0.99).as_secs_f64() * 1e6
+    };
+    let block = INTERLEAVED_BLOCK.min(latencies[0].len());
+    let bare_blocks: Vec<f64> = latencies[0].chunks(block).map(p99_of).collect();
+    let bare_p99 = p99_of(&latencies[0]);
+    println!(
+        "| client | p50 µs | p99 µs | p99.9 µs | p99 added over bare | per block of {block} turns: median [min .. max] |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, own) in names.iter().zip(latencies) {
+        let mut sorted = own.clone();
+        sorted.sort_unstable();
+        let mut added: Vec<f64> = own
+            .chunks(block)
+            .map(p99_of)
+            .zip(&bare_blocks)
+            .map(|(p99, bare)| p99 - bare)
+            .collect();
+        added.sort_by(f64::total_cmp);
+        let us = |p| percentile(&sorted, p).as_secs_f64() * 1e6;
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.1} | {:+.1} µs | {:+.1} [{:+.1} .. {:+.1}] µs |",
+            us(0.5),
+            us(0.99),
+            us(0.999),
+            us(0.99) - bare_p99,
+            added[added.len() / 2],
+            added[0],
+            added[added.len() - 1],
+        );
     }
 }
 
@@ -314,7 +439,9 @@ fn main() {
         // named `bare (2)`: what "added over bare" reads when nothing is added, the floor under
         // every other figure of the run.
         let control = std::env::var("STACK_CONTROL").as_deref() == Ok("bare");
-        let timeout = if control {
+        let timeout = if let Ok(variant) = std::env::var("STACK_VARIANT") {
+            backstop_variant(&variant)
+        } else if control {
             bare_client()
         } else {
             Side::Tower(timeout_only())
@@ -338,7 +465,13 @@ fn main() {
                 for _ in 0..500 {
                     side.get(&url).await;
                 }
-                sequential(side, &url, &mut latencies, 20_000).await;
+                let mut evictor = Evictor::from_env();
+                for _ in 0..20_000 {
+                    evictor.evict();
+                    let t = Instant::now();
+                    side.get(&url).await;
+                    latencies.push(t.elapsed());
+                }
             } else {
                 for _ in 0..PROFILE_ROUNDS {
                     concurrent(side, &url, &mut latencies, CONCURRENT_PER_TASK).await;
@@ -355,7 +488,13 @@ fn main() {
         };
         let names = [
             "bare",
-            if control { "bare (2)" } else { "timeout" },
+            if std::env::var("STACK_VARIANT").is_ok() {
+                "variant"
+            } else if control {
+                "bare (2)"
+            } else {
+                "timeout"
+            },
             "peers",
             "backstop",
         ];
@@ -368,6 +507,13 @@ fn main() {
             for side in sides {
                 side.get(&url).await;
             }
+        }
+        // `STACK_MODE=interleaved`: only the interleaved table (`cargo test`'s quick run prints
+        // it after the others, so it cannot rot).
+        if std::env::var("STACK_MODE").as_deref() == Ok("interleaved") {
+            let latencies = interleaved(&sides, &url, INTERLEAVED_PER_SIDE).await;
+            print_interleaved(&names, &latencies);
+            return;
         }
         println!(
             "{:<11} {:<9} {:>12} {:>9} {:>9} {:>9} {:>10}",
@@ -458,5 +604,10 @@ fn main() {
             p99_added_by_mode,
             |v| format!("{v:+.1}"),
         );
+        if quick() {
+            println!();
+            let latencies = interleaved(&sides, &url, 20).await;
+            print_interleaved(&names, &latencies);
+        }
     });
 }
