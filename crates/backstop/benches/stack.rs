@@ -17,7 +17,9 @@
 //! over bare is resolved to about a microsecond (see the A/A control); `STACK_VARIANT=<name>`
 //! puts a backstop client with one setting changed in the tower `Timeout`'s place
 //! ([`backstop_variant`]), `STACK_EVICT_KB=<n>` evicts the caches before each request
-//! ([`Evictor`]).
+//! ([`Evictor`]). `STACK_CODE=own` gives every hyper-util client of the run a connector and a
+//! connection type of its own, so that no two share hyper's code, as none shares it with
+//! backstop's ([`own_code`]); `scripts/bench-all` runs the interleaved mode so.
 //! Each mode runs in interleaved rounds (in a balanced order: over four rounds each side takes
 //! every place once and follows every other side once) so drift on a shared machine hits all
 //! sides alike; percentiles are over every request of every round, and the
@@ -76,6 +78,9 @@ type PeerService = tower::util::BoxCloneSyncService<
 #[derive(Clone)]
 enum Side {
     Bare(Box<HyperClient<HttpConnector, Full<Bytes>>>),
+    /// `STACK_CODE=own`: the bare client, and the control's, each over a connector of its own.
+    OwnBare1(Box<HyperClient<OwnConnector<1>, Full<Bytes>>>),
+    OwnBare2(Box<HyperClient<OwnConnector<2>, Full<Bytes>>>),
     Tower(PeerService),
     Backstop(backstop::Client),
 }
@@ -126,16 +131,192 @@ fn peer_client() -> HyperClient<HttpConnector, Full<Bytes>> {
     HyperClient::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(connector)
 }
 
+/// `STACK_CODE=own` (the interleaved mode): every hyper-util client of the run gets a connector
+/// type and a connection type of its own, so that no two clients share hyper's and hyper-util's
+/// code, as none shares it with backstop's client (whose connector and connection types are its
+/// own anyway). With the default, `shared`, the bare client, the control, tower's `Timeout` and
+/// the peers' stack all run one copy of that code (`HyperClient<HttpConnector, Full<Bytes>>`),
+/// which three requests in four keep warm for each of them, while backstop's copy runs one
+/// request in four: a head start for the clients that share it, not a cost of backstop's layers.
+/// `N` makes each copy distinct: it sizes a pad in both types, so the compiler cannot merge the
+/// copies as identical functions either.
+mod own_code {
+    use std::future::Future;
+    use std::io;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use http::Uri;
+    use hyper::rt::{Read, ReadBufCursor, Write};
+    use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+    use hyper_util::rt::TokioIo;
+    use tokio::net::TcpStream;
+
+    /// `HttpConnector`, under a type of this client's own.
+    #[derive(Clone)]
+    pub(crate) struct OwnConnector<const N: usize> {
+        inner: HttpConnector,
+        _pad: [u8; N],
+    }
+
+    impl<const N: usize> OwnConnector<N> {
+        pub(crate) fn new(inner: HttpConnector) -> Self {
+            OwnConnector {
+                inner,
+                _pad: [0; N],
+            }
+        }
+    }
+
+    /// The connection `HttpConnector` makes, under a type of this client's own.
+    pub(crate) struct OwnIo<const N: usize> {
+        inner: TokioIo<TcpStream>,
+        _pad: [u8; N],
+    }
+
+    type Connecting<const N: usize> =
+        Pin<Box<dyn Future<Output = Result<OwnIo<N>, tower::BoxError>> + Send>>;
+
+    impl<const N: usize> tower::Service<Uri> for OwnConnector<N> {
+        type Response = OwnIo<N>;
+        type Error = tower::BoxError;
+        // Boxed: made once per connection, not per request.
+        type Future = Connecting<N>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            tower::Service::<Uri>::poll_ready(&mut self.inner, cx).map_err(Into::into)
+        }
+
+        fn call(&mut self, uri: Uri) -> Self::Future {
+            let connecting = tower::Service::<Uri>::call(&mut self.inner, uri);
+            Box::pin(async move {
+                let inner = connecting.await?;
+                Ok(OwnIo {
+                    inner,
+                    _pad: [0; N],
+                })
+            })
+        }
+    }
+
+    impl<const N: usize> Connection for OwnIo<N> {
+        fn connected(&self) -> Connected {
+            self.inner.connected()
+        }
+    }
+
+    // Every method forwarded, vectored writes included, so hyper writes to it as to the stream.
+    impl<const N: usize> Read for OwnIo<N> {
+        #[inline]
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: ReadBufCursor<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        }
+    }
+
+    impl<const N: usize> Write for OwnIo<N> {
+        #[inline]
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        }
+
+        #[inline]
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        }
+
+        #[inline]
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        }
+
+        #[inline]
+        fn is_write_vectored(&self) -> bool {
+            self.inner.is_write_vectored()
+        }
+
+        #[inline]
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        }
+    }
+}
+
+use own_code::OwnConnector;
+
+/// Whether `STACK_CODE=own` is set (see [`own_code`]).
+fn own_code() -> bool {
+    match std::env::var("STACK_CODE").as_deref() {
+        Ok("own") => true,
+        Ok("shared") | Err(_) => false,
+        Ok(other) => panic!("STACK_CODE={other}: own or shared"),
+    }
+}
+
+/// The peers' hyper-util client (`HttpConnector` with a connect timeout), under connector type
+/// `OwnConnector<N>` with `STACK_CODE=own`.
+fn peer_client_own<const N: usize>() -> HyperClient<OwnConnector<N>, Full<Bytes>> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    HyperClient::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(OwnConnector::new(connector))
+}
+
 /// The least protection there is: one tower `Timeout` (one timer per request).
 fn timeout_only() -> PeerService {
+    if own_code() {
+        return timeout_over(peer_client_own::<3>());
+    }
+    timeout_over(peer_client())
+}
+
+fn timeout_over<C>(client: HyperClient<C, Full<Bytes>>) -> PeerService
+where
+    HyperClient<C, Full<Bytes>>: tower::Service<
+            Request<Full<Bytes>>,
+            Response = http::Response<hyper::body::Incoming>,
+            Error = hyper_util::client::legacy::Error,
+            Future: Send,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+{
     let service = ServiceBuilder::new()
         .layer(TimeoutLayer::new(Duration::from_secs(10)))
-        .service(peer_client());
+        .service(client);
     PeerService::new(service)
 }
 
 fn peers() -> PeerService {
-    let client = peer_client();
+    if own_code() {
+        return peers_over(peer_client_own::<4>());
+    }
+    peers_over(peer_client())
+}
+
+fn peers_over<C>(client: HyperClient<C, Full<Bytes>>) -> PeerService
+where
+    HyperClient<C, Full<Bytes>>: tower::Service<
+            Request<Full<Bytes>>,
+            Response = http::Response<hyper::body::Incoming>,
+            Error = hyper_util::client::legacy::Error,
+            Future: Send,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+{
     let breaker = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
         .failure_rate_threshold(0.5)
         .sliding_window_size(100)
@@ -180,14 +361,36 @@ fn backstop_variant(variant: &str) -> Side {
     Side::Backstop(builder.build().unwrap())
 }
 
+/// A bare client over a connector of its own (`STACK_CODE=own`): the first (`1`) or the
+/// control (`2`).
+fn own_bare(which: u8) -> Side {
+    let builder = HyperClient::builder(TokioExecutor::new());
+    if which == 1 {
+        Side::OwnBare1(Box::new(
+            builder.build(OwnConnector::new(HttpConnector::new())),
+        ))
+    } else {
+        Side::OwnBare2(Box::new(
+            builder.build(OwnConnector::new(HttpConnector::new())),
+        ))
+    }
+}
+
+async fn bare_get<C>(client: &HyperClient<C, Full<Bytes>>, url: &str)
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
+    let res = client.request(req).await.unwrap();
+    let _ = res.into_body().collect().await.unwrap();
+}
+
 impl Side {
     async fn get(&self, url: &str) {
         match self {
-            Side::Bare(client) => {
-                let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
-                let res = client.request(req).await.unwrap();
-                let _ = res.into_body().collect().await.unwrap();
-            }
+            Side::Bare(client) => bare_get(client, url).await,
+            Side::OwnBare1(client) => bare_get(client, url).await,
+            Side::OwnBare2(client) => bare_get(client, url).await,
             Side::Tower(service) => {
                 let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
                 let res = service.clone().oneshot(req).await.unwrap();
@@ -434,13 +637,17 @@ fn main() {
                 HyperClient::builder(TokioExecutor::new()).build_http(),
             ))
         };
-        let bare = bare_client();
+        // With `STACK_CODE=own` the bare client and the control each have their own copy.
+        let own = own_code();
+        let bare = if own { own_bare(1) } else { bare_client() };
         // `STACK_CONTROL=bare`: a second bare client (its own pool) in the tower `Timeout`'s place,
         // named `bare (2)`: what "added over bare" reads when nothing is added, the floor under
         // every other figure of the run.
         let control = std::env::var("STACK_CONTROL").as_deref() == Ok("bare");
         let timeout = if let Ok(variant) = std::env::var("STACK_VARIANT") {
             backstop_variant(&variant)
+        } else if control && own {
+            own_bare(2)
         } else if control {
             bare_client()
         } else {
@@ -608,6 +815,20 @@ fn main() {
             println!();
             let latencies = interleaved(&sides, &url, 20).await;
             print_interleaved(&names, &latencies);
+            // And with `STACK_CODE=own`'s clients, so that path runs too.
+            let own_sides = [
+                own_bare(1),
+                own_bare(2),
+                Side::Tower(peers_over(peer_client_own::<4>())),
+                backstop.clone(),
+            ];
+            let own_sides = [&own_sides[0], &own_sides[1], &own_sides[2], &own_sides[3]];
+            for side in own_sides {
+                side.open_connections(&url).await;
+            }
+            println!();
+            let latencies = interleaved(&own_sides, &url, 20).await;
+            print_interleaved(&["bare", "bare (2)", "peers", "backstop"], &latencies);
         }
     });
 }
