@@ -280,17 +280,10 @@ fn timeout_only() -> PeerService {
     timeout_over(peer_client())
 }
 
+/// One tower `Timeout` over `client` (whichever its connector).
 fn timeout_over<C>(client: HyperClient<C, Full<Bytes>>) -> PeerService
 where
-    HyperClient<C, Full<Bytes>>: tower::Service<
-            Request<Full<Bytes>>,
-            Response = http::Response<hyper::body::Incoming>,
-            Error = hyper_util::client::legacy::Error,
-            Future: Send,
-        > + Clone
-        + Send
-        + Sync
-        + 'static,
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
     let service = ServiceBuilder::new()
         .layer(TimeoutLayer::new(Duration::from_secs(10)))
@@ -305,17 +298,10 @@ fn peers() -> PeerService {
     peers_over(peer_client())
 }
 
+/// The peers' stack over `client` (whichever its connector).
 fn peers_over<C>(client: HyperClient<C, Full<Bytes>>) -> PeerService
 where
-    HyperClient<C, Full<Bytes>>: tower::Service<
-            Request<Full<Bytes>>,
-            Response = http::Response<hyper::body::Incoming>,
-            Error = hyper_util::client::legacy::Error,
-            Future: Send,
-        > + Clone
-        + Send
-        + Sync
-        + 'static,
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
     let breaker = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
         .failure_rate_threshold(0.5)
