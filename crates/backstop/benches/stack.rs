@@ -125,10 +125,15 @@ impl<E> Policy<Request<Full<Bytes>>, http::Response<hyper::body::Incoming>, E> f
     }
 }
 
-fn peer_client() -> HyperClient<HttpConnector, Full<Bytes>> {
+/// The peers' connector: hyper-util's `HttpConnector` with a connect timeout.
+fn peer_connector() -> HttpConnector {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    HyperClient::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(connector)
+    connector
+}
+
+fn peer_client() -> HyperClient<HttpConnector, Full<Bytes>> {
+    HyperClient::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(peer_connector())
 }
 
 /// `STACK_CODE=own` (the interleaved mode): every hyper-util client of the run gets a connector
@@ -264,17 +269,16 @@ fn own_code() -> bool {
     }
 }
 
-/// The peers' hyper-util client (`HttpConnector` with a connect timeout), under connector type
-/// `OwnConnector<N>` with `STACK_CODE=own`.
+/// The peers' hyper-util client under connector type `OwnConnector<N>` (`STACK_CODE=own`).
 fn peer_client_own<const N: usize>() -> HyperClient<OwnConnector<N>, Full<Bytes>> {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    HyperClient::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(OwnConnector::new(connector))
+    HyperClient::builder(TokioExecutor::new())
+        .build::<_, Full<Bytes>>(OwnConnector::new(peer_connector()))
 }
 
-/// The least protection there is: one tower `Timeout` (one timer per request).
-fn timeout_only() -> PeerService {
-    if own_code() {
+/// The least protection there is: one tower `Timeout` (one timer per request), over a client
+/// of its own code with `own` (`STACK_CODE=own`).
+fn timeout_only(own: bool) -> PeerService {
+    if own {
         return timeout_over(peer_client_own::<3>());
     }
     timeout_over(peer_client())
@@ -291,8 +295,9 @@ where
     PeerService::new(service)
 }
 
-fn peers() -> PeerService {
-    if own_code() {
+/// The peers' stack, over a client of its own code with `own` (`STACK_CODE=own`).
+fn peers(own: bool) -> PeerService {
+    if own {
         return peers_over(peer_client_own::<4>());
     }
     peers_over(peer_client())
@@ -347,19 +352,12 @@ fn backstop_variant(variant: &str) -> Side {
     Side::Backstop(builder.build().unwrap())
 }
 
-/// A bare client over a connector of its own (`STACK_CODE=own`): the first (`1`) or the
-/// control (`2`).
-fn own_bare(which: u8) -> Side {
-    let builder = HyperClient::builder(TokioExecutor::new());
-    if which == 1 {
-        Side::OwnBare1(Box::new(
-            builder.build(OwnConnector::new(HttpConnector::new())),
-        ))
-    } else {
-        Side::OwnBare2(Box::new(
-            builder.build(OwnConnector::new(HttpConnector::new())),
-        ))
-    }
+/// A bare client over connector type `OwnConnector<N>` (`STACK_CODE=own`): the caller's
+/// `Side` variant picks `N`.
+fn own_bare<const N: usize>() -> Box<HyperClient<OwnConnector<N>, Full<Bytes>>> {
+    Box::new(
+        HyperClient::builder(TokioExecutor::new()).build(OwnConnector::new(HttpConnector::new())),
+    )
 }
 
 async fn bare_get<C>(client: &HyperClient<C, Full<Bytes>>, url: &str)
@@ -625,7 +623,11 @@ fn main() {
         };
         // With `STACK_CODE=own` the bare client and the control each have their own copy.
         let own = own_code();
-        let bare = if own { own_bare(1) } else { bare_client() };
+        let bare = if own {
+            Side::OwnBare1(own_bare())
+        } else {
+            bare_client()
+        };
         // `STACK_CONTROL=bare`: a second bare client (its own pool) in the tower `Timeout`'s place,
         // named `bare (2)`: what "added over bare" reads when nothing is added, the floor under
         // every other figure of the run.
@@ -633,13 +635,13 @@ fn main() {
         let timeout = if let Ok(variant) = std::env::var("STACK_VARIANT") {
             backstop_variant(&variant)
         } else if control && own {
-            own_bare(2)
+            Side::OwnBare2(own_bare())
         } else if control {
             bare_client()
         } else {
-            Side::Tower(timeout_only())
+            Side::Tower(timeout_only(own))
         };
-        let peers = Side::Tower(peers());
+        let peers = Side::Tower(peers(own));
         let backstop = Side::Backstop(backstop::Client::builder().build().unwrap());
         // `STACK_PROFILE=bare|timeout|peers|backstop`: only that client, 32 tasks, for a
         // profiler (or one task, with `STACK_MODE=sequential`).
@@ -803,8 +805,8 @@ fn main() {
             print_interleaved(&names, &latencies);
             // And with `STACK_CODE=own`'s clients, so that path runs too.
             let own_sides = [
-                own_bare(1),
-                own_bare(2),
+                Side::OwnBare1(own_bare()),
+                Side::OwnBare2(own_bare()),
                 Side::Tower(peers_over(peer_client_own::<4>())),
                 backstop.clone(),
             ];
