@@ -84,111 +84,144 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             let mut this = self.as_mut().project();
-            match this.state.as_mut().project() {
-                AttemptProj::Calling { future } => {
-                    if *this.span_pending {
-                        // The first attempt, polled for the first time, its head kept.
-                        *this.span_pending = false;
-                        if let Some(span) = this.parts.as_ref().and_then(|p| attempt_span(p, None))
-                        {
-                            *this.span = Some(span);
-                        }
-                    }
-                    let entered = this.span.as_ref().map(Span::enter);
-                    // Each arm leaves the span first: the attempt is over, and its span closes
-                    // (taken below) before any delay or retry event.
-                    let (result, failure) = match ready!(future.poll(cx)) {
-                        Ok(mut res) => match response_failure(&this.shared.config.policy, &res) {
-                            None => {
-                                drop(entered);
-                                if this.span.is_some() {
-                                    record_answer(this.span.take(), Some(res.status()), None);
-                                }
-                                if let Some(retries) = this.retries {
-                                    res.extensions_mut().insert(retries.info);
-                                }
-                                return Poll::Ready(Ok(res));
-                            }
-                            Some(failure) => {
-                                drop(entered);
-                                let span = this.span.take();
-                                record_answer(span, Some(res.status()), Some(&failure));
-                                (Ok(res), failure)
-                            }
-                        },
-                        Err(err) => {
-                            drop(entered);
-                            let err = classify(
-                                &this.shared.config.policy,
-                                err.into(),
-                                Phase::AwaitHeaders,
-                            );
-                            let failure = err.failure();
-                            record_answer(this.span.take(), None, Some(&failure));
-                            (Err(err), failure)
-                        }
-                    };
-                    let (body, delay) = match next_attempt::<P, B, R, ResBody>(
-                        &this.shared.config,
-                        this.parts.as_ref(),
-                        this.replay,
-                        this.retries,
-                        this.host_budget.as_ref(),
-                        this.host,
-                        result,
-                        &failure,
-                    ) {
-                        Ok(next) => next,
-                        Err(output) => return Poll::Ready(output),
-                    };
-                    let sleep = (!delay.is_zero()).then(|| Box::pin(tokio::time::sleep(delay)));
-                    this.state.set(AttemptState::Waiting {
-                        sleep,
-                        body: Some(body),
-                    });
+            let AttemptProj::Calling { future } = this.state.as_mut().project() else {
+                if let Err(err) = ready!(self.as_mut().poll_waiting(cx)) {
+                    return Poll::Ready(Err(err));
                 }
-                AttemptProj::Waiting { sleep, body } => {
-                    if let Some(timer) = sleep {
-                        ready!(timer.as_mut().poll(cx));
-                        *sleep = None;
-                    }
-                    if this.service.is_none() {
-                        let spare = match this.shared.spare.lock() {
-                            Ok(spare) => S::clone(&spare),
-                            Err(poisoned) => S::clone(&poisoned.into_inner()),
-                        };
-                        *this.service = Some(Box::new(spare));
-                    }
-                    let Some(service) = this.service.as_mut() else {
-                        return Poll::Ready(Err(Error::new(Kind::Other, Phase::Local)));
-                    };
-                    if let Err(err) = ready!(service.poll_ready(cx)) {
-                        let err = classify(&this.shared.config.policy, err.into(), Phase::Local);
-                        let info = this.retries.as_ref().map(|r| r.info).unwrap_or_default();
-                        return Poll::Ready(Err(record(err, &info)));
-                    }
-                    let (Some(parts), Some(body)) = (this.parts.as_ref(), body.take()) else {
-                        return Poll::Ready(Err(Error::new(Kind::Other, Phase::Local)));
-                    };
-                    let mut parts = parts.clone();
-                    let attempt = attempts(this.retries);
-                    if let Some(name) = &this.shared.config.attempt_header {
-                        parts.headers.insert(name.clone(), attempt_value(attempt));
-                    }
-                    let span = attempt_span(&parts, Some(attempt.saturating_sub(1)));
-                    this.host.attempt();
-                    let future = match &span {
-                        Some(span) => {
-                            let _entered = span.enter();
-                            service.call(Request::from_parts(parts, body))
-                        }
-                        None => service.call(Request::from_parts(parts, body)),
-                    };
-                    *this.span = span;
-                    this.state.set(AttemptState::Calling { future });
+                continue;
+            };
+            if *this.span_pending {
+                // The first attempt, polled for the first time, its head kept.
+                *this.span_pending = false;
+                if let Some(span) = this.parts.as_ref().and_then(|p| attempt_span(p, None)) {
+                    *this.span = Some(span);
                 }
             }
+            let entered = this.span.as_ref().map(Span::enter);
+            // Each arm leaves the span first: the attempt is over, and its span closes (taken
+            // below) before any delay or retry event.
+            let (result, failure) = match ready!(future.poll(cx)) {
+                Ok(mut res) => match response_failure(&this.shared.config.policy, &res) {
+                    None => {
+                        drop(entered);
+                        if this.span.is_some() {
+                            record_answer(this.span.take(), Some(res.status()), None);
+                        }
+                        if let Some(retries) = this.retries {
+                            res.extensions_mut().insert(retries.info);
+                        }
+                        return Poll::Ready(Ok(res));
+                    }
+                    Some(failure) => {
+                        drop(entered);
+                        let span = this.span.take();
+                        record_answer(span, Some(res.status()), Some(&failure));
+                        (Ok(res), failure)
+                    }
+                },
+                Err(err) => {
+                    drop(entered);
+                    let err = classify(&this.shared.config.policy, err.into(), Phase::AwaitHeaders);
+                    let failure = err.failure();
+                    record_answer(this.span.take(), None, Some(&failure));
+                    (Err(err), failure)
+                }
+            };
+            if let Some(output) = self.as_mut().failed(result, &failure) {
+                return Poll::Ready(output);
+            }
         }
+    }
+}
+
+impl<S, B, P, R, ResBody> ResponseFuture<S, B, P, R>
+where
+    R: ReplayStrategy<B>,
+    S: Service<Request<R::Body>, Response = Response<ResBody>> + Clone,
+    S::Error: Into<BoxError>,
+    P: Classify,
+{
+    /// After a failed attempt: waits for the next one, or gives the caller its result.
+    ///
+    /// Out of line, as is [`poll_waiting`](Self::poll_waiting): the first attempt's poll is
+    /// every call's path, and what only a retry needs would otherwise widen its stack frame,
+    /// under which every poll of the layers below runs.
+    #[cold]
+    #[inline(never)]
+    fn failed(
+        self: Pin<&mut Self>,
+        result: Result<Response<ResBody>, Error>,
+        failure: &Failure,
+    ) -> Option<Result<Response<ResBody>, Error>> {
+        let mut this = self.project();
+        let (body, delay) = match next_attempt::<P, B, R, ResBody>(
+            &this.shared.config,
+            this.parts.as_ref(),
+            this.replay,
+            this.retries,
+            this.host_budget.as_ref(),
+            this.host,
+            result,
+            failure,
+        ) {
+            Ok(next) => next,
+            Err(output) => return Some(output),
+        };
+        let sleep = (!delay.is_zero()).then(|| Box::pin(tokio::time::sleep(delay)));
+        this.state.set(AttemptState::Waiting {
+            sleep,
+            body: Some(body),
+        });
+        None
+    }
+
+    /// Waits out the delay before a retry, then calls the next attempt.
+    #[cold]
+    #[inline(never)]
+    fn poll_waiting(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let mut this = self.project();
+        let AttemptProj::Waiting { sleep, body } = this.state.as_mut().project() else {
+            return Poll::Ready(Ok(()));
+        };
+        if let Some(timer) = sleep {
+            ready!(timer.as_mut().poll(cx));
+            *sleep = None;
+        }
+        if this.service.is_none() {
+            let spare = match this.shared.spare.lock() {
+                Ok(spare) => S::clone(&spare),
+                Err(poisoned) => S::clone(&poisoned.into_inner()),
+            };
+            *this.service = Some(Box::new(spare));
+        }
+        let Some(service) = this.service.as_mut() else {
+            return Poll::Ready(Err(Error::new(Kind::Other, Phase::Local)));
+        };
+        if let Err(err) = ready!(service.poll_ready(cx)) {
+            let err = classify(&this.shared.config.policy, err.into(), Phase::Local);
+            let info = this.retries.as_ref().map(|r| r.info).unwrap_or_default();
+            return Poll::Ready(Err(record(err, &info)));
+        }
+        let (Some(parts), Some(body)) = (this.parts.as_ref(), body.take()) else {
+            return Poll::Ready(Err(Error::new(Kind::Other, Phase::Local)));
+        };
+        let mut parts = parts.clone();
+        let attempt = attempts(this.retries);
+        if let Some(name) = &this.shared.config.attempt_header {
+            parts.headers.insert(name.clone(), attempt_value(attempt));
+        }
+        let span = attempt_span(&parts, Some(attempt.saturating_sub(1)));
+        this.host.attempt();
+        let future = match &span {
+            Some(span) => {
+                let _entered = span.enter();
+                service.call(Request::from_parts(parts, body))
+            }
+            None => service.call(Request::from_parts(parts, body)),
+        };
+        *this.span = span;
+        this.state.set(AttemptState::Calling { future });
+        Poll::Ready(Ok(()))
     }
 }
 

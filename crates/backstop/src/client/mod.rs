@@ -439,32 +439,36 @@ struct Sent<'a> {
 impl<'a> Call<'a> {
     /// Makes the request and calls the stack; a call that ends here (a URL that did not
     /// parse, a scheme this client refuses) fails with the error returned.
-    fn start(&mut self, outgoing: Outgoing<'a>) -> Result<(), Error> {
+    ///
+    /// Out of line, as is [`Sent::finish`]: what they hold on the stack would otherwise widen
+    /// the frame of `poll`, under which every layer's call and poll runs.
+    #[inline(never)]
+    fn start(&mut self) -> Result<(), Error> {
         let client = self.client;
-        let req = match outgoing {
-            Outgoing::Request(req) => req,
-            Outgoing::Url { method, url, body } => request(method, url, body)?,
+        let req = match self.outgoing.take() {
+            Some(Outgoing::Request(req)) => req,
+            Some(Outgoing::Url { method, url, body }) => request(method, url, body)?,
+            None => return Ok(()),
         };
         let span = telemetry::call_span(&req);
         #[cfg(feature = "metrics")]
         let active = telemetry::Active::start(&req);
         let started = Instant::now();
-        if let Some(mut refused) = client.schemes.refuse(req.uri()) {
-            client.failed(&mut refused, None, started.elapsed());
-            let result = Err(refused);
-            telemetry::finish(&span, &result);
-            #[cfg(feature = "metrics")]
-            active.finish(&result);
-            // `Err(refused)`, the call's error, as `start`'s.
-            return result.map(drop);
+        if let Some(refused) = client.schemes.refuse(req.uri()) {
+            return client.refused(
+                refused,
+                &span,
+                #[cfg(feature = "metrics")]
+                active,
+                started,
+            );
         }
         let destination = client.breakers.as_ref().map(|_| Destination::of(req.uri()));
         // With no subscriber the span is disabled: the stack is called and polled as it is,
         // with no span entered and left around it.
-        let stack = if span.is_disabled() {
+        let stack = {
+            let _entered = (!span.is_disabled()).then(|| span.enter());
             client.service.call(req)
-        } else {
-            span.in_scope(|| client.service.call(req))
         };
         self.sent = Some(Sent {
             stack,
@@ -478,14 +482,35 @@ impl<'a> Call<'a> {
     }
 }
 
+impl Client {
+    /// Records a call this client refused before sending it (a scheme it does not call): its
+    /// error, as [`Call::start`]'s.
+    #[cold]
+    #[inline(never)]
+    fn refused(
+        &self,
+        mut refused: Error,
+        span: &tracing::Span,
+        #[cfg(feature = "metrics")] active: telemetry::Active,
+        started: Instant,
+    ) -> Result<(), Error> {
+        self.failed(&mut refused, None, started.elapsed());
+        let result = Err(refused);
+        telemetry::finish(span, &result);
+        #[cfg(feature = "metrics")]
+        active.finish(&result);
+        result.map(drop)
+    }
+}
+
 impl Future for Call<'_> {
     type Output = Result<Response<ResponseBody>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Every field is `Unpin` (the stack's future is boxed).
         let this = self.get_mut();
-        if let Some(outgoing) = this.outgoing.take()
-            && let Err(err) = this.start(outgoing)
+        if this.outgoing.is_some()
+            && let Err(err) = this.start()
         {
             return Poll::Ready(Err(err));
         }
@@ -503,13 +528,24 @@ impl Future for Call<'_> {
         let Some(sent) = this.sent.take() else {
             return Poll::Ready(Err(Error::new(Kind::Other, Phase::Local)));
         };
+        Poll::Ready(sent.finish(this.client, result))
+    }
+}
+
+impl Sent<'_> {
+    /// Records the call in its result.
+    #[inline(never)]
+    fn finish(
+        self,
+        client: &Client,
+        result: Result<Response<body::StackBody>, Error>,
+    ) -> Result<Response<ResponseBody>, Error> {
         let mut result = result.map(ResponseBody::of_stack);
-        this.client
-            .record(&mut result, sent.destination, sent.started.elapsed());
-        telemetry::finish(&sent.span, &result);
+        client.record(&mut result, self.destination, self.started.elapsed());
+        telemetry::finish(&self.span, &result);
         #[cfg(feature = "metrics")]
-        sent.active.finish(&result);
-        Poll::Ready(result)
+        self.active.finish(&result);
+        result
     }
 }
 
@@ -540,6 +576,9 @@ enum Outgoing<'u> {
     },
 }
 
+/// Out of line: building a request takes a few copies of its head on the stack, which would
+/// otherwise widen the frame of [`Call::start`], under which every layer is called.
+#[inline(never)]
 fn request(method: Method, url: &str, body: Bytes) -> Result<Request<RequestBody>, Error> {
     // Not `Request::builder()`: its `Result` of a whole head is moved through each step.
     let uri = http::Uri::try_from(url)

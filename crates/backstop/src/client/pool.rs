@@ -97,11 +97,22 @@ impl<Res: Send + 'static> ServicePool<Res> {
                 future
             }
             Poll::Ready(Err(err)) => Box::pin(std::future::ready(Err(err))),
-            Poll::Pending => Box::pin(self.call_when_ready(service, req)),
+            Poll::Pending => self.boxed_call_when_ready(service, req),
         }
     }
 
+    /// Out of line: the waiting future is built on the stack before it is boxed, and would
+    /// otherwise widen `call`'s frame, under which every call runs the whole stack.
     #[cold]
+    #[inline(never)]
+    fn boxed_call_when_ready(
+        &self,
+        service: StackService<Res>,
+        req: Request<RequestBody>,
+    ) -> StackFuture<'_, Res> {
+        Box::pin(self.call_when_ready(service, req))
+    }
+
     async fn call_when_ready(
         &self,
         mut service: StackService<Res>,
