@@ -341,6 +341,54 @@ mod tests {
         }
     }
 
+    /// A connect whose state is large, as the client's chain of connectors is.
+    struct LargeConnect {
+        _state: [u8; 512],
+    }
+
+    impl Future for LargeConnect {
+        type Output = Result<(), io::Error>;
+
+        fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl ConnectProgress for LargeConnect {
+        fn phase(&self) -> backstop_classify::Phase {
+            backstop_classify::Phase::Connect
+        }
+    }
+
+    #[derive(Clone)]
+    struct LargeConnector;
+
+    impl Service<Uri> for LargeConnector {
+        type Response = ();
+        type Error = io::Error;
+        type Future = LargeConnect;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _uri: Uri) -> LargeConnect {
+            LargeConnect { _state: [0; 512] }
+        }
+    }
+
+    fn future_size<S: Service<Uri>>(_: &S) -> usize {
+        std::mem::size_of::<S::Future>()
+    }
+
+    /// hyper-util keeps room for a connect in every request's future, pooled connection or
+    /// not: the timed connector's future is one pointer, whatever the chain inside holds.
+    #[test]
+    fn the_timed_connectors_future_is_one_pointer_whatever_the_chain_holds() {
+        let connector = TimedConnector::new(LargeConnector);
+        assert_eq!(future_size(&connector), std::mem::size_of::<usize>());
+    }
+
     #[test]
     fn only_the_first_response_over_a_connection_claims_it_and_the_facts_are_replaced() {
         let opened = opened();
