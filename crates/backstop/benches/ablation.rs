@@ -1,6 +1,11 @@
 //! Where the full stack's cost comes from: sequential loopback requests through stacks that add
 //! one layer at a time, interleaved in rounds, and the CPU time, throughput and p99 of each with
-//! 32 requests in flight. `cargo bench -p backstop --bench ablation`.
+//! 32 requests in flight. `cargo bench -p backstop --bench ablation`. With
+//! `ABLATION_MODE=interleaved`, only sequential requests, one through each stack in turn: each
+//! step's p50 and p99 over bare in the same run. Read those with care: the same stack built
+//! twice in one run differs by 2–5 µs at p50, by where its connections and tasks happened to
+//! land (BENCHMARKS.md, "Sixteenth pass"), so a step's figure is not its layer's cost unless it
+//! holds with the steps in another order (`ABLATION_ONLY`).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -76,7 +81,10 @@ fn main() {
                 .service(TcpConnector::new())
         };
         let plain = HyperClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-        let ours = HyperClient::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(connector());
+        // Each step a client of its own: steps sharing a pool would share its most recently used
+        // connection, warm from the step before.
+        let ours =
+            || HyperClient::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(connector());
         let replay = || {
             HyperClient::builder(TokioExecutor::new())
                 .build::<_, ReplayBody<Full<Bytes>>>(connector())
@@ -92,13 +100,13 @@ fn main() {
         };
         let variants: Vec<(&str, Boxed)> = vec![
             ("bare hyper-util", boxed(plain)),
-            ("+ connector (connect+idle)", boxed(ours.clone())),
+            ("+ connector (connect+idle)", boxed(ours())),
             (
                 "+ body idle",
                 boxed(
                     ServiceBuilder::new()
                         .layer(BodyIdleTimeoutLayer::new(idle.period()))
-                        .service(ours.clone()),
+                        .service(ours()),
                 ),
             ),
             (
@@ -107,7 +115,7 @@ fn main() {
                     ServiceBuilder::new()
                         .layer(attempt())
                         .layer(BodyIdleTimeoutLayer::new(idle.period()))
-                        .service(ours.clone()),
+                        .service(ours()),
                 ),
             ),
             (
@@ -117,7 +125,7 @@ fn main() {
                         .layer(ClassifyLayer::new())
                         .layer(attempt())
                         .layer(BodyIdleTimeoutLayer::new(idle.period()))
-                        .service(ours.clone()),
+                        .service(ours()),
                 ),
             ),
             (
@@ -128,7 +136,7 @@ fn main() {
                         .layer(ClassifyLayer::new())
                         .layer(attempt())
                         .layer(BodyIdleTimeoutLayer::new(idle.period()))
-                        .service(ours.clone()),
+                        .service(ours()),
                 ),
             ),
             (
@@ -168,17 +176,62 @@ fn main() {
                 }))
             }),
         ];
+        // `ABLATION_ONLY=0,8,7`: only those steps, in that order (the order in which their
+        // pools are opened and their requests sent in a turn; the first is what the
+        // interleaved mode's "over bare" is measured against).
+        let variants = match std::env::var("ABLATION_ONLY") {
+            Ok(only) => {
+                let mut all: Vec<Option<(&str, Boxed)>> = variants.into_iter().map(Some).collect();
+                only.split(',')
+                    .map(|i| {
+                        let i: usize = i.trim().parse().expect("ABLATION_ONLY: step numbers");
+                        all.get_mut(i)
+                            .and_then(Option::take)
+                            .expect("ABLATION_ONLY: each step once, 0 to 8")
+                    })
+                    .collect()
+            }
+            Err(_) => variants,
+        };
         // `ABLATION_PROFILE=<step>` (0 = bare): only that stack, 32 tasks × 1 000 requests, for
-        // a profiler (callgrind's instruction counts are steadier than this machine's clock).
+        // a profiler (sequential requests with `ABLATION_MODE=sequential`) (callgrind's instruction counts are steadier than this machine's clock).
         if let Some(step) = std::env::var("ABLATION_PROFILE")
             .ok()
             .and_then(|step| step.parse::<usize>().ok())
         {
             let (name, svc) = &variants[step.min(variants.len() - 1)];
             open_connections(svc, &url).await;
-            let latencies = concurrent(svc, &url, 1_000).await;
+            // With `ABLATION_MODE=sequential`: 20 000 requests one after another instead.
+            let latencies = if std::env::var("ABLATION_MODE").as_deref() == Ok("sequential") {
+                let mut latencies = Vec::with_capacity(20_000);
+                for _ in 0..20_000 {
+                    let req = Request::get(&url).body(Full::new(Bytes::new())).unwrap();
+                    let t = Instant::now();
+                    svc.clone().oneshot(req).await.unwrap();
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            } else {
+                concurrent(svc, &url, 1_000).await
+            };
             println!("profiled {} requests through {name}", latencies.len());
             return;
+        }
+        // `ABLATION_MODE=interleaved`: sequential requests interleaved per request (one of each
+        // stack in turn, the order rotating), so the shared machine's drift falls on every step
+        // alike: each step's p50 and p99 over bare, in one run.
+        // A quick run goes through it too (its table printed before the other), so it cannot rot.
+        let interleaved_only = std::env::var("ABLATION_MODE").as_deref() == Ok("interleaved");
+        if interleaved_only || quick() {
+            let turns = if quick() { 5 } else { INTERLEAVED_TURNS };
+            for (_, svc) in &variants {
+                open_connections(svc, &url).await;
+            }
+            let latencies = interleaved(&variants, &url, turns).await;
+            print_interleaved(&variants, &latencies);
+            if interleaved_only {
+                return;
+            }
         }
         // (rounds, sequential requests per round, requests per task, warm-up requests)
         let (rounds, per_round, per_task, warm_up) = if quick() {
@@ -254,6 +307,52 @@ fn main() {
             );
         }
     });
+}
+
+/// Turns of the interleaved mode: each stack sends this many requests.
+const INTERLEAVED_TURNS: usize = 30_000;
+
+/// `turns` turns of one sequential request through each stack, the first stack of a turn
+/// rotating so that none always follows the same one; every request's latency, per stack.
+async fn interleaved(variants: &[(&str, Boxed)], url: &str, turns: usize) -> Vec<Vec<Duration>> {
+    let mut latencies = vec![Vec::with_capacity(turns); variants.len()];
+    for turn in 0..turns {
+        for k in 0..variants.len() {
+            let i = (turn + k) % variants.len();
+            let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
+            let t = Instant::now();
+            variants[i].1.clone().oneshot(req).await.unwrap();
+            latencies[i].push(t.elapsed());
+        }
+    }
+    latencies
+}
+
+/// Each stack's p50 and p99 of the interleaved mode, and what they add over the first (bare).
+fn print_interleaved(variants: &[(&str, Boxed)], latencies: &[Vec<Duration>]) {
+    let at = |sorted: &[Duration], p: f64| {
+        let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+        sorted[index].as_secs_f64() * 1e6
+    };
+    let sorted: Vec<Vec<Duration>> = latencies
+        .iter()
+        .map(|own| {
+            let mut own = own.clone();
+            own.sort_unstable();
+            own
+        })
+        .collect();
+    let (p50_bare, p99_bare) = (at(&sorted[0], 0.5), at(&sorted[0], 0.99));
+    println!("| stack | p50 µs | over bare | p99 µs | over bare |");
+    println!("|---|---:|---:|---:|---:|");
+    for ((name, _), own) in variants.iter().zip(&sorted) {
+        let (p50, p99) = (at(own, 0.5), at(own, 0.99));
+        println!(
+            "| {name} | {p50:.1} | {:+.2} µs | {p99:.1} | {:+.2} µs |",
+            p50 - p50_bare,
+            p99 - p99_bare
+        );
+    }
 }
 
 /// Opens [`common::POOLED_CONNECTIONS`] connections in the pool of `svc`'s client.

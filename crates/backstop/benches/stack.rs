@@ -10,7 +10,13 @@
 //! installed first, so every metric backstop records is recorded for real (the added cost of the
 //! `metrics` feature with a recorder); without it, none is installed. With `STACK_CONTROL=bare`
 //! a second bare client takes the tower `Timeout`'s place (`bare (2)`): an A/A control, whose
-//! figures "over bare" are the run's noise floor.
+//! figures "over bare" are the run's noise floor. With `STACK_CONTROL=padded` that control also
+//! runs `STACK_PAD` lines of code nothing else runs once per request (`padded`, [`cold_code`]):
+//! what that many cold code lines cost a request, in the same run. With
+//! `STACK_CONTROL=connector` the control is a bare hyper-util client over backstop's connector
+//! chain (connect timeout, connection idle timeout, its TCP connector; `connector`): what
+//! backstop's connections cost without its layers. `STACK_OPEN=reverse` opens the clients'
+//! pools last client first, to see whether the order they were opened in moves a figure.
 //! `STACK_MODE=interleaved` runs only a third mode, sequential too but interleaved per request
 //! (one request of each client in turn, 4 × 50 000): the drift of the shared machine, which
 //! moves whole rounds by tens of microseconds, falls on every client alike, so the p99 added
@@ -81,6 +87,16 @@ enum Side {
     /// `STACK_CODE=own`: the bare client, and the control's, each over a connector of its own.
     OwnBare1(Box<HyperClient<OwnConnector<1>, Full<Bytes>>>),
     OwnBare2(Box<HyperClient<OwnConnector<2>, Full<Bytes>>>),
+    /// `STACK_CONTROL=padded`: the control's bare client, which also runs code of its own
+    /// that nothing else runs (`cold_code`, `STACK_PAD` lines of it) once per request.
+    Padded(
+        Box<HyperClient<OwnConnector<2>, Full<Bytes>>>,
+        cold_code::Pad,
+    ),
+    /// `STACK_CONTROL=connector`: a bare hyper-util client over backstop's connector chain as
+    /// the client builds it by default (connect timeout, connection idle timeout, its TCP
+    /// connector), without the TLS layer and the timings: what the connections cost alone.
+    Connector(Box<HyperClient<BackstopConnector, Full<Bytes>>>),
     Tower(PeerService),
     Backstop(backstop::Client),
 }
@@ -327,6 +343,183 @@ where
     PeerService::new(service)
 }
 
+/// Code that only the padded control runs (`STACK_CONTROL=padded`): `STACK_PAD` code lines
+/// (96 by default, about the code lines per request backstop's layers fetch beyond the peers'
+/// on the calling thread; a multiple of 3, at most 192), run once per request and scattered as
+/// a call's code is: each block is a function of its own, 1 KiB long, of which a request runs
+/// three lines (its first 75 bytes, which straddle two, and its return, 900 bytes on), so the
+/// next-line prefetcher does not have the next one. In the interleaved
+/// mode the other clients' requests evict them between two of the control's, as they evict
+/// backstop's: the control's "p99 added" is what that many cold code lines cost a request.
+mod cold_code {
+    use std::hint::black_box;
+
+    macro_rules! x2 {
+        ($($t:tt)*) => { $($t)* $($t)* };
+    }
+    macro_rules! x4 {
+        ($($t:tt)*) => { x2! { x2! { $($t)* } } };
+    }
+    macro_rules! x16 {
+        ($($t:tt)*) => { x4! { x4! { $($t)* } } };
+    }
+
+    /// One block, one kibibyte: six stores and a test in its first line, the return in its
+    /// last, and between them stores a request never runs (the test is never true). A const
+    /// generic makes each copy a function of its own.
+    #[inline(never)]
+    fn block<const N: u64>() {
+        x4! { black_box(N); }
+        x2! { black_box(N); }
+        if black_box(N == u64::MAX) {
+            // 104 stores of 9 bytes.
+            x16! { x4! { black_box(N); } x2! { black_box(N); } }
+            x4! { black_box(N); }
+            x4! { black_box(N); }
+        }
+    }
+
+    macro_rules! blocks {
+        ($($n:literal)*) => { [$(block::<$n> as fn()),*] };
+    }
+
+    /// One block of 4 KiB: as [`block`], with four times the stores a request never runs, so
+    /// that each block's three lines are on a page of their own.
+    #[inline(never)]
+    fn wide_block<const N: u64>() {
+        x4! { black_box(N); }
+        x2! { black_box(N); }
+        if black_box(N == u64::MAX) {
+            x4! {
+                x16! { x4! { black_box(N); } x2! { black_box(N); } } x4! { black_box(N); } x4! { black_box(N); }
+            }
+        }
+    }
+
+    /// One block of 24 conditional branches, each taken or not by a bit of `N` (so about half
+    /// are taken, and each is predictable once seen): the branch sites of a request whose path is
+    /// branchy, in about four code lines.
+    #[inline(never)]
+    fn branchy_block<const N: u64>() {
+        let bits = black_box(N.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        macro_rules! branch {
+            ($($k:literal)*) => { $( if bits & (1 << $k) != 0 { black_box($k); } )* };
+        }
+        branch!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23);
+    }
+
+    macro_rules! branchy_blocks {
+        ($($n:literal)*) => { [$(branchy_block::<$n> as fn()),*] };
+    }
+
+    macro_rules! wide_blocks {
+        ($($n:literal)*) => { [$(wide_block::<$n> as fn()),*] };
+    }
+
+    /// What the padded control runs per request.
+    #[derive(Clone)]
+    pub(super) struct Pad {
+        /// Code lines, three per block.
+        lines: usize,
+        /// `STACK_PAD_WIDE=1`: a page per block (4 KiB blocks) instead of four blocks a page.
+        wide: bool,
+        /// `STACK_PAD_BRANCHES=1`: branchy blocks (24 branch sites each) instead.
+        branchy: bool,
+        /// `STACK_PAD_DATA=<pages>`: one line read from each of that many pages of a buffer of
+        /// its own, 64 KiB apart: the data side of a request whose state is spread out.
+        data: std::sync::Arc<[u8]>,
+    }
+
+    impl Pad {
+        /// The pad `STACK_PAD` (lines, 96 when unset), `STACK_PAD_WIDE` and `STACK_PAD_DATA`
+        /// ask for.
+        pub(super) fn from_env() -> Pad {
+            let lines: usize = std::env::var("STACK_PAD")
+                .map_or(96, |v| v.parse().expect("STACK_PAD: a number of lines"));
+            assert!(
+                lines.is_multiple_of(3) && lines <= 192,
+                "STACK_PAD: a multiple of 3 lines, at most 192"
+            );
+            let pages: usize = std::env::var("STACK_PAD_DATA")
+                .map_or(0, |v| v.parse().expect("STACK_PAD_DATA: a number of pages"));
+            Pad::new(
+                lines,
+                std::env::var("STACK_PAD_WIDE").is_ok_and(|v| v == "1"),
+                std::env::var("STACK_PAD_BRANCHES").is_ok_and(|v| v == "1"),
+                pages,
+            )
+        }
+
+        /// `lines` code lines (wide or branchy blocks) and `pages` data lines.
+        pub(super) fn new(lines: usize, wide: bool, branchy: bool, pages: usize) -> Pad {
+            Pad {
+                lines,
+                wide,
+                branchy,
+                data: vec![1u8; pages * DATA_STRIDE].into(),
+            }
+        }
+
+        /// Runs `lines / 3` distinct blocks and reads the data lines.
+        pub(super) fn run(&self) -> u64 {
+            let blocks: [fn(); 64] = blocks!(
+                0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29
+                30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56
+                57 58 59 60 61 62 63
+            );
+            let wide: [fn(); 64] = wide_blocks!(
+                0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29
+                30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56
+                57 58 59 60 61 62 63
+            );
+            let branchy: [fn(); 64] = branchy_blocks!(
+                0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29
+                30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56
+                57 58 59 60 61 62 63
+            );
+            let blocks = if self.branchy {
+                &branchy
+            } else if self.wide {
+                &wide
+            } else {
+                &blocks
+            };
+            for block in &blocks[..self.lines / 3] {
+                block();
+            }
+            let mut sum = 0u64;
+            for page in self.data.chunks(DATA_STRIDE) {
+                sum += u64::from(black_box(page[0]));
+            }
+            self.lines as u64 + sum
+        }
+    }
+
+    /// The distance between two data lines the pad reads.
+    const DATA_STRIDE: usize = 64 * 1024;
+}
+
+/// backstop's connector chain with the client's defaults, TLS and timings left out.
+type BackstopConnector = backstop_timeout::ConnectTimeout<
+    backstop_timeout::IdleConnector<backstop_timeout::TcpConnector>,
+>;
+
+fn backstop_connector_client() -> Box<HyperClient<BackstopConnector, Full<Bytes>>> {
+    let tcp = backstop_timeout::TcpConnector::builder()
+        .nodelay(true)
+        .build()
+        .unwrap();
+    let connector = tower::ServiceBuilder::new()
+        .layer(backstop_timeout::ConnectTimeoutLayer::new(
+            Duration::from_secs(5),
+        ))
+        .layer(backstop_timeout::ConnectionIdleTimeoutLayer::new(
+            Duration::from_secs(30),
+        ))
+        .service(tcp);
+    Box::new(HyperClient::builder(TokioExecutor::new()).build(connector))
+}
+
 /// `STACK_VARIANT=<name>`: a backstop client with one setting away from the defaults, in the
 /// tower `Timeout`'s place (named `variant`), to see in the same run what that setting costs:
 /// `same` (the defaults again: the floor of the comparison), `nodelay` (Nagle's algorithm left
@@ -375,6 +568,11 @@ impl Side {
             Side::Bare(client) => bare_get(client, url).await,
             Side::OwnBare1(client) => bare_get(client, url).await,
             Side::OwnBare2(client) => bare_get(client, url).await,
+            Side::Connector(client) => bare_get(client, url).await,
+            Side::Padded(client, pad) => {
+                std::hint::black_box(pad.run());
+                bare_get(client, url).await;
+            }
             Side::Tower(service) => {
                 let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
                 let res = service.clone().oneshot(req).await.unwrap();
@@ -634,6 +832,10 @@ fn main() {
         let control = std::env::var("STACK_CONTROL").as_deref() == Ok("bare");
         let timeout = if let Ok(variant) = std::env::var("STACK_VARIANT") {
             backstop_variant(&variant)
+        } else if std::env::var("STACK_CONTROL").as_deref() == Ok("padded") {
+            Side::Padded(own_bare(), cold_code::Pad::from_env())
+        } else if std::env::var("STACK_CONTROL").as_deref() == Ok("connector") {
+            Side::Connector(backstop_connector_client())
         } else if control && own {
             Side::OwnBare2(own_bare())
         } else if control {
@@ -685,6 +887,10 @@ fn main() {
             "bare",
             if std::env::var("STACK_VARIANT").is_ok() {
                 "variant"
+            } else if matches!(timeout, Side::Padded(..)) {
+                "padded"
+            } else if matches!(timeout, Side::Connector(..)) {
+                "connector"
             } else if control {
                 "bare (2)"
             } else {
@@ -694,8 +900,13 @@ fn main() {
             "backstop",
         ];
         let sides = [&bare, &timeout, &peers, &backstop];
-        // Warm up the pools and code paths.
-        for side in sides {
+        // Warm up the pools and code paths. `STACK_OPEN=reverse` opens the pools last client
+        // first.
+        let mut opening = sides;
+        if std::env::var("STACK_OPEN").as_deref() == Ok("reverse") {
+            opening.reverse();
+        }
+        for side in opening {
             side.open_connections(&url).await;
         }
         for _ in 0..warm_up {
@@ -817,6 +1028,16 @@ fn main() {
             println!();
             let latencies = interleaved(&own_sides, &url, 20).await;
             print_interleaved(&["bare", "bare (2)", "peers", "backstop"], &latencies);
+            // And the padded control's paths (`STACK_CONTROL=padded`), each kind of pad.
+            let client = own_bare();
+            let pads = [
+                cold_code::Pad::from_env(),
+                cold_code::Pad::new(192, true, false, 2),
+                cold_code::Pad::new(192, false, true, 0),
+            ];
+            for pad in pads {
+                Side::Padded(client.clone(), pad).get(&url).await;
+            }
         }
     });
 }
