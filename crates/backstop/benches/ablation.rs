@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::upstream;
+use common::{CONNECTION_IDLE, percentile, upstream};
 
 use std::time::Duration;
 
@@ -18,9 +18,7 @@ use backstop_breaker::CircuitBreakerLayer;
 use backstop_classify::ClassifyLayer;
 use backstop_deadline::{AttemptTimeoutLayer, DeadlineLayer, InnerWaits};
 use backstop_retry::{ReplayBody, RetryLayer};
-use backstop_timeout::{
-    BodyIdleTimeoutLayer, ConnectTimeoutLayer, ConnectionIdleTimeoutLayer, TcpConnector,
-};
+use backstop_timeout::BodyIdleTimeoutLayer;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
@@ -73,13 +71,7 @@ fn main() {
     runtime.block_on(async {
         let addr = upstream().await;
         let url = format!("http://{addr}/");
-        let idle = ConnectionIdleTimeoutLayer::new(Duration::from_secs(30));
-        let connector = || {
-            ServiceBuilder::new()
-                .layer(ConnectTimeoutLayer::new(Duration::from_secs(5)))
-                .layer(idle)
-                .service(TcpConnector::new())
-        };
+        let connector = common::backstop_connector;
         let plain = HyperClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
         // Each step a client of its own: steps sharing a pool would share its most recently used
         // connection, warm from the step before.
@@ -105,7 +97,7 @@ fn main() {
                 "+ body idle",
                 boxed(
                     ServiceBuilder::new()
-                        .layer(BodyIdleTimeoutLayer::new(idle.period()))
+                        .layer(BodyIdleTimeoutLayer::new(CONNECTION_IDLE))
                         .service(ours()),
                 ),
             ),
@@ -114,7 +106,7 @@ fn main() {
                 boxed(
                     ServiceBuilder::new()
                         .layer(attempt())
-                        .layer(BodyIdleTimeoutLayer::new(idle.period()))
+                        .layer(BodyIdleTimeoutLayer::new(CONNECTION_IDLE))
                         .service(ours()),
                 ),
             ),
@@ -124,7 +116,7 @@ fn main() {
                     ServiceBuilder::new()
                         .layer(ClassifyLayer::new())
                         .layer(attempt())
-                        .layer(BodyIdleTimeoutLayer::new(idle.period()))
+                        .layer(BodyIdleTimeoutLayer::new(CONNECTION_IDLE))
                         .service(ours()),
                 ),
             ),
@@ -135,7 +127,7 @@ fn main() {
                         .layer(CircuitBreakerLayer::new())
                         .layer(ClassifyLayer::new())
                         .layer(attempt())
-                        .layer(BodyIdleTimeoutLayer::new(idle.period()))
+                        .layer(BodyIdleTimeoutLayer::new(CONNECTION_IDLE))
                         .service(ours()),
                 ),
             ),
@@ -147,7 +139,7 @@ fn main() {
                         .layer(CircuitBreakerLayer::new())
                         .layer(ClassifyLayer::new())
                         .layer(attempt())
-                        .layer(BodyIdleTimeoutLayer::new(idle.period()))
+                        .layer(BodyIdleTimeoutLayer::new(CONNECTION_IDLE))
                         .service(replay()),
                 ),
             ),
@@ -160,7 +152,7 @@ fn main() {
                         .layer(CircuitBreakerLayer::new())
                         .layer(ClassifyLayer::new())
                         .layer(attempt())
-                        .layer(BodyIdleTimeoutLayer::new(idle.period()))
+                        .layer(BodyIdleTimeoutLayer::new(CONNECTION_IDLE))
                         .service(replay()),
                 ),
             ),
@@ -185,16 +177,17 @@ fn main() {
                 only.split(',')
                     .map(|i| {
                         let i: usize = i.trim().parse().expect("ABLATION_ONLY: step numbers");
-                        all.get_mut(i)
-                            .and_then(Option::take)
-                            .expect("ABLATION_ONLY: each step once, 0 to 8")
+                        all.get_mut(i).and_then(Option::take).unwrap_or_else(|| {
+                            panic!("ABLATION_ONLY: each step once, 0 to {}", all.len() - 1)
+                        })
                     })
                     .collect()
             }
             Err(_) => variants,
         };
-        // `ABLATION_PROFILE=<step>` (0 = bare): only that stack, 32 tasks × 1 000 requests, for
-        // a profiler (sequential requests with `ABLATION_MODE=sequential`) (callgrind's instruction counts are steadier than this machine's clock).
+        // `ABLATION_PROFILE=<step>` (0 = bare): only that stack, 32 tasks × 1 000 requests (or,
+        // with `ABLATION_MODE=sequential`, 20 000 one after another), for a profiler
+        // (callgrind's instruction counts are steadier than this machine's clock).
         if let Some(step) = std::env::var("ABLATION_PROFILE")
             .ok()
             .and_then(|step| step.parse::<usize>().ok())
@@ -221,12 +214,13 @@ fn main() {
         // stack in turn, the order rotating), so the shared machine's drift falls on every step
         // alike: each step's p50 and p99 over bare, in one run.
         // A quick run goes through it too (its table printed before the other), so it cannot rot.
+        // Each pool is opened once, before either mode: `open_connections` needs an empty pool.
+        for (_, svc) in &variants {
+            open_connections(svc, &url).await;
+        }
         let interleaved_only = std::env::var("ABLATION_MODE").as_deref() == Ok("interleaved");
         if interleaved_only || quick() {
             let turns = if quick() { 5 } else { INTERLEAVED_TURNS };
-            for (_, svc) in &variants {
-                open_connections(svc, &url).await;
-            }
             let latencies = interleaved(&variants, &url, turns).await;
             print_interleaved(&variants, &latencies);
             if interleaved_only {
@@ -240,7 +234,6 @@ fn main() {
             (ROUNDS, PER_ROUND, PER_TASK, 300)
         };
         for (_, svc) in &variants {
-            open_connections(svc, &url).await;
             for _ in 0..warm_up {
                 svc.clone()
                     .oneshot(Request::get(&url).body(Full::new(Bytes::new())).unwrap())
@@ -330,10 +323,7 @@ async fn interleaved(variants: &[(&str, Boxed)], url: &str, turns: usize) -> Vec
 
 /// Each stack's p50 and p99 of the interleaved mode, and what they add over the first (bare).
 fn print_interleaved(variants: &[(&str, Boxed)], latencies: &[Vec<Duration>]) {
-    let at = |sorted: &[Duration], p: f64| {
-        let index = ((sorted.len() - 1) as f64 * p).round() as usize;
-        sorted[index].as_secs_f64() * 1e6
-    };
+    let at = |sorted: &[Duration], p: f64| percentile(sorted, p).as_secs_f64() * 1e6;
     let sorted: Vec<Vec<Duration>> = latencies
         .iter()
         .map(|own| {

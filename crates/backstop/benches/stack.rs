@@ -35,7 +35,7 @@
 
 mod common;
 
-use common::upstream;
+use common::{percentile, upstream};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,7 +96,7 @@ enum Side {
     /// `STACK_CONTROL=connector`: a bare hyper-util client over backstop's connector chain as
     /// the client builds it by default (connect timeout, connection idle timeout, its TCP
     /// connector), without the TLS layer and the timings: what the connections cost alone.
-    Connector(Box<HyperClient<BackstopConnector, Full<Bytes>>>),
+    Connector(Box<HyperClient<common::BackstopConnector, Full<Bytes>>>),
     Tower(PeerService),
     Backstop(backstop::Client),
 }
@@ -379,10 +379,6 @@ mod cold_code {
         }
     }
 
-    macro_rules! blocks {
-        ($($n:literal)*) => { [$(block::<$n> as fn()),*] };
-    }
-
     /// One block of 4 KiB: as [`block`], with four times the stores a request never runs, so
     /// that each block's three lines are on a page of their own.
     #[inline(never)]
@@ -408,14 +404,6 @@ mod cold_code {
         branch!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23);
     }
 
-    macro_rules! branchy_blocks {
-        ($($n:literal)*) => { [$(branchy_block::<$n> as fn()),*] };
-    }
-
-    macro_rules! wide_blocks {
-        ($($n:literal)*) => { [$(wide_block::<$n> as fn()),*] };
-    }
-
     /// What the padded control runs per request.
     #[derive(Clone)]
     pub(super) struct Pad {
@@ -431,8 +419,8 @@ mod cold_code {
     }
 
     impl Pad {
-        /// The pad `STACK_PAD` (lines, 96 when unset), `STACK_PAD_WIDE` and `STACK_PAD_DATA`
-        /// ask for.
+        /// The pad `STACK_PAD` (lines, 96 when unset), `STACK_PAD_WIDE`, `STACK_PAD_BRANCHES`
+        /// and `STACK_PAD_DATA` ask for.
         pub(super) fn from_env() -> Pad {
             let lines: usize = std::env::var("STACK_PAD")
                 .map_or(96, |v| v.parse().expect("STACK_PAD: a number of lines"));
@@ -462,27 +450,12 @@ mod cold_code {
 
         /// Runs `lines / 3` distinct blocks and reads the data lines.
         pub(super) fn run(&self) -> u64 {
-            let blocks: [fn(); 64] = blocks!(
-                0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29
-                30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56
-                57 58 59 60 61 62 63
-            );
-            let wide: [fn(); 64] = wide_blocks!(
-                0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29
-                30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56
-                57 58 59 60 61 62 63
-            );
-            let branchy: [fn(); 64] = branchy_blocks!(
-                0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29
-                30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56
-                57 58 59 60 61 62 63
-            );
             let blocks = if self.branchy {
-                &branchy
+                &BRANCHY
             } else if self.wide {
-                &wide
+                &WIDE
             } else {
-                &blocks
+                &NARROW
             };
             for block in &blocks[..self.lines / 3] {
                 block();
@@ -495,29 +468,21 @@ mod cold_code {
         }
     }
 
+    /// Each kind of block, 64 copies: as many as `STACK_PAD`'s 192 lines need.
+    macro_rules! sixty_four {
+        ($block:ident) => {
+            sixty_four!($block; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25
+                26 27 28 29 30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52
+                53 54 55 56 57 58 59 60 61 62 63)
+        };
+        ($block:ident; $($n:literal)*) => { [$($block::<$n> as fn()),*] };
+    }
+    static NARROW: [fn(); 64] = sixty_four!(block);
+    static WIDE: [fn(); 64] = sixty_four!(wide_block);
+    static BRANCHY: [fn(); 64] = sixty_four!(branchy_block);
+
     /// The distance between two data lines the pad reads.
     const DATA_STRIDE: usize = 64 * 1024;
-}
-
-/// backstop's connector chain with the client's defaults, TLS and timings left out.
-type BackstopConnector = backstop_timeout::ConnectTimeout<
-    backstop_timeout::IdleConnector<backstop_timeout::TcpConnector>,
->;
-
-fn backstop_connector_client() -> Box<HyperClient<BackstopConnector, Full<Bytes>>> {
-    let tcp = backstop_timeout::TcpConnector::builder()
-        .nodelay(true)
-        .build()
-        .unwrap();
-    let connector = tower::ServiceBuilder::new()
-        .layer(backstop_timeout::ConnectTimeoutLayer::new(
-            Duration::from_secs(5),
-        ))
-        .layer(backstop_timeout::ConnectionIdleTimeoutLayer::new(
-            Duration::from_secs(30),
-        ))
-        .service(tcp);
-    Box::new(HyperClient::builder(TokioExecutor::new()).build(connector))
 }
 
 /// `STACK_VARIANT=<name>`: a backstop client with one setting away from the defaults, in the
@@ -750,11 +715,6 @@ fn print_interleaved(names: &[&str; 4], latencies: &[Vec<Duration>]) {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
-
 struct Tally {
     requests: usize,
     time: Duration,
@@ -829,13 +789,16 @@ fn main() {
         // `STACK_CONTROL=bare`: a second bare client (its own pool) in the tower `Timeout`'s place,
         // named `bare (2)`: what "added over bare" reads when nothing is added, the floor under
         // every other figure of the run.
-        let control = std::env::var("STACK_CONTROL").as_deref() == Ok("bare");
+        let control_kind = std::env::var("STACK_CONTROL").unwrap_or_default();
+        let control = control_kind == "bare";
         let timeout = if let Ok(variant) = std::env::var("STACK_VARIANT") {
             backstop_variant(&variant)
-        } else if std::env::var("STACK_CONTROL").as_deref() == Ok("padded") {
+        } else if control_kind == "padded" {
             Side::Padded(own_bare(), cold_code::Pad::from_env())
-        } else if std::env::var("STACK_CONTROL").as_deref() == Ok("connector") {
-            Side::Connector(backstop_connector_client())
+        } else if control_kind == "connector" {
+            Side::Connector(Box::new(
+                HyperClient::builder(TokioExecutor::new()).build(common::backstop_connector()),
+            ))
         } else if control && own {
             Side::OwnBare2(own_bare())
         } else if control {

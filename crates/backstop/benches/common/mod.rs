@@ -91,3 +91,30 @@ fn serve(stream: tokio::net::TcpStream) {
             .await;
     });
 }
+
+/// backstop's connector chain with the client's defaults (connect timeout 5 s, connection idle
+/// timeout [`CONNECTION_IDLE`], its TCP connector with `TCP_NODELAY`), TLS and timings left out.
+pub(crate) type BackstopConnector = backstop_timeout::ConnectTimeout<
+    backstop_timeout::IdleConnector<backstop_timeout::TcpConnector>,
+>;
+
+/// The client's default connection idle timeout.
+pub(crate) const CONNECTION_IDLE: Duration = Duration::from_secs(30);
+
+/// A [`BackstopConnector`].
+pub(crate) fn backstop_connector() -> BackstopConnector {
+    tower::ServiceBuilder::new()
+        .layer(backstop_timeout::ConnectTimeoutLayer::new(
+            Duration::from_secs(5),
+        ))
+        .layer(backstop_timeout::ConnectionIdleTimeoutLayer::new(
+            CONNECTION_IDLE,
+        ))
+        .service(backstop_timeout::TcpConnector::new())
+}
+
+/// The `p` quantile (0 to 1) of `sorted`: the nearest rank.
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
