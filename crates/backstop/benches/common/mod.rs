@@ -51,14 +51,16 @@ pub(crate) async fn upstream() -> SocketAddr {
     tokio::spawn(async move {
         let mut held = Vec::new();
         loop {
-            let gather = GATHER.load(Ordering::SeqCst);
             // While gathering, a pause of 5 s without a new connection serves what is
             // held (a client that reused a connection would otherwise wait for ever).
-            let accepted = if gather > 0 {
+            let accepted = if !held.is_empty() {
                 tokio::time::timeout(Duration::from_secs(5), listener.accept()).await
             } else {
                 Ok(listener.accept().await)
             };
+            // Read after the accept: a gather starts while this loop waits in an accept, and
+            // the connection that wakes it is the gather's first.
+            let gather = GATHER.load(Ordering::SeqCst);
             match accepted {
                 Ok(Ok((stream, _))) => {
                     let _ = stream.set_nodelay(true);
