@@ -23,7 +23,8 @@
 //! over bare is resolved to about a microsecond (see the A/A control); `STACK_VARIANT=<name>`
 //! puts a backstop client with one setting changed in the tower `Timeout`'s place
 //! ([`backstop_variant`]), `STACK_EVICT_KB=<n>` evicts the caches before each request
-//! ([`Evictor`]). `STACK_CODE=own` gives every hyper-util client of the run a connector and a
+//! ([`Evictor`]), `STACK_CPU=1` adds what each request costs the thread that makes it
+//! ([`CallerCosts`]). `STACK_CODE=own` gives every hyper-util client of the run a connector and a
 //! connection type of its own, so that no two share hyper's code, as none shares it with
 //! backstop's ([`own_code`]); `scripts/bench-all` runs the interleaved mode so.
 //! Each mode runs in interleaved rounds (in a balanced order: over four rounds each side takes
@@ -608,18 +609,121 @@ impl Evictor {
 /// of microseconds, falls on every side alike within a few microseconds, so each side's p99 is
 /// over the same stretch of time. Each side's code runs one request in four, between the
 /// others': nearer a service that calls out between other work than a loop of one client.
-async fn interleaved(sides: &[&Side; 4], url: &str, per_side: usize) -> Vec<Vec<Duration>> {
+async fn interleaved(
+    sides: &[&Side; 4],
+    url: &str,
+    per_side: usize,
+    mut costs: Option<&mut CallerCosts>,
+) -> Vec<Vec<Duration>> {
     let mut latencies = vec![Vec::with_capacity(per_side); sides.len()];
     let mut evictor = Evictor::from_env();
     for turn in 0..per_side {
         for &i in &BALANCED_ORDER[turn % BALANCED_ORDER.len()] {
             evictor.evict();
-            let t = Instant::now();
-            sides[i].get(url).await;
-            latencies[i].push(t.elapsed());
+            let latency = match costs.as_deref_mut() {
+                Some(costs) => costs.measure(i, sides[i].get(url)).await,
+                None => {
+                    let t = Instant::now();
+                    sides[i].get(url).await;
+                    t.elapsed()
+                }
+            };
+            latencies[i].push(latency);
         }
     }
     latencies
+}
+
+/// `STACK_CPU=1` (interleaved mode): what each request costs the thread that makes it, per
+/// client. Its CPU time (`CLOCK_THREAD_CPUTIME_ID`, user and kernel: on a VM, most of it is
+/// waking the worker that runs the connection and being woken by it), and how long the
+/// request's future spends in its polls: the first (the request is made and handed to the
+/// connection's task) and the later ones (the response is taken and its body read). A gap in
+/// wall-clock latency that is also a gap here is work on the caller's thread; one that is not
+/// is time spent waiting for the other threads.
+#[derive(Default)]
+struct CallerCosts {
+    cpu: [Vec<Duration>; 4],
+    first_poll: [Duration; 4],
+    later_polls: [Duration; 4],
+    polls: [u64; 4],
+}
+
+impl CallerCosts {
+    /// When `STACK_CPU=1` and this platform has a per-thread CPU clock.
+    fn from_env() -> Option<CallerCosts> {
+        let wanted = std::env::var("STACK_CPU").as_deref() == Ok("1");
+        (wanted && thread_cpu().is_some()).then(CallerCosts::default)
+    }
+
+    /// Runs `request` as side `side`'s; its wall-clock latency (the CPU clock is read outside
+    /// it).
+    async fn measure(&mut self, side: usize, request: impl Future<Output = ()>) -> Duration {
+        let cpu_before = thread_cpu().unwrap_or_default();
+        let started = Instant::now();
+        let mut request = std::pin::pin!(request);
+        let (mut first, mut later, mut polls) = (Duration::ZERO, Duration::ZERO, 0u64);
+        std::future::poll_fn(|cx| {
+            let t = Instant::now();
+            let polled = request.as_mut().poll(cx);
+            if polls == 0 {
+                first += t.elapsed();
+            } else {
+                later += t.elapsed();
+            }
+            polls += 1;
+            polled
+        })
+        .await;
+        let latency = started.elapsed();
+        let cpu_after = thread_cpu().unwrap_or_default();
+        self.cpu[side].push(cpu_after.saturating_sub(cpu_before));
+        self.first_poll[side] += first;
+        self.later_polls[side] += later;
+        self.polls[side] += polls;
+        latency
+    }
+
+    fn print(&self, names: &[&str; 4]) {
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let p50 = |cpu: &[Duration]| {
+            let mut sorted = cpu.to_vec();
+            sorted.sort_unstable();
+            us(percentile(&sorted, 0.5))
+        };
+        let bare_p50 = p50(&self.cpu[0]);
+        println!(
+            "| client | caller CPU µs/request: mean | p50 | p50 over bare | first poll µs | later polls µs | polls/request |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|");
+        for (i, name) in names.iter().enumerate() {
+            let n = self.cpu[i].len().max(1) as f64;
+            let total: Duration = self.cpu[i].iter().sum();
+            println!(
+                "| {name} | {:.1} | {:.1} | {:+.1} µs | {:.1} | {:.1} | {:.2} |",
+                us(total) / n,
+                p50(&self.cpu[i]),
+                p50(&self.cpu[i]) - bare_p50,
+                us(self.first_poll[i]) / n,
+                us(self.later_polls[i]) / n,
+                self.polls[i] as f64 / n,
+            );
+        }
+    }
+}
+
+/// The CPU time this thread has used, where the platform has a clock for it.
+fn thread_cpu() -> Option<Duration> {
+    #[cfg(unix)]
+    {
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+            .ok()
+            .map(Duration::from)
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
 }
 
 async fn concurrent(
@@ -880,8 +984,13 @@ fn main() {
         // `STACK_MODE=interleaved`: only the interleaved table (`cargo test`'s quick run prints
         // it after the others, so it cannot rot).
         if std::env::var("STACK_MODE").as_deref() == Ok("interleaved") {
-            let latencies = interleaved(&sides, &url, INTERLEAVED_PER_SIDE).await;
+            let mut costs = CallerCosts::from_env();
+            let latencies = interleaved(&sides, &url, INTERLEAVED_PER_SIDE, costs.as_mut()).await;
             print_interleaved(&names, &latencies);
+            if let Some(costs) = costs {
+                println!();
+                costs.print(&names);
+            }
             return;
         }
         println!(
@@ -975,8 +1084,12 @@ fn main() {
         );
         if quick() {
             println!();
-            let latencies = interleaved(&sides, &url, 20).await;
+            // With `STACK_CPU=1`'s caller costs, so that path runs too.
+            let mut costs = CallerCosts::default();
+            let latencies = interleaved(&sides, &url, 20, Some(&mut costs)).await;
             print_interleaved(&names, &latencies);
+            println!();
+            costs.print(&names);
             // And with `STACK_CODE=own`'s clients, so that path runs too.
             let own_sides = [
                 Side::OwnBare1(own_bare()),
@@ -990,7 +1103,7 @@ fn main() {
                 side.open_connections(&url).await;
             }
             println!();
-            let latencies = interleaved(&own_sides, &url, 20).await;
+            let latencies = interleaved(&own_sides, &url, 20, None).await;
             print_interleaved(&["bare", "bare (2)", "peers", "backstop"], &latencies);
             // And the padded control's paths (`STACK_CONTROL=padded`), each kind of pad.
             let client = own_bare();
