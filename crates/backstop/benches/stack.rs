@@ -636,7 +636,8 @@ async fn interleaved(
 
 /// `STACK_CPU=1` (interleaved mode): what each request costs the thread that makes it, per
 /// client. Its CPU time (`CLOCK_THREAD_CPUTIME_ID`, user and kernel: on a VM, most of it is
-/// waking the worker that runs the connection and being woken by it), and how long the
+/// waking the worker that runs the connection and being woken by it), split into the time inside
+/// the request future's polls and between them (parked, being woken), and how long the
 /// request's future spends in its polls: the first (the request is made and handed to the
 /// connection's task) and the later ones (the response is taken and its body read). A gap in
 /// wall-clock latency that is also a gap here is work on the caller's thread; one that is not
@@ -646,6 +647,9 @@ struct CallerCosts {
     cpu: [Vec<Duration>; 4],
     first_poll: [Duration; 4],
     later_polls: [Duration; 4],
+    /// CPU time inside the polls (first and later): the rest of `cpu` is spent between them,
+    /// parked and being woken.
+    cpu_in_polls: [Duration; 4],
     polls: [u64; 4],
 }
 
@@ -663,7 +667,9 @@ impl CallerCosts {
         let started = Instant::now();
         let mut request = std::pin::pin!(request);
         let (mut first, mut later, mut polls) = (Duration::ZERO, Duration::ZERO, 0u64);
+        let mut cpu_in_polls = Duration::ZERO;
         std::future::poll_fn(|cx| {
+            let cpu = thread_cpu().unwrap_or_default();
             let t = Instant::now();
             let polled = request.as_mut().poll(cx);
             if polls == 0 {
@@ -671,6 +677,7 @@ impl CallerCosts {
             } else {
                 later += t.elapsed();
             }
+            cpu_in_polls += thread_cpu().unwrap_or_default().saturating_sub(cpu);
             polls += 1;
             polled
         })
@@ -680,6 +687,7 @@ impl CallerCosts {
         self.cpu[side].push(cpu_after.saturating_sub(cpu_before));
         self.first_poll[side] += first;
         self.later_polls[side] += later;
+        self.cpu_in_polls[side] += cpu_in_polls;
         self.polls[side] += polls;
         latency
     }
@@ -693,17 +701,19 @@ impl CallerCosts {
         };
         let bare_p50 = p50(&self.cpu[0]);
         println!(
-            "| client | caller CPU µs/request: mean | p50 | p50 over bare | first poll µs | later polls µs | polls/request |"
+            "| client | caller CPU µs/request: mean | p50 | p50 over bare | in polls | between polls | first poll µs | later polls µs | polls/request |"
         );
-        println!("|---|---:|---:|---:|---:|---:|---:|");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for (i, name) in names.iter().enumerate() {
             let n = self.cpu[i].len().max(1) as f64;
             let total: Duration = self.cpu[i].iter().sum();
             println!(
-                "| {name} | {:.1} | {:.1} | {:+.1} µs | {:.1} | {:.1} | {:.2} |",
+                "| {name} | {:.1} | {:.1} | {:+.1} µs | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} |",
                 us(total) / n,
                 p50(&self.cpu[i]),
                 p50(&self.cpu[i]) - bare_p50,
+                us(self.cpu_in_polls[i]) / n,
+                us(total.saturating_sub(self.cpu_in_polls[i])) / n,
                 us(self.first_poll[i]) / n,
                 us(self.later_polls[i]) / n,
                 self.polls[i] as f64 / n,
