@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{CONNECTION_IDLE, percentile, upstream};
+use common::{percentile, upstream};
 
 use std::time::Duration;
 
@@ -72,6 +72,8 @@ fn main() {
         let addr = upstream().await;
         let url = format!("http://{addr}/");
         let connector = common::backstop_connector;
+        // The client's body idle timeout is its connection idle timeout.
+        let idle = backstop::Policy::default().idle_timeout;
         let plain = HyperClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
         // Each step a client of its own: steps sharing a pool would share its most recently used
         // connection, warm from the step before.
@@ -97,7 +99,7 @@ fn main() {
                 "+ body idle",
                 boxed(
                     ServiceBuilder::new()
-                        .layer(BodyIdleTimeoutLayer::new(CONNECTION_IDLE))
+                        .layer(BodyIdleTimeoutLayer::new(idle))
                         .service(ours()),
                 ),
             ),
@@ -106,7 +108,7 @@ fn main() {
                 boxed(
                     ServiceBuilder::new()
                         .layer(attempt())
-                        .layer(BodyIdleTimeoutLayer::new(CONNECTION_IDLE))
+                        .layer(BodyIdleTimeoutLayer::new(idle))
                         .service(ours()),
                 ),
             ),
@@ -116,7 +118,7 @@ fn main() {
                     ServiceBuilder::new()
                         .layer(ClassifyLayer::new())
                         .layer(attempt())
-                        .layer(BodyIdleTimeoutLayer::new(CONNECTION_IDLE))
+                        .layer(BodyIdleTimeoutLayer::new(idle))
                         .service(ours()),
                 ),
             ),
@@ -127,7 +129,7 @@ fn main() {
                         .layer(CircuitBreakerLayer::new())
                         .layer(ClassifyLayer::new())
                         .layer(attempt())
-                        .layer(BodyIdleTimeoutLayer::new(CONNECTION_IDLE))
+                        .layer(BodyIdleTimeoutLayer::new(idle))
                         .service(ours()),
                 ),
             ),
@@ -139,7 +141,7 @@ fn main() {
                         .layer(CircuitBreakerLayer::new())
                         .layer(ClassifyLayer::new())
                         .layer(attempt())
-                        .layer(BodyIdleTimeoutLayer::new(CONNECTION_IDLE))
+                        .layer(BodyIdleTimeoutLayer::new(idle))
                         .service(replay()),
                 ),
             ),
@@ -152,7 +154,7 @@ fn main() {
                         .layer(CircuitBreakerLayer::new())
                         .layer(ClassifyLayer::new())
                         .layer(attempt())
-                        .layer(BodyIdleTimeoutLayer::new(CONNECTION_IDLE))
+                        .layer(BodyIdleTimeoutLayer::new(idle))
                         .service(replay()),
                 ),
             ),

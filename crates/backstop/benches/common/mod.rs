@@ -94,23 +94,22 @@ fn serve(stream: tokio::net::TcpStream) {
     });
 }
 
-/// backstop's connector chain with the client's defaults (connect timeout 5 s, connection idle
-/// timeout [`CONNECTION_IDLE`], its TCP connector with `TCP_NODELAY`), TLS and timings left out.
+/// backstop's connector chain with the client's defaults (the connect and connection idle
+/// timeouts of `Policy::default()`, its TCP connector with `TCP_NODELAY`), TLS and timings left
+/// out.
 pub(crate) type BackstopConnector = backstop_timeout::ConnectTimeout<
     backstop_timeout::IdleConnector<backstop_timeout::TcpConnector>,
 >;
 
-/// The client's default connection idle timeout.
-pub(crate) const CONNECTION_IDLE: Duration = Duration::from_secs(30);
-
 /// A [`BackstopConnector`].
 pub(crate) fn backstop_connector() -> BackstopConnector {
+    let defaults = backstop::Policy::default();
     tower::ServiceBuilder::new()
         .layer(backstop_timeout::ConnectTimeoutLayer::new(
-            Duration::from_secs(5),
+            defaults.connect_timeout,
         ))
         .layer(backstop_timeout::ConnectionIdleTimeoutLayer::new(
-            CONNECTION_IDLE,
+            defaults.idle_timeout,
         ))
         .service(backstop_timeout::TcpConnector::new())
 }
