@@ -694,12 +694,15 @@ impl CallerCosts {
 
     fn print(&self, names: &[&str; 4]) {
         let us = |d: Duration| d.as_secs_f64() * 1e6;
-        let p50 = |cpu: &[Duration]| {
-            let mut sorted = cpu.to_vec();
-            sorted.sort_unstable();
-            us(percentile(&sorted, 0.5))
-        };
-        let bare_p50 = p50(&self.cpu[0]);
+        let p50s: Vec<f64> = self
+            .cpu
+            .iter()
+            .map(|cpu| {
+                let mut sorted = cpu.clone();
+                sorted.sort_unstable();
+                us(percentile(&sorted, 0.5))
+            })
+            .collect();
         println!(
             "| client | caller CPU µs/request: mean | p50 | p50 over bare | in polls | between polls | first poll µs | later polls µs | polls/request |"
         );
@@ -710,8 +713,8 @@ impl CallerCosts {
             println!(
                 "| {name} | {:.1} | {:.1} | {:+.1} µs | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} |",
                 us(total) / n,
-                p50(&self.cpu[i]),
-                p50(&self.cpu[i]) - bare_p50,
+                p50s[i],
+                p50s[i] - p50s[0],
                 us(self.cpu_in_polls[i]) / n,
                 us(total.saturating_sub(self.cpu_in_polls[i])) / n,
                 us(self.first_poll[i]) / n,
