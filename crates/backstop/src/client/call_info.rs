@@ -10,7 +10,7 @@ use http::Response;
 use crate::timed::{ConnectTimings, OpenedConnection};
 
 /// What happened during a call, in the response's extensions.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, PartialEq)]
 pub struct CallInfo {
     /// Attempts made, the first included.
     pub attempts: u32,
@@ -35,6 +35,26 @@ pub struct CallInfo {
     /// The facts of the connection, while hyper-util carries this record from a new connection
     /// to the client (see `timed.rs`); `None` in every record a caller sees.
     pub(crate) connection: Option<OpenedConnection>,
+}
+
+impl Clone for CallInfo {
+    fn clone(&self) -> CallInfo {
+        CallInfo {
+            attempts: self.attempts,
+            // hyper-util clones a connection's record, which has no delays, into every response
+            // over it: that clone skips `Vec`'s (a call's path runs every line it touches).
+            delays: if self.delays.is_empty() {
+                Vec::new()
+            } else {
+                self.delays.clone()
+            },
+            retry_stopped: self.retry_stopped,
+            breaker: self.breaker,
+            time_to_headers: self.time_to_headers,
+            connect: self.connect,
+            connection: self.connection.clone(),
+        }
+    }
 }
 
 impl CallInfo {
@@ -162,5 +182,19 @@ mod tests {
             filled.delays,
             [Duration::from_millis(20), Duration::from_millis(40)]
         );
+    }
+
+    #[test]
+    fn a_clone_is_the_record_it_was_made_of_with_delays_or_without() {
+        let mut retry = RetryInfo::default();
+        retry.record_attempt(Duration::from_millis(20));
+        retry.stop(StopReason::Deadline);
+        let with_delays =
+            CallInfo::new(retry, Some(State::HalfOpen), Duration::from_millis(7), None);
+        assert_eq!(with_delays.clone(), with_delays);
+        assert_eq!(with_delays.clone().delays, [Duration::from_millis(20)]);
+        let without = CallInfo::new(RetryInfo::default(), None, Duration::ZERO, None);
+        assert_eq!(without.clone(), without);
+        assert!(without.clone().delays.is_empty());
     }
 }
