@@ -40,7 +40,7 @@ impl<Key: Clone + fmt::Debug + Send + Sync + 'static> Ticket<Key> {
     #[inline(always)]
     pub(crate) fn finish_response<B>(&mut self, res: &Response<B>) {
         let breaker = &self.breaker;
-        let verdict = match res.extensions().get::<Outcome>() {
+        let verdict = match Outcome::of(res.extensions()) {
             Some(Outcome::Success) => breaker.success_verdict(),
             Some(outcome) => (breaker.settings().judge)(outcome),
             None if res.status().as_u16() < 400 && breaker.success_below_400() => {

@@ -257,11 +257,33 @@ impl Outcome {
             Outcome::Failure(failure) => Some(failure),
         }
     }
+
+    /// The verdict [`ClassifyLayer`](crate::ClassifyLayer) stored in a response's (or a
+    /// request's) extensions, if any: `Outcome::of(res.extensions())`.
+    ///
+    /// Out of line, and not generic: the breaker, the retry layer and the client each read the
+    /// verdict of every response, and all of them then run this one copy of the lookup rather
+    /// than one inlined into each (a call's path costs, when it runs cold, per line of code).
+    #[inline(never)]
+    pub fn of(extensions: &http::Extensions) -> Option<&Outcome> {
+        extensions.get::<Outcome>()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_outcome_of_extensions_is_the_one_stored_there_or_none() {
+        let mut extensions = http::Extensions::new();
+        assert_eq!(Outcome::of(&extensions), None);
+        let failed = Outcome::Failure(Failure::new(Kind::Reset, Phase::ReadBody));
+        extensions.insert(failed);
+        assert_eq!(Outcome::of(&extensions), Some(&failed));
+        extensions.insert(Outcome::Success);
+        assert_eq!(Outcome::of(&extensions), Some(&Outcome::Success));
+    }
 
     #[test]
     fn never_sent_is_safe_and_sent_is_if_idempotent() {

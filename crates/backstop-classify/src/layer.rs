@@ -42,7 +42,7 @@ use crate::policy::{Classify, HttpPolicy};
 ///         Ok::<_, std::io::Error>(res)
 ///     }));
 /// let res = svc.oneshot(Request::new(Empty::new())).await?;
-/// let outcome = res.extensions().get::<Outcome>().copied();
+/// let outcome = Outcome::of(res.extensions()).copied();
 /// assert_eq!(
 ///     outcome.and_then(|o| o.failure().map(|f| f.kind())),
 ///     Some(Kind::Status(StatusCode::SERVICE_UNAVAILABLE))

@@ -100,8 +100,7 @@ fn classify_failed(err: reqwest_middleware::Error, deadline: Deadline) -> Error 
 
 /// The outcome the sender recorded for a response.
 pub(crate) fn outcome_of(res: &http::Response<reqwest::Response>) -> Outcome {
-    res.extensions()
-        .get::<Outcome>()
+    Outcome::of(res.extensions())
         .copied()
         .unwrap_or(Outcome::Success)
 }

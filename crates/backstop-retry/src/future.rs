@@ -231,7 +231,7 @@ where
 /// verdict when there is none.
 #[inline]
 fn response_failure<P: Classify, R>(policy: &P, res: &Response<R>) -> Option<Failure> {
-    match res.extensions().get::<Outcome>() {
+    match Outcome::of(res.extensions()) {
         Some(Outcome::Success) => None,
         Some(Outcome::Failure(failure)) => Some(*failure),
         None => match policy.classify_response(res.status(), res.headers()) {

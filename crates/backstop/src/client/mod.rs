@@ -295,9 +295,7 @@ impl Client {
         attempts: u32,
         destination: Destination,
     ) -> Option<State> {
-        let succeeded = res
-            .extensions()
-            .get::<backstop_classify::Outcome>()
+        let succeeded = backstop_classify::Outcome::of(res.extensions())
             .is_some_and(backstop_classify::Outcome::is_success);
         if succeeded && attempts == 1 && self.single_probe {
             return Some(State::Closed);

@@ -43,7 +43,7 @@ pub(super) fn finish(span: &Span, result: &Result<Response<ResponseBody>, Error>
     match result {
         Ok(res) => {
             span.record("http.response.status_code", res.status().as_u16());
-            if let Some(Outcome::Failure(failure)) = res.extensions().get::<Outcome>() {
+            if let Some(Outcome::Failure(failure)) = Outcome::of(res.extensions()) {
                 span.record("error.type", failure.kind().label());
             }
             if let Some(info) = CallInfo::of(res) {
@@ -155,7 +155,7 @@ mod recorded {
         pub(in crate::client) fn finish(&self, result: &Result<Response<ResponseBody>, Error>) {
             let (info, status, error) = match result {
                 Ok(res) => {
-                    let error = match res.extensions().get::<Outcome>() {
+                    let error = match Outcome::of(res.extensions()) {
                         Some(Outcome::Failure(failure)) => Some(failure.kind().label()),
                         _ => None,
                     };

@@ -114,7 +114,7 @@ impl Observing {
     fn finish<B, E>(self, result: &Result<Response<B>, E>) {
         let (status, error) = match result {
             Ok(res) => {
-                let error = match res.extensions().get::<Outcome>() {
+                let error = match Outcome::of(res.extensions()) {
                     Some(Outcome::Failure(failure)) => Some(failure.kind().label()),
                     _ => None,
                 };
