@@ -268,6 +268,41 @@ async fn a_failed_call_says_what_happened() {
     assert_eq!(info.connect, None, "no connection was made");
 }
 
+/// The breaker state a call reports is its own destination's, read after the call, whether the
+/// call was made from a URL (`get`) or from a request (`send`): one host's open breaker does not
+/// show in another host's calls.
+#[tokio::test]
+async fn a_call_reports_its_own_hosts_breaker_from_a_url_or_a_request() {
+    let sick = ChaosServer::start().await.unwrap();
+    sick.set_fault_for("/", Fault::status(503));
+    let client = Client::new().unwrap();
+    // Three failed attempts, then two more and a rejection: the sick host's breaker opens.
+    let first = bounded(client.send(request(Method::GET, &sick.url("/"))))
+        .await
+        .unwrap();
+    assert_eq!(first.call_info().unwrap().breaker, Some(State::Closed));
+    let err = bounded(client.send(request(Method::GET, &sick.url("/"))))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::BreakerOpen);
+    assert_eq!(err.call_info().unwrap().breaker, Some(State::Open));
+    let err = bounded(client.get(&sick.url("/"))).await.unwrap_err();
+    assert_eq!(err.call_info().unwrap().breaker, Some(State::Open));
+
+    // A retried call to another host looks its breaker up (no first-attempt shortcut): closed.
+    let healthy = ChaosServer::start().await.unwrap();
+    healthy.script("/a", Script::fail_times(1, Fault::status(503)));
+    healthy.script("/b", Script::fail_times(1, Fault::status(503)));
+    let by_url = bounded(client.get(&healthy.url("/a"))).await.unwrap();
+    let info = by_url.call_info().unwrap();
+    assert_eq!((info.attempts, info.breaker), (2, Some(State::Closed)));
+    let by_request = bounded(client.send(request(Method::GET, &healthy.url("/b"))))
+        .await
+        .unwrap();
+    let info = by_request.call_info().unwrap();
+    assert_eq!((info.attempts, info.breaker), (2, Some(State::Closed)));
+}
+
 /// Point 10: the breaker counts attempts, so a policy whose single call can trip it is
 /// rejected, naming both fields, unless the user says it is intended.
 #[tokio::test]

@@ -249,7 +249,7 @@ impl Client {
     fn record(
         &self,
         result: &mut Result<Response<ResponseBody>, Error>,
-        destination: Option<Destination>,
+        destination: Option<Destination<'_>>,
         time_to_headers: Duration,
     ) {
         match result {
@@ -272,7 +272,7 @@ impl Client {
 
     /// Records what happened in a failed call's error.
     #[cold]
-    fn failed(&self, err: &mut Error, destination: Option<Destination>, elapsed: Duration) {
+    fn failed(&self, err: &mut Error, destination: Option<Destination<'_>>, elapsed: Duration) {
         let connect = OpenedConnection::of_error(err);
         let retry = RetryInfo::of_error(err).unwrap_or_default();
         let breaker = match (&self.breakers, destination) {
@@ -293,7 +293,7 @@ impl Client {
         breakers: &Breakers<PerAuthority>,
         res: &Response<B>,
         attempts: u32,
-        destination: Destination,
+        destination: Destination<'_>,
     ) -> Option<State> {
         let succeeded = backstop_classify::Outcome::of(res.extensions())
             .is_some_and(backstop_classify::Outcome::is_success);
@@ -368,15 +368,22 @@ impl Client {
 /// Where a call went, as much as its breaker's key needs: the scheme (the default port) and the
 /// authority. Not the whole `Uri`: its path would be one more reference count to take and drop
 /// per call.
-struct Destination {
-    scheme: Option<http::uri::Scheme>,
-    authority: Option<http::uri::Authority>,
+enum Destination<'u> {
+    /// The URL a shorthand (`get`, ...) was given: borrowed, and parsed again only in the rare
+    /// case its breaker's state is looked up, so that the common call clones and drops nothing
+    /// for it (each line of code a call runs costs it when cold).
+    Url(&'u str),
+    /// A request's, which the stack takes.
+    Parts {
+        scheme: Option<http::uri::Scheme>,
+        authority: Option<http::uri::Authority>,
+    },
 }
 
-impl Destination {
+impl Destination<'_> {
     #[inline]
-    fn of(uri: &http::Uri) -> Destination {
-        Destination {
+    fn of(uri: &http::Uri) -> Destination<'static> {
+        Destination::Parts {
             scheme: uri.scheme().cloned(),
             authority: uri.authority().cloned(),
         }
@@ -385,9 +392,17 @@ impl Destination {
     /// The state of this destination's breaker, as the per-host breaker finds it.
     #[cold]
     fn breaker_state(self, breakers: &Breakers<PerAuthority>) -> Option<State> {
+        let (scheme, authority) = match self {
+            // It parsed when the call was made.
+            Destination::Url(url) => {
+                let parts = http::Uri::try_from(url).ok()?.into_parts();
+                (parts.scheme, parts.authority)
+            }
+            Destination::Parts { scheme, authority } => (scheme, authority),
+        };
         let mut parts = http::uri::Parts::default();
-        parts.scheme = self.scheme;
-        parts.authority = self.authority;
+        parts.scheme = scheme;
+        parts.authority = authority;
         // `http` wants a path beside a scheme, and none beside an authority alone.
         if parts.scheme.is_some() {
             parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
@@ -431,7 +446,7 @@ struct Sent<'a> {
     started: Instant,
     /// Kept to find the destination's breaker afterwards, should the outcome not tell (see
     /// `breaker_state`): the scheme and authority, not the path.
-    destination: Option<Destination>,
+    destination: Option<Destination<'a>>,
 }
 
 impl<'a> Call<'a> {
@@ -443,9 +458,9 @@ impl<'a> Call<'a> {
     #[inline(never)]
     fn start(&mut self) -> Result<(), Error> {
         let client = self.client;
-        let req = match self.outgoing.take() {
-            Some(Outgoing::Request(req)) => req,
-            Some(Outgoing::Url { method, url, body }) => request(method, url, body)?,
+        let (req, url) = match self.outgoing.take() {
+            Some(Outgoing::Request(req)) => (req, None),
+            Some(Outgoing::Url { method, url, body }) => (request(method, url, body)?, Some(url)),
             None => return Ok(()),
         };
         let span = telemetry::call_span(&req);
@@ -461,7 +476,10 @@ impl<'a> Call<'a> {
                 started,
             );
         }
-        let destination = client.breakers.as_ref().map(|_| Destination::of(req.uri()));
+        let destination = client.breakers.as_ref().map(|_| match url {
+            Some(url) => Destination::Url(url),
+            None => Destination::of(req.uri()),
+        });
         // With no subscriber the span is disabled: the stack is called and polled as it is,
         // with no span entered and left around it.
         let stack = {
