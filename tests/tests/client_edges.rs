@@ -391,3 +391,45 @@ async fn an_exhausted_budget_never_hides_the_real_failure() {
     }
     assert!(denied > 0, "the budget denied no retry");
 }
+
+/// The default client called under a shorter deadline than its own (a server handler's, made
+/// ambient by the server's deadline layer): its call ends at that deadline, named as the
+/// deadline and never retried, and a call made once it has passed is refused before anything
+/// is sent, with its record. The 30 s default deadline plays no part: the paused clock would
+/// otherwise run to it.
+#[tokio::test(start_paused = true)]
+async fn the_default_client_keeps_to_a_shorter_ambient_deadline_and_refuses_once_it_passed() {
+    use backstop::deadline::{Deadline, ambient};
+    use backstop::Phase;
+
+    let chaos = ChaosServer::start().await.unwrap();
+    let stall = chaos.fault_url(&Fault::StallHeaders { duration: None });
+    let client = Client::new().unwrap();
+
+    let started = Instant::now();
+    let handler = Deadline::after(Duration::from_millis(700));
+    let err = bounded(ambient::scope(handler, client.get(&stall)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::TimedOut(Timer::Deadline), "{err:?}");
+    assert_eq!(err.retryable(), Retryable::Never);
+    assert_eq!(started.elapsed(), Duration::from_millis(700));
+    assert_eq!(chaos.request_count(), 1, "one attempt, cut by the deadline");
+
+    // Passed already: refused locally, nothing sent, with the record of a call that stopped
+    // at once (the retry layer never saw it: no reason of its own to stop).
+    let passed = Deadline::at(Instant::now());
+    let err = bounded(ambient::scope(passed, client.get(&stall)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.kind(), err.phase()),
+        (Kind::TimedOut(Timer::Deadline), Phase::Local),
+        "{err:?}"
+    );
+    let info = err.call_info().expect("a refused call has its record");
+    assert_eq!((info.attempts, info.retry_stopped), (1, None));
+    assert!(info.delays.is_empty(), "{:?}", info.delays);
+    assert_eq!(info.breaker, Some(State::Closed));
+    assert_eq!(chaos.request_count(), 1, "nothing more was sent");
+}
