@@ -14,7 +14,7 @@ mod service;
 pub use body::DeadlineBody;
 pub use future::ResponseFuture;
 pub use layer::{DeadlineLayer, DeadlineLayerBuilder};
-pub use service::{DeadlineService, call_deadline};
+pub use service::DeadlineService;
 
 /// What the client deadline covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -1,7 +1,6 @@
 //! [`DeadlineService`]: decides the deadline of each call and makes it ambient for the inner one.
 
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use backstop_classify::{BoxError, Error, Failure, Phase};
 use http::{Request, Response};
@@ -13,7 +12,7 @@ use super::future::{DeadlineTimer, State};
 use super::{Carry, Covers, DeadlineBody, DeadlineLayer, InnerWaits, ResponseFuture};
 use crate::ambient::{self, Budget, Entered};
 use crate::metrics::SIDE_CLIENT;
-use crate::{Deadline, MAX_DEADLINE_AHEAD, deadline_failure};
+use crate::{Deadline, deadline_failure};
 
 /// The service made by the client [`DeadlineLayer`].
 #[derive(Debug, Clone)]
@@ -98,79 +97,19 @@ impl<S> DeadlineService<S> {
         }
         let now = Instant::now();
         let own = self.layer.timeout.map(|t| Deadline::at(now + t));
-        let Some(deadline) = decide(own, req.extensions(), now)? else {
+        let Some(deadline) = earliest(earliest(own, Deadline::of(req)), ambient::current()) else {
             return Ok(None);
         };
+        if deadline.instant() <= now {
+            crate::telemetry::expired(SIDE_CLIENT, None);
+            return Err(deadline_failure(Phase::Local));
+        }
         self.layer.propagation.write(req, deadline.instant(), now)?;
         if self.layer.carry == Carry::Extensions {
             crate::carry_in_extensions(req, deadline);
         }
         Ok(Some(Budget::At(deadline)))
     }
-}
-
-/// The deadline of a call made at `now` by a client whose own deadline is `timeout`: the
-/// earliest of `now + timeout` (clamped to [`MAX_DEADLINE_AHEAD`]), a [`Deadline`] carried in the
-/// request's `extensions` and the [ambient](mod@crate::ambient) one (a server handler's); or, when
-/// that has passed already, the error a [`DeadlineLayer`](super::DeadlineLayer) fails the call
-/// with before calling anything (timed out (deadline) in phase [`Local`](Phase::Local), reported
-/// as an expiry).
-///
-/// For a client that builds the deadline into its own call future instead of stacking the layer
-/// (`backstop::Client` does, to spare every call the layer's passage). It then does what the
-/// layer built with [`Carry::TaskLocal`], no propagation and
-/// [`InnerWaits::BoundedByAttemptTimeout`] does: it calls the stack, and polls its future, under
-/// [`Entered::new`]`(`[`Budget::At`]`(deadline))`, and wraps the response body in
-/// [`DeadlineBody::new`] with the deadline's instant when the deadline
-/// [covers the body](Covers::Body).
-///
-/// ```
-/// use std::time::Duration;
-/// use backstop_deadline::{Deadline, ambient, client::call_deadline};
-/// use tokio::time::Instant;
-///
-/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-/// # async fn main() {
-/// let now = Instant::now();
-/// let own = call_deadline(Duration::from_secs(5), now, &http::Extensions::new()).unwrap();
-/// assert_eq!(own, Deadline::at(now + Duration::from_secs(5)));
-/// // Called from a handler with one second left: the earlier deadline wins.
-/// let handler = Deadline::after(Duration::from_secs(1));
-/// let inherited = ambient::sync_scope(handler, || {
-///     call_deadline(Duration::from_secs(5), now, &http::Extensions::new())
-/// });
-/// assert_eq!(inherited.unwrap(), handler);
-/// # }
-/// ```
-pub fn call_deadline(
-    timeout: Duration,
-    now: Instant,
-    extensions: &http::Extensions,
-) -> Result<Deadline, Error> {
-    let own = Deadline::at(now + timeout.min(MAX_DEADLINE_AHEAD));
-    match decide(Some(own), extensions, now) {
-        Ok(deadline) => Ok(deadline.unwrap_or(own)),
-        Err(failure) => Err(Error::from_failure(failure)),
-    }
-}
-
-/// The earliest of `own`, the deadline in `extensions` and the ambient one (`None`: none
-/// anywhere); or the failure of a call whose deadline has passed at `now`.
-#[inline]
-fn decide(
-    own: Option<Deadline>,
-    extensions: &http::Extensions,
-    now: Instant,
-) -> Result<Option<Deadline>, Failure> {
-    let carried = extensions.get::<Deadline>().copied();
-    let Some(deadline) = earliest(earliest(own, carried), ambient::current()) else {
-        return Ok(None);
-    };
-    if deadline.instant() <= now {
-        crate::telemetry::expired(SIDE_CLIENT, None);
-        return Err(deadline_failure(Phase::Local));
-    }
-    Ok(Some(deadline))
 }
 
 fn earliest(a: Option<Deadline>, b: Option<Deadline>) -> Option<Deadline> {

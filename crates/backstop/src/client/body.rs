@@ -35,13 +35,9 @@ pub struct ResponseBody {
     kind: ResponseKind,
 }
 
-/// The body the client's stack returns: hyper's, bounded by the idle timeout and classified
-/// (the order of `Client::assemble`'s layers, inside out).
-pub(super) type InnerBody = ClassifiedBody<IdleBody<Incoming>, HttpPolicy>;
-
-/// The body of a client's response: the stack's, bounded by the deadline (which the call's own
-/// future applies, see `Sent::finish`).
-pub(super) type StackBody = DeadlineBody<InnerBody>;
+/// The body the client's stack returns: hyper's, bounded by the idle timeout, classified, and
+/// bounded by the deadline (the order of `Client::assemble`'s layers, inside out).
+pub(super) type StackBody = DeadlineBody<ClassifiedBody<IdleBody<Incoming>, HttpPolicy>>;
 
 enum ResponseKind {
     Stack(StackBody),

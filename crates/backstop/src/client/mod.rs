@@ -29,15 +29,13 @@ use std::time::Duration;
 
 use backstop_breaker::{Breakers, CircuitBreakerLayer, PerAuthority, State, Window};
 use backstop_classify::{BoxError, ClassifyLayer, Error, Kind, Phase};
-use backstop_deadline::ambient::{Budget, Entered};
-use backstop_deadline::{AttemptTimeoutLayer, Deadline, DeadlineBody};
+use backstop_deadline::{AttemptTimeoutLayer, Covers, DeadlineLayer, InnerWaits, Propagation};
 use backstop_retry::{RetryBudget, RetryInfo, RetryLayer};
 use backstop_timeout::{
     BodyIdleTimeoutLayer, ConnectTimeoutLayer, ConnectionIdleTimeoutLayer, TcpConnector,
 };
 use bytes::Bytes;
 use http::{Method, Request, Response};
-use http_body::Body as _;
 use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
@@ -104,22 +102,6 @@ pub struct Client {
     /// Half-open admits a single probe, so a first-attempt success proves the breaker closed.
     single_probe: bool,
     schemes: Schemes,
-    /// The ceiling over each call (see [`Call::start`]).
-    deadline: CallDeadline,
-}
-
-/// The client's deadline: not a layer of the stack but part of the call's own future, which
-/// reads the clock when the call starts anyway. The deadline crate's layer would add its call,
-/// its future and their glue to every call; [`Call`] does what that layer does when built with
-/// `Carry::TaskLocal`, no propagation (the attempt timeout propagates) and
-/// `InnerWaits::BoundedByAttemptTimeout` (the attempt timeout inside bounds every wait by the
-/// deadline), with the crate's own pieces ([`backstop_deadline::client::call_deadline`], the
-/// ambient guard, [`DeadlineBody`]).
-#[derive(Clone, Copy)]
-struct CallDeadline {
-    timeout: Duration,
-    /// Whether the deadline also bounds reading the response body.
-    covers_body: bool,
 }
 
 impl fmt::Debug for Client {
@@ -177,19 +159,22 @@ impl Client {
         idle.http2_keep_alive().apply_to_client(&mut builder);
         let hyper_client = builder.build::<_, RequestBody>(connector);
 
-        // Not a layer: the call's own future applies it (see `CallDeadline`). The attempt timeout
-        // inside writes the time left into every attempt (the earlier of its own bound and this
-        // deadline) and bounds every attempt by it; retry never waits past it.
-        if policy.deadline.is_zero() {
-            return Err(ConfigError::new(
-                "deadline",
-                "must be greater than zero".to_owned(),
-            ));
-        }
-        let deadline = CallDeadline {
-            timeout: policy.deadline,
-            covers_body: policy.deadline_covers_body,
-        };
+        let deadline = DeadlineLayer::builder()
+            .timeout(policy.deadline)
+            // The attempt timeout inside writes the time left into every attempt (the earlier
+            // of its own bound and this deadline): a header written here would only be parsed
+            // and overwritten, after being copied into the head retry keeps.
+            .propagation(Propagation::disabled())
+            // The attempt timeout inside bounds every attempt by this deadline too, and retry
+            // never waits past it: one timer per attempt, the attempt timeout's.
+            .inner_waits(InnerWaits::BoundedByAttemptTimeout)
+            .covers(if policy.deadline_covers_body {
+                Covers::Body
+            } else {
+                Covers::Head
+            })
+            .build()
+            .map_err(|e| ConfigError::new("deadline", e.rule().to_owned()))?;
         let attempt = AttemptTimeoutLayer::builder()
             .timeout(policy.effective_attempt_timeout())
             .propagation(policy.propagation.to_propagation()?)
@@ -210,12 +195,16 @@ impl Client {
             let breaker = breaker_layer(policy, transport.seed, transport.judge)?;
             let breakers = breaker.breakers();
             let service = ServiceBuilder::new()
+                .layer(deadline)
                 .layer(retry)
                 .layer(breaker)
                 .service(inner);
             (BoxCloneSyncService::new(service), Some(breakers))
         } else {
-            let service = ServiceBuilder::new().layer(retry).service(inner);
+            let service = ServiceBuilder::new()
+                .layer(deadline)
+                .layer(retry)
+                .service(inner);
             (BoxCloneSyncService::new(service), None)
         };
         Ok(Client {
@@ -223,7 +212,6 @@ impl Client {
             breakers,
             single_probe: policy.breaker.half_open_probes == 1,
             schemes,
-            deadline,
         })
     }
 
@@ -451,10 +439,7 @@ pub(crate) struct Call<'a> {
 
 /// A call the stack is working on, and what recording it needs afterwards.
 struct Sent<'a> {
-    stack: pool::StackFuture<'a, Response<body::InnerBody>>,
-    /// The call's deadline, ambient whenever the stack is polled; `None` when it had passed
-    /// before the call started (the stack was not called).
-    deadline: Option<Deadline>,
+    stack: pool::StackFuture<'a, Response<body::StackBody>>,
     span: tracing::Span,
     #[cfg(feature = "metrics")]
     active: telemetry::Active,
@@ -495,24 +480,14 @@ impl<'a> Call<'a> {
             Some(url) => Destination::Url(url),
             None => Destination::of(req.uri()),
         });
-        let (stack, deadline) = match backstop_deadline::client::call_deadline(
-            client.deadline.timeout,
-            started,
-            req.extensions(),
-        ) {
-            Ok(deadline) => {
-                // With no subscriber the span is disabled: the stack is called and polled as
-                // it is, with no span entered and left around it.
-                let _entered = (!span.is_disabled()).then(|| span.enter());
-                let _ambient = Entered::new(Budget::At(deadline));
-                (client.service.call(req), Some(deadline))
-            }
-            // Recorded as any failed call is, when the stack's future would have returned it.
-            Err(expired) => (expired_call(expired), None),
+        // With no subscriber the span is disabled: the stack is called and polled as it is,
+        // with no span entered and left around it.
+        let stack = {
+            let _entered = (!span.is_disabled()).then(|| span.enter());
+            client.service.call(req)
         };
         self.sent = Some(Sent {
             stack,
-            deadline,
             span,
             #[cfg(feature = "metrics")]
             active,
@@ -559,16 +534,11 @@ impl Future for Call<'_> {
             // Polled again after its result: a caller's mistake, answered without a panic.
             return Poll::Ready(Err(Error::new(Kind::Other, Phase::Local)));
         };
-        let polled = {
-            let _ambient = sent
-                .deadline
-                .map(|deadline| Entered::new(Budget::At(deadline)));
-            if sent.span.is_disabled() {
-                sent.stack.as_mut().poll(cx)
-            } else {
-                let _entered = sent.span.enter();
-                sent.stack.as_mut().poll(cx)
-            }
+        let polled = if sent.span.is_disabled() {
+            sent.stack.as_mut().poll(cx)
+        } else {
+            let _entered = sent.span.enter();
+            sent.stack.as_mut().poll(cx)
         };
         let result = std::task::ready!(polled);
         let Some(sent) = this.sent.take() else {
@@ -584,19 +554,9 @@ impl Sent<'_> {
     fn finish(
         self,
         client: &Client,
-        result: Result<Response<body::InnerBody>, Error>,
+        result: Result<Response<body::StackBody>, Error>,
     ) -> Result<Response<ResponseBody>, Error> {
-        let covers_body = client.deadline.covers_body;
-        let deadline = self.deadline;
-        let mut result = result.map(|res| {
-            ResponseBody::of_stack(res.map(|body| {
-                // A body that has already ended cannot outlive the deadline.
-                let until = deadline
-                    .filter(|_| covers_body && !body.is_end_stream())
-                    .map(|deadline| deadline.instant());
-                DeadlineBody::new(body, until)
-            }))
-        });
+        let mut result = result.map(ResponseBody::of_stack);
         client.record(&mut result, self.destination, self.started.elapsed());
         telemetry::finish(&self.span, &result);
         #[cfg(feature = "metrics")]
@@ -630,13 +590,6 @@ enum Outgoing<'u> {
         url: &'u str,
         body: Bytes,
     },
-}
-
-/// The stack's future for a call whose deadline had passed before it started: its error.
-#[cold]
-#[inline(never)]
-fn expired_call<'a>(expired: Error) -> pool::StackFuture<'a, Response<body::InnerBody>> {
-    Box::pin(std::future::ready(Err(expired)))
 }
 
 /// Out of line: building a request takes a few copies of its head on the stack, which would

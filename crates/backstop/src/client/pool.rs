@@ -11,13 +11,13 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
 use super::RequestBody;
-use super::body::InnerBody;
+use super::body::StackBody;
 
 /// The client's whole stack, type-erased: what one pooled instance is. Its response is the
 /// stack's own (`Response<StackBody>`); the client makes it a
 /// [`ResponseBody`](super::ResponseBody) where it records the call, not in one more future
 /// around the stack's.
-pub(super) type StackService<Res = Response<InnerBody>> =
+pub(super) type StackService<Res = Response<StackBody>> =
     BoxCloneSyncService<Request<RequestBody>, Res, Error>;
 
 /// What [`ServicePool::call`] returns: the stack's boxed future (or, should an instance not be
@@ -33,7 +33,7 @@ pub(super) type StackFuture<'a, Res> =
 /// learned (the circuit breaker caches the breaker of the host it last called). Instances are
 /// taken from this pool for the synchronous `call` only — the response future they return owns
 /// everything it needs — and put back at once.
-pub(super) struct ServicePool<Res = Response<InnerBody>> {
+pub(super) struct ServicePool<Res = Response<StackBody>> {
     template: StackService<Res>,
     idle: std::sync::Mutex<Vec<StackService<Res>>>,
     /// The stack's retry budget, for [`Client::retry_budget`](super::Client::retry_budget):

@@ -14,7 +14,7 @@
 //!
 //! | setting | accepted | quoted from |
 //! |---|---|---|
-//! | `deadline` | above zero (longer than 30 years is clamped, never rejected) | `Client::assemble` (the call's own deadline, not a layer), which applies `backstop_deadline::DeadlineLayerBuilder::build`'s rule |
+//! | `deadline` | above zero (longer than 30 years is clamped, never rejected) | `backstop_deadline::DeadlineLayerBuilder::build` |
 //! | `attempt_timeout` | above zero ..= 1 day | `backstop_deadline::AttemptTimeoutLayerBuilder::build` |
 //! | attempt timeout, set or following `deadline`, with propagation on | ≥ 11 ms (the 10 ms margin + 1 ms left for the callee) | `Propagation::validate_against`, called by the same build |
 //! | `connect_timeout` | 1 ms ..= 600 s | `backstop_timeout::ConnectTimeoutLayer::new` (`MAX_CONNECT_TIMEOUT`) |
@@ -84,9 +84,8 @@ const THIRTY_YEARS: Duration = Duration::from_secs(86_400 * 365 * 30);
 /// The smallest duration above zero: what "must be greater than zero" accepts.
 const ABOVE_ZERO: Duration = Duration::from_nanos(1);
 
-/// `Client::assemble`, with the rule of `backstop_deadline::DeadlineLayerBuilder::build`: "must be
-/// greater than zero"; longer than 30 years is clamped (by
-/// `backstop_deadline::client::call_deadline`), not rejected.
+/// `backstop_deadline::DeadlineLayerBuilder::build`: "timeout must be greater than zero"; longer
+/// than 30 years is clamped, not rejected.
 pub(crate) const DEADLINE: Bound<Duration> = Bound {
     field: "deadline",
     min: ABOVE_ZERO,
