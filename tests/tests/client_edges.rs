@@ -399,8 +399,8 @@ async fn an_exhausted_budget_never_hides_the_real_failure() {
 /// otherwise run to it.
 #[tokio::test(start_paused = true)]
 async fn the_default_client_keeps_to_a_shorter_ambient_deadline_and_refuses_once_it_passed() {
-    use backstop::deadline::{Deadline, ambient};
     use backstop::Phase;
+    use backstop::deadline::{Deadline, ambient};
 
     let chaos = ChaosServer::start().await.unwrap();
     let stall = chaos.fault_url(&Fault::StallHeaders { duration: None });
