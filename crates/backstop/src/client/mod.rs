@@ -392,22 +392,21 @@ impl Destination<'_> {
     /// The state of this destination's breaker, as the per-host breaker finds it.
     #[cold]
     fn breaker_state(self, breakers: &Breakers<PerAuthority>) -> Option<State> {
-        let (scheme, authority) = match self {
+        // The key reads only the scheme and the authority, so the URL serves as it is.
+        let uri = match self {
             // It parsed when the call was made.
-            Destination::Url(url) => {
-                let parts = http::Uri::try_from(url).ok()?.into_parts();
-                (parts.scheme, parts.authority)
+            Destination::Url(url) => http::Uri::try_from(url).ok()?,
+            Destination::Parts { scheme, authority } => {
+                let mut parts = http::uri::Parts::default();
+                // `http` wants a path beside a scheme, and none beside an authority alone.
+                if scheme.is_some() {
+                    parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+                }
+                parts.scheme = scheme;
+                parts.authority = authority;
+                http::Uri::from_parts(parts).ok()?
             }
-            Destination::Parts { scheme, authority } => (scheme, authority),
         };
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = scheme;
-        parts.authority = authority;
-        // `http` wants a path beside a scheme, and none beside an authority alone.
-        if parts.scheme.is_some() {
-            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-        }
-        let uri = http::Uri::from_parts(parts).ok()?;
         let head = Request::get(uri).body(()).ok()?;
         let key = backstop_breaker::BreakerKey::key(
             &PerAuthority,
