@@ -4,6 +4,8 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
+use hyper_util::client::legacy::connect::dns::GaiResolver;
+
 use backstop_timeout::{TcpConnector, TcpConnectorBuilder};
 
 use super::scheme::Schemes;
@@ -529,8 +531,10 @@ impl ClientBuilder {
             http2_prior_knowledge: self.http2_prior_knowledge,
             tcp: self.tcp,
         };
-        let resolver = self.resolver.unwrap_or_else(FnResolver::system);
-        Client::assemble(&policy, resolver, transport, schemes)
+        match self.resolver {
+            Some(resolver) => Client::assemble(&policy, resolver, transport, schemes),
+            None => Client::assemble(&policy, GaiResolver::new(), transport, schemes),
+        }
     }
 }
 

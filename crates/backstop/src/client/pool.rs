@@ -4,68 +4,26 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use backstop_classify::{Error, Kind, Phase};
+use backstop_classify::Error;
 use backstop_retry::RetryBudget;
-use http::Request;
+use http::{Request, Response};
+use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
 use super::RequestBody;
+use super::body::StackBody;
 
-/// A call that awaits an instance's readiness first, boxed: the rare path.
-type Waiting<'a, S> = Pin<
-    Box<
-        dyn Future<Output = Result<<S as Service<Request<RequestBody>>>::Response, Error>>
-            + Send
-            + 'a,
-    >,
->;
+/// The client's whole stack, type-erased: what one pooled instance is. Its response is the
+/// stack's own (`Response<StackBody>`); the client makes it a
+/// [`ResponseBody`](super::ResponseBody) where it records the call, not in one more future
+/// around the stack's.
+pub(super) type StackService<Res = Response<StackBody>> =
+    BoxCloneSyncService<Request<RequestBody>, Res, Error>;
 
-/// Where [`ServicePool::call`] puts a call's future: the stack's own, held in place (no box),
-/// or, should an instance not be ready at once, a boxed one that waits for it. Idle before a
-/// call and after its result.
-pub(super) struct StackCall<'a, S: Service<Request<RequestBody>>> {
-    /// The call's future, when the instance was ready at once (every time, with this stack).
-    ready: Option<S::Future>,
-    /// Readiness awaited, then the call made.
-    waiting: Option<Waiting<'a, S>>,
-}
-
-impl<S: Service<Request<RequestBody>>> StackCall<'_, S> {
-    /// No call in it.
-    pub(super) fn idle() -> Self {
-        StackCall {
-            ready: None,
-            waiting: None,
-        }
-    }
-
-    /// Drops the call's future where it lies (a move would copy it whole).
-    pub(super) fn clear(&mut self) {
-        self.ready = None;
-        self.waiting = None;
-    }
-}
-
-impl<S> Future for StackCall<'_, S>
-where
-    S: Service<Request<RequestBody>, Error = Error>,
-    S::Future: Unpin,
-{
-    type Output = Result<S::Response, Error>;
-
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        if let Some(ready) = &mut this.ready {
-            return Pin::new(ready).poll(cx);
-        }
-        match &mut this.waiting {
-            Some(waiting) => waiting.as_mut().poll(cx),
-            // Polled with no call in it: a caller's mistake, answered without a panic.
-            None => Poll::Ready(Err(Error::new(Kind::Other, Phase::Local))),
-        }
-    }
-}
+/// What [`ServicePool::call`] returns: the stack's boxed future (or, should an instance not be
+/// ready at once, one that waits for it).
+pub(super) type StackFuture<'a, Res> =
+    Pin<Box<dyn Future<Output = Result<Res, Error>> + Send + 'a>>;
 
 /// Instances of the service stack, reused across calls.
 ///
@@ -75,12 +33,9 @@ where
 /// learned (the circuit breaker caches the breaker of the host it last called). Instances are
 /// taken from this pool for the synchronous `call` only — the response future they return owns
 /// everything it needs — and put back at once.
-///
-/// Each instance is boxed: the stack is several hundred bytes, which moving in and out of the
-/// list by value would copy twice per call, where a box moves as one pointer.
-pub(super) struct ServicePool<S> {
-    template: S,
-    idle: std::sync::Mutex<Vec<Box<S>>>,
+pub(super) struct ServicePool<Res = Response<StackBody>> {
+    template: StackService<Res>,
+    idle: std::sync::Mutex<Vec<StackService<Res>>>,
     /// The stack's retry budget, for [`Client::retry_budget`](super::Client::retry_budget):
     /// kept here, behind the `Arc` every clone of the client already shares, so that a clone
     /// stays two reference counts.
@@ -90,13 +45,11 @@ pub(super) struct ServicePool<S> {
 /// The most idle instances kept; beyond that, returned instances are dropped.
 const POOLED_INSTANCES: usize = 64;
 
-impl<S> ServicePool<S>
-where
-    S: Service<Request<RequestBody>, Error = Error> + Clone + Send + Sync + 'static,
-    S::Response: Send,
-    S::Future: Send,
-{
-    pub(super) fn new(template: S, retry_budget: Option<RetryBudget>) -> ServicePool<S> {
+impl<Res: Send + 'static> ServicePool<Res> {
+    pub(super) fn new(
+        template: StackService<Res>,
+        retry_budget: Option<RetryBudget>,
+    ) -> ServicePool<Res> {
         ServicePool {
             template,
             idle: std::sync::Mutex::new(Vec::new()),
@@ -107,7 +60,7 @@ where
     /// The pool is never waited for: a worker thread blocked on it would stall every task it
     /// runs, so when another thread holds it, a fresh instance is cloned (and, on return,
     /// dropped) instead.
-    fn lock(&self) -> Option<std::sync::MutexGuard<'_, Vec<Box<S>>>> {
+    fn lock(&self) -> Option<std::sync::MutexGuard<'_, Vec<StackService<Res>>>> {
         match self.idle.try_lock() {
             Ok(idle) => Some(idle),
             Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
@@ -115,12 +68,12 @@ where
         }
     }
 
-    fn take(&self) -> Box<S> {
+    fn take(&self) -> StackService<Res> {
         let pooled = self.lock().and_then(|mut idle| idle.pop());
-        pooled.unwrap_or_else(|| Box::new(self.template.clone()))
+        pooled.unwrap_or_else(|| self.template.clone())
     }
 
-    fn give(&self, service: Box<S>) {
+    fn give(&self, service: StackService<Res>) {
         if let Some(mut idle) = self.lock()
             && idle.len() < POOLED_INSTANCES
         {
@@ -128,30 +81,23 @@ where
         }
     }
 
-    /// Calls an instance of the stack with `req`, its future put in `slot` (which must be idle;
-    /// a slot in use keeps its call, and `req` is dropped), and puts the instance back at once.
+    /// Calls an instance of the stack with `req`, and puts the instance back at once.
     ///
     /// Not an `async fn`: every layer of the stack is ready at once (none applies
     /// back-pressure), so asked once without a waker it says so, and the call is made here. The
-    /// caller then awaits the stack's own future, instead of a state machine that would first
-    /// copy the request in to wait for readiness that is already there. Should an instance
-    /// ever not be ready, it is awaited, as tower requires.
-    ///
-    /// The future is written into a slot, not returned: returned, it would be built aside and
-    /// copied into place, several hundred bytes per call.
-    #[inline]
-    pub(super) fn call<'a>(&'a self, req: Request<RequestBody>, slot: &mut StackCall<'a, S>) {
-        if slot.ready.is_some() || slot.waiting.is_some() {
-            return;
-        }
+    /// caller then awaits the stack's own boxed future, instead of a state machine that would
+    /// first copy the request in to wait for readiness that is already there. Should an
+    /// instance ever not be ready, it is awaited, as tower requires.
+    pub(super) fn call(&self, req: Request<RequestBody>) -> StackFuture<'_, Res> {
         let mut service = self.take();
         match service.poll_ready(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(Ok(())) => {
-                slot.ready = Some(service.call(req));
+                let future = service.call(req);
                 self.give(service);
+                future
             }
-            Poll::Ready(Err(err)) => slot.waiting = Some(Box::pin(std::future::ready(Err(err)))),
-            Poll::Pending => slot.waiting = Some(self.boxed_call_when_ready(service, req)),
+            Poll::Ready(Err(err)) => Box::pin(std::future::ready(Err(err))),
+            Poll::Pending => self.boxed_call_when_ready(service, req),
         }
     }
 
@@ -159,15 +105,19 @@ where
     /// otherwise widen `call`'s frame, under which every call runs the whole stack.
     #[cold]
     #[inline(never)]
-    fn boxed_call_when_ready(&self, service: Box<S>, req: Request<RequestBody>) -> Waiting<'_, S> {
+    fn boxed_call_when_ready(
+        &self,
+        service: StackService<Res>,
+        req: Request<RequestBody>,
+    ) -> StackFuture<'_, Res> {
         Box::pin(self.call_when_ready(service, req))
     }
 
     async fn call_when_ready(
         &self,
-        mut service: Box<S>,
+        mut service: StackService<Res>,
         req: Request<RequestBody>,
-    ) -> Result<S::Response, Error> {
+    ) -> Result<Res, Error> {
         let future = match service.ready().await {
             Ok(ready) => ready.call(req),
             Err(err) => return Err(err),
@@ -183,7 +133,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use http::Response;
+    use backstop_classify::{Kind, Phase};
 
     use super::*;
     use crate::client::ResponseBody;
@@ -219,22 +169,23 @@ mod tests {
         }
     }
 
-    fn pool(not_ready: usize, fail: bool) -> (ServicePool<Slow>, Arc<AtomicUsize>) {
+    fn pool(
+        not_ready: usize,
+        fail: bool,
+    ) -> (ServicePool<Response<ResponseBody>>, Arc<AtomicUsize>) {
         let left = Arc::new(AtomicUsize::new(not_ready));
         let slow = Slow {
             not_ready: left.clone(),
             fail,
         };
-        (ServicePool::new(slow, None), left)
+        (ServicePool::new(StackService::new(slow), None), left)
     }
 
     #[tokio::test]
     async fn an_instance_not_ready_at_once_is_awaited_then_called() {
         for not_ready in [0, 1, 3] {
             let (pool, left) = pool(not_ready, false);
-            let mut slot = StackCall::idle();
-            pool.call(Request::new(RequestBody::empty()), &mut slot);
-            let res = slot.await.unwrap();
+            let res = pool.call(Request::new(RequestBody::empty())).await.unwrap();
             assert_eq!(res.status(), http::StatusCode::OK);
             assert_eq!(
                 left.load(Ordering::SeqCst),
@@ -249,9 +200,10 @@ mod tests {
     async fn a_readiness_failure_is_the_calls_error_whether_at_once_or_later() {
         for not_ready in [0, 2] {
             let (pool, _) = pool(not_ready, true);
-            let mut slot = StackCall::idle();
-            pool.call(Request::new(RequestBody::empty()), &mut slot);
-            let err = slot.await.unwrap_err();
+            let err = pool
+                .call(Request::new(RequestBody::empty()))
+                .await
+                .unwrap_err();
             assert_eq!(err.kind(), Kind::Other);
             assert_eq!(
                 pool.idle.lock().unwrap().len(),

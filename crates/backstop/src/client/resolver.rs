@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use backstop_classify::BoxError;
-use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
+use hyper_util::client::legacy::connect::dns::Name;
 use tower::Service;
 
 /// The future a resolver returns: the addresses of a name.
@@ -38,23 +38,6 @@ impl FnResolver {
             resolve: Arc::new(move |name| {
                 let fut = resolve(name);
                 Box::pin(async move { fut.await.map(Vec::into_iter) })
-            }),
-        }
-    }
-
-    /// The system's resolver (`getaddrinfo` on a blocking thread, hyper-util's
-    /// [`GaiResolver`]), as an `FnResolver`: the client's stack then has one type whichever
-    /// resolver it was given, and a name is resolved once per new connection, where one more
-    /// allocation is nothing beside the lookup.
-    pub(super) fn system() -> FnResolver {
-        let system = GaiResolver::new();
-        FnResolver {
-            resolve: Arc::new(move |name| {
-                let lookup = system.clone().call(name);
-                Box::pin(async move {
-                    let addrs = lookup.await?;
-                    Ok(addrs.collect::<Vec<_>>().into_iter())
-                })
             }),
         }
     }
