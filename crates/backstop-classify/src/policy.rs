@@ -63,15 +63,20 @@ pub trait Classify: Clone + Send + Sync + 'static {
 /// ```
 #[derive(Clone)]
 pub struct HttpPolicy {
-    overrides: Arc<[(StatusCode, Option<Retryable>)]>,
+    // `None` rather than an empty slice: the default policy is cloned into every call's future
+    // by the layers that classify, and cloning `None` touches no shared count.
+    overrides: Option<Overrides>,
     retry_after_cap: Duration,
     clock: fn() -> SystemTime,
 }
 
+/// The statuses an [`HttpPolicy`] judges otherwise than by default, and their verdicts.
+type Overrides = Arc<[(StatusCode, Option<Retryable>)]>;
+
 impl std::fmt::Debug for HttpPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpPolicy")
-            .field("overrides", &self.overrides)
+            .field("overrides", &self.overrides())
             .field("retry_after_cap", &self.retry_after_cap)
             .finish()
     }
@@ -87,7 +92,7 @@ impl HttpPolicy {
     /// The default policy.
     pub fn new() -> HttpPolicy {
         HttpPolicy {
-            overrides: Arc::from(Vec::new()),
+            overrides: None,
             retry_after_cap: DEFAULT_RETRY_AFTER_CAP,
             clock: SystemTime::now,
         }
@@ -107,14 +112,14 @@ impl HttpPolicy {
 
     fn set(self, status: StatusCode, verdict: Option<Retryable>) -> HttpPolicy {
         let mut overrides: Vec<_> = self
-            .overrides
+            .overrides()
             .iter()
             .copied()
             .filter(|(s, _)| *s != status)
             .collect();
         overrides.push((status, verdict));
         HttpPolicy {
-            overrides: Arc::from(overrides),
+            overrides: Some(Arc::from(overrides)),
             ..self
         }
     }
@@ -133,9 +138,13 @@ impl HttpPolicy {
         self
     }
 
+    fn overrides(&self) -> &[(StatusCode, Option<Retryable>)] {
+        self.overrides.as_deref().unwrap_or_default()
+    }
+
     /// The failure `status` stands for, or `None` when it is a success.
     fn verdict(&self, status: StatusCode) -> Option<Retryable> {
-        if let Some((_, verdict)) = self.overrides.iter().find(|(s, _)| *s == status) {
+        if let Some((_, verdict)) = self.overrides().iter().find(|(s, _)| *s == status) {
             return *verdict;
         }
         if status.is_client_error() || status.is_server_error() {

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use backstop_classify::{BoxError, Error, Failure, Kind, Phase, Timer};
@@ -163,6 +163,18 @@ impl<S> Layer<S> for AttemptTimeoutLayer {
     fn layer(&self, inner: S) -> Self::Service {
         AttemptTimeout {
             inner,
+            bounds: self.bounds(),
+        }
+    }
+}
+
+impl AttemptTimeoutLayer {
+    /// This layer's rule without a service to wrap: for a client that makes its attempts itself
+    /// and wants them bounded exactly as [`AttemptTimeout`] bounds them (the header written, the
+    /// same timer kept between attempts), in a future of its own. The bounds of one call of
+    /// `bounds` share their kept timers with their clones.
+    pub fn bounds(&self) -> AttemptBounds {
+        AttemptBounds {
             layer: self.clone(),
             spares: Arc::default(),
         }
@@ -177,8 +189,7 @@ impl<S> Layer<S> for AttemptTimeoutLayer {
 #[derive(Debug, Clone)]
 pub struct AttemptTimeout<S> {
     inner: S,
-    layer: AttemptTimeoutLayer,
-    spares: Arc<Spares>,
+    bounds: AttemptBounds,
 }
 
 impl<S> AttemptTimeout<S> {
@@ -206,12 +217,11 @@ where
     #[inline]
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         // One call of the inner service, so its future is built in place.
-        match self.plan(&mut req) {
-            Ok((budget, timer)) => ResponseFuture {
+        match self.bounds.start(&mut req) {
+            Ok(bound) => ResponseFuture {
                 state: State::Running {
                     inner: self.inner.call(req),
-                    clock: AttemptClock::new(budget, self.spares.clone()),
-                    timer,
+                    bound,
                 },
             },
             Err(failure) => ResponseFuture::failed(failure),
@@ -219,7 +229,28 @@ where
     }
 }
 
-impl<S> AttemptTimeout<S> {
+/// What an [`AttemptTimeoutLayer`] bounds attempts by, and the timers its attempts hand back:
+/// see [`AttemptTimeoutLayer::bounds`]. Clones share the timers.
+#[derive(Debug, Clone)]
+pub struct AttemptBounds {
+    layer: AttemptTimeoutLayer,
+    spares: Arc<Spares>,
+}
+
+impl AttemptBounds {
+    /// Starts an attempt of `req`: its bound (the earlier of the attempt timeout and the
+    /// deadline), with the time it has written into `req` where [`Propagation`] applies; or,
+    /// when it must not be sent (the deadline has passed, or too little is left to tell the
+    /// callee), why.
+    #[inline]
+    pub fn start<B>(&self, req: &mut Request<B>) -> Result<AttemptBound, Failure> {
+        let (budget, timer) = self.plan(req)?;
+        Ok(AttemptBound {
+            clock: AttemptClock::new(budget, self.spares.clone()),
+            timer,
+        })
+    }
+
     /// What bounds this attempt and which timer it counts as, with the headers written; or why
     /// it must not be sent.
     #[inline]
@@ -271,6 +302,28 @@ impl<S> AttemptTimeout<S> {
     }
 }
 
+/// The bound on one attempt, from [`AttemptBounds::start`]. Its timer is armed only when the
+/// attempt first has to wait, and handed back to the bounds for a later attempt when this is dropped.
+#[derive(Debug)]
+pub struct AttemptBound {
+    clock: AttemptClock,
+    timer: Timer,
+}
+
+impl AttemptBound {
+    /// Ready with the attempt's timeout error once its time is up: timed out (attempt), or
+    /// timed out (deadline) when the deadline was the earlier bound, in phase awaiting headers
+    /// (the request may have reached the peer). Poll it when the attempt has to wait.
+    #[inline]
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<Error> {
+        ready!(self.clock.poll_expired(cx));
+        if self.timer == Timer::Deadline {
+            crate::telemetry::expired(SIDE_CLIENT, None);
+        }
+        Poll::Ready(Error::new(Kind::TimedOut(self.timer), Phase::AwaitHeaders))
+    }
+}
+
 impl<F> ResponseFuture<F> {
     fn failed(failure: Failure) -> Self {
         ResponseFuture {
@@ -296,8 +349,7 @@ pin_project! {
         Running {
             #[pin]
             inner: F,
-            clock: AttemptClock,
-            timer: Timer,
+            bound: AttemptBound,
         },
         Failed {
             failure: Failure,
@@ -317,24 +369,15 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
         let output = match state.as_mut().project() {
-            StateProj::Running {
-                inner,
-                clock,
-                timer,
-            } => match inner.poll(cx) {
+            StateProj::Running { inner, bound } => match inner.poll(cx) {
                 // The inner future has finished: nothing to cancel, and returning at once lets
                 // the response be built where the caller wants it.
                 Poll::Ready(Ok(res)) => return Poll::Ready(Ok(res)),
                 Poll::Ready(Err(err)) => Err(Error::classify(err, Phase::AwaitHeaders)),
                 // The request may have reached the peer: an attempt timeout is retryable only for
                 // idempotent requests (phase "awaiting headers").
-                Poll::Pending => match clock.poll_expired(cx) {
-                    Poll::Ready(()) => {
-                        if *timer == Timer::Deadline {
-                            crate::telemetry::expired(SIDE_CLIENT, None);
-                        }
-                        Err(Error::new(Kind::TimedOut(*timer), Phase::AwaitHeaders))
-                    }
+                Poll::Pending => match bound.poll_expired(cx) {
+                    Poll::Ready(err) => Err(err),
                     Poll::Pending => return Poll::Pending,
                 },
             },

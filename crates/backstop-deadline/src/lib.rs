@@ -57,6 +57,9 @@
 //!   `min(attempt timeout, time left)`.
 //! - [`AttemptTimeoutLayer`] (placed inside retry): bounds one attempt; its expiry is timed out
 //!   (attempt), which retry repeats only for idempotent requests.
+//!   [`AttemptTimeoutLayer::bounds`] gives its rule without a service ([`AttemptBounds`],
+//!   [`AttemptBound`]), for a client that composes its attempt in one future of its own, as
+//!   `backstop::Client` does with classification and the body idle timeout.
 //! - [Propagation](propagate): outgoing requests carry the time left minus a safety margin as a
 //!   relative duration where it is wanted — `grpc-timeout` on every gRPC request by default;
 //!   `request-timeout-ms` (configurable) on plain HTTP requests only when turned on, for every
@@ -146,7 +149,8 @@ pub mod propagate;
 pub mod server;
 
 pub use attempt::{
-    AttemptTimeout, AttemptTimeoutLayer, AttemptTimeoutLayerBuilder, MAX_ATTEMPT_TIMEOUT,
+    AttemptBound, AttemptBounds, AttemptTimeout, AttemptTimeoutLayer, AttemptTimeoutLayerBuilder,
+    MAX_ATTEMPT_TIMEOUT,
 };
 pub use client::{
     Carry, Covers, DeadlineBody, DeadlineLayer, DeadlineLayerBuilder, DeadlineService, InnerWaits,

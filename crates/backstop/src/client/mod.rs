@@ -8,6 +8,7 @@
 //! (`https://` only with TLS, `http://` unless `https_only`) in `scheme.rs`; the call's span and
 //! metrics in `telemetry.rs`.
 
+mod attempt;
 mod body;
 mod builder;
 mod call_info;
@@ -28,12 +29,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use backstop_breaker::{Breakers, CircuitBreakerLayer, PerAuthority, State, Window};
-use backstop_classify::{BoxError, ClassifyLayer, Error, Kind, Phase};
+use backstop_classify::{BoxError, Error, HttpPolicy, Kind, Phase};
 use backstop_deadline::{AttemptTimeoutLayer, Covers, DeadlineLayer, InnerWaits, Propagation};
 use backstop_retry::{RetryBudget, RetryInfo, RetryLayer};
-use backstop_timeout::{
-    BodyIdleTimeoutLayer, ConnectTimeoutLayer, ConnectionIdleTimeoutLayer, TcpConnector,
-};
+use backstop_timeout::{ConnectTimeoutLayer, ConnectionIdleTimeoutLayer, TcpConnector};
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use hyper_util::client::legacy::connect::dns::Name;
@@ -42,6 +41,7 @@ use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder};
 
+use self::attempt::Attempt;
 use self::body::RequestReplay;
 pub use self::body::{RequestBody, ResponseBody};
 pub use self::builder::ClientBuilder;
@@ -185,11 +185,14 @@ impl Client {
         let retry = retry_layer(policy, transport.seed)?.with_replay::<RequestReplay>();
         let retry_budget = retry.budget().cloned();
 
-        let inner = ServiceBuilder::new()
-            .layer(ClassifyLayer::new())
-            .layer(attempt)
-            .layer(BodyIdleTimeoutLayer::new(idle.period()))
-            .service(hyper_client);
+        // Classify, the attempt timeout and the body idle timeout, composed: one future and one
+        // body wrapper instead of three layers rebuilding the response in turn.
+        let inner = Attempt::new(
+            hyper_client,
+            HttpPolicy::new(),
+            attempt.bounds(),
+            idle.period(),
+        );
 
         let (service, breakers) = if policy.breaker.enabled {
             let breaker = breaker_layer(policy, transport.seed, transport.judge)?;
