@@ -31,6 +31,7 @@ impl Timer {
     }
 
     /// The deadline, starting the clock now if it has not started.
+    #[inline]
     pub(crate) fn deadline(self: Pin<&mut Self>) -> Deadline {
         match self.project() {
             TimerProj::Unarmed { budget } => {
