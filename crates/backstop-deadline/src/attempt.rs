@@ -216,12 +216,16 @@ where
 
     #[inline]
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        // One call of the inner service, so its future is built in place.
-        match self.bounds.start(&mut req) {
-            Ok(bound) => ResponseFuture {
+        // One call of the inner service, so its future is built in place: the bound too, from
+        // its parts, where `AttemptBounds::start`'s finished `AttemptBound` was one more copy.
+        match self.bounds.plan(&mut req) {
+            Ok((budget, timer)) => ResponseFuture {
                 state: State::Running {
                     inner: self.inner.call(req),
-                    bound,
+                    bound: AttemptBound {
+                        clock: AttemptClock::new(budget, self.bounds.spares.clone()),
+                        timer,
+                    },
                 },
             },
             Err(failure) => ResponseFuture::failed(failure),

@@ -64,10 +64,15 @@ struct Opened {
 }
 
 impl OpenedConnection {
+    /// Whether a call has taken the connection's timings already.
+    pub(crate) fn is_claimed(&self) -> bool {
+        self.0.claimed.load(Ordering::Relaxed)
+    }
+
     /// The connection's timings, if no call claimed them before: the first caller gets them.
     fn claim(&self) -> Option<ConnectTimings> {
         // A pooled connection was claimed long ago: a plain load, no read-modify-write.
-        if self.0.claimed.load(Ordering::Relaxed) {
+        if self.is_claimed() {
             return None;
         }
         (!self.0.claimed.swap(true, Ordering::AcqRel)).then_some(self.0.timings)
@@ -327,6 +332,31 @@ mod tests {
 
     fn fill(info: &mut CallInfo, connect: Option<ConnectTimings>) {
         *info = call_info(connect);
+    }
+
+    #[test]
+    fn a_carrier_cloned_after_its_connection_was_claimed_carries_nothing_more() {
+        let opened = opened();
+        let carrier = opened.clone().carrier();
+        // Before any call claimed it, every clone carries the connection: the first response
+        // to reach a call gets the timings, whichever clone it holds.
+        let first = carrier.clone();
+        assert_eq!(first.connection.as_ref(), Some(&opened));
+        assert_eq!(Arc::strong_count(&opened.0), 3);
+        let mut extensions = Extensions::new();
+        extensions.insert(first);
+        let mut got = None;
+        OpenedConnection::record(&mut extensions, |_, connect| got = connect);
+        assert!(got.is_some(), "the first call gets the timings");
+        // Claimed: later clones hold no count on the connection, and a call gets nothing.
+        let later = carrier.clone();
+        assert_eq!(later.connection, None);
+        assert_eq!(Arc::strong_count(&opened.0), 2);
+        let mut extensions = Extensions::new();
+        extensions.insert(later);
+        let mut got = Some(opened.0.timings);
+        OpenedConnection::record(&mut extensions, |_, connect| got = connect);
+        assert_eq!(got, None, "a pooled connection's later calls get no timings");
     }
 
     fn call_info(connect: Option<ConnectTimings>) -> CallInfo {

@@ -52,7 +52,14 @@ impl Clone for CallInfo {
             breaker: self.breaker,
             time_to_headers: self.time_to_headers,
             connect: self.connect,
-            connection: self.connection.clone(),
+            // Every response over a pooled connection gets a clone of its carrier, long after
+            // the first call claimed the connection's timings: a claimed connection has nothing
+            // more to give, and its count is not raised and dropped again for nothing.
+            connection: self
+                .connection
+                .as_ref()
+                .filter(|opened| !opened.is_claimed())
+                .cloned(),
         }
     }
 }
