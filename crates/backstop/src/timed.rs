@@ -356,7 +356,10 @@ mod tests {
         extensions.insert(later);
         let mut got = Some(opened.0.timings);
         OpenedConnection::record(&mut extensions, |_, connect| got = connect);
-        assert_eq!(got, None, "a pooled connection's later calls get no timings");
+        assert_eq!(
+            got, None,
+            "a pooled connection's later calls get no timings"
+        );
     }
 
     fn call_info(connect: Option<ConnectTimings>) -> CallInfo {
