@@ -33,19 +33,12 @@ impl<F, Key> ResponseFuture<F, Key> {
         }
     }
 
+    /// The inner call, with its ticket (`None`: let through unrecorded).
     #[inline]
-    pub(crate) fn admitted(future: F, ticket: Ticket<Key>) -> Self {
+    pub(crate) fn new(future: F, ticket: Option<Ticket<Key>>) -> Self {
         ResponseFuture {
             future: Some(future),
-            ticket: Some(ticket),
-        }
-    }
-
-    #[inline]
-    pub(crate) fn passed(future: F) -> Self {
-        ResponseFuture {
-            future: Some(future),
-            ticket: None,
+            ticket,
         }
     }
 }
