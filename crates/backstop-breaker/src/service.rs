@@ -168,6 +168,8 @@ impl<S, K: BreakerKey> CircuitBreaker<S, K> {
     #[inline]
     fn admit_cached(&mut self) -> Option<Option<Ticket<K::Key>>> {
         let Some(cached) = self.cached.as_mut() else {
+            // Not reached: this runs after a cache hit or `refresh_cache`, which always leaves
+            // a breaker cached.
             return Some(None);
         };
         let breaker = &cached.breaker;
