@@ -57,31 +57,43 @@ pub(crate) struct Shared<Key> {
 }
 
 /// One circuit breaker, with its key and the bookkeeping of the keyed registry.
+///
+/// Laid out by hand (`repr(C)`): what every call reads or writes comes first, so that with the
+/// `Arc`'s counts it fills the fewest cache lines (three rather than five), and what only a
+/// transition, a sweep or a subscriber touches comes after.
+#[repr(C)]
 pub(crate) struct Breaker<Key> {
+    // === read or written by every call ===
+    window: SlidingWindow,
     pub(crate) key: Key,
-    pub(crate) hash: u64,
-    shared: Arc<Shared<Key>>,
     word: AtomicU64,
-    open_until: AtomicU64,
+    shared: Arc<Shared<Key>>,
+    /// The shared settings every call reads, copied here so that a call does not touch the line
+    /// of [`Shared`].
+    slow_nanos: Option<u64>,
     consecutive: AtomicU32,
+    /// Set by every call, cleared by the registry's idle sweep.
+    pub(crate) touched: AtomicBool,
+    /// Set when the registry forgets the breaker, so cached handles look it up again.
+    pub(crate) evicted: AtomicBool,
+    success_below_400: bool,
+    success_verdict: Verdict,
+    // === touched by transitions, probes, sweeps and subscribers ===
+    pub(crate) hash: u64,
+    open_until: AtomicU64,
     /// Probes in flight, whatever half-open period admitted them. A new half-open period waits
     /// for this to reach zero, so the dependency never sees more than the configured number of
     /// probes at once, even when one probe's failure re-opened the breaker while another was
     /// still out.
     probes_out: AtomicU32,
-    window: SlidingWindow,
+    /// Set while a mode chosen by hand is in force.
+    pinned: AtomicBool,
     transitions: Mutex<Transitions>,
     /// Created by the first subscriber: most breakers are never watched, and a channel costs
     /// a few hundred bytes.
     state_tx: OnceLock<watch::Sender<State>>,
-    /// Set by every call, cleared by the registry's idle sweep.
-    pub(crate) touched: AtomicBool,
     /// When a sweep last saw the breaker used.
     pub(crate) last_seen: AtomicU64,
-    /// Set when the registry forgets the breaker, so cached handles look it up again.
-    pub(crate) evicted: AtomicBool,
-    /// Set while a mode chosen by hand is in force.
-    pinned: AtomicBool,
     /// This breaker, for the waker of its cool-down timer.
     this: Weak<Breaker<Key>>,
     /// The breaker's metric label (nothing without the `metrics` feature).
@@ -110,16 +122,19 @@ impl<Key> Breaker<Key> {
         &self.shared.clock
     }
 
+    #[inline]
     pub(crate) fn success_below_400(&self) -> bool {
-        self.shared.success_below_400
+        self.success_below_400
     }
 
+    #[inline]
     pub(crate) fn success_verdict(&self) -> Verdict {
-        self.shared.success_verdict
+        self.success_verdict
     }
 
+    #[inline]
     pub(crate) fn slow_nanos(&self) -> Option<u64> {
-        self.shared.slow_nanos
+        self.slow_nanos
     }
 
     #[inline]
@@ -200,6 +215,9 @@ impl<Key: Clone + fmt::Debug + Send + Sync + 'static> Breaker<Key> {
             evicted: AtomicBool::new(false),
             pinned: AtomicBool::new(false),
             this,
+            slow_nanos: shared.slow_nanos,
+            success_below_400: shared.success_below_400,
+            success_verdict: shared.success_verdict,
             shared,
             metrics,
         }
