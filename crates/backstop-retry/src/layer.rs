@@ -51,25 +51,30 @@ impl<P, R> fmt::Debug for RetryLayer<P, R> {
 
 /// The layer's settings, checked by [`RetryLayerBuilder::build`], shared by every service and
 /// future it makes.
+// Laid out by hand (`repr(C)`): what every call reads comes first, on the fewest cache lines
+// (two rather than five of this 400-byte struct); what only a retry reads comes after.
+#[repr(C)]
 pub(crate) struct Config<P> {
+    // === read by every call ===
     pub(crate) max_attempts: u32,
+    pub(crate) attach_idempotency_key: bool,
+    pub(crate) retry_conflict: bool,
+    pub(crate) replay_limit: usize,
+    pub(crate) budget: Option<RetryBudget>,
+    pub(crate) attempt_header: Option<HeaderName>,
+    pub(crate) policy: P,
+    pub(crate) per_host: Option<PerHost>,
+    // === read when a retry is considered ===
+    /// gRPC's per-method retry policies (A6), `None` when there are none.
+    pub(crate) grpc: Option<GrpcRetryPolicy>,
     pub(crate) backoff: Backoff,
     pub(crate) retry_after_statuses: Vec<StatusCode>,
     pub(crate) retry_after_max: Duration,
     pub(crate) idempotency_key: HeaderName,
-    pub(crate) attach_idempotency_key: bool,
-    pub(crate) attempt_header: Option<HeaderName>,
-    pub(crate) replay_limit: usize,
-    pub(crate) budget: Option<RetryBudget>,
-    pub(crate) per_host: Option<PerHost>,
-    pub(crate) retry_conflict: bool,
-    /// gRPC's per-method retry policies (A6), `None` when there are none.
-    pub(crate) grpc: Option<GrpcRetryPolicy>,
     pub(crate) seed: u64,
     /// Numbers the request streams of randomness, so a seeded layer is deterministic.
     pub(crate) sequence: AtomicU64,
     pub(crate) key_seed: u64,
-    pub(crate) policy: P,
 }
 
 impl<P> fmt::Debug for Config<P> {
