@@ -58,7 +58,6 @@ pub(crate) struct Config<P> {
     // === read by every call ===
     pub(crate) max_attempts: u32,
     pub(crate) attach_idempotency_key: bool,
-    pub(crate) retry_conflict: bool,
     pub(crate) replay_limit: usize,
     pub(crate) budget: Option<RetryBudget>,
     pub(crate) attempt_header: Option<HeaderName>,
@@ -67,6 +66,7 @@ pub(crate) struct Config<P> {
     // === read when a retry is considered ===
     /// gRPC's per-method retry policies (A6), `None` when there are none.
     pub(crate) grpc: Option<GrpcRetryPolicy>,
+    pub(crate) retry_conflict: bool,
     pub(crate) backoff: Backoff,
     pub(crate) retry_after_statuses: Vec<StatusCode>,
     pub(crate) retry_after_max: Duration,

@@ -43,6 +43,10 @@ use word::{
 };
 
 /// What every breaker of one layer shares.
+///
+/// `success_below_400`, `success_verdict` and `slow_nanos` are worked out once per layer here
+/// and copied into each [`Breaker`] when it is made: calls read the breaker's copies, which lie
+/// on its own per-call cache lines.
 pub(crate) struct Shared<Key> {
     pub(crate) settings: Settings,
     /// Whether the policy calls every status below 400 a success, whatever the headers: then
