@@ -604,25 +604,28 @@ impl Evictor {
 
     fn evict(&mut self) {
         self.pass = self.pass.wrapping_add(1);
-        for line in self.buffer.chunks_mut(64) {
-            line[0] = line[0].wrapping_add(self.pass);
-        }
-        std::hint::black_box(&mut self.buffer);
+        write_every_line(&mut self.buffer, self.pass);
         if !self.buffer.is_empty() {
             warm_stack();
         }
     }
 }
 
-/// Writes one byte in every line of the 64 KiB of stack below the caller's frame, deepest first,
-/// so that the lines nearest the caller (the first a request's frames use) are the last written.
+/// Writes one byte in every 64-byte line of `bytes`, first to last, so that each line is cached
+/// afterwards (and the last ones most likely still in the L1).
+fn write_every_line(bytes: &mut [u8], pass: u8) {
+    for line in bytes.chunks_mut(64) {
+        line[0] = line[0].wrapping_add(pass);
+    }
+    std::hint::black_box(bytes);
+}
+
+/// Writes the 64 KiB of stack below the caller's frame, deepest first, so that the lines nearest
+/// the caller (the first a request's frames use) are the last written.
 #[inline(never)]
 fn warm_stack() {
     let mut frames = [0u8; 64 * 1024];
-    for line in frames.chunks_mut(64) {
-        line[0] = 1;
-    }
-    std::hint::black_box(&mut frames);
+    write_every_line(&mut frames, 1);
 }
 
 /// One request of each side in turn (in the balanced order, rotating per turn), `per_side` turns:
