@@ -3,13 +3,13 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::LazyLock;
 use std::task::{Context, Poll, ready};
 
-use backstop_classify::{BoxError, Error, Failure, Kind, Outcome, Phase};
+use backstop_classify::{BoxError, Error, Outcome, Phase};
 use http::Response;
 use pin_project_lite::pin_project;
 
+use crate::gate::rejection;
 use crate::ticket::Ticket;
 
 pin_project! {
@@ -54,13 +54,6 @@ impl<F, Key> fmt::Debug for ResponseFuture<F, Key> {
             .field("state", &state)
             .finish_non_exhaustive()
     }
-}
-
-/// The error of every rejection, judged once.
-fn rejection() -> Error {
-    static REJECTION: LazyLock<Failure> =
-        LazyLock::new(|| Failure::new(Kind::BreakerOpen, Phase::Local));
-    Error::from_failure(*REJECTION)
 }
 
 impl<F, E, ResBody, Key> Future for ResponseFuture<F, Key>

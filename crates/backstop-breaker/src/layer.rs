@@ -8,6 +8,7 @@ use tower_layer::Layer;
 use crate::authority::PerAuthority;
 use crate::breakers::Breakers;
 use crate::builder::Builder;
+use crate::gate::Gate;
 use crate::key::{BreakerKey, Single};
 use crate::registry::Registry;
 use crate::service::CircuitBreaker;
@@ -76,6 +77,11 @@ impl<K: BreakerKey> CircuitBreakerLayer<K> {
             registry,
             readiness,
         }
+    }
+
+    /// Admission to this layer's breakers without wrapping a service: see [`Gate`].
+    pub fn gate(&self) -> Gate<K> {
+        Gate::new(self.registry.clone())
     }
 
     /// The breakers of this layer: snapshots, subscriptions, manual control.

@@ -51,6 +51,15 @@
 //! `Phase::Local`, [`Retryable::Safe`](backstop_classify::Retryable::Safe) — the request never
 //! left, so a retry layer outside may send it elsewhere.
 //!
+//! # Without a wrapped service
+//!
+//! Code that makes its calls itself — a client whose own future awaits the call and classifies
+//! its result, a middleware of another HTTP client — asks the same breakers through a [`Gate`]
+//! ([`CircuitBreakerLayer::gate`]): [`Gate::admit`] gives a [`Permit`] (or [`Rejected`], an
+//! [`Error`](backstop_classify::Error) of kind `BreakerOpen`), and the permit records the
+//! call's [`Outcome`](backstop_classify::Outcome). `backstop::Client` drives its breakers so,
+//! from the future that also classifies and bounds each attempt.
+//!
 //! # Trip rules
 //!
 //! Any of these opens the circuit: `n` consecutive failures (default 5); a failure rate over a
@@ -125,6 +134,7 @@ mod breakers;
 mod builder;
 mod clock;
 mod future;
+mod gate;
 mod key;
 mod layer;
 pub mod metrics;
@@ -145,6 +155,7 @@ pub use bounds::{
 pub use breakers::Breakers;
 pub use builder::Builder;
 pub use future::ResponseFuture;
+pub use gate::{Gate, Permit, Rejected};
 pub use key::{BreakerKey, FnKey, RequestHead, Single};
 pub use layer::{CircuitBreakerLayer, Readiness};
 pub use service::CircuitBreaker;

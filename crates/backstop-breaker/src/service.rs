@@ -1,9 +1,9 @@
-//! [`CircuitBreaker`]: finds a request's breaker (remembering the last one) and asks it whether
-//! the call may go; in [`Readiness::NotReady`] mode, asks already in `poll_ready`.
+//! [`CircuitBreaker`]: a [`Gate`] around a service — finds a request's breaker (remembering the
+//! last one) and asks it whether the call may go; in [`Readiness::NotReady`] mode, asks already
+//! in `poll_ready`.
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 
 use backstop_classify::{BoxError, Error, Phase};
@@ -12,9 +12,10 @@ use tokio_util::sync::ReusableBoxFuture;
 use tower_service::Service;
 
 use crate::authority::PerAuthority;
-use crate::breaker::{Admission, Breaker, OpenSeen};
+use crate::breaker::{Admission, Breaker};
 use crate::breakers::Breakers;
 use crate::future::ResponseFuture;
+use crate::gate::Gate;
 use crate::key::{BreakerKey, RequestHead};
 use crate::layer::Readiness;
 use crate::registry::Registry;
@@ -26,38 +27,9 @@ use crate::ticket::Ticket;
 /// [`Kind::BreakerOpen`](backstop_classify::Kind::BreakerOpen) in [`Phase::Local`], safe to retry elsewhere, with no source.
 pub struct CircuitBreaker<S, K: BreakerKey = PerAuthority> {
     inner: S,
-    registry: Arc<Registry<K>>,
-    /// The breaker of the last call: most services talk to one host, and this skips the map.
-    cached: Option<Cached<K::Key>>,
+    gate: Gate<K>,
     /// Present in [`Readiness::NotReady`] mode.
     ready: Option<ReadyState<K::Key>>,
-}
-
-/// A service's own view of its last breaker.
-struct Cached<Key> {
-    breaker: Arc<Breaker<Key>>,
-    /// The open period this service last saw on it, so rejections skip the shared state.
-    open: Option<OpenSeen>,
-}
-
-// === impl Cached ===
-
-impl<Key> Clone for Cached<Key> {
-    fn clone(&self) -> Self {
-        Cached {
-            breaker: self.breaker.clone(),
-            open: self.open,
-        }
-    }
-}
-
-impl<Key> Cached<Key> {
-    fn new(breaker: Arc<Breaker<Key>>) -> Cached<Key> {
-        Cached {
-            breaker,
-            open: None,
-        }
-    }
 }
 
 struct ReadyState<Key> {
@@ -87,8 +59,7 @@ impl<S: Clone, K: BreakerKey> Clone for CircuitBreaker<S, K> {
     fn clone(&self) -> Self {
         CircuitBreaker {
             inner: self.inner.clone(),
-            registry: self.registry.clone(),
-            cached: self.cached.clone(),
+            gate: self.gate.clone(),
             // A reservation belongs to the service that made it.
             ready: self.ready.as_ref().map(|_| ReadyState::default()),
         }
@@ -114,8 +85,7 @@ impl<S, K: BreakerKey> CircuitBreaker<S, K> {
         };
         CircuitBreaker {
             inner,
-            registry,
-            cached: None,
+            gate: Gate::new(registry),
             ready,
         }
     }
@@ -127,63 +97,7 @@ impl<S, K: BreakerKey> CircuitBreaker<S, K> {
 
     /// The breakers this service shares with its layer.
     pub fn breakers(&self) -> Breakers<K> {
-        Breakers::new(self.registry.clone())
-    }
-
-    /// Whether the request belongs to the cached breaker by the key's quick check.
-    #[inline]
-    fn cache_hit(&self, head: &RequestHead<'_>) -> bool {
-        self.cached.as_ref().is_some_and(|c| {
-            !c.breaker.evicted.load(Ordering::Relaxed)
-                && self.registry.key_fn.matches_quickly(head, &c.breaker.key)
-        })
-    }
-
-    /// Finds the request's breaker the slow way (the quick check did not claim it) and caches
-    /// it.
-    #[inline]
-    fn refresh_cache(&mut self, head: &RequestHead<'_>) {
-        let keep = self.cached.as_ref().is_some_and(|c| {
-            !c.breaker.evicted.load(Ordering::Relaxed)
-                && self.registry.key_fn.matches(head, &c.breaker.key)
-        });
-        if !keep {
-            self.cached = Some(Cached::new(self.registry.for_head(head)));
-        }
-    }
-
-    fn only_breaker(&mut self) -> Option<Arc<Breaker<K::Key>>> {
-        let fresh = self
-            .cached
-            .as_ref()
-            .is_some_and(|c| !c.breaker.evicted.load(Ordering::Relaxed));
-        if !fresh {
-            self.cached = self.registry.only().map(Cached::new);
-        }
-        self.cached.as_ref().map(|c| c.breaker.clone())
-    }
-
-    /// Admission through the cached breaker: `Some` with the call's ticket (`None` inside for a
-    /// call let through unrecorded), or `None` for a rejection.
-    #[inline]
-    fn admit_cached(&mut self) -> Option<Option<Ticket<K::Key>>> {
-        let Some(cached) = self.cached.as_mut() else {
-            // Not reached: this runs after a cache hit or `refresh_cache`, which always leaves
-            // a breaker cached.
-            return Some(None);
-        };
-        let breaker = &cached.breaker;
-        breaker.touch();
-        match breaker.admit_seen(&mut cached.open) {
-            Admission::Call { generation, probe } => {
-                Some(Some(Ticket::new(breaker.clone(), generation, probe)))
-            }
-            Admission::Reject => {
-                breaker.metrics.rejection();
-                None
-            }
-            Admission::Unrecorded => Some(None),
-        }
+        Breakers::new(self.gate.registry.clone())
     }
 
     /// A call whose breaker is not the cached one: looked up, cached, then admitted.
@@ -193,10 +107,10 @@ impl<S, K: BreakerKey> CircuitBreaker<S, K> {
     where
         S: Service<Request<ReqBody>>,
     {
-        self.refresh_cache(&RequestHead::of(&req));
-        match self.admit_cached() {
-            Some(ticket) => ResponseFuture::new(self.inner.call(req), ticket),
-            None => ResponseFuture::rejected(),
+        self.gate.refresh_cache(&RequestHead::of(&req));
+        match self.gate.admit_cached() {
+            Ok(permit) => ResponseFuture::new(self.inner.call(req), permit.into_ticket()),
+            Err(_) => ResponseFuture::rejected(),
         }
     }
 
@@ -209,7 +123,7 @@ impl<S, K: BreakerKey> CircuitBreaker<S, K> {
         {
             return Poll::Ready(());
         }
-        let Some(breaker) = self.only_breaker() else {
+        let Some(breaker) = self.gate.only_breaker() else {
             return Poll::Ready(());
         };
         let Some(ready) = self.ready.as_mut() else {
@@ -306,12 +220,12 @@ where
         }
         // Finding another breaker is out of line: the common call, whose breaker is the cached
         // one, stays short (9 instructions fewer per call, admitted or rejected).
-        if !self.cache_hit(&RequestHead::of(&req)) {
+        if !self.gate.cache_hit(&RequestHead::of(&req)) {
             return self.call_uncached(req);
         }
-        match self.admit_cached() {
-            Some(ticket) => ResponseFuture::new(self.inner.call(req), ticket),
-            None => ResponseFuture::rejected(),
+        match self.gate.admit_cached() {
+            Ok(permit) => ResponseFuture::new(self.inner.call(req), permit.into_ticket()),
+            Err(_) => ResponseFuture::rejected(),
         }
     }
 }

@@ -58,7 +58,10 @@ impl<Key: Clone + fmt::Debug + Send + Sync + 'static> Ticket<Key> {
 
     #[inline(always)]
     pub(crate) fn finish(&mut self, outcome: &Outcome) {
-        let verdict = (self.breaker.settings().judge)(outcome);
+        let verdict = match outcome {
+            Outcome::Success => self.breaker.success_verdict(),
+            outcome => (self.breaker.settings().judge)(outcome),
+        };
         self.finish_with(verdict);
     }
 

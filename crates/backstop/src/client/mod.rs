@@ -185,31 +185,27 @@ impl Client {
         let retry = retry_layer(policy, transport.seed)?.with_replay::<RequestReplay>();
         let retry_budget = retry.budget().cloned();
 
-        // Classify, the attempt timeout and the body idle timeout, composed: one future and one
-        // body wrapper instead of three layers rebuilding the response in turn.
+        let breaker = if policy.breaker.enabled {
+            Some(breaker_layer(policy, transport.seed, transport.judge)?)
+        } else {
+            None
+        };
+        let breakers = breaker.as_ref().map(CircuitBreakerLayer::breakers);
+        // The breaker, classify, the attempt timeout and the body idle timeout, composed: one
+        // future and one body wrapper instead of four layers handing the response on in turn.
         let inner = Attempt::new(
             hyper_client,
             HttpPolicy::new(),
             attempt.bounds(),
             idle.period(),
+            breaker.as_ref().map(CircuitBreakerLayer::gate),
         );
-
-        let (service, breakers) = if policy.breaker.enabled {
-            let breaker = breaker_layer(policy, transport.seed, transport.judge)?;
-            let breakers = breaker.breakers();
-            let service = ServiceBuilder::new()
+        let service = BoxCloneSyncService::new(
+            ServiceBuilder::new()
                 .layer(deadline)
                 .layer(retry)
-                .layer(breaker)
-                .service(inner);
-            (BoxCloneSyncService::new(service), Some(breakers))
-        } else {
-            let service = ServiceBuilder::new()
-                .layer(deadline)
-                .layer(retry)
-                .service(inner);
-            (BoxCloneSyncService::new(service), None)
-        };
+                .service(inner),
+        );
         Ok(Client {
             service: Arc::new(ServicePool::new(service, retry_budget)),
             breakers,
