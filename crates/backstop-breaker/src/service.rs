@@ -100,6 +100,20 @@ impl<S, K: BreakerKey> CircuitBreaker<S, K> {
         Breakers::new(self.gate.registry.clone())
     }
 
+    /// A call admitted by `poll_ready` ([`Readiness::NotReady`]): its reservation is its
+    /// admission. Out of line, as `call_uncached`.
+    #[inline(never)]
+    fn call_reserved<ReqBody>(&mut self, req: Request<ReqBody>) -> ResponseFuture<S::Future, K::Key>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        let ticket = match self.ready.as_mut().and_then(|ready| ready.reserved.take()) {
+            Some(Reserved::Ticket(ticket)) => Some(ticket),
+            Some(Reserved::Unrecorded) | None => None,
+        };
+        ResponseFuture::new(self.inner.call(req), ticket)
+    }
+
     /// A call whose breaker is not the cached one: looked up, cached, then admitted.
     #[cold]
     #[inline(never)]
@@ -211,16 +225,20 @@ where
 
     #[inline]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        if let Some(reserved) = self.ready.as_mut().and_then(|ready| ready.reserved.take()) {
-            let ticket = match reserved {
-                Reserved::Ticket(ticket) => Some(ticket),
-                Reserved::Unrecorded => None,
-            };
-            return ResponseFuture::new(self.inner.call(req), ticket);
+        // The request is read (its breaker checked) before any branch that takes it: taking it
+        // first, even into an out-of-line function, made every call copy its 224 bytes once
+        // more (28 instructions, and a call of `memcpy`).
+        let hit = self.gate.cache_hit(&RequestHead::of(&req));
+        if self
+            .ready
+            .as_ref()
+            .is_some_and(|ready| ready.reserved.is_some())
+        {
+            return self.call_reserved(req);
         }
         // Finding another breaker is out of line: the common call, whose breaker is the cached
         // one, stays short (9 instructions fewer per call, admitted or rejected).
-        if !self.gate.cache_hit(&RequestHead::of(&req)) {
+        if !hit {
             return self.call_uncached(req);
         }
         match self.gate.admit_cached() {

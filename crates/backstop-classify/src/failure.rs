@@ -261,11 +261,22 @@ impl Outcome {
     /// The verdict [`ClassifyLayer`](crate::ClassifyLayer) stored in a response's (or a
     /// request's) extensions, if any: `Outcome::of(res.extensions())`.
     ///
+    /// Only the emptiness check is inlined: a response nothing classified usually carries no
+    /// extensions at all, and then the call is skipped.
+    #[inline]
+    pub fn of(extensions: &http::Extensions) -> Option<&Outcome> {
+        if extensions.is_empty() {
+            None
+        } else {
+            Outcome::stored_in(extensions)
+        }
+    }
+
     /// Out of line, and not generic: the breaker, the retry layer and the client each read the
     /// verdict of every response, and all of them then run this one copy of the lookup rather
     /// than one inlined into each (a call's path costs, when it runs cold, per line of code).
     #[inline(never)]
-    pub fn of(extensions: &http::Extensions) -> Option<&Outcome> {
+    fn stored_in(extensions: &http::Extensions) -> Option<&Outcome> {
         extensions.get::<Outcome>()
     }
 }
