@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use backstop_breaker::{Breakers, CircuitBreakerLayer, PerAuthority};
+use crate::attempt::Sender;
+use crate::builder::Builder;
+use backstop_breaker::{Breakers, CircuitBreakerLayer, Gate, PerAuthority, RequestHead};
 use backstop_classify::{Error, Failure, HttpPolicy, Kind, Outcome, Phase, Retryable, Timer};
 use backstop_deadline::Deadline;
 use backstop_retry::{
@@ -16,11 +18,6 @@ use http::{Extensions, HeaderName, StatusCode};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use reqwest_middleware::{Middleware, Next};
-use tower_layer::Layer;
-use tower_service::Service;
-
-use crate::attempt::{Attempt, Sender, outcome_of};
-use crate::builder::Builder;
 
 /// The header that makes a non-idempotent request safe to send twice (as in backstop-retry).
 static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -138,6 +135,8 @@ impl BackstopMiddleware {
         }
         let mut info = RetryInfo::default();
         let mut rng = None;
+        // One per call: its retries find the host's breaker without looking it up again.
+        let mut gate = config.breaker.as_ref().map(CircuitBreakerLayer::gate);
         loop {
             if call.deadline.is_expired() {
                 info.stop(StopReason::Deadline);
@@ -158,12 +157,10 @@ impl BackstopMiddleware {
                 let timeout = request.timeout_mut();
                 *timeout = Some(timeout.map_or(left, |own| own.min(left)));
             }
-            let (failure, last) = match self.attempt(request, extensions, next.clone(), &call).await
-            {
-                Ok(res) => match outcome_of(&res) {
-                    Outcome::Success => return Ok(answered(res.into_body(), info)),
-                    Outcome::Failure(failure) => (failure, Ok(res.into_body())),
-                },
+            let attempt = self.attempt(request, extensions, next.clone(), &call, &mut gate);
+            let (failure, last) = match attempt.await {
+                Ok((res, Outcome::Success)) => return Ok(answered(res, info)),
+                Ok((res, Outcome::Failure(failure))) => (failure, Ok(res)),
                 Err(err) => (err.failure(), Err(err)),
             };
             let verdict = self.decide(&failure, &call, &info, spare.is_some(), &mut rng);
@@ -200,46 +197,51 @@ impl BackstopMiddleware {
         }
     }
 
-    /// One attempt, through the host's breaker when there is one.
+    /// One attempt, admitted by the host's breaker when there is one, which records its outcome.
     async fn attempt(
         &self,
         request: reqwest::Request,
         extensions: &mut Extensions,
         next: Next<'_>,
         call: &Call,
-    ) -> Result<http::Response<reqwest::Response>, Error> {
+        gate: &mut Option<Gate>,
+    ) -> Result<(reqwest::Response, Outcome), Error> {
         let config = &*self.config;
-        let mut sender = Sender {
+        // The breaker keys on the origin (scheme, host, port); a URL without one (opaque
+        // origins) has no host to protect.
+        let permit = match gate {
+            Some(gate) => match http::Uri::try_from(request.url().origin().ascii_serialization()) {
+                Ok(origin) => {
+                    let mut head = http::Request::new(());
+                    *head.method_mut() = request.method().clone();
+                    *head.uri_mut() = origin;
+                    Some(gate.admit(&RequestHead::of(&head))?)
+                }
+                Err(_) => None,
+            },
+            None => None,
+        };
+        let sender = Sender {
             next,
             attempt_timeout: config.attempt_timeout,
             deadline: call.deadline,
-            policy: config.policy.clone(),
+            policy: &config.policy,
         };
-        // The breaker keys on the origin (scheme, host, port); a URL without one (opaque
-        // origins) has no host to protect.
-        let origin = http::Uri::try_from(request.url().origin().ascii_serialization()).ok();
-        let method = request.method().clone();
-        let mut head = http::Request::new(Attempt {
-            request,
-            extensions,
-        });
-        *head.method_mut() = method;
-        let through = async {
-            match (&config.breaker, origin) {
-                (Some(layer), Some(origin)) => {
-                    *head.uri_mut() = origin;
-                    let mut breaker = layer.layer(sender);
-                    std::future::poll_fn(|cx| breaker.poll_ready(cx)).await?;
-                    breaker.call(head).await
+        match tokio::time::timeout_at(call.deadline.instant(), sender.send(request, extensions))
+            .await
+        {
+            Ok(result) => {
+                if let Some(permit) = permit {
+                    match &result {
+                        Ok((_, outcome)) => permit.record(outcome),
+                        Err(err) => permit.record_error(err),
+                    }
                 }
-                _ => sender.call(head).await,
+                result
             }
-        };
-        match tokio::time::timeout_at(call.deadline.instant(), through).await {
-            Ok(result) => result,
             // The caller's time ran out, which says nothing about the host: the attempt is
-            // dropped before the breaker records it, as backstop's deadline layer, outside its
-            // breaker, drops it.
+            // dropped and its permit with it, unrecorded, as backstop's deadline layer, outside
+            // its breaker, drops the attempt.
             Err(_elapsed) => Err(Error::new(
                 Kind::TimedOut(Timer::Deadline),
                 Phase::AwaitHeaders,
