@@ -35,6 +35,16 @@ fn fail_twice(gate: &mut Gate, req: &Request<()>) {
     }
 }
 
+/// A layer whose breaker for `http://api.internal` two refused calls through a gate opened, the
+/// gate, and a request to that host.
+fn tripped() -> (CircuitBreakerLayer<PerAuthority>, Gate, Request<()>) {
+    let layer = layer();
+    let mut gate = layer.gate();
+    let req = request("http://api.internal/");
+    fail_twice(&mut gate, &req);
+    (layer, gate, req)
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_gate_trips_its_host_only_and_a_rejection_is_a_local_safe_breaker_open() {
     let layer = layer();
@@ -64,10 +74,7 @@ async fn a_gate_trips_its_host_only_and_a_rejection_is_a_local_safe_breaker_open
 
 #[tokio::test(start_paused = true)]
 async fn a_gate_and_the_layers_services_share_the_breakers() {
-    let layer = layer();
-    let mut gate = layer.gate();
-    let req = request("http://api.internal/");
-    fail_twice(&mut gate, &req);
+    let (layer, _gate, _req) = tripped();
     let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = calls.clone();
     let svc = layer.layer(service_fn(move |_req: Request<()>| {
@@ -84,10 +91,7 @@ async fn a_gate_and_the_layers_services_share_the_breakers() {
 
 #[tokio::test(start_paused = true)]
 async fn a_probe_permit_dropped_unrecorded_goes_back_and_a_recorded_one_decides() {
-    let layer = layer();
-    let mut gate = layer.gate();
-    let req = request("http://api.internal/");
-    fail_twice(&mut gate, &req);
+    let (layer, mut gate, req) = tripped();
     tokio::time::advance(Duration::from_secs(11)).await;
     // Half-open with one probe: the first caller takes it, a second is refused meanwhile.
     let probe = gate.admit(&RequestHead::of(&req)).unwrap();

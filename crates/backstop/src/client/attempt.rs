@@ -204,13 +204,17 @@ mod tests {
     use super::*;
 
     fn attempt<S>(inner: S, timeout: Duration) -> Attempt<S> {
+        with_breaker(inner, timeout, None)
+    }
+
+    fn with_breaker<S>(inner: S, timeout: Duration, breaker: Option<Gate>) -> Attempt<S> {
         let bounds = AttemptTimeoutLayer::new(timeout).bounds();
         Attempt::new(
             inner,
             HttpPolicy::new(),
             bounds,
             Duration::from_secs(30),
-            None,
+            breaker,
         )
     }
 
@@ -272,14 +276,7 @@ mod tests {
     }
 
     fn gated<S>(inner: S, timeout: Duration, breaker: &CircuitBreakerLayer) -> Attempt<S> {
-        let bounds = AttemptTimeoutLayer::new(timeout).bounds();
-        Attempt::new(
-            inner,
-            HttpPolicy::new(),
-            bounds,
-            Duration::from_secs(30),
-            Some(breaker.gate()),
-        )
+        with_breaker(inner, timeout, Some(breaker.gate()))
     }
 
     fn two_failures_trip() -> CircuitBreakerLayer {
@@ -288,6 +285,26 @@ mod tests {
             .no_failure_rate()
             .build()
             .unwrap()
+    }
+
+    /// An attempt through `breaker` whose answer never comes: it times out after 10 ms.
+    fn hanging(
+        breaker: &CircuitBreakerLayer,
+    ) -> Attempt<
+        impl Service<Request<()>, Response = Response<Full<bytes::Bytes>>, Error = std::io::Error>
+        + Clone,
+    > {
+        gated(
+            tower::service_fn(|_req: Request<()>| {
+                std::future::pending::<Result<Response<Full<bytes::Bytes>>, std::io::Error>>()
+            }),
+            Duration::from_millis(10),
+            breaker,
+        )
+    }
+
+    fn get() -> Request<()> {
+        Request::get("http://api.internal/").body(()).unwrap()
     }
 
     fn state(breaker: &CircuitBreakerLayer) -> Vec<BreakerState> {
@@ -318,13 +335,12 @@ mod tests {
             Duration::from_secs(5),
             &breaker,
         );
-        let req = || Request::get("http://api.internal/").body(()).unwrap();
         for _ in 0..2 {
-            let res = svc.clone().oneshot(req()).await.unwrap();
+            let res = svc.clone().oneshot(get()).await.unwrap();
             assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         }
         assert_eq!(state(&breaker), [BreakerState::Open]);
-        let err = svc.clone().oneshot(req()).await.unwrap_err();
+        let err = svc.clone().oneshot(get()).await.unwrap_err();
         assert_eq!((err.kind(), err.phase()), (Kind::BreakerOpen, Phase::Local));
         assert_eq!(
             calls.load(Ordering::SeqCst),
@@ -345,22 +361,15 @@ mod tests {
             Duration::from_secs(5),
             &breaker,
         );
-        let hang = gated(
-            tower::service_fn(|_req: Request<()>| {
-                std::future::pending::<Result<Response<Full<bytes::Bytes>>, std::io::Error>>()
-            }),
-            Duration::from_millis(10),
-            &breaker,
-        );
-        let req = || Request::get("http://api.internal/").body(()).unwrap();
-        ok.clone().oneshot(req()).await.unwrap();
-        let err = hang.clone().oneshot(req()).await.unwrap_err();
+        let hang = hanging(&breaker);
+        ok.clone().oneshot(get()).await.unwrap();
+        let err = hang.clone().oneshot(get()).await.unwrap_err();
         assert_eq!(err.kind(), Kind::TimedOut(Timer::Attempt));
-        ok.clone().oneshot(req()).await.unwrap();
+        ok.clone().oneshot(get()).await.unwrap();
         // A success in between ended the run of failures.
-        hang.clone().oneshot(req()).await.unwrap_err();
+        hang.clone().oneshot(get()).await.unwrap_err();
         assert_eq!(state(&breaker), [BreakerState::Closed]);
-        hang.clone().oneshot(req()).await.unwrap_err();
+        hang.clone().oneshot(get()).await.unwrap_err();
         assert_eq!(state(&breaker), [BreakerState::Open]);
     }
 
@@ -369,20 +378,13 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_attempt_records_nothing() {
         let breaker = CircuitBreakerLayer::builder().build().unwrap();
-        let hang = gated(
-            tower::service_fn(|_req: Request<()>| {
-                std::future::pending::<Result<Response<Full<bytes::Bytes>>, std::io::Error>>()
-            }),
-            Duration::from_millis(10),
-            &breaker,
-        );
-        let req = || Request::get("http://api.internal/").body(()).unwrap();
+        let hang = hanging(&breaker);
         let calls = || breaker.breakers().snapshots()[0].1.calls;
-        let mut cancelled = Box::pin(hang.clone().oneshot(req()));
+        let mut cancelled = Box::pin(hang.clone().oneshot(get()));
         assert!(futures_poll_once(cancelled.as_mut()).is_pending());
         drop(cancelled);
         assert_eq!(calls(), 0);
-        hang.clone().oneshot(req()).await.unwrap_err();
+        hang.clone().oneshot(get()).await.unwrap_err();
         assert_eq!(calls(), 1);
     }
 
