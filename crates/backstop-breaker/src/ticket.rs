@@ -41,12 +41,11 @@ impl<Key: Clone + fmt::Debug + Send + Sync + 'static> Ticket<Key> {
     pub(crate) fn finish_response<B>(&mut self, res: &Response<B>) {
         let breaker = &self.breaker;
         let verdict = match Outcome::of(res.extensions()) {
-            Some(Outcome::Success) => breaker.success_verdict(),
-            Some(outcome) => (breaker.settings().judge)(outcome),
+            Some(outcome) => self.verdict(outcome),
             None if res.status().as_u16() < 400 && breaker.success_below_400() => {
                 breaker.success_verdict()
             }
-            None => (breaker.settings().judge)(
+            None => self.verdict(
                 &breaker
                     .settings()
                     .policy
@@ -58,11 +57,17 @@ impl<Key: Clone + fmt::Debug + Send + Sync + 'static> Ticket<Key> {
 
     #[inline(always)]
     pub(crate) fn finish(&mut self, outcome: &Outcome) {
-        let verdict = match outcome {
+        let verdict = self.verdict(outcome);
+        self.finish_with(verdict);
+    }
+
+    /// The judge's verdict on `outcome`; a success's, the most common, asked once per layer.
+    #[inline(always)]
+    fn verdict(&self, outcome: &Outcome) -> Verdict {
+        match outcome {
             Outcome::Success => self.breaker.success_verdict(),
             outcome => (self.breaker.settings().judge)(outcome),
-        };
-        self.finish_with(verdict);
+        }
     }
 
     /// Records `verdict`. The ticket is spent: whoever holds it drops it next, and that drop

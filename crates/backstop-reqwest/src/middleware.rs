@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::attempt::Sender;
-use crate::builder::Builder;
 use backstop_breaker::{Breakers, CircuitBreakerLayer, Gate, PerAuthority, RequestHead};
 use backstop_classify::{Error, Failure, HttpPolicy, Kind, Outcome, Phase, Retryable, Timer};
 use backstop_deadline::Deadline;
@@ -18,6 +16,9 @@ use http::{Extensions, HeaderName, StatusCode};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use reqwest_middleware::{Middleware, Next};
+
+use crate::attempt::Sender;
+use crate::builder::Builder;
 
 /// The header that makes a non-idempotent request safe to send twice (as in backstop-retry).
 static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
