@@ -18,7 +18,7 @@
 //! The layers' own metrics, named in their crates and re-exported here: [`retry`]
 //! (`backstop.retry.attempts`, `.retries`, `.stopped`, `.budget.rejections`), [`breaker`]
 //! (`backstop.breaker.state`, `.transitions`, `.rejections`), [`deadline`]
-//! (`backstop.deadline.expired`) and, with the `server` feature, [`server`]
+//! (`backstop.deadline.expired`) and, with the `server` feature, `server`
 //! (`backstop.server.shed`). The facade's `metrics` feature turns on every one of them.
 //!
 //! Hosts (`server.address`) are bounded by
