@@ -153,7 +153,8 @@ pub use attempt::{
     MAX_ATTEMPT_TIMEOUT,
 };
 pub use client::{
-    Carry, Covers, DeadlineBody, DeadlineLayer, DeadlineLayerBuilder, DeadlineService, InnerWaits,
+    CallDeadline, Carry, Covers, DeadlineBody, DeadlineBounds, DeadlineLayer, DeadlineLayerBuilder,
+    DeadlineService, InnerWaits,
 };
 pub use config::ConfigError;
 pub use deadline::{Deadline, MAX_DEADLINE_AHEAD};

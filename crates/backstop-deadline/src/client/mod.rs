@@ -7,11 +7,13 @@
 //! reaches the layers inside, and who wakes the call at the deadline while they wait.
 
 mod body;
+mod bounds;
 mod future;
 mod layer;
 mod service;
 
 pub use body::DeadlineBody;
+pub use bounds::{CallDeadline, DeadlineBounds};
 pub use future::ResponseFuture;
 pub use layer::{DeadlineLayer, DeadlineLayerBuilder};
 pub use service::DeadlineService;

@@ -2,17 +2,14 @@
 
 use std::task::{Context, Poll};
 
-use backstop_classify::{BoxError, Error, Failure, Phase};
+use backstop_classify::{BoxError, Error, Phase};
 use http::{Request, Response};
 use http_body::Body;
-use tokio::time::Instant;
 use tower_service::Service;
 
 use super::future::{DeadlineTimer, State};
-use super::{Carry, Covers, DeadlineBody, DeadlineLayer, InnerWaits, ResponseFuture};
-use crate::ambient::{self, Budget, Entered};
-use crate::metrics::SIDE_CLIENT;
-use crate::{Deadline, deadline_failure};
+use super::{Covers, DeadlineBody, DeadlineLayer, InnerWaits, ResponseFuture};
+use crate::ambient::Entered;
 
 /// The service made by the client [`DeadlineLayer`].
 #[derive(Debug, Clone)]
@@ -53,7 +50,7 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         // One call of the inner service, whatever the plan, so the compiler can build the inner
         // future in place instead of copying it (and the request) around.
-        let budget = match self.plan(&mut req) {
+        let budget = match self.layer.plan(&mut req) {
             Ok(budget) => budget,
             Err(failure) => return ResponseFuture::failed(failure),
         };
@@ -74,47 +71,5 @@ where
                 own_timer,
             },
         }
-    }
-}
-
-impl<S> DeadlineService<S> {
-    /// The deadline this call runs under (`None`: no deadline anywhere), with the headers
-    /// written and the extension inserted as configured; or why it must not be sent.
-    #[inline]
-    fn plan<B>(&self, req: &mut Request<B>) -> Result<Option<Budget>, Failure> {
-        if let Some(timeout) = self.layer.timeout
-            && self.layer.lazy(timeout)
-            && self.layer.carry == Carry::TaskLocal
-            && ambient::peek().is_none()
-            && Deadline::of(req).is_none()
-        {
-            // Only our own timeout applies: it starts when first needed (see "When the clock
-            // starts"), and its headers are the prepared ones.
-            if let Some(prepared) = &self.layer.prepared {
-                self.layer.propagation.write_prepared(req, prepared);
-            }
-            return Ok(Some(Budget::NotStarted(timeout)));
-        }
-        let now = Instant::now();
-        let own = self.layer.timeout.map(|t| Deadline::at(now + t));
-        let Some(deadline) = earliest(earliest(own, Deadline::of(req)), ambient::current()) else {
-            return Ok(None);
-        };
-        if deadline.instant() <= now {
-            crate::telemetry::expired(SIDE_CLIENT, None);
-            return Err(deadline_failure(Phase::Local));
-        }
-        self.layer.propagation.write(req, deadline.instant(), now)?;
-        if self.layer.carry == Carry::Extensions {
-            crate::carry_in_extensions(req, deadline);
-        }
-        Ok(Some(Budget::At(deadline)))
-    }
-}
-
-fn earliest(a: Option<Deadline>, b: Option<Deadline>) -> Option<Deadline> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.earliest(b)),
-        (a, b) => a.or(b),
     }
 }

@@ -36,8 +36,12 @@ pub struct ResponseBody {
 }
 
 /// The body the client's stack returns: hyper's, bounded by the idle timeout (its errors
-/// classified there), and by the deadline (the order of `Client::assemble`'s layers, inside out).
-pub(super) type StackBody = DeadlineBody<IdleBody<Incoming>>;
+/// classified there).
+pub(super) type AttemptBody = IdleBody<Incoming>;
+
+/// The body of a response of the client's own stack: an [`AttemptBody`] bounded by the call's
+/// deadline (added by the client's `Call`, which applies the deadline's rules itself).
+pub(super) type StackBody = DeadlineBody<AttemptBody>;
 
 enum ResponseKind {
     Stack(StackBody),
@@ -59,11 +63,15 @@ impl ResponseBody {
         )
     }
 
-    /// The response the client's stack returned, its body unboxed.
+    /// The response the client's stack returned, its body unboxed and bounded by `deadline`
+    /// (the instant it must end by, if any).
     #[inline]
-    pub(super) fn of_stack(res: http::Response<StackBody>) -> http::Response<ResponseBody> {
+    pub(super) fn of_stack(
+        res: http::Response<AttemptBody>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> http::Response<ResponseBody> {
         res.map(|body| ResponseBody {
-            kind: ResponseKind::Stack(body),
+            kind: ResponseKind::Stack(DeadlineBody::new(body, deadline)),
         })
     }
 }

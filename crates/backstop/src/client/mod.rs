@@ -30,7 +30,9 @@ use std::time::Duration;
 
 use backstop_breaker::{Breakers, CircuitBreakerLayer, PerAuthority, State, Window};
 use backstop_classify::{BoxError, Error, HttpPolicy, Kind, Phase};
-use backstop_deadline::{AttemptTimeoutLayer, Covers, DeadlineLayer, InnerWaits, Propagation};
+use backstop_deadline::{
+    AttemptTimeoutLayer, CallDeadline, Covers, DeadlineLayer, InnerWaits, Propagation,
+};
 use backstop_retry::{RetryBudget, RetryInfo, RetryLayer};
 use backstop_timeout::{ConnectTimeoutLayer, ConnectionIdleTimeoutLayer, TcpConnector};
 use bytes::Bytes;
@@ -200,14 +202,16 @@ impl Client {
             idle.period(),
             breaker.as_ref().map(CircuitBreakerLayer::gate),
         );
-        let service = BoxCloneSyncService::new(
-            ServiceBuilder::new()
-                .layer(deadline)
-                .layer(retry)
-                .service(inner),
-        );
+        // The deadline's rules are applied by the call itself (`Call`), around the stack: an
+        // instant from the clock reading the call's record takes anyway, made ambient around
+        // the call and its polls, with no future, timer or clock of its own (the attempt
+        // timeout inside wakes the call at the deadline).
+        let deadline = deadline
+            .bounds()
+            .map_err(|e| ConfigError::new("deadline", e.rule().to_owned()))?;
+        let service = BoxCloneSyncService::new(ServiceBuilder::new().layer(retry).service(inner));
         Ok(Client {
-            service: Arc::new(ServicePool::new(service, retry_budget)),
+            service: Arc::new(ServicePool::new(service, retry_budget, deadline)),
             breakers,
             single_probe: policy.breaker.half_open_probes == 1,
             schemes,
@@ -437,7 +441,11 @@ pub(crate) struct Call<'a> {
 
 /// A call the stack is working on, and what recording it needs afterwards.
 struct Sent<'a> {
-    stack: pool::StackFuture<'a, Response<body::StackBody>>,
+    stack: pool::StackFuture<'a, Response<body::AttemptBody>>,
+    /// The call's deadline, made ambient around the stack's call and polls, and the bound of
+    /// its response body (`None` only without a deadline anywhere, which a client's own
+    /// deadline rules out).
+    deadline: Option<CallDeadline>,
     span: tracing::Span,
     #[cfg(feature = "metrics")]
     active: telemetry::Active,
@@ -456,7 +464,7 @@ impl<'a> Call<'a> {
     #[inline(never)]
     fn start(&mut self) -> Result<(), Error> {
         let client = self.client;
-        let (req, url) = match self.outgoing.take() {
+        let (mut req, url) = match self.outgoing.take() {
             Some(Outgoing::Request(req)) => (req, None),
             Some(Outgoing::Url { method, url, body }) => (request(method, url, body)?, Some(url)),
             None => return Ok(()),
@@ -478,14 +486,25 @@ impl<'a> Call<'a> {
             Some(url) => Destination::Url(url),
             None => Destination::of(req.uri()),
         });
-        // With no subscriber the span is disabled: the stack is called and polled as it is,
-        // with no span entered and left around it.
-        let stack = {
-            let _entered = (!span.is_disabled()).then(|| span.enter());
-            client.service.call(req)
+        let (stack, deadline) = match client.service.deadline.start(&mut req, started) {
+            // With no subscriber the span is disabled: the stack is called and polled as it
+            // is, with no span entered and left around it.
+            Ok(Some(deadline)) => {
+                let _entered = (!span.is_disabled()).then(|| span.enter());
+                let _ambient = client.service.deadline.enter_call(&deadline);
+                (client.service.call(req), Some(deadline))
+            }
+            Ok(None) => {
+                let _entered = (!span.is_disabled()).then(|| span.enter());
+                (client.service.call(req), None)
+            }
+            // Out of time before it was sent (a caller's deadline has passed): the call's
+            // error, recorded as any other.
+            Err(failure) => (expired(failure), None),
         };
         self.sent = Some(Sent {
             stack,
+            deadline,
             span,
             #[cfg(feature = "metrics")]
             active,
@@ -532,12 +551,13 @@ impl Future for Call<'_> {
             // Polled again after its result: a caller's mistake, answered without a panic.
             return Poll::Ready(Err(Error::new(Kind::Other, Phase::Local)));
         };
-        let polled = if sent.span.is_disabled() {
-            sent.stack.as_mut().poll(cx)
-        } else {
-            let _entered = sent.span.enter();
-            sent.stack.as_mut().poll(cx)
-        };
+        let entered = (!sent.span.is_disabled()).then(|| sent.span.enter());
+        // The deadline ambient for the layers inside: a retry decides whether it has time for
+        // another attempt, and bounds that attempt by it, within this poll.
+        let ambient = sent.deadline.as_ref().map(CallDeadline::enter);
+        let polled = sent.stack.as_mut().poll(cx);
+        drop(ambient);
+        drop(entered);
         let result = std::task::ready!(polled);
         let Some(sent) = this.sent.take() else {
             return Poll::Ready(Err(Error::new(Kind::Other, Phase::Local)));
@@ -552,9 +572,12 @@ impl Sent<'_> {
     fn finish(
         self,
         client: &Client,
-        result: Result<Response<body::StackBody>, Error>,
+        result: Result<Response<body::AttemptBody>, Error>,
     ) -> Result<Response<ResponseBody>, Error> {
-        let mut result = result.map(ResponseBody::of_stack);
+        let mut result = result.map(|res| {
+            let body_deadline = self.deadline.and_then(|d| d.body_deadline());
+            ResponseBody::of_stack(res, body_deadline)
+        });
         client.record(&mut result, self.destination, self.started.elapsed());
         telemetry::finish(&self.span, &result);
         #[cfg(feature = "metrics")]
@@ -588,6 +611,15 @@ enum Outgoing<'u> {
         url: &'u str,
         body: Bytes,
     },
+}
+
+/// The stack's future for a call out of time before it was sent: its error at once.
+#[cold]
+#[inline(never)]
+fn expired<'a>(
+    failure: backstop_classify::Failure,
+) -> pool::StackFuture<'a, Response<body::AttemptBody>> {
+    Box::pin(std::future::ready(Err(Error::from_failure(failure))))
 }
 
 /// Out of line: building a request takes a few copies of its head on the stack, which would
@@ -686,7 +718,8 @@ mod tests {
     fn a_calls_future_holds_its_request_and_a_few_words() {
         let client = Client::builder().build().unwrap();
         let get = client.get("http://127.0.0.1:1/");
-        // 384 bytes on x86_64 (408 with `metrics`): the request, 256, and 128 more.
+        // 408 bytes on x86_64 (432 with `metrics`): the request, 256, and 152 more (the
+        // call's deadline among them).
         let size = std::mem::size_of_val(&get);
         assert!(
             size <= std::mem::size_of::<Request<RequestBody>>() + 192,

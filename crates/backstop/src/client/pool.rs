@@ -5,19 +5,20 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use backstop_classify::Error;
+use backstop_deadline::DeadlineBounds;
 use backstop_retry::RetryBudget;
 use http::{Request, Response};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
 use super::RequestBody;
-use super::body::StackBody;
+use super::body::AttemptBody;
 
 /// The client's whole stack, type-erased: what one pooled instance is. Its response is the
-/// stack's own (`Response<StackBody>`); the client makes it a
-/// [`ResponseBody`](super::ResponseBody) where it records the call, not in one more future
-/// around the stack's.
-pub(super) type StackService<Res = Response<StackBody>> =
+/// stack's own (`Response<AttemptBody>`); the client makes it a
+/// [`ResponseBody`](super::ResponseBody), bounded by the call's deadline, where it records the
+/// call, not in one more future around the stack's.
+pub(super) type StackService<Res = Response<AttemptBody>> =
     BoxCloneSyncService<Request<RequestBody>, Res, Error>;
 
 /// What [`ServicePool::call`] returns: the stack's boxed future (or, should an instance not be
@@ -33,13 +34,15 @@ pub(super) type StackFuture<'a, Res> =
 /// learned (the circuit breaker caches the breaker of the host it last called). Instances are
 /// taken from this pool for the synchronous `call` only — the response future they return owns
 /// everything it needs — and put back at once.
-pub(super) struct ServicePool<Res = Response<StackBody>> {
+pub(super) struct ServicePool<Res = Response<AttemptBody>> {
     template: StackService<Res>,
     idle: std::sync::Mutex<Vec<StackService<Res>>>,
     /// The stack's retry budget, for [`Client::retry_budget`](super::Client::retry_budget):
     /// kept here, behind the `Arc` every clone of the client already shares, so that a clone
     /// stays two reference counts.
     pub(super) retry_budget: Option<RetryBudget>,
+    /// The client's deadline rules, which its calls apply around the stack (see `Call`).
+    pub(super) deadline: DeadlineBounds,
 }
 
 /// The most idle instances kept; beyond that, returned instances are dropped.
@@ -49,11 +52,13 @@ impl<Res: Send + 'static> ServicePool<Res> {
     pub(super) fn new(
         template: StackService<Res>,
         retry_budget: Option<RetryBudget>,
+        deadline: DeadlineBounds,
     ) -> ServicePool<Res> {
         ServicePool {
             template,
             idle: std::sync::Mutex::new(Vec::new()),
             retry_budget,
+            deadline,
         }
     }
 
@@ -178,7 +183,19 @@ mod tests {
             not_ready: left.clone(),
             fail,
         };
-        (ServicePool::new(StackService::new(slow), None), left)
+        (
+            ServicePool::new(
+                StackService::new(slow),
+                None,
+                backstop_deadline::DeadlineLayer::builder()
+                    .inner_waits(backstop_deadline::InnerWaits::BoundedByAttemptTimeout)
+                    .build()
+                    .unwrap()
+                    .bounds()
+                    .unwrap(),
+            ),
+            left,
+        )
     }
 
     #[tokio::test]
