@@ -8,14 +8,13 @@
 //! ([`InnerWaits::BoundedByAttemptTimeout`]), needs neither: its deadline is an instant from the
 //! start, made ambient around the call and each poll, and handed to the response body.
 
-use backstop_classify::{Failure, Phase};
+use backstop_classify::Failure;
 use http::Request;
 use tokio::time::Instant;
 
-use super::{Carry, Covers, DeadlineLayer, InnerWaits};
-use crate::ambient::{self, Budget, Entered};
-use crate::metrics::SIDE_CLIENT;
-use crate::{ConfigError, Deadline, deadline_failure};
+use super::{Covers, DeadlineLayer, InnerWaits};
+use crate::ambient::{Budget, Entered};
+use crate::{ConfigError, Deadline};
 
 impl DeadlineLayer {
     /// This layer's rules as [`DeadlineBounds`], for a caller that makes its calls itself.
@@ -33,40 +32,6 @@ impl DeadlineLayer {
         Ok(DeadlineBounds {
             layer: self.clone(),
         })
-    }
-
-    /// The deadline a call of `req` runs under (`None`: no deadline anywhere), with the headers
-    /// written and the extension inserted as configured; or why it must not be sent. Only the
-    /// layer's own timeout applies in the common case: it is then a budget that has not started
-    /// (see "When the clock starts").
-    #[inline]
-    pub(super) fn plan<B>(&self, req: &mut Request<B>) -> Result<Option<Budget>, Failure> {
-        if let Some(timeout) = self.timeout
-            && self.lazy(timeout)
-            && self.carry == Carry::TaskLocal
-            && ambient::peek().is_none()
-            && Deadline::of(req).is_none()
-        {
-            // Its headers are the prepared ones.
-            if let Some(prepared) = &self.prepared {
-                self.propagation.write_prepared(req, prepared);
-            }
-            return Ok(Some(Budget::NotStarted(timeout)));
-        }
-        let now = Instant::now();
-        let own = self.timeout.map(|t| Deadline::at(now + t));
-        let Some(deadline) = earliest(earliest(own, Deadline::of(req)), ambient::current()) else {
-            return Ok(None);
-        };
-        if deadline.instant() <= now {
-            crate::telemetry::expired(SIDE_CLIENT, None);
-            return Err(deadline_failure(Phase::Local));
-        }
-        self.propagation.write(req, deadline.instant(), now)?;
-        if self.carry == Carry::Extensions {
-            crate::carry_in_extensions(req, deadline);
-        }
-        Ok(Some(Budget::At(deadline)))
     }
 }
 
@@ -178,22 +143,16 @@ impl CallDeadline {
     }
 }
 
-fn earliest(a: Option<Deadline>, b: Option<Deadline>) -> Option<Deadline> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.earliest(b)),
-        (a, b) => a.or(b),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use std::time::Duration;
 
-    use backstop_classify::{Kind, Timer};
+    use backstop_classify::{Kind, Phase, Timer};
 
     use super::*;
+    use crate::ambient;
 
     fn call_bounds(timeout: Option<Duration>, covers: Covers) -> DeadlineBounds {
         let mut builder = DeadlineLayer::builder()

@@ -2,11 +2,16 @@
 
 use std::time::Duration;
 
+use backstop_classify::{Failure, Phase};
+use http::Request;
+use tokio::time::Instant;
 use tower_layer::Layer;
 
 use super::{Carry, Covers, DeadlineService, InnerWaits};
+use crate::ambient::{self, Budget};
+use crate::metrics::SIDE_CLIENT;
 use crate::propagate::{Prepared, Propagation};
-use crate::{ConfigError, MAX_DEADLINE_AHEAD};
+use crate::{ConfigError, Deadline, MAX_DEADLINE_AHEAD, deadline_failure};
 
 /// The outermost ceiling over a call: every attempt, every backoff sleep and, by default, the
 /// response body.
@@ -121,6 +126,40 @@ impl DeadlineLayer {
     pub(super) fn lazy(&self, timeout: Duration) -> bool {
         !timeout.is_zero() && (self.prepared.is_some() || !self.propagation.is_enabled())
     }
+
+    /// The deadline a call of `req` runs under (`None`: no deadline anywhere), with the headers
+    /// written and the extension inserted as configured; or why it must not be sent. Only the
+    /// layer's own timeout applies in the common case: it is then a budget that has not started
+    /// (see "When the clock starts").
+    #[inline]
+    pub(super) fn plan<B>(&self, req: &mut Request<B>) -> Result<Option<Budget>, Failure> {
+        if let Some(timeout) = self.timeout
+            && self.lazy(timeout)
+            && self.carry == Carry::TaskLocal
+            && ambient::peek().is_none()
+            && Deadline::of(req).is_none()
+        {
+            // Its headers are the prepared ones.
+            if let Some(prepared) = &self.prepared {
+                self.propagation.write_prepared(req, prepared);
+            }
+            return Ok(Some(Budget::NotStarted(timeout)));
+        }
+        let now = Instant::now();
+        let own = self.timeout.map(|t| Deadline::at(now + t));
+        let Some(deadline) = earliest(earliest(own, Deadline::of(req)), ambient::current()) else {
+            return Ok(None);
+        };
+        if deadline.instant() <= now {
+            crate::telemetry::expired(SIDE_CLIENT, None);
+            return Err(deadline_failure(Phase::Local));
+        }
+        self.propagation.write(req, deadline.instant(), now)?;
+        if self.carry == Carry::Extensions {
+            crate::carry_in_extensions(req, deadline);
+        }
+        Ok(Some(Budget::At(deadline)))
+    }
 }
 
 /// Builds a [`DeadlineLayer`]; invalid settings are rejected by [`build`](Self::build).
@@ -195,5 +234,12 @@ impl<S> Layer<S> for DeadlineLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         DeadlineService::new(inner, self.clone())
+    }
+}
+
+fn earliest(a: Option<Deadline>, b: Option<Deadline>) -> Option<Deadline> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.earliest(b)),
+        (a, b) => a.or(b),
     }
 }

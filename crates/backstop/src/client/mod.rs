@@ -489,14 +489,12 @@ impl<'a> Call<'a> {
         let (stack, deadline) = match client.service.deadline.start(&mut req, started) {
             // With no subscriber the span is disabled: the stack is called and polled as it
             // is, with no span entered and left around it.
-            Ok(Some(deadline)) => {
+            Ok(deadline) => {
                 let _entered = (!span.is_disabled()).then(|| span.enter());
-                let _ambient = client.service.deadline.enter_call(&deadline);
-                (client.service.call(req), Some(deadline))
-            }
-            Ok(None) => {
-                let _entered = (!span.is_disabled()).then(|| span.enter());
-                (client.service.call(req), None)
+                let _ambient = deadline
+                    .as_ref()
+                    .map(|deadline| client.service.deadline.enter_call(deadline));
+                (client.service.call(req), deadline)
             }
             // Out of time before it was sent (a caller's deadline has passed): the call's
             // error, recorded as any other.
