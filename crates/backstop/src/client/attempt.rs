@@ -18,6 +18,8 @@ use backstop_breaker::{Authority, Gate, PerAuthority, Permit, RequestHead};
 use backstop_classify::{BoxError, Classify, Error, Failure, HttpPolicy, Kind, Outcome, Phase};
 use backstop_deadline::{AttemptBound, AttemptBounds};
 use backstop_timeout::IdleBody;
+
+use super::host::HostHeader;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower::Service;
@@ -34,6 +36,7 @@ pub(super) struct Attempt<S> {
     bounds: AttemptBounds,
     body_idle: Duration,
     breaker: Option<Gate<PerAuthority>>,
+    host: HostHeader,
 }
 
 impl<S> Attempt<S> {
@@ -43,6 +46,7 @@ impl<S> Attempt<S> {
         bounds: AttemptBounds,
         body_idle: Duration,
         breaker: Option<Gate<PerAuthority>>,
+        host: HostHeader,
     ) -> Self {
         Attempt {
             inner,
@@ -50,6 +54,7 @@ impl<S> Attempt<S> {
             bounds,
             body_idle,
             breaker,
+            host,
         }
     }
 }
@@ -90,7 +95,10 @@ where
         match self.bounds.start(&mut req) {
             Ok(bound) => AttemptFuture {
                 state: State::Running {
-                    inner: self.inner.call(req),
+                    inner: {
+                        self.host.write(&mut req);
+                        self.inner.call(req)
+                    },
                     bound,
                     policy: self.policy.clone(),
                     body_idle: self.body_idle,
@@ -215,6 +223,7 @@ mod tests {
             bounds,
             Duration::from_secs(30),
             breaker,
+            HostHeader::new(true),
         )
     }
 

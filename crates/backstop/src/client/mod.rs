@@ -12,6 +12,7 @@ mod attempt;
 mod body;
 mod builder;
 mod call_info;
+mod host;
 #[cfg(feature = "config")]
 mod json;
 mod pool;
@@ -49,6 +50,7 @@ pub use self::body::{RequestBody, ResponseBody};
 pub use self::builder::ClientBuilder;
 use self::builder::Transport;
 pub use self::call_info::{CallInfo, CallInfoExt};
+use self::host::HostHeader;
 #[cfg(feature = "config")]
 pub use self::json::{JSON_BODY_LIMIT, JsonBodyExt};
 use self::pool::ServicePool;
@@ -201,6 +203,7 @@ impl Client {
             attempt.bounds(),
             idle.period(),
             breaker.as_ref().map(CircuitBreakerLayer::gate),
+            HostHeader::new(!transport.http2_prior_knowledge),
         );
         // The deadline's rules are applied by the call itself (`Call`), around the stack: an
         // instant from the clock reading the call's record takes anyway, made ambient around
