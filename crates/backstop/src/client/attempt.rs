@@ -18,11 +18,11 @@ use backstop_breaker::{Authority, Gate, PerAuthority, Permit, RequestHead};
 use backstop_classify::{BoxError, Classify, Error, Failure, HttpPolicy, Kind, Outcome, Phase};
 use backstop_deadline::{AttemptBound, AttemptBounds};
 use backstop_timeout::IdleBody;
-
-use super::host::HostHeader;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower::Service;
+
+use super::host::HostHeader;
 
 /// Admits each attempt through its host's circuit breaker (when the client has breakers),
 /// classifies its answer with [`HttpPolicy`] (its [`Outcome`] in the response's extensions,

@@ -59,15 +59,13 @@ impl HostHeader {
     }
 }
 
-/// hyper-util's `Host` for `uri`: its host, and its port unless the scheme's default.
+/// hyper-util's `Host` for the `http` URI `uri`: its host, and its port unless 80.
 #[cold]
 fn host_value(uri: &Uri) -> Option<HeaderValue> {
     let host = uri.host()?;
     let value = match uri.port_u16() {
-        Some(80) if uri.scheme() == Some(&Scheme::HTTP) => host.to_owned(),
-        Some(443) if uri.scheme() == Some(&Scheme::HTTPS) => host.to_owned(),
+        Some(80) | None => host.to_owned(),
         Some(port) => format!("{host}:{port}"),
-        None => host.to_owned(),
     };
     HeaderValue::from_maybe_shared(Bytes::from(value)).ok()
 }
@@ -90,40 +88,22 @@ mod tests {
 
     #[test]
     fn the_value_is_hyper_utils_host_and_port_unless_the_default() {
+        // In this order through one writer: the same authority twice (the kept value), then
+        // others, each of which gets its own.
+        let cases = [
+            ("http://127.0.0.1:8080/a", "127.0.0.1:8080"),
+            ("http://127.0.0.1:8080/b", "127.0.0.1:8080"),
+            ("http://127.0.0.1:9090/", "127.0.0.1:9090"),
+            ("http://example.com:80/", "example.com"),
+            ("http://example.com/", "example.com"),
+            ("http://[::1]:3000/", "[::1]:3000"),
+            ("http://Example.COM:81/", "Example.COM:81"),
+            ("http://user@example.com:81/", "example.com:81"),
+        ];
         let mut host = HostHeader::new(true);
-        assert_eq!(
-            host_of(&mut host, "http://127.0.0.1:8080/a").as_deref(),
-            Some("127.0.0.1:8080")
-        );
-        // The same authority again (the kept value), then others: each gets its own.
-        assert_eq!(
-            host_of(&mut host, "http://127.0.0.1:8080/b").as_deref(),
-            Some("127.0.0.1:8080")
-        );
-        assert_eq!(
-            host_of(&mut host, "http://127.0.0.1:9090/").as_deref(),
-            Some("127.0.0.1:9090")
-        );
-        assert_eq!(
-            host_of(&mut host, "http://example.com:80/").as_deref(),
-            Some("example.com")
-        );
-        assert_eq!(
-            host_of(&mut host, "http://example.com/").as_deref(),
-            Some("example.com")
-        );
-        assert_eq!(
-            host_of(&mut host, "http://[::1]:3000/").as_deref(),
-            Some("[::1]:3000")
-        );
-        assert_eq!(
-            host_of(&mut host, "http://Example.COM:81/").as_deref(),
-            Some("Example.COM:81")
-        );
-        assert_eq!(
-            host_of(&mut host, "http://user@example.com:81/").as_deref(),
-            Some("example.com:81")
-        );
+        for (uri, expected) in cases {
+            assert_eq!(host_of(&mut host, uri).as_deref(), Some(expected), "{uri}");
+        }
     }
 
     #[test]
