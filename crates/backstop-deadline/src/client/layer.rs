@@ -147,7 +147,7 @@ impl DeadlineLayer {
         }
         let now = Instant::now();
         let own = self.timeout.map(|t| Deadline::at(now + t));
-        let Some(deadline) = earliest(earliest(own, Deadline::of(req)), ambient::current()) else {
+        let Some(deadline) = earliest(own, Deadline::current(req)) else {
             return Ok(None);
         };
         if deadline.instant() <= now {

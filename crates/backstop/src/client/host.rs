@@ -1,6 +1,5 @@
 //! [`HostHeader`]: the `Host` header of a plain-HTTP/1 attempt, made once per authority.
 
-use bytes::Bytes;
 use http::header::HOST;
 use http::uri::Scheme;
 use http::{HeaderValue, Request, Uri};
@@ -67,7 +66,7 @@ fn host_value(uri: &Uri) -> Option<HeaderValue> {
         Some(80) | None => host.to_owned(),
         Some(port) => format!("{host}:{port}"),
     };
-    HeaderValue::from_maybe_shared(Bytes::from(value)).ok()
+    HeaderValue::try_from(value).ok()
 }
 
 #[cfg(test)]

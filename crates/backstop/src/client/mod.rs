@@ -446,8 +446,8 @@ pub(crate) struct Call<'a> {
 struct Sent<'a> {
     stack: pool::StackFuture<'a, Response<body::AttemptBody>>,
     /// The call's deadline, made ambient around the stack's call and polls, and the bound of
-    /// its response body (`None` only without a deadline anywhere, which a client's own
-    /// deadline rules out).
+    /// its response body (`None` for a call refused because a caller's deadline had passed:
+    /// a client always has a deadline of its own).
     deadline: Option<CallDeadline>,
     span: tracing::Span,
     #[cfg(feature = "metrics")]
