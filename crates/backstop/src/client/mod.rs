@@ -32,7 +32,8 @@ use std::time::Duration;
 use backstop_breaker::{Breakers, CircuitBreakerLayer, PerAuthority, State, Window};
 use backstop_classify::{BoxError, Error, HttpPolicy, Kind, Phase};
 use backstop_deadline::{
-    AttemptTimeoutLayer, CallDeadline, Covers, DeadlineLayer, InnerWaits, Propagation,
+    AttemptTimeoutLayer, CallDeadline, Covers, DeadlineBounds, DeadlineLayer, InnerWaits,
+    Propagation,
 };
 use backstop_retry::{RetryBudget, RetryInfo, RetryLayer};
 use backstop_timeout::{ConnectTimeoutLayer, ConnectionIdleTimeoutLayer, TcpConnector};
@@ -101,11 +102,21 @@ use crate::timed::OpenedConnection;
 /// ```
 #[derive(Clone)]
 pub struct Client {
-    service: Arc<ServicePool>,
+    shared: Arc<Shared>,
     breakers: Option<Breakers<PerAuthority>>,
     /// Half-open admits a single probe, so a first-attempt success proves the breaker closed.
     single_probe: bool,
     schemes: Schemes,
+}
+
+/// What every clone of a client shares behind one `Arc` (so that a clone stays two reference
+/// counts): the stack's instances, and what the client reads beside them.
+struct Shared {
+    stack: ServicePool,
+    /// The stack's retry budget, for [`Client::retry_budget`].
+    retry_budget: Option<RetryBudget>,
+    /// The client's deadline rules, which its calls apply around the stack (see `Call`).
+    deadline: DeadlineBounds,
 }
 
 impl fmt::Debug for Client {
@@ -214,7 +225,11 @@ impl Client {
             .map_err(|e| ConfigError::new("deadline", e.rule().to_owned()))?;
         let service = BoxCloneSyncService::new(ServiceBuilder::new().layer(retry).service(inner));
         Ok(Client {
-            service: Arc::new(ServicePool::new(service, retry_budget, deadline)),
+            shared: Arc::new(Shared {
+                stack: ServicePool::new(service),
+                retry_budget,
+                deadline,
+            }),
             breakers,
             single_probe: policy.breaker.half_open_probes == 1,
             schemes,
@@ -367,7 +382,7 @@ impl Client {
     /// The retry budget shared by every call of this client, for dashboards (`None` when off):
     /// [`RetryBudget::available`] is its balance.
     pub fn retry_budget(&self) -> Option<&RetryBudget> {
-        self.service.retry_budget.as_ref()
+        self.shared.retry_budget.as_ref()
     }
 }
 
@@ -489,15 +504,15 @@ impl<'a> Call<'a> {
             Some(url) => Destination::Url(url),
             None => Destination::of(req.uri()),
         });
-        let (stack, deadline) = match client.service.deadline.start(&mut req, started) {
+        let (stack, deadline) = match client.shared.deadline.start(&mut req, started) {
             // With no subscriber the span is disabled: the stack is called and polled as it
             // is, with no span entered and left around it.
             Ok(deadline) => {
                 let _entered = (!span.is_disabled()).then(|| span.enter());
                 let _ambient = deadline
                     .as_ref()
-                    .map(|deadline| client.service.deadline.enter_call(deadline));
-                (client.service.call(req), deadline)
+                    .map(|deadline| client.shared.deadline.enter_call(deadline));
+                (client.shared.stack.call(req), deadline)
             }
             // Out of time before it was sent (a caller's deadline has passed): the call's
             // error, recorded as any other.

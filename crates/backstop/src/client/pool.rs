@@ -5,8 +5,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use backstop_classify::Error;
-use backstop_deadline::DeadlineBounds;
-use backstop_retry::RetryBudget;
 use http::{Request, Response};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
@@ -37,28 +35,16 @@ pub(super) type StackFuture<'a, Res> =
 pub(super) struct ServicePool<Res = Response<AttemptBody>> {
     template: StackService<Res>,
     idle: std::sync::Mutex<Vec<StackService<Res>>>,
-    /// The stack's retry budget, for [`Client::retry_budget`](super::Client::retry_budget):
-    /// kept here, behind the `Arc` every clone of the client already shares, so that a clone
-    /// stays two reference counts.
-    pub(super) retry_budget: Option<RetryBudget>,
-    /// The client's deadline rules, which its calls apply around the stack (see `Call`).
-    pub(super) deadline: DeadlineBounds,
 }
 
 /// The most idle instances kept; beyond that, returned instances are dropped.
 const POOLED_INSTANCES: usize = 64;
 
 impl<Res: Send + 'static> ServicePool<Res> {
-    pub(super) fn new(
-        template: StackService<Res>,
-        retry_budget: Option<RetryBudget>,
-        deadline: DeadlineBounds,
-    ) -> ServicePool<Res> {
+    pub(super) fn new(template: StackService<Res>) -> ServicePool<Res> {
         ServicePool {
             template,
             idle: std::sync::Mutex::new(Vec::new()),
-            retry_budget,
-            deadline,
         }
     }
 
@@ -183,19 +169,7 @@ mod tests {
             not_ready: left.clone(),
             fail,
         };
-        (
-            ServicePool::new(
-                StackService::new(slow),
-                None,
-                backstop_deadline::DeadlineLayer::builder()
-                    .inner_waits(backstop_deadline::InnerWaits::BoundedByAttemptTimeout)
-                    .build()
-                    .unwrap()
-                    .bounds()
-                    .unwrap(),
-            ),
-            left,
-        )
+        (ServicePool::new(StackService::new(slow)), left)
     }
 
     #[tokio::test]
