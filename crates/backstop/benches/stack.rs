@@ -76,8 +76,10 @@ fn quick() -> bool {
     args.iter().any(|a| a == "--test") || !args.iter().any(|a| a == "--bench")
 }
 
-type PeerService = tower::util::BoxCloneSyncService<
-    Request<Full<Bytes>>,
+/// The tower stacks (tower's `Timeout`, the peers'), type-erased, over a request body `B`:
+/// `Full<Bytes>`, or with `STACK_CODE=own` a body type of the stack's own ([`OwnBody`]).
+type PeerService<B = Full<Bytes>> = tower::util::BoxCloneSyncService<
+    Request<B>,
     http::Response<hyper::body::Incoming>,
     tower::BoxError,
 >;
@@ -85,13 +87,14 @@ type PeerService = tower::util::BoxCloneSyncService<
 #[derive(Clone)]
 enum Side {
     Bare(Box<HyperClient<HttpConnector, Full<Bytes>>>),
-    /// `STACK_CODE=own`: the bare client, and the control's, each over a connector of its own.
-    OwnBare1(Box<HyperClient<OwnConnector<1>, Full<Bytes>>>),
-    OwnBare2(Box<HyperClient<OwnConnector<2>, Full<Bytes>>>),
+    /// `STACK_CODE=own`: the bare client, and the control's, each over a connector and a body
+    /// type of its own.
+    OwnBare1(Box<HyperClient<OwnConnector<1>, OwnBody<1>>>),
+    OwnBare2(Box<HyperClient<OwnConnector<2>, OwnBody<2>>>),
     /// `STACK_CONTROL=padded`: the control's bare client, which also runs code of its own
     /// that nothing else runs (`cold_code`, `STACK_PAD` lines of it) once per request.
     Padded(
-        Box<HyperClient<OwnConnector<2>, Full<Bytes>>>,
+        Box<HyperClient<OwnConnector<2>, OwnBody<2>>>,
         cold_code::Pad,
     ),
     /// `STACK_CONTROL=connector`: a bare hyper-util client over backstop's connector chain as
@@ -99,6 +102,10 @@ enum Side {
     /// connector), without the TLS layer and the timings: what the connections cost alone.
     Connector(Box<HyperClient<common::BackstopConnector, Full<Bytes>>>),
     Tower(PeerService),
+    /// `STACK_CODE=own`: tower's `Timeout` and the peers' stack, each over a connector and a
+    /// body type of its own.
+    OwnTimeout(PeerService<OwnBody<3>>),
+    OwnPeers(PeerService<OwnBody<4>>),
     Backstop(backstop::Client),
 }
 
@@ -110,12 +117,12 @@ struct PeerPolicy {
     budget: Arc<TpsBudget>,
 }
 
-impl<E> Policy<Request<Full<Bytes>>, http::Response<hyper::body::Incoming>, E> for PeerPolicy {
+impl<B: Clone, E> Policy<Request<B>, http::Response<hyper::body::Incoming>, E> for PeerPolicy {
     type Future = std::future::Ready<()>;
 
     fn retry(
         &mut self,
-        _req: &mut Request<Full<Bytes>>,
+        _req: &mut Request<B>,
         result: &mut Result<http::Response<hyper::body::Incoming>, E>,
     ) -> Option<Self::Future> {
         match result {
@@ -131,7 +138,7 @@ impl<E> Policy<Request<Full<Bytes>>, http::Response<hyper::body::Incoming>, E> f
         }
     }
 
-    fn clone_request(&mut self, req: &Request<Full<Bytes>>) -> Option<Request<Full<Bytes>>> {
+    fn clone_request(&mut self, req: &Request<B>) -> Option<Request<B>> {
         let mut clone = Request::new(req.body().clone());
         *clone.method_mut() = req.method().clone();
         *clone.uri_mut() = req.uri().clone();
@@ -154,21 +161,29 @@ fn peer_client() -> HyperClient<HttpConnector, Full<Bytes>> {
 }
 
 /// `STACK_CODE=own` (the interleaved mode): every hyper-util client of the run gets a connector
-/// type and a connection type of its own, so that no two clients share hyper's and hyper-util's
-/// code, as none shares it with backstop's client (whose connector and connection types are its
-/// own anyway). With the default, `shared`, the bare client, the control, tower's `Timeout` and
+/// type, a connection type and a request body type of its own, so that no two clients share
+/// hyper's and hyper-util's code, as none shares it with backstop's client (whose connector,
+/// connection and body types are its own anyway). The body type counts as much as the
+/// connector: hyper-util's pool checkout, its dispatch and the futures around the connection's
+/// sender are generic over the body alone, and with one `Full<Bytes>` for all of them the bare
+/// client, the control and the peers' stack ran one copy of that code (about 150 lines per
+/// request), which kept it warm for one another ("Twenty-ninth pass" in BENCHMARKS.md). With the default, `shared`, the bare client, the control, tower's `Timeout` and
 /// the peers' stack all run one copy of that code (`HyperClient<HttpConnector, Full<Bytes>>`),
 /// which three requests in four keep warm for each of them, while backstop's copy runs one
 /// request in four: a head start for the clients that share it, not a cost of backstop's layers.
 /// `N` makes each copy distinct: it sizes a pad in both types, so the compiler cannot merge the
 /// copies as identical functions either.
 mod own_code {
+    use std::convert::Infallible;
     use std::future::Future;
     use std::io;
     use std::pin::Pin;
     use std::task::{Context, Poll};
 
+    use bytes::Bytes;
     use http::Uri;
+    use http_body::{Body, Frame, SizeHint};
+    use http_body_util::Full;
     use hyper::rt::{Read, ReadBufCursor, Write};
     use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
     use hyper_util::rt::TokioIo;
@@ -187,6 +202,45 @@ mod own_code {
                 inner,
                 _pad: [0; N],
             }
+        }
+    }
+
+    /// `Full<Bytes>`, under a type of this client's own.
+    #[derive(Clone)]
+    pub(crate) struct OwnBody<const N: usize> {
+        inner: Full<Bytes>,
+        _pad: [u8; N],
+    }
+
+    impl<const N: usize> From<Full<Bytes>> for OwnBody<N> {
+        fn from(inner: Full<Bytes>) -> Self {
+            OwnBody {
+                inner,
+                _pad: [0; N],
+            }
+        }
+    }
+
+    impl<const N: usize> Body for OwnBody<N> {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        #[inline]
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+        }
+
+        #[inline]
+        fn is_end_stream(&self) -> bool {
+            self.inner.is_end_stream()
+        }
+
+        #[inline]
+        fn size_hint(&self) -> SizeHint {
+            self.inner.size_hint()
         }
     }
 
@@ -275,7 +329,7 @@ mod own_code {
     }
 }
 
-use own_code::OwnConnector;
+use own_code::{OwnBody, OwnConnector};
 
 /// Whether `STACK_CODE=own` is set (see [`own_code`]).
 fn own_code() -> bool {
@@ -286,25 +340,32 @@ fn own_code() -> bool {
     }
 }
 
-/// The peers' hyper-util client under connector type `OwnConnector<N>` (`STACK_CODE=own`).
-fn peer_client_own<const N: usize>() -> HyperClient<OwnConnector<N>, Full<Bytes>> {
+/// The peers' hyper-util client under connector type `OwnConnector<N>` and body type
+/// `OwnBody<N>` (`STACK_CODE=own`).
+fn peer_client_own<const N: usize>() -> HyperClient<OwnConnector<N>, OwnBody<N>> {
     HyperClient::builder(TokioExecutor::new())
-        .build::<_, Full<Bytes>>(OwnConnector::new(peer_connector()))
+        .build::<_, OwnBody<N>>(OwnConnector::new(peer_connector()))
 }
 
 /// The least protection there is: one tower `Timeout` (one timer per request), over a client
 /// of its own code with `own` (`STACK_CODE=own`).
-fn timeout_only(own: bool) -> PeerService {
+fn timeout_only(own: bool) -> Side {
     if own {
-        return timeout_over(peer_client_own::<3>());
+        return Side::OwnTimeout(timeout_over(peer_client_own::<3>()));
     }
-    timeout_over(peer_client())
+    Side::Tower(timeout_over(peer_client()))
 }
 
-/// One tower `Timeout` over `client` (whichever its connector).
-fn timeout_over<C>(client: HyperClient<C, Full<Bytes>>) -> PeerService
+/// One tower `Timeout` over `client` (whichever its connector and body).
+fn timeout_over<C, B>(client: HyperClient<C, B>) -> PeerService<B>
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+    B: http_body::Body<Data = Bytes, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + Unpin
+        + 'static,
 {
     let service = ServiceBuilder::new()
         .layer(TimeoutLayer::new(Duration::from_secs(10)))
@@ -313,17 +374,23 @@ where
 }
 
 /// The peers' stack, over a client of its own code with `own` (`STACK_CODE=own`).
-fn peers(own: bool) -> PeerService {
+fn peers(own: bool) -> Side {
     if own {
-        return peers_over(peer_client_own::<4>());
+        return Side::OwnPeers(peers_over(peer_client_own::<4>()));
     }
-    peers_over(peer_client())
+    Side::Tower(peers_over(peer_client()))
 }
 
-/// The peers' stack over `client` (whichever its connector).
-fn peers_over<C>(client: HyperClient<C, Full<Bytes>>) -> PeerService
+/// The peers' stack over `client` (whichever its connector and body).
+fn peers_over<C, B>(client: HyperClient<C, B>) -> PeerService<B>
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+    B: http_body::Body<Data = Bytes, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + Unpin
+        + 'static,
 {
     let breaker = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
         .failure_rate_threshold(0.5)
@@ -511,20 +578,36 @@ fn backstop_variant(variant: &str) -> Side {
     Side::Backstop(builder.build().unwrap())
 }
 
-/// A bare client over connector type `OwnConnector<N>` (`STACK_CODE=own`): the caller's
-/// `Side` variant picks `N`.
-fn own_bare<const N: usize>() -> Box<HyperClient<OwnConnector<N>, Full<Bytes>>> {
+/// A bare client over connector type `OwnConnector<N>` and body type `OwnBody<N>`
+/// (`STACK_CODE=own`): the caller's `Side` variant picks `N`.
+fn own_bare<const N: usize>() -> Box<HyperClient<OwnConnector<N>, OwnBody<N>>> {
     Box::new(
         HyperClient::builder(TokioExecutor::new()).build(OwnConnector::new(HttpConnector::new())),
     )
 }
 
-async fn bare_get<C>(client: &HyperClient<C, Full<Bytes>>, url: &str)
+async fn bare_get<C, B>(client: &HyperClient<C, B>, url: &str)
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+    B: http_body::Body<Data = Bytes, Error = std::convert::Infallible>
+        + From<Full<Bytes>>
+        + Send
+        + Unpin
+        + 'static,
 {
-    let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
+    let req = Request::get(url)
+        .body(B::from(Full::new(Bytes::new())))
+        .unwrap();
     let res = client.request(req).await.unwrap();
+    let _ = res.into_body().collect().await.unwrap();
+}
+
+/// One request through a tower stack (a clone of it, as tower's `Retry` needs).
+async fn tower_get<B: From<Full<Bytes>> + Send + 'static>(service: &PeerService<B>, url: &str) {
+    let req = Request::get(url)
+        .body(B::from(Full::new(Bytes::new())))
+        .unwrap();
+    let res = service.clone().oneshot(req).await.unwrap();
     let _ = res.into_body().collect().await.unwrap();
 }
 
@@ -539,11 +622,9 @@ impl Side {
                 std::hint::black_box(pad.run());
                 bare_get(client, url).await;
             }
-            Side::Tower(service) => {
-                let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
-                let res = service.clone().oneshot(req).await.unwrap();
-                let _ = res.into_body().collect().await.unwrap();
-            }
+            Side::Tower(service) => tower_get(service, url).await,
+            Side::OwnTimeout(service) => tower_get(service, url).await,
+            Side::OwnPeers(service) => tower_get(service, url).await,
             Side::Backstop(client) => {
                 let res = client.get(url).await.unwrap();
                 let _ = res.into_body().collect().await.unwrap();
@@ -945,9 +1026,9 @@ fn main() {
         } else if control {
             bare_client()
         } else {
-            Side::Tower(timeout_only(own))
+            timeout_only(own)
         };
-        let peers = Side::Tower(peers(own));
+        let peers = peers(own);
         let backstop = Side::Backstop(backstop::Client::builder().build().unwrap());
         // `STACK_PROFILE=bare|timeout|peers|backstop`: only that client, 32 tasks, for a
         // profiler (or one task, with `STACK_MODE=sequential`).
@@ -1131,7 +1212,7 @@ fn main() {
             let own_sides = [
                 Side::OwnBare1(own_bare()),
                 Side::OwnBare2(own_bare()),
-                Side::Tower(peers_over(peer_client_own::<4>())),
+                Side::OwnPeers(peers_over(peer_client_own::<4>())),
                 backstop.clone(),
             ];
             let own_sides = [&own_sides[0], &own_sides[1], &own_sides[2], &own_sides[3]];
