@@ -24,9 +24,10 @@
 //! puts a backstop client with one setting changed in the tower `Timeout`'s place
 //! ([`backstop_variant`]), `STACK_EVICT_KB=<n>` evicts the caches before each request
 //! ([`Evictor`]), `STACK_CPU=1` adds what each request costs the thread that makes it
-//! ([`CallerCosts`]). `STACK_CODE=own` gives every hyper-util client of the run a connector and a
-//! connection type of its own, so that no two share hyper's code, as none shares it with
-//! backstop's ([`own_code`]); `scripts/bench-all` runs the interleaved mode so.
+//! ([`CallerCosts`]). `STACK_CODE=own` makes every hyper-util client of the run a copy of its
+//! own, compiled in a crate of its own (`bench-clients/`), so that no two share hyper's,
+//! hyper-util's or http's generic code, as none shares it with backstop's ([`own_code`]);
+//! `scripts/bench-all` runs the interleaved mode so.
 //! Each mode runs in interleaved rounds (in a balanced order: over four rounds each side takes
 //! every place once and follows every other side once) so drift on a shared machine hits all
 //! sides alike; percentiles are over every request of every round, and the
@@ -38,20 +39,14 @@ mod common;
 
 use common::{percentile, upstream};
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
-use tower::retry::budget::{Budget, TpsBudget};
-use tower::retry::{Policy, RetryLayer};
-use tower::timeout::TimeoutLayer;
-use tower::{ServiceBuilder, ServiceExt};
 
 const ROUNDS: usize = 40;
 /// The order of the four sides in a round, by round modulo 4: a Williams design, in which each
@@ -76,262 +71,40 @@ fn quick() -> bool {
     args.iter().any(|a| a == "--test") || !args.iter().any(|a| a == "--bench")
 }
 
-/// The tower stacks (tower's `Timeout`, the peers'), type-erased, over a request body `B`:
-/// `Full<Bytes>`, or with `STACK_CODE=own` a body type of the stack's own ([`OwnBody`]).
-type PeerService<B = Full<Bytes>> = tower::util::BoxCloneSyncService<
-    Request<B>,
-    http::Response<hyper::body::Incoming>,
-    tower::BoxError,
->;
-
 #[derive(Clone)]
 enum Side {
-    Bare(Box<HyperClient<HttpConnector, Full<Bytes>>>),
-    /// `STACK_CODE=own`: the bare client, and the control's, each over a connector and a body
-    /// type of its own.
-    OwnBare1(Box<HyperClient<OwnConnector<1>, OwnBody<1>>>),
-    OwnBare2(Box<HyperClient<OwnConnector<2>, OwnBody<2>>>),
+    /// A bare hyper-util client: copy a of the bench's clients (the bare client's), or b (the
+    /// control's with `STACK_CODE=own`; see [`own_code`]).
+    BareA(stack_client_a::Bare),
+    BareB(stack_client_b::Bare),
     /// `STACK_CONTROL=padded`: the control's bare client, which also runs code of its own
     /// that nothing else runs (`cold_code`, `STACK_PAD` lines of it) once per request.
-    Padded(
-        Box<HyperClient<OwnConnector<2>, OwnBody<2>>>,
-        cold_code::Pad,
-    ),
+    Padded(stack_client_b::Bare, cold_code::Pad),
     /// `STACK_CONTROL=connector`: a bare hyper-util client over backstop's connector chain as
     /// the client builds it by default (connect timeout, connection idle timeout, its TCP
     /// connector), without the TLS layer and the timings: what the connections cost alone.
     Connector(Box<HyperClient<common::BackstopConnector, Full<Bytes>>>),
-    Tower(PeerService),
-    /// `STACK_CODE=own`: tower's `Timeout` and the peers' stack, each over a connector and a
-    /// body type of its own.
-    OwnTimeout(PeerService<OwnBody<3>>),
-    OwnPeers(PeerService<OwnBody<4>>),
+    /// tower's `Timeout` or the peers' stack: copy a, or with `STACK_CODE=own` c (`Timeout`)
+    /// and d (the peers').
+    TowerA(stack_client_a::Tower),
+    TowerC(stack_client_c::Tower),
+    TowerD(stack_client_d::Tower),
     Backstop(backstop::Client),
 }
 
-/// tower's retry policy as its documentation shows it: errors and 5xx retried, up to 3 attempts
-/// in all, within a `TpsBudget` (20 %, as backstop's default budget).
-#[derive(Clone)]
-struct PeerPolicy {
-    retries_left: usize,
-    budget: Arc<TpsBudget>,
-}
-
-impl<B: Clone, E> Policy<Request<B>, http::Response<hyper::body::Incoming>, E> for PeerPolicy {
-    type Future = std::future::Ready<()>;
-
-    fn retry(
-        &mut self,
-        _req: &mut Request<B>,
-        result: &mut Result<http::Response<hyper::body::Incoming>, E>,
-    ) -> Option<Self::Future> {
-        match result {
-            Ok(res) if !res.status().is_server_error() => {
-                self.budget.deposit();
-                None
-            }
-            _ if self.retries_left > 0 && self.budget.withdraw() => {
-                self.retries_left -= 1;
-                Some(std::future::ready(()))
-            }
-            _ => None,
-        }
-    }
-
-    fn clone_request(&mut self, req: &Request<B>) -> Option<Request<B>> {
-        let mut clone = Request::new(req.body().clone());
-        *clone.method_mut() = req.method().clone();
-        *clone.uri_mut() = req.uri().clone();
-        *clone.version_mut() = req.version();
-        *clone.headers_mut() = req.headers().clone();
-        *clone.extensions_mut() = req.extensions().clone();
-        Some(clone)
-    }
-}
-
-/// The peers' connector: hyper-util's `HttpConnector` with a connect timeout.
-fn peer_connector() -> HttpConnector {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    connector
-}
-
-fn peer_client() -> HyperClient<HttpConnector, Full<Bytes>> {
-    HyperClient::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(peer_connector())
-}
-
-/// `STACK_CODE=own` (the interleaved mode): every hyper-util client of the run gets a connector
-/// type, a connection type and a request body type of its own, so that no two clients share
-/// hyper's and hyper-util's code, as none shares it with backstop's client (whose connector,
-/// connection and body types are its own anyway). The body type counts as much as the
-/// connector: hyper-util's pool checkout, its dispatch and the futures around the connection's
-/// sender are generic over the body alone, and with one `Full<Bytes>` for all of them the bare
-/// client, the control and the peers' stack ran one copy of that code (about 150 lines per
-/// request), which kept it warm for one another ("Twenty-ninth pass" in BENCHMARKS.md). With the default, `shared`, the bare client, the control, tower's `Timeout` and
-/// the peers' stack all run one copy of that code (`HyperClient<HttpConnector, Full<Bytes>>`),
-/// which three requests in four keep warm for each of them, while backstop's copy runs one
-/// request in four: a head start for the clients that share it, not a cost of backstop's layers.
-/// `N` makes each copy distinct: it sizes a pad in both types, so the compiler cannot merge the
-/// copies as identical functions either.
-mod own_code {
-    use std::convert::Infallible;
-    use std::future::Future;
-    use std::io;
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
-
-    use bytes::Bytes;
-    use http::Uri;
-    use http_body::{Body, Frame, SizeHint};
-    use http_body_util::Full;
-    use hyper::rt::{Read, ReadBufCursor, Write};
-    use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-    use hyper_util::rt::TokioIo;
-    use tokio::net::TcpStream;
-
-    /// `HttpConnector`, under a type of this client's own.
-    #[derive(Clone)]
-    pub(crate) struct OwnConnector<const N: usize> {
-        inner: HttpConnector,
-        _pad: [u8; N],
-    }
-
-    impl<const N: usize> OwnConnector<N> {
-        pub(crate) fn new(inner: HttpConnector) -> Self {
-            OwnConnector {
-                inner,
-                _pad: [0; N],
-            }
-        }
-    }
-
-    /// `Full<Bytes>`, under a type of this client's own.
-    #[derive(Clone)]
-    pub(crate) struct OwnBody<const N: usize> {
-        inner: Full<Bytes>,
-        _pad: [u8; N],
-    }
-
-    impl<const N: usize> From<Full<Bytes>> for OwnBody<N> {
-        fn from(inner: Full<Bytes>) -> Self {
-            OwnBody {
-                inner,
-                _pad: [0; N],
-            }
-        }
-    }
-
-    impl<const N: usize> Body for OwnBody<N> {
-        type Data = Bytes;
-        type Error = Infallible;
-
-        #[inline]
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-            Pin::new(&mut self.get_mut().inner).poll_frame(cx)
-        }
-
-        #[inline]
-        fn is_end_stream(&self) -> bool {
-            self.inner.is_end_stream()
-        }
-
-        #[inline]
-        fn size_hint(&self) -> SizeHint {
-            self.inner.size_hint()
-        }
-    }
-
-    /// The connection `HttpConnector` makes, under a type of this client's own.
-    pub(crate) struct OwnIo<const N: usize> {
-        inner: TokioIo<TcpStream>,
-        _pad: [u8; N],
-    }
-
-    type Connecting<const N: usize> =
-        Pin<Box<dyn Future<Output = Result<OwnIo<N>, tower::BoxError>> + Send>>;
-
-    impl<const N: usize> tower::Service<Uri> for OwnConnector<N> {
-        type Response = OwnIo<N>;
-        type Error = tower::BoxError;
-        // Boxed: made once per connection, not per request.
-        type Future = Connecting<N>;
-
-        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-            tower::Service::<Uri>::poll_ready(&mut self.inner, cx).map_err(Into::into)
-        }
-
-        fn call(&mut self, uri: Uri) -> Self::Future {
-            let connecting = tower::Service::<Uri>::call(&mut self.inner, uri);
-            Box::pin(async move {
-                let inner = connecting.await?;
-                Ok(OwnIo {
-                    inner,
-                    _pad: [0; N],
-                })
-            })
-        }
-    }
-
-    impl<const N: usize> Connection for OwnIo<N> {
-        fn connected(&self) -> Connected {
-            self.inner.connected()
-        }
-    }
-
-    // Every method forwarded, vectored writes included, so hyper writes to it as to the stream.
-    impl<const N: usize> Read for OwnIo<N> {
-        #[inline]
-        fn poll_read(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: ReadBufCursor<'_>,
-        ) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
-        }
-    }
-
-    impl<const N: usize> Write for OwnIo<N> {
-        #[inline]
-        fn poll_write(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-        }
-
-        #[inline]
-        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-        }
-
-        #[inline]
-        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-        }
-
-        #[inline]
-        fn is_write_vectored(&self) -> bool {
-            self.inner.is_write_vectored()
-        }
-
-        #[inline]
-        fn poll_write_vectored(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            bufs: &[io::IoSlice<'_>],
-        ) -> Poll<io::Result<usize>> {
-            Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-        }
-    }
-}
-
-use own_code::{OwnBody, OwnConnector};
-
-/// Whether `STACK_CODE=own` is set (see [`own_code`]).
+/// `STACK_CODE=own` (the interleaved mode): every hyper-util client of the run is a copy of its
+/// own, built in a crate of its own (`bench-clients/clients.rs`, compiled as `stack-client-a`
+/// for the bare client, `-b` for the control, `-c` for tower's `Timeout`, `-d` for the peers'
+/// stack), so that no two clients share hyper's, hyper-util's and http's generic code, as none
+/// shares it with backstop's client, which its own crates instantiate. With the default,
+/// `shared`, the bare client, the control, tower's `Timeout` and the peers' stack all run copy
+/// a, which three requests in four keep warm for each of them, while backstop's code runs one
+/// request in four: a head start for the clients that share it, not a cost of backstop's
+/// layers. A connector and a connection type of each client's own ("Fourteenth pass" in
+/// BENCHMARKS.md) left the code generic over the request body alone (hyper-util's pool checkout,
+/// its dispatch) and everything the bench's crate instantiated once for all (its request
+/// builder, the header map's inserts, the pool key's hashing) shared: about 500 code lines per
+/// request of the peers' stack were warm after bare's request ("Twenty-ninth pass").
 fn own_code() -> bool {
     match std::env::var("STACK_CODE").as_deref() {
         Ok("own") => true,
@@ -340,75 +113,23 @@ fn own_code() -> bool {
     }
 }
 
-/// The peers' hyper-util client under connector type `OwnConnector<N>` and body type
-/// `OwnBody<N>` (`STACK_CODE=own`).
-fn peer_client_own<const N: usize>() -> HyperClient<OwnConnector<N>, OwnBody<N>> {
-    HyperClient::builder(TokioExecutor::new())
-        .build::<_, OwnBody<N>>(OwnConnector::new(peer_connector()))
-}
-
 /// The least protection there is: one tower `Timeout` (one timer per request), over a client
 /// of its own code with `own` (`STACK_CODE=own`).
 fn timeout_only(own: bool) -> Side {
     if own {
-        return Side::OwnTimeout(timeout_over(peer_client_own::<3>()));
+        Side::TowerC(stack_client_c::Tower::timeout())
+    } else {
+        Side::TowerA(stack_client_a::Tower::timeout())
     }
-    Side::Tower(timeout_over(peer_client()))
-}
-
-/// One tower `Timeout` over `client` (whichever its connector and body).
-fn timeout_over<C, B>(client: HyperClient<C, B>) -> PeerService<B>
-where
-    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
-    B: http_body::Body<Data = Bytes, Error = std::convert::Infallible>
-        + Clone
-        + Send
-        + Sync
-        + Unpin
-        + 'static,
-{
-    let service = ServiceBuilder::new()
-        .layer(TimeoutLayer::new(Duration::from_secs(10)))
-        .service(client);
-    PeerService::new(service)
 }
 
 /// The peers' stack, over a client of its own code with `own` (`STACK_CODE=own`).
 fn peers(own: bool) -> Side {
     if own {
-        return Side::OwnPeers(peers_over(peer_client_own::<4>()));
+        Side::TowerD(stack_client_d::Tower::peers())
+    } else {
+        Side::TowerA(stack_client_a::Tower::peers())
     }
-    Side::Tower(peers_over(peer_client()))
-}
-
-/// The peers' stack over `client` (whichever its connector and body).
-fn peers_over<C, B>(client: HyperClient<C, B>) -> PeerService<B>
-where
-    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
-    B: http_body::Body<Data = Bytes, Error = std::convert::Infallible>
-        + Clone
-        + Send
-        + Sync
-        + Unpin
-        + 'static,
-{
-    let breaker = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
-        .failure_rate_threshold(0.5)
-        .sliding_window_size(100)
-        .minimum_number_of_calls(20)
-        .wait_duration_in_open(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    let service = ServiceBuilder::new()
-        .layer(RetryLayer::new(PeerPolicy {
-            retries_left: 2,
-            budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
-        }))
-        .layer(breaker)
-        .layer(TimeoutLayer::new(Duration::from_secs(10)))
-        .service(client)
-        .map_err(tower::BoxError::from);
-    PeerService::new(service)
 }
 
 /// Code that only the padded control runs (`STACK_CONTROL=padded`): `STACK_PAD` code lines
@@ -578,53 +299,29 @@ fn backstop_variant(variant: &str) -> Side {
     Side::Backstop(builder.build().unwrap())
 }
 
-/// A bare client over connector type `OwnConnector<N>` and body type `OwnBody<N>`
-/// (`STACK_CODE=own`): the caller's `Side` variant picks `N`.
-fn own_bare<const N: usize>() -> Box<HyperClient<OwnConnector<N>, OwnBody<N>>> {
-    Box::new(
-        HyperClient::builder(TokioExecutor::new()).build(OwnConnector::new(HttpConnector::new())),
-    )
-}
-
-async fn bare_get<C, B>(client: &HyperClient<C, B>, url: &str)
+/// `GET url` through a bare hyper-util client of the bench's own crate (the connector control's).
+async fn bare_get<C>(client: &HyperClient<C, Full<Bytes>>, url: &str)
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
-    B: http_body::Body<Data = Bytes, Error = std::convert::Infallible>
-        + From<Full<Bytes>>
-        + Send
-        + Unpin
-        + 'static,
 {
-    let req = Request::get(url)
-        .body(B::from(Full::new(Bytes::new())))
-        .unwrap();
+    let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
     let res = client.request(req).await.unwrap();
-    let _ = res.into_body().collect().await.unwrap();
-}
-
-/// One request through a tower stack (a clone of it, as tower's `Retry` needs).
-async fn tower_get<B: From<Full<Bytes>> + Send + 'static>(service: &PeerService<B>, url: &str) {
-    let req = Request::get(url)
-        .body(B::from(Full::new(Bytes::new())))
-        .unwrap();
-    let res = service.clone().oneshot(req).await.unwrap();
     let _ = res.into_body().collect().await.unwrap();
 }
 
 impl Side {
     async fn get(&self, url: &str) {
         match self {
-            Side::Bare(client) => bare_get(client, url).await,
-            Side::OwnBare1(client) => bare_get(client, url).await,
-            Side::OwnBare2(client) => bare_get(client, url).await,
+            Side::BareA(client) => client.get(url).await,
+            Side::BareB(client) => client.get(url).await,
             Side::Connector(client) => bare_get(client, url).await,
             Side::Padded(client, pad) => {
                 std::hint::black_box(pad.run());
-                bare_get(client, url).await;
+                client.get(url).await;
             }
-            Side::Tower(service) => tower_get(service, url).await,
-            Side::OwnTimeout(service) => tower_get(service, url).await,
-            Side::OwnPeers(service) => tower_get(service, url).await,
+            Side::TowerA(service) => service.get(url).await,
+            Side::TowerC(service) => service.get(url).await,
+            Side::TowerD(service) => service.get(url).await,
             Side::Backstop(client) => {
                 let res = client.get(url).await.unwrap();
                 let _ = res.into_body().collect().await.unwrap();
@@ -996,18 +693,9 @@ fn main() {
     runtime.block_on(async {
         let addr = upstream().await;
         let url = format!("http://{addr}/");
-        let bare_client = || {
-            Side::Bare(Box::new(
-                HyperClient::builder(TokioExecutor::new()).build_http(),
-            ))
-        };
         // With `STACK_CODE=own` the bare client and the control each have their own copy.
         let own = own_code();
-        let bare = if own {
-            Side::OwnBare1(own_bare())
-        } else {
-            bare_client()
-        };
+        let bare = Side::BareA(stack_client_a::Bare::new());
         // `STACK_CONTROL=bare`: a second bare client (its own pool) in the tower `Timeout`'s place,
         // named `bare (2)`: what "added over bare" reads when nothing is added, the floor under
         // every other figure of the run.
@@ -1016,15 +704,15 @@ fn main() {
         let timeout = if let Ok(variant) = std::env::var("STACK_VARIANT") {
             backstop_variant(&variant)
         } else if control_kind == "padded" {
-            Side::Padded(own_bare(), cold_code::Pad::from_env())
+            Side::Padded(stack_client_b::Bare::new(), cold_code::Pad::from_env())
         } else if control_kind == "connector" {
             Side::Connector(Box::new(
                 HyperClient::builder(TokioExecutor::new()).build(common::backstop_connector()),
             ))
         } else if control && own {
-            Side::OwnBare2(own_bare())
+            Side::BareB(stack_client_b::Bare::new())
         } else if control {
-            bare_client()
+            Side::BareA(stack_client_a::Bare::new())
         } else {
             timeout_only(own)
         };
@@ -1210,9 +898,9 @@ fn main() {
             costs.print(&names);
             // And with `STACK_CODE=own`'s clients, so that path runs too.
             let own_sides = [
-                Side::OwnBare1(own_bare()),
-                Side::OwnBare2(own_bare()),
-                Side::OwnPeers(peers_over(peer_client_own::<4>())),
+                Side::BareA(stack_client_a::Bare::new()),
+                Side::BareB(stack_client_b::Bare::new()),
+                Side::TowerD(stack_client_d::Tower::peers()),
                 backstop.clone(),
             ];
             let own_sides = [&own_sides[0], &own_sides[1], &own_sides[2], &own_sides[3]];
@@ -1224,7 +912,7 @@ fn main() {
             let latencies = interleaved(&own_sides, &url, 20, None).await;
             print_interleaved(&["bare", "bare (2)", "peers", "backstop"], &latencies);
             // And the padded control's paths (`STACK_CONTROL=padded`), each kind of pad.
-            let client = own_bare();
+            let client = stack_client_b::Bare::new();
             let pads = [
                 cold_code::Pad::from_env(),
                 cold_code::Pad::new(192, true, false, 2),
