@@ -103,7 +103,7 @@ enum Side {
 /// layers. A connector and a connection type of each client's own ("Fourteenth pass" in
 /// BENCHMARKS.md) left the code generic over the request body alone (hyper-util's pool checkout,
 /// its dispatch) and everything the bench's crate instantiated once for all (its request
-/// builder, the header map's inserts, the pool key's hashing) shared: about 500 code lines per
+/// builder, the header map's inserts, the pool key's hashing) shared: 500 to 580 code lines per
 /// request of the peers' stack were warm after bare's request ("Twenty-ninth pass").
 fn own_code() -> bool {
     match std::env::var("STACK_CODE").as_deref() {
