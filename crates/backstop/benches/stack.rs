@@ -27,10 +27,7 @@
 //! ([`CallerCosts`]). `STACK_CODE=own` makes every hyper-util client of the run a copy of its
 //! own, compiled in a crate of its own (`bench-clients/`), so that no two share hyper's,
 //! hyper-util's or http's generic code, as none shares it with backstop's ([`own_code`]);
-//! `scripts/bench-all` runs the interleaved mode so. `STACK_LATENCIES=<file>` writes every
-//! request's latency of an interleaved run into a file; `STACK_MODE=pooled` with
-//! `STACK_LATENCIES=<file>,<file>...` prints the interleaved table over the requests of all those
-//! runs ([`print_pooled`]).
+//! `scripts/bench-all` runs the interleaved mode so.
 //! Each mode runs in interleaved rounds (in a balanced order: over four rounds each side takes
 //! every place once and follows every other side once) so drift on a shared machine hits all
 //! sides alike; percentiles are over every request of every round, and the
@@ -600,78 +597,6 @@ fn print_per_round(
 /// The interleaved mode's table (markdown, as `scripts/bench-all` keeps it): each side's
 /// percentiles over all its requests, and its p99 less bare's, over all and per block of
 /// [`INTERLEAVED_BLOCK`] turns (median and range of the blocks).
-/// `STACK_LATENCIES=<file>` (interleaved mode): every request's latency, in nanoseconds, one
-/// line per client (its name, a tab, the latencies in the order they were taken), for a p99
-/// over the requests of several runs (`STACK_MODE=pooled`).
-fn write_latencies(path: &str, names: &[&str; 4], latencies: &[Vec<Duration>]) {
-    use std::fmt::Write as _;
-    let mut text = String::new();
-    for (name, own) in names.iter().zip(latencies) {
-        text.push_str(name);
-        for latency in own {
-            let _ = write!(text, "\t{}", latency.as_nanos());
-        }
-        text.push('\n');
-    }
-    std::fs::write(path, text).unwrap_or_else(|err| panic!("STACK_LATENCIES={path}: {err}"));
-}
-
-/// `STACK_MODE=pooled STACK_LATENCIES=<file>,<file>...`: the interleaved table over the requests
-/// of every run named, each client's latencies one after the other in the order given. A run's
-/// p99 is taken from 50 000 requests, whose estimate moves by about a microsecond from run to
-/// run (the A/A control's spread): its difference to bare's is as noisy as the difference it
-/// is asked to show. Pooled, the runs' p99 rests on every request, and the machine states of
-/// separate processes (their addresses, their neighbours) are all in it.
-fn print_pooled() {
-    let files = std::env::var("STACK_LATENCIES").unwrap_or_default();
-    let (names, latencies) = read_latencies(&files);
-    let names: [&str; 4] = match names.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        [a, b, c, d] => [a, b, c, d],
-        _ => panic!("STACK_MODE=pooled: STACK_LATENCIES names the files of interleaved runs"),
-    };
-    print_interleaved(&names, &latencies);
-}
-
-/// The clients' names and latencies in the files `files` names (comma-separated, each written
-/// by [`write_latencies`]), each client's runs one after the other.
-fn read_latencies(files: &str) -> (Vec<String>, Vec<Vec<Duration>>) {
-    let mut names: Vec<String> = Vec::new();
-    let mut latencies: Vec<Vec<Duration>> = Vec::new();
-    for path in files.split(',').filter(|path| !path.is_empty()) {
-        let text = std::fs::read_to_string(path)
-            .unwrap_or_else(|err| panic!("STACK_LATENCIES: {path}: {err}"));
-        let mut clients = 0;
-        for (i, line) in text.lines().enumerate() {
-            let mut fields = line.split('\t');
-            let name = fields.next().unwrap_or_default();
-            if names.len() <= i {
-                names.push(name.to_owned());
-                latencies.push(Vec::new());
-            }
-            assert_eq!(
-                names[i], name,
-                "{path}: client {i} is {name}, not {}",
-                names[i]
-            );
-            latencies[i].extend(fields.map(|nanos| {
-                Duration::from_nanos(
-                    nanos
-                        .parse()
-                        .unwrap_or_else(|err| panic!("{path}: {nanos:?}: {err}")),
-                )
-            }));
-            clients += 1;
-        }
-        assert_eq!(
-            clients,
-            names.len(),
-            "{path}: {clients} clients, not {}",
-            names.len()
-        );
-    }
-    (names, latencies)
-}
-
 fn print_interleaved(names: &[&str; 4], latencies: &[Vec<Duration>]) {
     let p99_of = |slice: &[Duration]| {
         let mut sorted = slice.to_vec();
@@ -753,10 +678,6 @@ fn assert_balanced_order() {
 
 fn main() {
     assert_balanced_order();
-    if std::env::var("STACK_MODE").as_deref() == Ok("pooled") {
-        print_pooled();
-        return;
-    }
     #[cfg(feature = "metrics")]
     if std::env::var("STACK_RECORDER").as_deref() == Ok("debugging") {
         metrics_util::debugging::DebuggingRecorder::new()
@@ -872,9 +793,6 @@ fn main() {
             let mut costs = CallerCosts::from_env();
             let latencies = interleaved(&sides, &url, INTERLEAVED_PER_SIDE, costs.as_mut()).await;
             print_interleaved(&names, &latencies);
-            if let Ok(path) = std::env::var("STACK_LATENCIES") {
-                write_latencies(&path, &names, &latencies);
-            }
             if let Some(costs) = costs {
                 println!();
                 costs.print(&names);
@@ -992,19 +910,7 @@ fn main() {
             }
             println!();
             let latencies = interleaved(&own_sides, &url, 20, None).await;
-            let own_names = ["bare", "bare (2)", "peers", "backstop"];
-            print_interleaved(&own_names, &latencies);
-            // And `STACK_LATENCIES`'s file, read back twice as `STACK_MODE=pooled` reads runs.
-            let path = std::env::temp_dir().join(format!("stack-quick-{}.txt", std::process::id()));
-            let path = path.to_str().unwrap();
-            write_latencies(path, &own_names, &latencies);
-            let (names, pooled) = read_latencies(&format!("{path},{path}"));
-            std::fs::remove_file(path).unwrap();
-            assert_eq!(names, own_names);
-            for (pooled, own) in pooled.iter().zip(&latencies) {
-                assert_eq!(pooled.len(), 2 * own.len());
-                assert_eq!(pooled[..own.len()], own[..]);
-            }
+            print_interleaved(&["bare", "bare (2)", "peers", "backstop"], &latencies);
             // And the padded control's paths (`STACK_CONTROL=padded`), each kind of pad.
             let client = stack_client_b::Bare::new();
             let pads = [
